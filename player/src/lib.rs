@@ -1,0 +1,1 @@
+//! Music262 player (being written).

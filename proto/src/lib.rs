@@ -1,0 +1,1 @@
+//! Music262 wire protocol (being written).

@@ -1,0 +1,1 @@
+//! Sans-IO synchronization core of Music262 (being written).
