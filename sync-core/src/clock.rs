@@ -1,0 +1,412 @@
+//! Clock synchronisation arithmetic: the linear mapping from a local clock to group time, and
+//! the per-link estimator that turns four-timestamp probes into an offset and a frequency error.
+//!
+//! The estimator follows NTP's clock filter: of a window of samples, only the lowest-delay
+//! ones are trusted (their asymmetry error is bounded by half their delay), and a straight
+//! line through them gives the frequency error as well as the offset, so that the estimate
+//! stays good between probes.
+
+use std::collections::VecDeque;
+
+use crate::time::{GroupTime, LocalTime, Nanos};
+
+/// Linear map from a node's local clock to group time:
+/// `group(t) = self.group + (t - self.local) * (1 + rate_ppm / 1e6)`.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct ClockMapping {
+    /// Local anchor instant.
+    pub local: LocalTime,
+    /// Group instant corresponding to `local`.
+    pub group: GroupTime,
+    /// How much faster group time runs than the local clock, in parts per million.
+    pub rate_ppm: f64,
+}
+
+impl ClockMapping {
+    /// The identity mapping anchored at `now`: group time equals local time.
+    pub fn identity(now: LocalTime) -> Self {
+        ClockMapping {
+            local: now,
+            group: GroupTime(now.0),
+            rate_ppm: 0.0,
+        }
+    }
+
+    /// Group time at local instant `t`.
+    pub fn to_group(&self, t: LocalTime) -> GroupTime {
+        self.group.offset(self.group_offset_f64(t).round() as Nanos)
+    }
+
+    /// Group time at local instant `t` as a float of nanoseconds relative to the anchor's
+    /// group instant, for sub-nanosecond arithmetic.
+    fn group_offset_f64(&self, t: LocalTime) -> f64 {
+        t.since(self.local) as f64 * (1.0 + self.rate_ppm * 1e-6)
+    }
+
+    /// Group time at `t`, as fractional nanoseconds since `base` (keeps precision where an
+    /// integer would round).
+    pub fn to_group_since(&self, t: LocalTime, base: GroupTime) -> f64 {
+        self.group.since(base) as f64 + self.group_offset_f64(t)
+    }
+
+    /// Local instant at which group time reaches `g`.
+    pub fn to_local(&self, g: GroupTime) -> LocalTime {
+        let d = g.since(self.group) as f64 / (1.0 + self.rate_ppm * 1e-6);
+        self.local.offset(d.round() as Nanos)
+    }
+
+    /// The same mapping re-anchored at local instant `t` (identical line, nearer anchor, so
+    /// that its numbers stay small when sent to peers).
+    pub fn reanchored(&self, t: LocalTime) -> Self {
+        ClockMapping {
+            local: t,
+            group: self.to_group(t),
+            rate_ppm: self.rate_ppm,
+        }
+    }
+
+    /// Composes `self` (a peer's local clock → group time) with a link estimate giving the
+    /// peer's clock from ours, yielding our local clock → group time, anchored at `at`.
+    pub fn compose(&self, link: &LinkEstimate, at: LocalTime) -> ClockMapping {
+        // Peer's local instant corresponding to our `at`, kept fractional.
+        let peer_at_offset = at.since(link.at) as f64 * link.rate + link.offset;
+        let peer_at_ns = at.0 as f64 + peer_at_offset;
+        let group_f =
+            self.group.0 as f64 + (peer_at_ns - self.local.0 as f64) * (1.0 + self.rate_ppm * 1e-6);
+        let rate = (1.0 + link.rate) * (1.0 + self.rate_ppm * 1e-6) - 1.0;
+        ClockMapping {
+            local: at,
+            group: GroupTime(group_f.round().max(0.0) as u64),
+            rate_ppm: rate * 1e6,
+        }
+    }
+}
+
+/// One completed four-timestamp exchange, reduced to what the filter needs.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct ClockSample {
+    /// Midpoint of the exchange on our clock, `(t0 + t3) / 2`.
+    pub at: LocalTime,
+    /// Peer clock minus our clock at `at`: `((t1 - t0) + (t2 - t3)) / 2`, nanoseconds.
+    pub offset: f64,
+    /// Round-trip delay excluding the peer's processing: `(t3 - t0) - (t2 - t1)`, nanoseconds.
+    pub delay: Nanos,
+}
+
+impl ClockSample {
+    /// Builds a sample from the four timestamps (`t0`, `t3` ours; `t1`, `t2` the peer's).
+    /// Returns `None` for impossible timestamps (negative delay or processing time).
+    pub fn from_timestamps(
+        t0: LocalTime,
+        t1: LocalTime,
+        t2: LocalTime,
+        t3: LocalTime,
+    ) -> Option<Self> {
+        let rtt = t3.since(t0);
+        let processing = t2.since(t1);
+        if rtt < 0 || processing < 0 || processing > rtt.saturating_add(crate::time::SECOND) {
+            return None;
+        }
+        let delay = rtt - processing;
+        if delay < 0 {
+            return None;
+        }
+        let offset = (t1.since(t0) as f64 + t2.since(t3) as f64) / 2.0;
+        Some(ClockSample {
+            at: t0.offset(rtt / 2),
+            offset,
+            delay,
+        })
+    }
+}
+
+/// The estimator's current belief about a peer's clock relative to ours.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct LinkEstimate {
+    /// Local instant the estimate is anchored at.
+    pub at: LocalTime,
+    /// Peer clock minus ours at `at`, nanoseconds.
+    pub offset: f64,
+    /// Frequency error: peer clock nanoseconds gained per local nanosecond (e.g. 1e-4 = 100 ppm).
+    pub rate: f64,
+    /// Lowest round-trip delay in the window, nanoseconds.
+    pub min_delay: Nanos,
+    /// Root-mean-square residual of the trusted samples around the fitted line, nanoseconds.
+    pub jitter: f64,
+    /// Number of samples the estimate rests on.
+    pub samples: usize,
+}
+
+impl LinkEstimate {
+    /// Peer clock minus ours at local instant `t`, extrapolated along the fitted line.
+    pub fn offset_at(&self, t: LocalTime) -> f64 {
+        self.offset + t.since(self.at) as f64 * self.rate
+    }
+}
+
+/// Tuning of the per-link clock filter.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct FilterConfig {
+    /// Samples kept.
+    pub window: usize,
+    /// The frequency is only fitted once the trusted samples span at least this long;
+    /// before that the previous frequency estimate (or zero) is used, because a slope fitted
+    /// over a short span mostly measures noise.
+    pub min_span: Nanos,
+    /// Largest frequency error believed, in ppm; beyond it the fit is clamped.
+    pub max_rate_ppm: f64,
+}
+
+impl Default for FilterConfig {
+    fn default() -> Self {
+        FilterConfig {
+            window: 32,
+            min_span: 2 * crate::time::SECOND,
+            max_rate_ppm: 2_000.0,
+        }
+    }
+}
+
+/// NTP-style clock filter over one link.
+#[derive(Clone, Debug)]
+pub struct ClockFilter {
+    config: FilterConfig,
+    samples: VecDeque<ClockSample>,
+    estimate: Option<LinkEstimate>,
+}
+
+impl ClockFilter {
+    /// An empty filter.
+    pub fn new(config: FilterConfig) -> Self {
+        ClockFilter {
+            config,
+            samples: VecDeque::with_capacity(config.window + 1),
+            estimate: None,
+        }
+    }
+
+    /// The current estimate, once at least one sample arrived.
+    pub fn estimate(&self) -> Option<&LinkEstimate> {
+        self.estimate.as_ref()
+    }
+
+    /// Samples currently held, oldest first.
+    pub fn samples(&self) -> impl Iterator<Item = &ClockSample> {
+        self.samples.iter()
+    }
+
+    /// Forgets every sample (for instance when the peer's clock is known to have changed).
+    pub fn reset(&mut self) {
+        self.samples.clear();
+        self.estimate = None;
+    }
+
+    /// Adds a sample and refits. Samples must arrive in order of `at`; an out-of-order one is
+    /// inserted where it belongs.
+    pub fn add(&mut self, sample: ClockSample) -> &LinkEstimate {
+        let pos = self
+            .samples
+            .iter()
+            .rposition(|s| s.at <= sample.at)
+            .map_or(0, |p| p + 1);
+        self.samples.insert(pos, sample);
+        while self.samples.len() > self.config.window.max(1) {
+            self.samples.pop_front();
+        }
+        let est = self.fit();
+        self.estimate = Some(est);
+        self.estimate.as_ref().expect("just set")
+    }
+
+    fn fit(&self) -> LinkEstimate {
+        let n = self.samples.len();
+        debug_assert!(n > 0);
+        // Trust the lowest-delay half (at least three, or all when fewer).
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| (self.samples[i].delay, i));
+        let keep = (n.div_ceil(2)).max(3.min(n));
+        let trusted: Vec<&ClockSample> = order[..keep].iter().map(|&i| &self.samples[i]).collect();
+        let best = trusted[0];
+        let anchor = self.samples[n - 1].at;
+
+        let xs: Vec<f64> = trusted.iter().map(|s| s.at.since(anchor) as f64).collect();
+        let ys: Vec<f64> = trusted.iter().map(|s| s.offset).collect();
+        let mean_x = xs.iter().sum::<f64>() / keep as f64;
+        let mean_y = ys.iter().sum::<f64>() / keep as f64;
+        let span = trusted
+            .iter()
+            .map(|s| s.at)
+            .max()
+            .expect("non-empty")
+            .since(trusted.iter().map(|s| s.at).min().expect("non-empty"));
+
+        let max_rate = self.config.max_rate_ppm * 1e-6;
+        let rate = if span >= self.config.min_span && keep >= 2 {
+            let sxx: f64 = xs.iter().map(|x| (x - mean_x) * (x - mean_x)).sum();
+            let sxy: f64 = xs
+                .iter()
+                .zip(&ys)
+                .map(|(x, y)| (x - mean_x) * (y - mean_y))
+                .sum();
+            if sxx > 0.0 { sxy / sxx } else { 0.0 }
+        } else {
+            self.estimate.map_or(0.0, |e| e.rate)
+        }
+        .clamp(-max_rate, max_rate);
+
+        // Line through the centroid with that slope, evaluated at the anchor (x = 0).
+        let mut offset = mean_y - rate * mean_x;
+
+        // The true offset at the lowest-delay sample lies within half its delay of what it
+        // measured, whatever the asymmetry: keep the line inside that interval.
+        let at_best = offset + rate * best.at.since(anchor) as f64;
+        let half = best.delay as f64 / 2.0;
+        let clamped = at_best.clamp(best.offset - half, best.offset + half);
+        offset += clamped - at_best;
+
+        let jitter = (xs
+            .iter()
+            .zip(&ys)
+            .map(|(x, y)| {
+                let r = y - (offset + rate * x);
+                r * r
+            })
+            .sum::<f64>()
+            / keep as f64)
+            .sqrt();
+
+        LinkEstimate {
+            at: anchor,
+            offset,
+            rate,
+            min_delay: best.delay,
+            jitter,
+            samples: n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::{MILLISECOND, SECOND};
+    use proptest::prelude::*;
+
+    /// Timestamps of an exchange between our clock (true time) and a peer clock
+    /// `peer(t) = t + offset + t * drift`, with the given one-way delays.
+    fn exchange(t: u64, offset: f64, drift: f64, up: u64, down: u64) -> ClockSample {
+        let peer = |true_t: u64| -> LocalTime {
+            LocalTime((true_t as f64 + offset + true_t as f64 * drift).round() as u64)
+        };
+        let t0 = LocalTime(t);
+        let t1 = peer(t + up);
+        let t2 = peer(t + up + 20_000);
+        let t3 = LocalTime(t + up + 20_000 + down);
+        ClockSample::from_timestamps(t0, t1, t2, t3).expect("valid")
+    }
+
+    #[test]
+    fn symmetric_delays_give_exact_offset_and_drift() {
+        let mut f = ClockFilter::new(FilterConfig::default());
+        let drift = 100e-6;
+        let base = 1_000 * SECOND as u64;
+        for i in 0..20u64 {
+            f.add(exchange(
+                base + i * SECOND as u64 / 2,
+                5e9,
+                drift,
+                MILLISECOND as u64,
+                MILLISECOND as u64,
+            ));
+        }
+        let e = f.estimate().unwrap();
+        let t = LocalTime(base + 10 * SECOND as u64);
+        let truth = 5e9 + t.0 as f64 * drift;
+        assert!(
+            (e.offset_at(t) - truth).abs() < 100.0,
+            "offset error {}",
+            e.offset_at(t) - truth
+        );
+        assert!((e.rate - drift).abs() < 1e-8, "rate {}", e.rate);
+        // The peer's 20 us of processing is timed by its drifting clock.
+        assert!(
+            (e.min_delay - 2 * MILLISECOND).abs() < 10,
+            "min delay {}",
+            e.min_delay
+        );
+    }
+
+    #[test]
+    fn impossible_timestamps_are_rejected() {
+        assert!(
+            ClockSample::from_timestamps(LocalTime(100), LocalTime(0), LocalTime(1), LocalTime(50))
+                .is_none()
+        );
+        assert!(
+            ClockSample::from_timestamps(
+                LocalTime(100),
+                LocalTime(10),
+                LocalTime(5),
+                LocalTime(200)
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn mapping_round_trips_and_composes() {
+        let m = ClockMapping {
+            local: LocalTime(1_000),
+            group: GroupTime(5_000_000),
+            rate_ppm: 200.0,
+        };
+        let t = LocalTime(1_000 + SECOND as u64);
+        let g = m.to_group(t);
+        assert_eq!(g, GroupTime(5_000_000 + 1_000_200_000));
+        assert!(m.to_local(g).since(t).abs() <= 1);
+        // Peer clock = ours + 1 s exactly, no drift: composing shifts by one second.
+        let link = LinkEstimate {
+            at: LocalTime(0),
+            offset: SECOND as f64,
+            rate: 0.0,
+            min_delay: 0,
+            jitter: 0.0,
+            samples: 1,
+        };
+        let ours = m.compose(&link, LocalTime(1_000));
+        assert_eq!(
+            ours.to_group(LocalTime(1_000)),
+            m.to_group(LocalTime(1_000 + SECOND as u64))
+        );
+        assert!((ours.rate_ppm - 200.0).abs() < 1e-9);
+    }
+
+    proptest! {
+        /// Whatever the asymmetry of the delays, the estimate at the lowest-delay sample lies
+        /// in the interval that sample proves to contain the truth (its measured offset plus or
+        /// minus half its delay), so it is never further from the truth than that delay.
+        #[test]
+        fn estimate_is_within_the_bound_of_the_lowest_delay_sample(
+            offset in -10e9f64..10e9,
+            delays in proptest::collection::vec((10_000u64..5_000_000, 10_000u64..5_000_000), 1..40),
+        ) {
+            let mut f = ClockFilter::new(FilterConfig::default());
+            let base = 100 * SECOND as u64;
+            let mut samples = Vec::new();
+            for (i, (up, down)) in delays.iter().enumerate() {
+                let s = exchange(base + i as u64 * 500 * MILLISECOND as u64, offset, 0.0, *up, *down);
+                samples.push(s);
+                f.add(s);
+            }
+            // The filter breaks ties in delay by age, oldest first, as this does.
+            let window = &samples[samples.len().saturating_sub(32)..];
+            let best = window.iter().min_by_key(|s| s.delay).unwrap();
+            let e = f.estimate().unwrap();
+            let est = e.offset_at(best.at);
+            let half = best.delay as f64 / 2.0;
+            prop_assert!((est - best.offset).abs() <= half + 1e-3, "estimate {} outside {} +- {}", est, best.offset, half);
+            let err = (est - offset).abs();
+            prop_assert!(err <= best.delay as f64 + 2.0, "error {} > bound {}", err, best.delay);
+        }
+    }
+}
