@@ -1,0 +1,296 @@
+//! Songs in memory: WAV decoding (hound) into normalised `f32` frames, and WAV encoding.
+//!
+//! Songs arrive over the network as the bytes of their WAV file, so decoding works on bytes
+//! first; a file is read whole and decoded the same way. Every malformed or truncated input is
+//! an error value, never a panic, and the header's claimed size never decides an allocation on
+//! its own (a corrupt header could otherwise ask for gigabytes).
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Why a WAV file could not be decoded. Display is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The reason.
+        source: std::io::Error,
+    },
+    /// The bytes are not a well-formed WAV file (bad RIFF/WAVE header, chunk sizes, fmt chunk).
+    #[error("not a valid WAV file: {0}")]
+    Malformed(String),
+    /// A valid WAV file in an encoding this player does not decode.
+    #[error("unsupported WAV encoding: {0}")]
+    Unsupported(String),
+    /// The data chunk is shorter than its header claims (for example a cut-off download).
+    #[error("truncated WAV data: header claims {claimed_frames} frames, only {available_frames} present")]
+    Truncated {
+        /// Frames the header announces.
+        claimed_frames: u64,
+        /// Whole frames actually present.
+        available_frames: u64,
+    },
+}
+
+/// Why a song could not be written as WAV. Display is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// The WAV writer refused the song (for example more than 4 GiB of data).
+    #[error("cannot encode WAV: {0}")]
+    Wav(String),
+    /// The file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The reason.
+        source: std::io::Error,
+    },
+}
+
+/// Where the audio data sits in the WAV file a song was decoded from; needed to translate the
+/// legacy protocol's byte offsets into frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WavLayout {
+    /// Byte offset of the first audio frame from the start of the file.
+    pub data_offset: u64,
+    /// Bytes per frame (block align).
+    pub bytes_per_frame: u32,
+}
+
+impl WavLayout {
+    /// The frame at byte offset `byte` of the file; offsets inside the header give frame 0.
+    pub fn frame_at_byte(&self, byte: u64) -> u64 {
+        byte.saturating_sub(self.data_offset) / u64::from(self.bytes_per_frame.max(1))
+    }
+
+    /// The byte offset in the file where frame `frame` starts.
+    pub fn byte_of_frame(&self, frame: u64) -> u64 {
+        self.data_offset + frame * u64::from(self.bytes_per_frame)
+    }
+}
+
+/// A decoded song: interleaved samples normalised to [-1, 1].
+#[derive(Clone)]
+pub struct Song {
+    /// Frames per second.
+    pub sample_rate: u32,
+    /// Samples per frame.
+    pub channels: u16,
+    /// Number of frames.
+    pub frames: u64,
+    samples: Arc<[f32]>,
+    layout: Option<WavLayout>,
+}
+
+impl std::fmt::Debug for Song {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Song")
+            .field("sample_rate", &self.sample_rate)
+            .field("channels", &self.channels)
+            .field("frames", &self.frames)
+            .field("layout", &self.layout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Song {
+    /// A song from interleaved samples. Fails if the rate or the channel count is zero or the
+    /// sample count is not a whole number of frames.
+    pub fn from_interleaved(
+        sample_rate: u32,
+        channels: u16,
+        samples: impl Into<Arc<[f32]>>,
+    ) -> Result<Self, DecodeError> {
+        let samples = samples.into();
+        if sample_rate == 0 {
+            return Err(DecodeError::Unsupported("sample rate 0".into()));
+        }
+        if channels == 0 {
+            return Err(DecodeError::Unsupported("0 channels".into()));
+        }
+        if samples.len() % usize::from(channels) != 0 {
+            return Err(DecodeError::Malformed(format!(
+                "{} samples is not a whole number of {channels}-channel frames",
+                samples.len()
+            )));
+        }
+        let frames = (samples.len() / usize::from(channels)) as u64;
+        Ok(Self { sample_rate, channels, frames, samples, layout: None })
+    }
+
+    /// All samples, interleaved.
+    pub fn samples(&self) -> &[f32] {
+        &self.samples
+    }
+
+    /// The samples of frame `index` (one per channel), or `None` past the end.
+    pub fn frame(&self, index: u64) -> Option<&[f32]> {
+        let ch = usize::from(self.channels);
+        let start = usize::try_from(index).ok()?.checked_mul(ch)?;
+        self.samples.get(start..start + ch)
+    }
+
+    /// Duration in nanoseconds.
+    pub fn duration_ns(&self) -> u64 {
+        (u128::from(self.frames) * 1_000_000_000 / u128::from(self.sample_rate)) as u64
+    }
+
+    /// The WAV layout this song was decoded from, if it came from a WAV file.
+    pub fn wav_layout(&self) -> Option<WavLayout> {
+        self.layout
+    }
+}
+
+/// Decodes a WAV file held in memory: 8, 16, 24 and 32-bit integer PCM and 32-bit float, any
+/// channel count and sample rate.
+pub fn decode_wav_bytes(bytes: &[u8]) -> Result<Song, DecodeError> {
+    let header = hound::WavReader::new(Cursor::new(bytes)).map_err(hound_error)?;
+    let spec = header.spec();
+    let claimed_samples = u64::from(header.len());
+    let data_offset = header.into_inner().position();
+
+    let channels = spec.channels;
+    if channels == 0 {
+        return Err(DecodeError::Malformed("0 channels".into()));
+    }
+    if spec.sample_rate == 0 {
+        return Err(DecodeError::Unsupported("sample rate 0".into()));
+    }
+    let bytes_per_sample = u64::from(spec.bits_per_sample).div_ceil(8).max(1);
+    let claimed_frames = claimed_samples / u64::from(channels);
+    let present_samples = (bytes.len() as u64).saturating_sub(data_offset) / bytes_per_sample;
+    let available_frames = present_samples.min(claimed_samples) / u64::from(channels);
+    if available_frames < claimed_frames {
+        return Err(DecodeError::Truncated { claimed_frames, available_frames });
+    }
+
+    let mut reader = hound::WavReader::new(Cursor::new(bytes)).map_err(hound_error)?;
+    // Bounded by the bytes actually present, never by the header alone.
+    let mut samples = Vec::with_capacity((available_frames * u64::from(channels)) as usize);
+    match spec.sample_format {
+        hound::SampleFormat::Float => {
+            if spec.bits_per_sample != 32 {
+                return Err(DecodeError::Unsupported(format!(
+                    "{}-bit float samples",
+                    spec.bits_per_sample
+                )));
+            }
+            for s in reader.samples::<f32>() {
+                samples.push(s.map_err(hound_error)?);
+            }
+        }
+        hound::SampleFormat::Int => {
+            if !(1..=32).contains(&spec.bits_per_sample) {
+                return Err(DecodeError::Unsupported(format!(
+                    "{}-bit integer samples",
+                    spec.bits_per_sample
+                )));
+            }
+            // Full scale of a `bits`-bit signed sample; hound has already re-centred unsigned
+            // 8-bit data.
+            let scale = (1.0 / (1u64 << (spec.bits_per_sample - 1)) as f64) as f32;
+            for s in reader.samples::<i32>() {
+                samples.push(s.map_err(hound_error)? as f32 * scale);
+            }
+        }
+    }
+    let mut song = Song::from_interleaved(spec.sample_rate, channels, samples)?;
+    song.layout = Some(WavLayout {
+        data_offset,
+        bytes_per_frame: (bytes_per_sample * u64::from(channels)) as u32,
+    });
+    Ok(song)
+}
+
+/// Reads and decodes a WAV file.
+pub fn decode_wav_file(path: &Path) -> Result<Song, DecodeError> {
+    let bytes = std::fs::read(path)
+        .map_err(|source| DecodeError::Io { path: path.to_owned(), source })?;
+    decode_wav_bytes(&bytes)
+}
+
+fn hound_error(e: hound::Error) -> DecodeError {
+    match e {
+        hound::Error::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            DecodeError::Malformed("file ends inside the header or a sample".into())
+        }
+        hound::Error::IoError(io) => DecodeError::Malformed(io.to_string()),
+        hound::Error::FormatError(reason) => DecodeError::Malformed(reason.to_string()),
+        hound::Error::Unsupported => DecodeError::Unsupported("format not supported by hound".into()),
+        other => DecodeError::Malformed(other.to_string()),
+    }
+}
+
+/// Sample encoding for [`encode_wav`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WavEncoding {
+    /// 16-bit signed integer PCM (what the server's generated songs use).
+    Pcm16,
+    /// 32-bit IEEE float (lossless for the player's samples; what the recorder writes).
+    Float32,
+}
+
+/// Encodes a song as the bytes of a WAV file. Samples outside [-1, 1] are clipped for `Pcm16`.
+pub fn encode_wav(song: &Song, encoding: WavEncoding) -> Result<Vec<u8>, EncodeError> {
+    let mut cursor = Cursor::new(Vec::with_capacity(song.samples.len() * 4 + 64));
+    write_wav(&mut cursor, song, encoding)?;
+    Ok(cursor.into_inner())
+}
+
+/// Writes a song to a WAV file.
+pub fn write_wav_file(path: &Path, song: &Song, encoding: WavEncoding) -> Result<(), EncodeError> {
+    let bytes = encode_wav(song, encoding)?;
+    std::fs::write(path, bytes).map_err(|source| EncodeError::Io { path: path.to_owned(), source })
+}
+
+fn write_wav<W: std::io::Write + std::io::Seek>(
+    out: W,
+    song: &Song,
+    encoding: WavEncoding,
+) -> Result<(), EncodeError> {
+    let wav_err = |e: hound::Error| EncodeError::Wav(e.to_string());
+    let spec = wav_spec(song.sample_rate, song.channels, encoding);
+    let mut writer = hound::WavWriter::new(out, spec).map_err(wav_err)?;
+    match encoding {
+        WavEncoding::Pcm16 => {
+            let mut w = writer.get_i16_writer(song.samples.len() as u32);
+            for &s in song.samples.iter() {
+                w.write_sample(f32_to_i16(s));
+            }
+            w.flush().map_err(wav_err)?;
+        }
+        WavEncoding::Float32 => {
+            for &s in song.samples.iter() {
+                writer.write_sample(s).map_err(wav_err)?;
+            }
+        }
+    }
+    writer.finalize().map_err(wav_err)
+}
+
+pub(crate) fn wav_spec(sample_rate: u32, channels: u16, encoding: WavEncoding) -> hound::WavSpec {
+    match encoding {
+        WavEncoding::Pcm16 => hound::WavSpec {
+            channels,
+            sample_rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        },
+        WavEncoding::Float32 => hound::WavSpec {
+            channels,
+            sample_rate,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        },
+    }
+}
+
+/// Rounds a normalised sample to 16 bits, clipping at full scale.
+pub fn f32_to_i16(s: f32) -> i16 {
+    (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16
+}
