@@ -1,10 +1,10 @@
 //! Clock synchronisation arithmetic: the linear mapping from a local clock to group time, and
 //! the per-link estimator that turns four-timestamp probes into an offset and a frequency error.
 //!
-//! The estimator follows NTP's clock filter: of a window of samples, only the lowest-delay
-//! ones are trusted (their asymmetry error is bounded by half their delay), and a straight
-//! line through them gives the frequency error as well as the offset, so that the estimate
-//! stays good between probes.
+//! The estimator follows NTP's clock filter: the lowest-delay samples are trusted most (a
+//! sample's asymmetry error is bounded by half its delay, so excess delay means possible
+//! error), and a weighted straight line through the window gives the frequency error as well as
+//! the offset, so that the estimate stays good between probes.
 
 use std::collections::VecDeque;
 
@@ -155,14 +155,18 @@ pub struct FilterConfig {
     pub min_span: Nanos,
     /// Largest frequency error believed, in ppm; beyond it the fit is clamped.
     pub max_rate_ppm: f64,
+    /// Scale of the delay weighting, ns: a sample whose delay exceeds the window's minimum by
+    /// this much counts a quarter as much as the best one.
+    pub delay_tolerance: Nanos,
 }
 
 impl Default for FilterConfig {
     fn default() -> Self {
         FilterConfig {
             window: 32,
-            min_span: 2 * crate::time::SECOND,
+            min_span: crate::time::SECOND,
             max_rate_ppm: 2_000.0,
+            delay_tolerance: 10 * crate::time::MICROSECOND,
         }
     }
 }
@@ -221,40 +225,53 @@ impl ClockFilter {
     fn fit(&self) -> LinkEstimate {
         let n = self.samples.len();
         debug_assert!(n > 0);
-        // Trust the lowest-delay half (at least three, or all when fewer).
-        let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by_key(|&i| (self.samples[i].delay, i));
-        let keep = (n.div_ceil(2)).max(3.min(n));
-        let trusted: Vec<&ClockSample> = order[..keep].iter().map(|&i| &self.samples[i]).collect();
-        let best = trusted[0];
-        let anchor = self.samples[n - 1].at;
-
-        let xs: Vec<f64> = trusted.iter().map(|s| s.at.since(anchor) as f64).collect();
-        let ys: Vec<f64> = trusted.iter().map(|s| s.offset).collect();
-        let mean_x = xs.iter().sum::<f64>() / keep as f64;
-        let mean_y = ys.iter().sum::<f64>() / keep as f64;
-        let span = trusted
+        let best = self
+            .samples
             .iter()
+            .min_by_key(|s| s.delay)
+            .expect("at least one sample");
+        let anchor = self.samples[n - 1].at;
+        // Weight each sample by how close its delay is to the best one: the excess delay bounds
+        // its asymmetry error, so a sample 10x further from the minimum counts 100x less.
+        let sigma = self.config.delay_tolerance as f64;
+        let weight = |s: &ClockSample| {
+            let excess = (s.delay - best.delay) as f64 + sigma;
+            (sigma / excess).powi(2)
+        };
+        let (mut sw, mut swx, mut swy) = (0.0, 0.0, 0.0);
+        for s in &self.samples {
+            let w = weight(s);
+            sw += w;
+            swx += w * s.at.since(anchor) as f64;
+            swy += w * s.offset;
+        }
+        let mean_x = swx / sw;
+        let mean_y = swy / sw;
+        // Span of the samples that carry real weight (excess delay within three tolerances).
+        let heavy = self.samples.iter().filter(|s| weight(s) >= 1.0 / 16.0);
+        let span = heavy
+            .clone()
             .map(|s| s.at)
             .max()
-            .expect("non-empty")
-            .since(trusted.iter().map(|s| s.at).min().expect("non-empty"));
+            .zip(heavy.map(|s| s.at).min());
+        let span = span.map_or(0, |(hi, lo)| hi.since(lo));
 
         let max_rate = self.config.max_rate_ppm * 1e-6;
-        let rate = if span >= self.config.min_span && keep >= 2 {
-            let sxx: f64 = xs.iter().map(|x| (x - mean_x) * (x - mean_x)).sum();
-            let sxy: f64 = xs
-                .iter()
-                .zip(&ys)
-                .map(|(x, y)| (x - mean_x) * (y - mean_y))
-                .sum();
+        let rate = if span >= self.config.min_span {
+            let (mut sxx, mut sxy) = (0.0, 0.0);
+            for s in &self.samples {
+                let w = weight(s);
+                let dx = s.at.since(anchor) as f64 - mean_x;
+                sxx += w * dx * dx;
+                sxy += w * dx * (s.offset - mean_y);
+            }
             if sxx > 0.0 { sxy / sxx } else { 0.0 }
         } else {
             self.estimate.map_or(0.0, |e| e.rate)
         }
         .clamp(-max_rate, max_rate);
 
-        // Line through the centroid with that slope, evaluated at the anchor (x = 0).
+        // Line through the weighted centroid with that slope, evaluated at the anchor (x = 0).
         let mut offset = mean_y - rate * mean_x;
 
         // The true offset at the lowest-delay sample lies within half its delay of what it
@@ -264,23 +281,20 @@ impl ClockFilter {
         let clamped = at_best.clamp(best.offset - half, best.offset + half);
         offset += clamped - at_best;
 
-        let jitter = (xs
-            .iter()
-            .zip(&ys)
-            .map(|(x, y)| {
-                let r = y - (offset + rate * x);
-                r * r
-            })
-            .sum::<f64>()
-            / keep as f64)
-            .sqrt();
+        let (mut sr, mut swr) = (0.0, 0.0);
+        for s in &self.samples {
+            let w = weight(s);
+            let r = s.offset - (offset + rate * s.at.since(anchor) as f64);
+            sr += w * r * r;
+            swr += w;
+        }
 
         LinkEstimate {
             at: anchor,
             offset,
             rate,
             min_delay: best.delay,
-            jitter,
+            jitter: (sr / swr).sqrt(),
             samples: n,
         }
     }
@@ -398,7 +412,7 @@ mod tests {
                 samples.push(s);
                 f.add(s);
             }
-            // The filter breaks ties in delay by age, oldest first, as this does.
+            // The filter breaks ties in delay by age, oldest first, as min_by_key does.
             let window = &samples[samples.len().saturating_sub(32)..];
             let best = window.iter().min_by_key(|s| s.delay).unwrap();
             let e = f.estimate().unwrap();

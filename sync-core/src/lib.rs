@@ -1,12 +1,60 @@
-//! Sans-IO synchronization core of Music262 (being written).
+//! Sans-IO synchronization core of Music262.
+//!
+//! This crate does no networking, reads no clock, spawns nothing and draws no OS randomness:
+//! a [`Node`] is a value that is fed inputs and drained of outputs, so that the same code runs
+//! under the gRPC and QUIC drivers, in the many-peer simulator and under a fuzzer.
+//!
+//! # Contract
+//!
+//! * Build a node with [`Node::new`] from a [`Config`], a seed and the current [`LocalTime`].
+//! * Feed it inputs, each with the local instant it happened at: [`Node::handle_link_up`],
+//!   [`Node::handle_link_down`], [`Node::handle_connect_failed`], [`Node::handle_message`]
+//!   (with the receive instant stamped as close to the socket as possible),
+//!   [`Node::handle_command`], [`Node::handle_player`] and [`Node::handle_timeout`].
+//! * **After any input, call [`Node::poll_output`] until it returns `None`**, carrying out each
+//!   [`Output`]: transmit a message, open or close a link, hand a [`PlaybackAction`] or a
+//!   [`Correction`] to the player, log an [`Event`].
+//! * Then sleep until [`Node::poll_timeout`] (an instant and a [`TimeoutReason`]) or the next
+//!   input, whichever comes first, and call [`Node::handle_timeout`] when it is due.
+//!
+//! Bad input from a peer never panics and never stops the node: it is dropped and reported as
+//! [`Event::BadMessage`]. Only local misuse, such as a command that cannot apply, returns an
+//! error ([`CommandError`]), and then nothing changes. Output order depends only on the inputs
+//! and the seed (ordered maps only), so a run can be replayed exactly.
+//!
+//! # Protocol in brief
+//!
+//! * **Clock sync**: four-timestamp probes (a burst when a link comes up, then about two a
+//!   second), an NTP-style filter that trusts the lowest-delay samples and fits offset and
+//!   frequency ([`clock`]). The reference is the lowest live node id of the connected group,
+//!   found without a coordinator; every node follows one neighbour nearer to it (a stratum), and
+//!   composes that neighbour's mapping to group time with its own link estimate. A dead
+//!   reference is detected by its liveness counter ceasing to rise; the next one carries on
+//!   from its current mapping, so group time does not jump.
+//! * **Group state**: a last-writer-wins register versioned by a Lamport counter and the
+//!   origin's id ([`state`]); newer states are relayed to every other neighbour, and every probe
+//!   carries the holder's version so a node that missed one is repaired (anti-entropy).
+//! * **Commands** take effect at `now + lead` in group time, the lead sized from the measured
+//!   delays of the clock tree; pauses land on the frame the timeline reaches then; late arrivals
+//!   join the timeline where it stands.
+//! * **Drift correction**: player reports against the timeline drive a bounded PI controller on
+//!   the playback rate, and a jump beyond a threshold ([`control`]).
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod control;
 pub mod message;
+pub mod node;
 pub mod state;
 pub mod time;
 
 pub use clock::{ClockFilter, ClockMapping, ClockSample, FilterConfig, LinkEstimate};
+pub use control::{ControlDecision, ControllerConfig, DriftController};
 pub use message::{Announce, Hello, LeaveReason, Message, PROTOCOL_VERSION, Probe, ProbeReply};
+pub use node::{
+    BadInput, Command, CommandError, Config, Correction, Counters, Direction, DisconnectReason,
+    Event, LinkId, LinkStatus, Node, Output, PeerRole, PlaybackAction, PlayerReport, SyncStatus,
+    TimeoutReason,
+};
 pub use state::{GroupState, Mode, NodeId, SongRef, StateVersion, Timeline};
 pub use time::{GroupTime, LocalTime, Nanos};

@@ -73,8 +73,11 @@ pub struct Announce {
     pub state_version: StateVersion,
     /// The sender's mapping from its local clock to group time, at the time of sending.
     pub mapping: ClockMapping,
-    /// Largest one-way delay from the root to any node, as known to the sender (propagated
-    /// up and down the clock tree); used to size the command lead.
+    /// Largest `root_delay` in the sender's subtree of the clock tree (itself and the nodes
+    /// that follow it, transitively), nanoseconds; flows up the tree to the root.
+    pub subtree_delay: u64,
+    /// Largest one-way delay from the root to any node of the group, nanoseconds, as the root
+    /// computed it from `subtree_delay` and the tree relayed down; sizes the command lead.
     pub radius: u64,
 }
 
@@ -90,6 +93,10 @@ pub struct Probe {
 }
 
 /// Second half of a clock probe.
+///
+/// Transports may restamp `t2` (and a [`Probe`]'s `t0`) with the instant the frame really
+/// leaves, just before writing it: the node matches replies by `seq` and accepts any echoed `t0`
+/// between the one it stamped and the reply's arrival.
 #[derive(Clone, Copy, PartialEq, Debug)]
 pub struct ProbeReply {
     /// Sequence number of the probe answered.
