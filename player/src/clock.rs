@@ -80,9 +80,23 @@ impl SkewedClock {
     }
 
     /// Skews `base` with an explicit anchor (deterministic, for tests and simulation).
-    pub fn with_anchor(base: Arc<dyn Clock>, offset_ns: i64, drift_ppm: f64, anchor_ns: u64) -> Self {
-        let drift_ppm = if drift_ppm.is_finite() { drift_ppm.max(-999_999.0) } else { 0.0 };
-        Self { base, offset_ns, drift_ppm, anchor_ns }
+    pub fn with_anchor(
+        base: Arc<dyn Clock>,
+        offset_ns: i64,
+        drift_ppm: f64,
+        anchor_ns: u64,
+    ) -> Self {
+        let drift_ppm = if drift_ppm.is_finite() {
+            drift_ppm.max(-999_999.0)
+        } else {
+            0.0
+        };
+        Self {
+            base,
+            offset_ns,
+            drift_ppm,
+            anchor_ns,
+        }
     }
 
     /// The offset at the anchor, in nanoseconds.
@@ -131,7 +145,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A manual clock showing `now_ns`.
     pub fn new(now_ns: u64) -> Self {
-        Self { now: AtomicU64::new(now_ns) }
+        Self {
+            now: AtomicU64::new(now_ns),
+        }
     }
 
     /// Sets the instant (it should not go backwards; that is the caller's promise).

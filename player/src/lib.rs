@@ -1,12 +1,32 @@
 //! Music262 player: the audio half of a synchronized peer.
+//!
+//! It starts a song at an exact instant and frame, follows rate corrections smoothly, and
+//! reports which frame is heard at which instant of the node's sync clock. It knows nothing of
+//! the protocol: the client's driver maps sync-core's playback actions onto [`Player`].
+//!
+//! - [`song`]: WAV decoding and encoding (hound).
+//! - [`render`]: the render core. A [`Control`] sends timed commands to a [`Renderer`] that
+//!   sinks step buffer by buffer; it resamples with rubato and knows the exact song position of
+//!   every output slot.
+//! - [`sink`]: sound device (cpal), null sink paced by a [`Clock`], WAV recorder.
+//! - [`Player`]: the render core plus the configured sink.
 #![forbid(unsafe_code)]
 
 pub mod clock;
+mod player;
+pub mod render;
 mod resample;
+pub mod sink;
 pub mod song;
 
 pub use clock::{Clock, ManualClock, SkewedClock, SystemClock};
+pub use player::{DEFAULT_PACED_RATE, Player, PlayerConfig, PlayerError};
+pub use render::{
+    ChannelMode, Control, PlaybackState, PlayerEvent, PositionReport, RenderConfig, Renderer,
+    render_core,
+};
 pub use resample::{MAX_RATE_PPM, Resampling};
+pub use sink::{SinkKind, SinkSpec};
 pub use song::{
     DecodeError, EncodeError, Song, WavEncoding, WavLayout, decode_wav_bytes, decode_wav_file,
     encode_wav, write_wav_file,

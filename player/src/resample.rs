@@ -74,7 +74,12 @@ pub(crate) struct FineResampler {
 
 impl FineResampler {
     /// Builds a resampler for `song_rate` → `sink_rate` (allocates; call off the audio thread).
-    pub(crate) fn new(song_rate: u32, song_channels: u16, sink_rate: u32, kind: Resampling) -> Self {
+    pub(crate) fn new(
+        song_rate: u32,
+        song_channels: u16,
+        sink_rate: u32,
+        kind: Resampling,
+    ) -> Self {
         let channels = if song_channels >= 2 { 2 } else { 1 };
         let base_ratio = f64::from(sink_rate) / f64::from(song_rate);
         let (inner, init_last_index, delay) = match kind {
@@ -208,9 +213,10 @@ impl FineResampler {
             let input = InterleavedSlice::new(&self.input[..need * ch], ch, need);
             let output = InterleavedSlice::new_mut(&mut self.output[..frames * ch], ch, frames);
             match (input, output) {
-                (Ok(input), Ok(mut output)) => {
-                    self.inner.process_into_buffer(&input, &mut output, None).ok()
-                }
+                (Ok(input), Ok(mut output)) => self
+                    .inner
+                    .process_into_buffer(&input, &mut output, None)
+                    .ok(),
                 _ => None,
             }
         };
@@ -249,7 +255,10 @@ impl FineResampler {
         }
         let skip = (first - self.feed_next) as usize;
         let src = &samples[first as usize * song_ch..end as usize * song_ch];
-        for (d, s) in dst[skip * ch..].chunks_exact_mut(ch).zip(src.chunks_exact(song_ch)) {
+        for (d, s) in dst[skip * ch..]
+            .chunks_exact_mut(ch)
+            .zip(src.chunks_exact(song_ch))
+        {
             d.copy_from_slice(&s[..ch]);
         }
     }
@@ -267,7 +276,11 @@ impl FineResampler {
 
 /// Clamps a fine rate to the supported range; NaN means 0.
 pub(crate) fn clamp_ppm(ppm: f64) -> f64 {
-    if ppm.is_nan() { 0.0 } else { ppm.clamp(-MAX_RATE_PPM, MAX_RATE_PPM) }
+    if ppm.is_nan() {
+        0.0
+    } else {
+        ppm.clamp(-MAX_RATE_PPM, MAX_RATE_PPM)
+    }
 }
 
 #[cfg(test)]
@@ -310,7 +323,11 @@ mod tests {
         let song = ramp_song(44_100, 200_000);
         let mut r = FineResampler::new(44_100, 2, 48_000, Resampling::Cubic);
         r.prime(&song, 1000.25, 0.0);
-        assert!((r.next_position() - 1000.25).abs() < 1e-9, "{}", r.next_position());
+        assert!(
+            (r.next_position() - 1000.25).abs() < 1e-9,
+            "{}",
+            r.next_position()
+        );
         check_ramp(&mut r, &song, 10, 512, 2e-3);
         r.set_rate_ppm(1000.0);
         check_ramp(&mut r, &song, 10, 300, 2e-3);
@@ -338,7 +355,11 @@ mod tests {
             let target = 100.0 + k as f64 * 97.37;
             r.prime(&song, target, (k as f64 - 25.0) * 40.0);
             assert!(r.process(&song, 64));
-            assert!((r.positions()[0] - target).abs() < 1e-6, "{} vs {target}", r.positions()[0]);
+            assert!(
+                (r.positions()[0] - target).abs() < 1e-6,
+                "{} vs {target}",
+                r.positions()[0]
+            );
             assert!((f64::from(r.output()[0]) + CENTER - target).abs() < 2e-3);
         }
     }

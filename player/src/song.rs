@@ -27,7 +27,9 @@ pub enum DecodeError {
     #[error("unsupported WAV encoding: {0}")]
     Unsupported(String),
     /// The data chunk is shorter than its header claims (for example a cut-off download).
-    #[error("truncated WAV data: header claims {claimed_frames} frames, only {available_frames} present")]
+    #[error(
+        "truncated WAV data: header claims {claimed_frames} frames, only {available_frames} present"
+    )]
     Truncated {
         /// Frames the header announces.
         claimed_frames: u64,
@@ -120,7 +122,13 @@ impl Song {
             )));
         }
         let frames = (samples.len() / usize::from(channels)) as u64;
-        Ok(Self { sample_rate, channels, frames, samples, layout: None })
+        Ok(Self {
+            sample_rate,
+            channels,
+            frames,
+            samples,
+            layout: None,
+        })
     }
 
     /// All samples, interleaved.
@@ -166,7 +174,10 @@ pub fn decode_wav_bytes(bytes: &[u8]) -> Result<Song, DecodeError> {
     let present_samples = (bytes.len() as u64).saturating_sub(data_offset) / bytes_per_sample;
     let available_frames = present_samples.min(claimed_samples) / u64::from(channels);
     if available_frames < claimed_frames {
-        return Err(DecodeError::Truncated { claimed_frames, available_frames });
+        return Err(DecodeError::Truncated {
+            claimed_frames,
+            available_frames,
+        });
     }
 
     let mut reader = hound::WavReader::new(Cursor::new(bytes)).map_err(hound_error)?;
@@ -209,8 +220,10 @@ pub fn decode_wav_bytes(bytes: &[u8]) -> Result<Song, DecodeError> {
 
 /// Reads and decodes a WAV file.
 pub fn decode_wav_file(path: &Path) -> Result<Song, DecodeError> {
-    let bytes = std::fs::read(path)
-        .map_err(|source| DecodeError::Io { path: path.to_owned(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| DecodeError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     decode_wav_bytes(&bytes)
 }
 
@@ -221,7 +234,9 @@ fn hound_error(e: hound::Error) -> DecodeError {
         }
         hound::Error::IoError(io) => DecodeError::Malformed(io.to_string()),
         hound::Error::FormatError(reason) => DecodeError::Malformed(reason.to_string()),
-        hound::Error::Unsupported => DecodeError::Unsupported("format not supported by hound".into()),
+        hound::Error::Unsupported => {
+            DecodeError::Unsupported("format not supported by hound".into())
+        }
         other => DecodeError::Malformed(other.to_string()),
     }
 }
@@ -245,7 +260,10 @@ pub fn encode_wav(song: &Song, encoding: WavEncoding) -> Result<Vec<u8>, EncodeE
 /// Writes a song to a WAV file.
 pub fn write_wav_file(path: &Path, song: &Song, encoding: WavEncoding) -> Result<(), EncodeError> {
     let bytes = encode_wav(song, encoding)?;
-    std::fs::write(path, bytes).map_err(|source| EncodeError::Io { path: path.to_owned(), source })
+    std::fs::write(path, bytes).map_err(|source| EncodeError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn write_wav<W: std::io::Write + std::io::Seek>(

@@ -1,0 +1,382 @@
+//! Sinks: what consumes the renderer's frames and says when each is heard.
+//!
+//! - `device`: a cpal output stream. Each callback maps the stream's own timestamps to the
+//!   sync clock: `playback - callback` is the latency still ahead of this buffer, added to the
+//!   clock read at callback time.
+//! - `null`: a thread that consumes frames in real time as a DAC would, paced by the injected
+//!   clock (a skewed clock makes it run fast or slow, like a crystal). Slot `k` is heard at
+//!   `origin + k * 1e9 / rate`.
+//! - `wav:PATH`: the null sink plus a recorder of exactly what was rendered (32-bit float).
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+
+use crate::clock::Clock;
+use crate::render::{PlayerEvent, Renderer};
+use crate::song::{WavEncoding, wav_spec};
+
+/// Where the audio goes, as given on a command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkSpec {
+    /// A sound device through cpal: the default output device, or the one whose id or
+    /// description matches the name (`device:NAME`, e.g. `device:null` for ALSA's null PCM).
+    Device(Option<String>),
+    /// Discards frames in real time, paced by the player's clock.
+    Null,
+    /// Records what would be heard to a 32-bit float WAV file, paced like `Null`.
+    Wav(PathBuf),
+}
+
+impl FromStr for SinkSpec {
+    type Err = String;
+    /// Parses `device`, `device:NAME`, `null` or `wav:PATH`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        match s {
+            "device" => return Ok(Self::Device(None)),
+            "null" => return Ok(Self::Null),
+            _ => {}
+        }
+        if let Some(name) = s.strip_prefix("device:") {
+            return if name.is_empty() {
+                Err("empty device name in \"device:\" (use \"device\" for the default)".into())
+            } else {
+                Ok(Self::Device(Some(name.to_owned())))
+            };
+        }
+        if let Some(path) = s.strip_prefix("wav:") {
+            return if path.is_empty() {
+                Err("missing file name in \"wav:PATH\"".into())
+            } else {
+                Ok(Self::Wav(PathBuf::from(path)))
+            };
+        }
+        Err(format!(
+            "unknown sink {s:?}: expected \"device\", \"device:NAME\", \"null\" or \"wav:PATH\""
+        ))
+    }
+}
+
+impl std::fmt::Display for SinkSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Device(None) => f.write_str("device"),
+            Self::Device(Some(name)) => write!(f, "device:{name}"),
+            Self::Null => f.write_str("null"),
+            Self::Wav(path) => write!(f, "wav:{}", path.display()),
+        }
+    }
+}
+
+/// The sink that actually opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkKind {
+    /// A sound device.
+    Device {
+        /// cpal host (e.g. "ALSA").
+        host: String,
+        /// Device id within the host (e.g. "default", "null").
+        name: String,
+    },
+    /// The null sink.
+    Null,
+    /// The WAV recorder.
+    Wav(PathBuf),
+}
+
+impl std::fmt::Display for SinkKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Device { host, name } => write!(f, "sound device {name} ({host})"),
+            Self::Null => f.write_str("null sink"),
+            Self::Wav(path) => write!(f, "WAV recorder {}", path.display()),
+        }
+    }
+}
+
+/// A running null or WAV sink thread.
+pub(crate) struct PacedSink {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    pub(crate) origin_ns: u64,
+}
+
+/// Frames rendered per wake-up of a paced sink: 5 ms, so a command is rarely later than that.
+fn paced_period(rate: u32) -> usize {
+    (rate as usize / 200).max(1)
+}
+
+pub(crate) fn spawn_paced(
+    mut renderer: Renderer,
+    clock: Arc<dyn Clock>,
+    recorder: Option<(PathBuf, hound::WavWriter<BufWriter<File>>)>,
+    events: Arc<Mutex<Vec<PlayerEvent>>>,
+) -> std::io::Result<PacedSink> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let rate = renderer.sink_rate();
+    let origin_ns = clock.now_ns();
+    let thread_stop = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("player-paced-sink".into())
+        .spawn(move || {
+            let channels = renderer.channels();
+            let period = paced_period(rate);
+            let mut buffer = vec![0.0f32; period * channels];
+            let mut recorder = recorder;
+            let mut slot: u64 = 0;
+            while !thread_stop.load(Ordering::Acquire) {
+                let due = origin_ns + (u128::from(slot) * 1_000_000_000 / u128::from(rate)) as u64;
+                // A DAC consumes slot k at its instant; sleep until the clock says so.
+                loop {
+                    let now = clock.now_ns();
+                    if now >= due || thread_stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_nanos((due - now).min(20_000_000)));
+                }
+                if thread_stop.load(Ordering::Acquire) {
+                    break;
+                }
+                renderer.render(&mut buffer, due);
+                if let Some((path, writer)) = recorder.as_mut() {
+                    let result = buffer.iter().try_for_each(|&s| writer.write_sample(s));
+                    if let Err(e) = result {
+                        let msg = format!("recording to {} failed: {e}", path.display());
+                        events
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(PlayerEvent::SinkLost(msg));
+                        recorder = None;
+                    }
+                }
+                slot += period as u64;
+            }
+            if let Some((path, writer)) = recorder
+                && let Err(e) = writer.finalize()
+            {
+                let msg = format!("finalising {} failed: {e}", path.display());
+                events
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(PlayerEvent::SinkLost(msg));
+            }
+        })?;
+    Ok(PacedSink {
+        stop,
+        thread: Some(thread),
+        origin_ns,
+    })
+}
+
+impl PacedSink {
+    /// Stops the thread and waits for it (the recording is finalised by then).
+    pub(crate) fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for PacedSink {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+pub(crate) fn create_recorder(
+    path: &std::path::Path,
+    rate: u32,
+    channels: u16,
+) -> Result<hound::WavWriter<BufWriter<File>>, String> {
+    hound::WavWriter::create(path, wav_spec(rate, channels, WavEncoding::Float32))
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))
+}
+
+/// A chosen device and stream configuration, before the stream is built.
+pub(crate) struct DeviceChoice {
+    device: cpal::Device,
+    config: cpal::StreamConfig,
+    format: cpal::SampleFormat,
+    pub(crate) kind: SinkKind,
+}
+
+impl DeviceChoice {
+    pub(crate) fn rate(&self) -> u32 {
+        self.config.sample_rate
+    }
+
+    pub(crate) fn channels(&self) -> u16 {
+        self.config.channels
+    }
+}
+
+/// Picks the device and a configuration: the requested channel count and rate when the device
+/// supports them, otherwise its default; `f32` samples when offered, else 16 or 32-bit ints.
+pub(crate) fn choose_device(
+    name: Option<&str>,
+    want_rate: Option<u32>,
+    want_channels: u16,
+) -> Result<DeviceChoice, String> {
+    let host = cpal::default_host();
+    let host_name = host.id().name().to_owned();
+    let device = match name {
+        None => host
+            .default_output_device()
+            .ok_or_else(|| format!("{host_name} has no default output device"))?,
+        Some(wanted) => host
+            .output_devices()
+            .map_err(|e| format!("cannot list {host_name} output devices: {e}"))?
+            .find(|d| {
+                d.id().is_ok_and(|id| id.id() == wanted)
+                    || d.description().is_ok_and(|desc| desc.name() == wanted)
+            })
+            .ok_or_else(|| format!("no {host_name} output device named {wanted:?}"))?,
+    };
+    let device_name = device
+        .id()
+        .map(|id| id.id().to_owned())
+        .unwrap_or_else(|_| "?".into());
+    let default = device
+        .default_output_config()
+        .map_err(|e| format!("{host_name} device {device_name:?}: {e}"))?;
+    let rate_wanted = want_rate.unwrap_or(default.sample_rate());
+    let usable = |f: cpal::SampleFormat| {
+        matches!(
+            f,
+            cpal::SampleFormat::F32 | cpal::SampleFormat::I16 | cpal::SampleFormat::I32
+        )
+    };
+    let format_rank = |f: cpal::SampleFormat| match f {
+        cpal::SampleFormat::F32 => 0,
+        cpal::SampleFormat::I32 => 1,
+        _ => 2,
+    };
+    let ranges: Vec<_> = device
+        .supported_output_configs()
+        .map(|it| it.filter(|r| usable(r.sample_format())).collect())
+        .unwrap_or_default();
+    let best = ranges
+        .iter()
+        .min_by_key(|r| {
+            (
+                r.channels() != want_channels,
+                !r.contains_rate(rate_wanted),
+                format_rank(r.sample_format()),
+            )
+        })
+        .cloned();
+    let (config, format) = match best {
+        Some(range) => {
+            let rate = if range.contains_rate(rate_wanted) {
+                rate_wanted
+            } else {
+                rate_wanted.clamp(range.min_sample_rate(), range.max_sample_rate())
+            };
+            let supported = range.with_sample_rate(rate);
+            (supported.config(), supported.sample_format())
+        }
+        None if usable(default.sample_format()) => (default.config(), default.sample_format()),
+        None => {
+            return Err(format!(
+                "{host_name} device {device_name:?} offers no f32/i16/i32 output format"
+            ));
+        }
+    };
+    Ok(DeviceChoice {
+        device,
+        config,
+        format,
+        kind: SinkKind::Device {
+            host: host_name,
+            name: device_name,
+        },
+    })
+}
+
+/// Largest block rendered at once inside a callback; bigger callbacks are split.
+const CALLBACK_BLOCK_FRAMES: usize = 4096;
+
+/// Builds and starts the stream; the renderer moves into the data callback.
+pub(crate) fn start_device(
+    choice: &DeviceChoice,
+    renderer: Renderer,
+    clock: Arc<dyn Clock>,
+    events: Arc<Mutex<Vec<PlayerEvent>>>,
+) -> Result<cpal::Stream, String> {
+    let stream = match choice.format {
+        cpal::SampleFormat::F32 => build::<f32>(choice, renderer, clock, events),
+        cpal::SampleFormat::I32 => build::<i32>(choice, renderer, clock, events),
+        _ => build::<i16>(choice, renderer, clock, events),
+    }?;
+    stream
+        .play()
+        .map_err(|e| format!("cannot start the output stream: {e}"))?;
+    Ok(stream)
+}
+
+fn build<T>(
+    choice: &DeviceChoice,
+    mut renderer: Renderer,
+    clock: Arc<dyn Clock>,
+    events: Arc<Mutex<Vec<PlayerEvent>>>,
+) -> Result<cpal::Stream, String>
+where
+    T: cpal::SizedSample + cpal::FromSample<f32>,
+{
+    let channels = usize::from(choice.config.channels);
+    let ns_per_frame = 1e9 / f64::from(choice.config.sample_rate);
+    let mut scratch = vec![0.0f32; CALLBACK_BLOCK_FRAMES * channels];
+    let data_callback = move |data: &mut [T], info: &cpal::OutputCallbackInfo| {
+        let now = clock.now_ns();
+        let ts = info.timestamp();
+        // How long until the first frame of this buffer reaches the DAC.
+        let latency = ts
+            .playback
+            .saturating_duration_since(ts.callback)
+            .as_nanos() as u64;
+        let first_slot_ns = now + latency;
+        let mut offset_frames = 0usize;
+        for block in data.chunks_mut(scratch.len()) {
+            let scratch = &mut scratch[..block.len()];
+            let at = first_slot_ns + (offset_frames as f64 * ns_per_frame).round() as u64;
+            renderer.render(scratch, at);
+            for (out, &s) in block.iter_mut().zip(scratch.iter()) {
+                *out = T::from_sample(s);
+            }
+            offset_frames += block.len() / channels;
+        }
+    };
+    let error_callback = move |err: cpal::Error| {
+        let lost = matches!(
+            err.kind(),
+            cpal::ErrorKind::DeviceNotAvailable
+                | cpal::ErrorKind::StreamInvalidated
+                | cpal::ErrorKind::DeviceChanged
+        );
+        let message = format!("sound device: {err}");
+        let event = if lost {
+            PlayerEvent::SinkLost(message)
+        } else {
+            PlayerEvent::SinkError(message)
+        };
+        events.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+    };
+    choice
+        .device
+        .build_output_stream::<T, _, _>(
+            choice.config.clone(),
+            data_callback,
+            error_callback,
+            Some(Duration::from_secs(5)),
+        )
+        .map_err(|e| format!("cannot open the output stream: {e}"))
+}
