@@ -150,10 +150,7 @@ pub(crate) fn spawn_paced(
                     let result = buffer.iter().try_for_each(|&s| writer.write_sample(s));
                     if let Err(e) = result {
                         let msg = format!("recording to {} failed: {e}", path.display());
-                        events
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(PlayerEvent::SinkLost(msg));
+                        push_coalesced(&events, PlayerEvent::SinkLost(msg));
                         recorder = None;
                     }
                 }
@@ -163,10 +160,7 @@ pub(crate) fn spawn_paced(
                 && let Err(e) = writer.finalize()
             {
                 let msg = format!("finalising {} failed: {e}", path.display());
-                events
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(PlayerEvent::SinkLost(msg));
+                push_coalesced(&events, PlayerEvent::SinkLost(msg));
             }
         })?;
     Ok(PacedSink {
@@ -282,6 +276,8 @@ pub(crate) fn choose_device(
                 rate_wanted.clamp(range.min_sample_rate(), range.max_sample_rate())
             };
             let supported = range.with_sample_rate(rate);
+            // The device's default buffering: forcing short periods made ALSA's pulse plugin
+            // fail with I/O errors on every callback.
             (supported.config(), supported.sample_format())
         }
         None if usable(default.sample_format()) => (default.config(), default.sample_format()),
@@ -300,6 +296,18 @@ pub(crate) fn choose_device(
             name: device_name,
         },
     })
+}
+
+/// Most events kept for the caller; a device in trouble can report on every callback.
+const MAX_SIDE_EVENTS: usize = 64;
+
+/// Records an event unless it repeats the last one or too many are waiting: the caller needs to
+/// know that the device is failing, not every callback's copy of it.
+pub(crate) fn push_coalesced(events: &Mutex<Vec<PlayerEvent>>, event: PlayerEvent) {
+    let mut events = events.lock().unwrap_or_else(|e| e.into_inner());
+    if events.len() < MAX_SIDE_EVENTS && events.last() != Some(&event) {
+        events.push(event);
+    }
 }
 
 /// Largest block rendered at once inside a callback; bigger callbacks are split.
@@ -368,7 +376,7 @@ where
         } else {
             PlayerEvent::SinkError(message)
         };
-        events.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+        push_coalesced(&events, event);
     };
     choice
         .device

@@ -1,0 +1,127 @@
+//! The paced sinks in real time: null paced by a skewed clock, the WAV recorder, and the
+//! device-to-null fallback. Timing tolerances are generous on purpose.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use player::{
+    Clock, Player, PlayerConfig, PlayerError, Resampling, SinkKind, SinkSpec, SkewedClock, Song,
+    SystemClock, decode_wav_file,
+};
+
+fn noise_song(rate: u32, frames: usize) -> Arc<Song> {
+    let mut x: u32 = 0x9E37_79B9;
+    let samples: Vec<f32> = (0..frames * 2)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x as f32 / u32::MAX as f32) - 0.5
+        })
+        .collect();
+    Arc::new(Song::from_interleaved(rate, 2, samples).unwrap())
+}
+
+/// Frames per second of host time the player consumes, measured over `window`.
+fn measure_rate(player: &Player, window: Duration) -> f64 {
+    let host = SystemClock;
+    let h1 = host.now_ns();
+    let f1 = player.position().unwrap().frame;
+    std::thread::sleep(window);
+    let h2 = host.now_ns();
+    let f2 = player.position().unwrap().frame;
+    (f2 - f1) / ((h2 - h1) as f64 * 1e-9)
+}
+
+#[test]
+fn null_sink_paced_by_a_fast_clock_consumes_frames_faster_in_host_time() {
+    let base: Arc<dyn Clock> = Arc::new(SystemClock);
+    // +5 %: 30 ms over the window, well clear of the 5 ms render period and scheduling jitter.
+    let fast: Arc<dyn Clock> = Arc::new(SkewedClock::new(base.clone(), 3_000_000_000, 50_000.0));
+    let song = noise_song(48_000, 48_000 * 10);
+    let open = |clock: &Arc<dyn Clock>| {
+        let player = Player::open(PlayerConfig::new(SinkSpec::Null), clock.clone()).unwrap();
+        assert_eq!(player.sink_kind(), &SinkKind::Null);
+        player.load(song.clone());
+        player.start_at(0, clock.now_ns() + 20_000_000);
+        player
+    };
+    let nominal = open(&base);
+    let skewed = open(&fast);
+    std::thread::sleep(Duration::from_millis(100));
+    let (nominal_rate, skewed_rate) = std::thread::scope(|s| {
+        let a = s.spawn(|| measure_rate(&nominal, Duration::from_millis(600)));
+        let b = s.spawn(|| measure_rate(&skewed, Duration::from_millis(600)));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let nominal_ppm = (nominal_rate / 48_000.0 - 1.0) * 1e6;
+    let skewed_ppm = (skewed_rate / 48_000.0 - 1.0) * 1e6;
+    println!("nominal clock: {nominal_ppm:.0} ppm, clock at +50000 ppm: {skewed_ppm:.0} ppm");
+    assert!(
+        nominal_ppm.abs() < 25_000.0,
+        "nominal sink ran at {nominal_ppm} ppm"
+    );
+    assert!(
+        (skewed_ppm - 50_000.0).abs() < 25_000.0,
+        "skewed sink ran at {skewed_ppm} ppm"
+    );
+    // Reports are in the skewed clock: the song advances at its nominal rate there.
+    let report = skewed.position().unwrap();
+    assert!(report.instant_ns > fast.now_ns() - 100_000_000 && report.instant_ns <= fast.now_ns());
+}
+
+#[test]
+fn wav_sink_records_the_song_from_the_slot_of_its_start_instant() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heard.wav");
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut config = PlayerConfig::new(SinkSpec::Wav(path.clone()));
+    config.resampling = Resampling::Cubic;
+    let player = Player::open(config, clock.clone()).unwrap();
+    assert_eq!(player.sink_kind(), &SinkKind::Wav(path.clone()));
+    let origin = player.paced_origin_ns().unwrap();
+    let song = noise_song(48_000, 48_000);
+    player.load(song.clone());
+    // Slot 4800 is heard at origin + 100 ms.
+    player.start_at(0, origin + 100_000_000);
+    std::thread::sleep(Duration::from_millis(400));
+    player.close();
+    let heard = decode_wav_file(&path).unwrap();
+    assert_eq!((heard.sample_rate, heard.channels), (48_000, 2));
+    assert!(
+        heard.frames > 10_000,
+        "only {} frames recorded",
+        heard.frames
+    );
+    for slot in 0..heard.frames {
+        let got = heard.frame(slot).unwrap();
+        if slot < 4800 {
+            assert_eq!(got, &[0.0, 0.0], "slot {slot} before the start");
+        } else {
+            let want = song.frame(slot - 4800).unwrap();
+            assert!(
+                (got[0] - want[0]).abs() < 1e-4 && (got[1] - want[1]).abs() < 1e-4,
+                "slot {slot}: {got:?} vs {want:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_unopenable_device_falls_back_to_null_with_a_one_line_note() {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut config = PlayerConfig::new(SinkSpec::Device(Some("no-such-device-music262".into())));
+    config.fallback_to_null = true;
+    let player = Player::open(config.clone(), clock.clone()).unwrap();
+    assert_eq!(player.sink_kind(), &SinkKind::Null);
+    let note = player.fallback_note().expect("a note saying why");
+    assert!(
+        note.contains("no-such-device-music262") && note.contains("null") && !note.contains('\n'),
+        "{note}"
+    );
+
+    config.fallback_to_null = false;
+    let err = Player::open(config, clock).unwrap_err();
+    assert!(matches!(err, PlayerError::Device(_)), "{err}");
+    assert!(!err.to_string().contains('\n'));
+}
