@@ -20,15 +20,21 @@ pub struct ClockMapping {
     pub group: GroupTime,
     /// How much faster group time runs than the local clock, in parts per million.
     pub rate_ppm: f64,
+    /// Which group time this is: an id chosen by the node that started it, inherited by every
+    /// node that follows it and kept by a reference's successor. Two groups that meet have
+    /// different time bases, so instants from one are never read in the other.
+    pub timebase: u64,
 }
 
 impl ClockMapping {
-    /// The identity mapping anchored at `now`: group time equals local time.
-    pub fn identity(now: LocalTime) -> Self {
+    /// The identity mapping anchored at `now`, starting time base `timebase`: group time
+    /// equals local time.
+    pub fn identity(now: LocalTime, timebase: u64) -> Self {
         ClockMapping {
             local: now,
             group: GroupTime(now.0),
             rate_ppm: 0.0,
+            timebase,
         }
     }
 
@@ -62,6 +68,7 @@ impl ClockMapping {
             local: t,
             group: self.to_group(t),
             rate_ppm: self.rate_ppm,
+            timebase: self.timebase,
         }
     }
 
@@ -78,6 +85,7 @@ impl ClockMapping {
             local: at,
             group: GroupTime(group_f.round().max(0.0) as u64),
             rate_ppm: rate * 1e6,
+            timebase: self.timebase,
         }
     }
 }
@@ -158,6 +166,9 @@ pub struct FilterConfig {
     /// Scale of the delay weighting, ns: a sample whose delay exceeds the window's minimum by
     /// this much counts a quarter as much as the best one.
     pub delay_tolerance: Nanos,
+    /// Before `min_span`, a fitted frequency is used once its standard error is below this
+    /// (ppm).
+    pub quick_rate_error_ppm: f64,
 }
 
 impl Default for FilterConfig {
@@ -167,6 +178,7 @@ impl Default for FilterConfig {
             min_span: crate::time::SECOND,
             max_rate_ppm: 2_000.0,
             delay_tolerance: 10 * crate::time::MICROSECOND,
+            quick_rate_error_ppm: 2.0,
         }
     }
 }
@@ -257,15 +269,33 @@ impl ClockFilter {
         let span = span.map_or(0, |(hi, lo)| hi.since(lo));
 
         let max_rate = self.config.max_rate_ppm * 1e-6;
-        let rate = if span >= self.config.min_span {
-            let (mut sxx, mut sxy) = (0.0, 0.0);
-            for s in &self.samples {
-                let w = weight(s);
-                let dx = s.at.since(anchor) as f64 - mean_x;
-                sxx += w * dx * dx;
-                sxy += w * dx * (s.offset - mean_y);
-            }
-            if sxx > 0.0 { sxy / sxx } else { 0.0 }
+        let (mut sxx, mut sxy) = (0.0, 0.0);
+        for s in &self.samples {
+            let w = weight(s);
+            let dx = s.at.since(anchor) as f64 - mean_x;
+            sxx += w * dx * dx;
+            sxy += w * dx * (s.offset - mean_y);
+        }
+        let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+        // Standard error of the slope: a quiet link gives a trustworthy frequency from a short
+        // burst already; a noisy one has to wait until the samples span `min_span`.
+        let slope_error = if n >= 3 && sxx > 0.0 {
+            let rss: f64 = self
+                .samples
+                .iter()
+                .map(|s| {
+                    let r = s.offset - (mean_y + slope * (s.at.since(anchor) as f64 - mean_x));
+                    weight(s) * r * r
+                })
+                .sum();
+            (rss / sw / (n as f64 - 2.0).max(1.0) * (sw / sxx)).sqrt()
+        } else {
+            f64::INFINITY
+        };
+        let trusted = span >= self.config.min_span
+            || (span > 0 && slope_error <= self.config.quick_rate_error_ppm * 1e-6);
+        let rate = if trusted {
+            slope
         } else {
             self.estimate.map_or(0.0, |e| e.rate)
         }
@@ -370,6 +400,7 @@ mod tests {
     #[test]
     fn mapping_round_trips_and_composes() {
         let m = ClockMapping {
+            timebase: 1,
             local: LocalTime(1_000),
             group: GroupTime(5_000_000),
             rate_ppm: 200.0,

@@ -60,7 +60,6 @@ pub struct DriftController {
     config: ControllerConfig,
     /// Estimated rate error of the player beyond what it is told (fraction, e.g. 1e-4).
     disturbance: f64,
-    last: Option<(LocalTime, Nanos)>,
     /// Rate in force since the last report, and feed-forward then (fractions).
     applied: f64,
     last_rate_ppm: f64,
@@ -73,7 +72,6 @@ impl DriftController {
         DriftController {
             config,
             disturbance: 0.0,
-            last: None,
             applied: 0.0,
             last_rate_ppm: 0.0,
             last_error: None,
@@ -100,29 +98,30 @@ impl DriftController {
         self.last_error
     }
 
-    /// Forgets the previous report (after a jump or a start the error's history is broken) but
-    /// keeps the estimate of the player's own rate error, which outlives a re-seek.
+    /// Forgets the last error (after a jump or a start) but keeps the estimate of the player's
+    /// own rate error, which outlives a re-seek.
     pub fn restart(&mut self) {
-        self.last = None;
         self.last_error = None;
     }
 
     /// Feeds one measurement: the player was `error` ns ahead of the timeline (negative: behind)
-    /// at local instant `at`; `feed_forward_ppm` is the rate of group time relative to the
-    /// local clock.
+    /// at local instant `at`; `previous` is the previous report's instant and error, evaluated
+    /// against the *same* timeline estimate as `error` (so that an update of the group-time
+    /// estimate between the two reports is not mistaken for the player's own drift);
+    /// `feed_forward_ppm` is the rate of group time relative to the local clock.
     pub fn update(
         &mut self,
         at: LocalTime,
         error: Nanos,
+        previous: Option<(LocalTime, Nanos)>,
         feed_forward_ppm: f64,
     ) -> ControlDecision {
         self.last_error = Some(error);
-        if error.abs() > self.config.jump_threshold {
-            self.last = None;
+        if error.unsigned_abs() > self.config.jump_threshold.unsigned_abs() {
             return ControlDecision::Jump;
         }
         let ff = feed_forward_ppm * 1e-6;
-        if let Some((t0, e0)) = self.last
+        if let Some((t0, e0)) = previous
             && at > t0
         {
             let dt = at.since(t0) as f64;
@@ -133,7 +132,6 @@ impl DriftController {
             self.disturbance =
                 (self.disturbance + alpha * (observed - self.disturbance)).clamp(-max, max);
         }
-        self.last = Some((at, error));
         let err_s = error as f64 / SECOND as f64;
         let wanted = (ff - self.disturbance - self.config.kp * err_s) * 1e6;
         let max = self.config.max_rate_ppm;
@@ -165,11 +163,15 @@ mod tests {
         let step = 50 * MILLISECOND;
         let mut trace = Vec::new();
         let mut t = LocalTime(SECOND as u64);
+        let mut prev: Option<(LocalTime, Nanos)> = None;
         for _ in 0..(seconds * 20.0) as usize {
             // The player advances (1 + rate + device) per local ns; the timeline (1 + ff).
             err += step as f64 * ((rate + device_ppm - feed_forward) * 1e-6);
             t = t + step;
-            match c.update(t, err.round() as Nanos, feed_forward) {
+            let e = err.round() as Nanos;
+            let decision = c.update(t, e, prev, feed_forward);
+            prev = Some((t, e));
+            match decision {
                 ControlDecision::Rate(r) => rate = r,
                 ControlDecision::Hold => {}
                 ControlDecision::Jump => panic!("unexpected jump at error {err}"),
@@ -222,10 +224,10 @@ mod tests {
     fn large_errors_ask_for_a_jump_and_rates_stay_bounded() {
         let mut c = DriftController::new(ControllerConfig::default());
         assert_eq!(
-            c.update(LocalTime(0), 25 * MILLISECOND, 0.0),
+            c.update(LocalTime(0), 25 * MILLISECOND, None, 0.0),
             ControlDecision::Jump
         );
-        match c.update(LocalTime(SECOND as u64), 15 * MILLISECOND, 0.0) {
+        match c.update(LocalTime(SECOND as u64), 15 * MILLISECOND, None, 0.0) {
             ControlDecision::Rate(r) => assert_eq!(r, -500.0),
             other => panic!("expected a bounded rate, got {other:?}"),
         }

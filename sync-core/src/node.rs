@@ -503,6 +503,8 @@ pub struct Counters {
     pub states_ignored: u64,
     /// Jumps asked of the player.
     pub jumps: u64,
+    /// States ignored because they were in a time base this node cannot read yet.
+    pub states_foreign: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -566,6 +568,9 @@ pub struct Node {
     pending_connects: BTreeMap<String, LocalTime>,
 
     mapping: ClockMapping,
+    /// Time bases this node has left, with what to add to their instants to express them in
+    /// the current one.
+    conversions: BTreeMap<u64, Nanos>,
     root: NodeId,
     stratum: u8,
     parent: Option<LinkId>,
@@ -588,6 +593,8 @@ pub struct Node {
     /// (within a millisecond): the controller absorbs the difference instead of a re-seek.
     smooth_retime: bool,
     controller: DriftController,
+    /// The player's last position report (instant, frame), for the controller's observer.
+    last_report: Option<(LocalTime, f64)>,
 
     outputs: VecDeque<Output>,
     counters: Counters,
@@ -595,26 +602,31 @@ pub struct Node {
 
 const MAX_OUTSTANDING_PROBES: usize = 8;
 const MAX_GOSSIP_ADDRS: usize = 256;
+const MAX_CONVERSIONS: usize = 16;
 
 impl Node {
     /// A node with no links, stopped, its own reference, at local instant `now`. `seed` drives
     /// every random choice (probe timing jitter), so equal seeds and inputs give equal outputs.
     pub fn new(config: Config, seed: u64, now: LocalTime) -> Self {
         let controller = DriftController::new(config.controller);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        // A fresh time base: the node's own clock until it joins a group.
+        let timebase = rng.next_u64() | 1;
         Node {
             root: config.node_id,
             config,
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            rng,
             now,
             links: BTreeMap::new(),
             pending_connects: BTreeMap::new(),
-            mapping: ClockMapping::identity(now),
+            mapping: ClockMapping::identity(now, timebase),
+            conversions: BTreeMap::new(),
             stratum: 0,
             parent: None,
             root_delay: 0,
             radius: 0,
             roots: BTreeMap::new(),
-            state: GroupState::initial(),
+            state: GroupState::initial(timebase),
             lamport: 0,
             effective_announced: None,
             finished_announced: None,
@@ -626,6 +638,7 @@ impl Node {
             ready_from: BTreeSet::new(),
             smooth_retime: false,
             controller,
+            last_report: None,
             outputs: VecDeque::new(),
             counters: Counters::default(),
         }
@@ -1322,44 +1335,35 @@ impl Node {
         let now = self.now;
         let new = a.mapping.compose(&est, now);
         let step = new.to_group(now).since(self.mapping.to_group(now));
+        let old_base = self.mapping.timebase;
         self.mapping = new;
-        if step.abs() > self.config.step_threshold {
+        if new.timebase != old_base {
+            // Joined another group's time: remember how to read instants of the old one, and
+            // convert the state held so that local playback does not move.
+            for by in self.conversions.values_mut() {
+                *by = by.saturating_add(step);
+            }
+            self.conversions.insert(old_base, step);
+            self.conversions.remove(&new.timebase);
+            while self.conversions.len() > MAX_CONVERSIONS {
+                let oldest = *self.conversions.keys().next().expect("non-empty");
+                self.conversions.remove(&oldest);
+            }
+            self.state = self.state.converted(step, new.timebase);
             self.event(Event::GroupTimeStepped { by: step });
-            self.rebase_state(step);
+            // Every node that converted used its own estimate of the step; re-publishing the
+            // converted state as a new version lets the register pick one, so the merged group
+            // holds identical anchors (the player follows without a re-seek).
+            if self.state.version != StateVersion::default() {
+                let state = GroupState {
+                    version: self.next_version(),
+                    ..self.state.clone()
+                };
+                self.accept_state(state, None, 0);
+            }
+        } else if step.abs() > self.config.step_threshold {
+            self.event(Event::GroupTimeStepped { by: step });
         }
-    }
-
-    /// Group time stepped by `step` (this node joined another group's clock): shift the state's
-    /// anchors by the same amount so that local playback does not move, as a new version.
-    fn rebase_state(&mut self, step: Nanos) {
-        if self.state.version == StateVersion::default() || self.state.song.is_none() {
-            return;
-        }
-        let shift = |g: GroupTime| g + step;
-        let mode = match self.state.mode {
-            Mode::Stopped { at } => Mode::Stopped { at: shift(at) },
-            Mode::Loading {
-                start_frame,
-                deadline,
-            } => Mode::Loading {
-                start_frame,
-                deadline: shift(deadline),
-            },
-            Mode::Paused { frame, at } => Mode::Paused {
-                frame,
-                at: shift(at),
-            },
-            Mode::Playing { frame, at } => Mode::Playing {
-                frame,
-                at: shift(at),
-            },
-        };
-        let state = GroupState {
-            version: self.next_version(),
-            song: self.state.song.clone(),
-            mode,
-        };
-        self.accept_state(state, None, 0);
     }
 
     // ----------------------------------------------------------------------------------------
@@ -1423,6 +1427,16 @@ impl Node {
     }
 
     fn on_state(&mut self, now: LocalTime, from: Option<LinkId>, s: GroupState) {
+        let s = if s.timebase == self.mapping.timebase {
+            s
+        } else if let Some(&by) = self.conversions.get(&s.timebase) {
+            s.converted(by, self.mapping.timebase)
+        } else {
+            // From a group whose time this node cannot read yet: the sender converts it once it
+            // follows our time, and anti-entropy brings it again.
+            self.counters.states_foreign += 1;
+            return;
+        };
         if let Err(why) = self.validate_state(&s) {
             if let Some(link) = from {
                 self.bad(link, BadInput::InvalidState(why));
@@ -1568,6 +1582,7 @@ impl Node {
         };
         self.playing = true;
         self.jump_until = Some(at);
+        self.last_report = None;
         self.controller.restart();
         self.emit(Output::Playback(PlaybackAction::Start { frame, at }));
     }
@@ -1686,6 +1701,7 @@ impl Node {
                 frame: start_frame,
                 at,
             },
+            timebase: self.mapping.timebase,
         };
         self.accept_state(state, None, 0);
     }
@@ -1871,6 +1887,7 @@ impl Node {
             version: self.next_version(),
             song,
             mode,
+            timebase: self.mapping.timebase,
         };
         self.accept_state(state, None, 0);
         Ok(())
@@ -1950,7 +1967,8 @@ impl Node {
     }
 
     fn on_position(&mut self, now: LocalTime, at: LocalTime, frame: f64) {
-        if !self.playing || !frame.is_finite() {
+        // A frame the song cannot have is a broken report, not an error to correct.
+        if !self.playing || !frame.is_finite() || frame < 0.0 {
             return;
         }
         if self.jump_until.is_some_and(|t| at < t) {
@@ -1963,8 +1981,14 @@ impl Node {
             return;
         };
         let error = song.frames_to_nanos(frame - expected).round() as Nanos;
+        // The previous report, judged against the current timeline estimate.
+        let previous = self.last_report.and_then(|(pat, pframe)| {
+            let e = self.expected_frame(pat)?;
+            Some((pat, song.frames_to_nanos(pframe - e).round() as Nanos))
+        });
+        self.last_report = Some((at, frame));
         let ff = self.mapping.rate_ppm;
-        match self.controller.update(at, error, ff) {
+        match self.controller.update(at, error, previous, ff) {
             ControlDecision::Hold => {}
             ControlDecision::Rate(ppm) => self.emit(Output::Correction(Correction::Rate { ppm })),
             ControlDecision::Jump => {
@@ -1973,6 +1997,7 @@ impl Node {
                 if let Some((frame, at)) = self.start_point() {
                     self.counters.jumps += 1;
                     self.jump_until = Some(at);
+                    self.last_report = None;
                     self.controller.restart();
                     self.emit(Output::Correction(Correction::Jump { frame, at, error }));
                 }

@@ -115,6 +115,8 @@ pub struct GroupState {
     pub song: Option<SongRef>,
     /// What the group does with it.
     pub mode: Mode,
+    /// The time base (see [`crate::ClockMapping::timebase`]) its instants are expressed in.
+    pub timebase: u64,
 }
 
 /// Playback as it stands at one instant, derived from a [`GroupState`].
@@ -152,11 +154,42 @@ impl Timeline {
 
 impl GroupState {
     /// The state every node starts with: stopped, no song, version zero.
-    pub fn initial() -> Self {
+    pub fn initial(timebase: u64) -> Self {
         GroupState {
             version: StateVersion::default(),
             song: None,
             mode: Mode::Stopped { at: GroupTime(0) },
+            timebase,
+        }
+    }
+
+    /// The same state with every instant shifted by `by` and expressed in time base `timebase`
+    /// (a node that moved to another group's time converts what it holds).
+    pub fn converted(&self, by: Nanos, timebase: u64) -> GroupState {
+        let shift = |g: GroupTime| g + by;
+        let mode = match self.mode {
+            Mode::Stopped { at } => Mode::Stopped { at: shift(at) },
+            Mode::Loading {
+                start_frame,
+                deadline,
+            } => Mode::Loading {
+                start_frame,
+                deadline: shift(deadline),
+            },
+            Mode::Paused { frame, at } => Mode::Paused {
+                frame,
+                at: shift(at),
+            },
+            Mode::Playing { frame, at } => Mode::Playing {
+                frame,
+                at: shift(at),
+            },
+        };
+        GroupState {
+            version: self.version,
+            song: self.song.clone(),
+            mode,
+            timebase,
         }
     }
 
@@ -239,6 +272,7 @@ mod tests {
     fn playing_state_advances_at_the_song_rate() {
         let s = GroupState {
             version: StateVersion::default(),
+            timebase: 1,
             song: Some(song()),
             mode: Mode::Playing {
                 frame: 100,
@@ -259,6 +293,7 @@ mod tests {
     fn loading_state_starts_by_itself_at_its_deadline() {
         let s = GroupState {
             version: StateVersion::default(),
+            timebase: 1,
             song: Some(song()),
             mode: Mode::Loading {
                 start_frame: 0,

@@ -853,9 +853,11 @@ fn impossible_messages_are_dropped_and_reported() {
         counter: 1_000,
         origin: NodeId(100),
     };
+    let tb = net.nodes[1].node.state().timebase;
     let bad_states = [
         GroupState {
             version: v,
+            timebase: tb,
             song: Some(song(48_000)),
             mode: Mode::Playing {
                 frame: 96_000,
@@ -864,6 +866,7 @@ fn impossible_messages_are_dropped_and_reported() {
         },
         GroupState {
             version: v,
+            timebase: tb,
             song: Some(song(48_000)),
             mode: Mode::Playing {
                 frame: 0,
@@ -872,6 +875,7 @@ fn impossible_messages_are_dropped_and_reported() {
         },
         GroupState {
             version: v,
+            timebase: tb,
             song: Some(SongRef {
                 sample_rate: 0,
                 ..song(48_000)
@@ -880,6 +884,7 @@ fn impossible_messages_are_dropped_and_reported() {
         },
         GroupState {
             version: v,
+            timebase: tb,
             song: None,
             mode: Mode::Paused { frame: 0, at: g },
         },
@@ -894,7 +899,7 @@ fn impossible_messages_are_dropped_and_reported() {
         root_delay: 0,
         parent: None,
         state_version: v,
-        mapping: ClockMapping::identity(t),
+        mapping: ClockMapping::identity(t, tb),
         subtree_delay: 0,
         radius: 0,
     };
@@ -988,4 +993,54 @@ fn refused_commands_change_nothing() {
     );
     assert_eq!(net.nodes[0].node.state(), &before);
     assert!(net.nodes[0].node.poll_output().is_none());
+}
+
+#[test]
+fn merging_with_a_group_under_another_reference_does_not_move_playback() {
+    // Nodes 1 and 2 play; node 0 (the lowest id) is alone with its own group time.
+    let mut net = Net::new(&skewed_clocks(3));
+    net.connect(LinkSpec {
+        a: 1,
+        b: 2,
+        delay_ab: MS,
+        delay_ba: MS,
+    });
+    net.run_until(3 * SEC);
+    net.command(
+        1,
+        Command::Play {
+            song: Some(song(48_000 * 300)),
+            frame: 0,
+        },
+    )
+    .unwrap();
+    net.run_until(10 * SEC);
+    let starts: Vec<u32> = (1..3).map(|i| net.nodes[i].player.starts).collect();
+    let before = net.frame(1).unwrap();
+    net.connect(LinkSpec {
+        a: 0,
+        b: 1,
+        delay_ab: MS,
+        delay_ba: MS,
+    });
+    net.run_until(11 * SEC);
+    // Group time stepped by seconds on nodes 1 and 2, yet the song went on where it was.
+    assert!(
+        net.events(1)
+            .any(|e| matches!(e, Event::GroupTimeStepped { by } if by.abs() > SEC as i64))
+    );
+    let after = net.frame(1).unwrap();
+    assert!(
+        (after - before - 48_000.0).abs() < 48.0,
+        "moved from {before} to {after}"
+    );
+    assert_eq!(net.nodes[1].node.sync_status().root, net.nodes[0].node.id());
+    net.run_until(16 * SEC);
+    let frames = playing_frames(&mut net, &[0, 1, 2]);
+    assert!(
+        spread(&frames) / 48_000.0 < 20e-6,
+        "merged group in sync: {frames:?}"
+    );
+    let now: Vec<u32> = (1..3).map(|i| net.nodes[i].player.starts).collect();
+    assert_eq!(starts, now, "no re-seek on the nodes that were playing");
 }
