@@ -132,6 +132,7 @@ fn mapping_to_wire(m: &ClockMapping) -> SyncClockMapping {
         local_ns: m.local.as_nanos(),
         group_ns: m.group.as_nanos(),
         rate_ppm: m.rate_ppm,
+        timebase: m.timebase,
     }
 }
 
@@ -179,6 +180,7 @@ fn state_to_wire(s: &GroupState) -> SyncGroupState {
             frames: song.frames,
         }),
         mode: Some(SyncMode { kind: Some(kind) }),
+        timebase: s.timebase,
     }
 }
 
@@ -252,6 +254,7 @@ fn mapping_from_wire(m: SyncClockMapping) -> ClockMapping {
         local: LocalTime(m.local_ns),
         group: GroupTime(m.group_ns),
         rate_ppm: m.rate_ppm,
+        timebase: m.timebase,
     }
 }
 
@@ -312,6 +315,7 @@ fn state_from_wire(s: SyncGroupState) -> Result<GroupState, CodecError> {
             frames: song.frames,
         }),
         mode,
+        timebase: s.timebase,
     })
 }
 
@@ -450,6 +454,7 @@ mod tests {
                 local: LocalTime(8),
                 group: GroupTime(9),
                 rate_ppm: -12.5,
+                timebase: 12,
             },
             radius: 10,
             subtree_delay: 11,
@@ -506,8 +511,9 @@ mod tests {
                     frame: 7,
                     at: GroupTime(8),
                 },
+                timebase: u64::MAX,
             }),
-            Message::State(GroupState::initial()),
+            Message::State(GroupState::initial(0)),
             Message::Ready(StateVersion::default()),
             Message::Gossip(vec!["a:1".into(), "b:2".into()]),
             Message::Gossip(vec![]),
@@ -538,6 +544,7 @@ mod tests {
                 version: Some(SyncStateVersion::default()),
                 song: None,
                 mode: Some(SyncMode { kind: None }),
+                timebase: 0,
             })),
         };
         assert_eq!(
@@ -609,7 +616,7 @@ mod tests {
         for s in bad_songs {
             let m = Message::State(GroupState {
                 song: Some(s),
-                ..GroupState::initial()
+                ..GroupState::initial(3)
             });
             assert!(encode_to_vec(&m).is_err(), "{m:?} was encoded");
             let bytes = PeerFrame::from(&m).encode_to_vec();

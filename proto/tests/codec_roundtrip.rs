@@ -37,11 +37,13 @@ fn mapping() -> impl Strategy<Value = ClockMapping> {
         any::<u64>(),
         any::<u64>(),
         prop_oneof![-2_000.0f64..2_000.0, Just(0.0), -1e12f64..1e12],
+        any::<u64>(),
     )
-        .prop_map(|(l, g, rate_ppm)| ClockMapping {
+        .prop_map(|(l, g, rate_ppm, timebase)| ClockMapping {
             local: LocalTime(l),
             group: GroupTime(g),
             rate_ppm,
+            timebase,
         })
 }
 
@@ -151,13 +153,20 @@ fn message() -> impl Strategy<Value = Message> {
                     announce,
                 })
             ),
-        (version(), proptest::option::of(song()), mode()).prop_map(|(version, song, mode)| {
-            Message::State(GroupState {
-                version,
-                song,
-                mode,
-            })
-        }),
+        (
+            version(),
+            proptest::option::of(song()),
+            mode(),
+            any::<u64>()
+        )
+            .prop_map(
+                |(version, song, mode, timebase)| Message::State(GroupState {
+                    version,
+                    song,
+                    mode,
+                    timebase,
+                })
+            ),
         version().prop_map(Message::Ready),
         proptest::collection::vec(addr(), 0..=MAX_GOSSIP_ADDRS).prop_map(Message::Gossip),
         leave_reason().prop_map(Message::Leave),
