@@ -381,10 +381,59 @@ where
     choice
         .device
         .build_output_stream::<T, _, _>(
-            choice.config.clone(),
+            choice.config,
             data_callback,
             error_callback,
             Some(Duration::from_secs(5)),
         )
         .map_err(|e| format!("cannot open the output stream: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sink_specs_parse_and_print_back() {
+        for (text, spec) in [
+            ("device", SinkSpec::Device(None)),
+            ("device:null", SinkSpec::Device(Some("null".into()))),
+            ("null", SinkSpec::Null),
+            (
+                "wav:/tmp/out.wav",
+                SinkSpec::Wav(PathBuf::from("/tmp/out.wav")),
+            ),
+        ] {
+            assert_eq!(text.parse::<SinkSpec>().unwrap(), spec);
+            assert_eq!(spec.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn bad_sink_specs_are_one_line_errors() {
+        for text in ["", "speaker", "wav:", "device:", "WAV:x"] {
+            let err = text.parse::<SinkSpec>().unwrap_err();
+            assert!(!err.is_empty() && !err.contains('\n'), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn repeated_device_errors_are_coalesced_and_bounded() {
+        let events = Mutex::new(Vec::new());
+        for _ in 0..10 {
+            push_coalesced(&events, PlayerEvent::SinkError("xrun".into()));
+        }
+        push_coalesced(&events, PlayerEvent::SinkLost("gone".into()));
+        assert_eq!(
+            *events.lock().unwrap(),
+            vec![
+                PlayerEvent::SinkError("xrun".into()),
+                PlayerEvent::SinkLost("gone".into())
+            ]
+        );
+        for i in 0..1000 {
+            push_coalesced(&events, PlayerEvent::SinkError(format!("error {i}")));
+        }
+        assert_eq!(events.lock().unwrap().len(), MAX_SIDE_EVENTS);
+    }
 }

@@ -90,13 +90,13 @@ fn ramp_song(rate: u32, frames: usize) -> Arc<Song> {
 fn assert_plays(rig: &Rig, song: &Song, slots: std::ops::Range<u64>, first_frame: u64, tol: f32) {
     for (i, slot) in slots.enumerate() {
         let frame = song.frame(first_frame + i as u64).unwrap();
-        for c in 0..2 {
+        for (c, &want) in frame.iter().enumerate() {
             let got = rig.sample(slot, c);
             assert!(
-                (got - frame[c]).abs() <= tol,
+                (got - want).abs() <= tol,
                 "slot {slot} channel {c}: got {got}, expected frame {} = {}",
                 first_frame + i as u64,
-                frame[c]
+                want
             );
         }
     }
