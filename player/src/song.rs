@@ -192,7 +192,14 @@ pub fn decode_wav_bytes(bytes: &[u8]) -> Result<Song, DecodeError> {
                 )));
             }
             for s in reader.samples::<f32>() {
-                samples.push(s.map_err(hound_error)?);
+                // Keep the [-1, 1] promise: a corrupt or hot file must not feed NaN or
+                // out-of-range values into the resampler and the device.
+                let s = s.map_err(hound_error)?;
+                samples.push(if s.is_finite() {
+                    s.clamp(-1.0, 1.0)
+                } else {
+                    0.0
+                });
             }
         }
         hound::SampleFormat::Int => {

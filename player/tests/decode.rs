@@ -92,7 +92,7 @@ fn pcm32_int_decodes_to_normalised_values() {
 }
 
 #[test]
-fn float32_decodes_unchanged() {
+fn float32_decodes_unchanged_within_range() {
     let spec = hound::WavSpec {
         channels: 3,
         sample_rate: 12_345,
@@ -111,6 +111,15 @@ fn float32_decodes_unchanged() {
         (12_345, 3, 2)
     );
     assert_eq!(song.samples(), &values);
+
+    // Out-of-range and non-finite values are clamped and silenced.
+    let bytes = wav_bytes(spec, |w| {
+        for v in [1.5f32, -2.0, f32::NAN, f32::INFINITY, 0.25, -0.25] {
+            w.write_sample(v).unwrap();
+        }
+    });
+    let song = decode_wav_bytes(&bytes).unwrap();
+    assert_eq!(song.samples(), &[1.0, -1.0, 0.0, 0.0, 0.25, -0.25]);
 }
 
 #[test]
@@ -219,4 +228,48 @@ fn encoded_songs_decode_back() {
     for (a, b) in pcm.samples().iter().zip(&samples) {
         assert!((a - b).abs() <= 0.5 / 32768.0 + f32::EPSILON, "{a} vs {b}");
     }
+}
+
+#[test]
+fn thousands_of_mutated_files_never_panic() {
+    let good = wav_bytes(int_spec(24, 2, 44_100), |w| {
+        for i in 0..300 {
+            w.write_sample(i * 1000).unwrap();
+        }
+    });
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let (mut ok, mut err) = (0, 0);
+    for _ in 0..5000 {
+        let mut bytes = good.clone();
+        for _ in 0..(next() % 4 + 1) {
+            let i = (next() % bytes.len() as u64) as usize;
+            bytes[i] = next() as u8;
+        }
+        let cut = if next() % 3 == 0 {
+            (next() % bytes.len() as u64) as usize
+        } else {
+            bytes.len()
+        };
+        match decode_wav_bytes(&bytes[..cut]) {
+            Ok(song) => {
+                assert_eq!(
+                    song.samples().len() as u64,
+                    song.frames * u64::from(song.channels)
+                );
+                assert!(song.samples().iter().all(|s| (-1.0..=1.0).contains(s)));
+                ok += 1;
+            }
+            Err(e) => {
+                assert!(!e.to_string().contains('\n'));
+                err += 1;
+            }
+        }
+    }
+    assert!(ok > 0 && err > 0, "{ok} decoded, {err} refused");
 }

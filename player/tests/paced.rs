@@ -125,3 +125,12 @@ fn an_unopenable_device_falls_back_to_null_with_a_one_line_note() {
     assert!(matches!(err, PlayerError::Device(_)), "{err}");
     assert!(!err.to_string().contains('\n'));
 }
+
+#[test]
+fn player_can_be_shared_between_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Player>();
+    shareable::<player::Control>();
+    fn sendable<T: Send>() {}
+    sendable::<player::Renderer>();
+}
