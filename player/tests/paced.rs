@@ -49,21 +49,30 @@ fn null_sink_paced_by_a_fast_clock_consumes_frames_faster_in_host_time() {
     let nominal = open(&base);
     let skewed = open(&fast);
     std::thread::sleep(Duration::from_millis(100));
-    let (nominal_rate, skewed_rate) = std::thread::scope(|s| {
-        let a = s.spawn(|| measure_rate(&nominal, Duration::from_millis(600)));
-        let b = s.spawn(|| measure_rate(&skewed, Duration::from_millis(600)));
-        (a.join().unwrap(), b.join().unwrap())
-    });
-    let nominal_ppm = (nominal_rate / 48_000.0 - 1.0) * 1e6;
-    let skewed_ppm = (skewed_rate / 48_000.0 - 1.0) * 1e6;
-    println!("nominal clock: {nominal_ppm:.0} ppm, clock at +50000 ppm: {skewed_ppm:.0} ppm");
+    // A starved machine can delay a reading by tens of ms; a systematic error fails every try.
+    let mut tries = Vec::new();
+    for _ in 0..3 {
+        let (nominal_rate, skewed_rate) = std::thread::scope(|s| {
+            let a = s.spawn(|| measure_rate(&nominal, Duration::from_millis(600)));
+            let b = s.spawn(|| measure_rate(&skewed, Duration::from_millis(600)));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        let nominal_ppm = (nominal_rate / 48_000.0 - 1.0) * 1e6;
+        let skewed_ppm = (skewed_rate / 48_000.0 - 1.0) * 1e6;
+        println!("nominal clock: {nominal_ppm:.0} ppm, clock at +50000 ppm: {skewed_ppm:.0} ppm");
+        tries.push((nominal_ppm, skewed_ppm));
+        if nominal_ppm.abs() < 25_000.0 && (skewed_ppm - 50_000.0).abs() < 25_000.0 {
+            break;
+        }
+    }
+    let (nominal_ppm, skewed_ppm) = *tries.last().unwrap();
     assert!(
         nominal_ppm.abs() < 25_000.0,
-        "nominal sink ran at {nominal_ppm} ppm"
+        "nominal sink rates (ppm, ppm): {tries:?}"
     );
     assert!(
         (skewed_ppm - 50_000.0).abs() < 25_000.0,
-        "skewed sink ran at {skewed_ppm} ppm"
+        "skewed sink rates (ppm, ppm): {tries:?}"
     );
     // Reports are in the skewed clock: the song advances at its nominal rate there.
     let report = skewed.position().unwrap();
