@@ -1,0 +1,15 @@
+//! gRPC transport of Music262 (tonic).
+//!
+//! - [`peer`]: the peer endpoint (`client.ClientHandler`): the `Exchange` stream that carries
+//!   sync-core frames between peers, the dialer, and the legacy methods handed to the driver.
+//! - [`audio`]: the music server's protocol (`audio_service`): the server over a library and a
+//!   lease registry, and the client a music client uses.
+//!
+//! Transports move frames and stamp receive instants; they take no protocol decision.
+#![forbid(unsafe_code)]
+
+pub mod audio;
+pub mod peer;
+
+pub use audio::{AudioClient, AudioServer, LibrarySong, MusicLibrary, ServerError, SongSource};
+pub use peer::{ClockFn, LegacyCall, PeerTransport, TransportEvent, error_chain};

@@ -1,0 +1,489 @@
+//! The peer endpoint: the `ClientHandler` service every music client runs, and the dialer
+//! that opens `Exchange` streams to other peers.
+//!
+//! Each `Exchange` stream, accepted or dialled, is one link of the sync-core node. Frames are
+//! decoded here and handed to the driver with the instant they were read off the stream (as
+//! close to the socket as tonic lets us see). The legacy methods are turned into
+//! [`LegacyCall`]s for the driver to answer, except `Ping`, which is only a pair of clock
+//! readings. No protocol decision is taken here.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use music262_proto::client::client_handler_client::ClientHandlerClient;
+use music262_proto::client::client_handler_server::{ClientHandler, ClientHandlerServer};
+use music262_proto::client::{
+    ExitRequest, ExitResponse, GetPositionRequest, GetPositionResponse, GossipRequest,
+    GossipResponse, MusicRequest, MusicResponse, PeerFrame, PingRequest, PingResponse,
+};
+use music262_proto::codec::{CodecError, MAX_FRAME_LEN};
+use music262_proto::legacy::legacy_ping_millis;
+use sync_core::{Direction, LinkId, LocalTime, Message};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+/// Reads the node's sync clock, in nanoseconds ([`LocalTime`] units).
+pub type ClockFn = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// Frames queued towards one peer before new ones are dropped (the sync protocol tolerates
+/// loss; blocking the driver on one slow peer would hurt every other).
+const LINK_QUEUE: usize = 512;
+/// How long a dial may take before it counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Something the transport tells the driver.
+#[derive(Debug)]
+pub enum TransportEvent {
+    /// A link is up (accepted, or dialled after [`PeerTransport::connect`]).
+    LinkUp {
+        /// The new link.
+        link: LinkId,
+        /// The other end's transport address (for a dialled link, the address dialled).
+        remote_addr: String,
+        /// Who dialled.
+        direction: Direction,
+    },
+    /// A dial failed.
+    ConnectFailed {
+        /// The address dialled.
+        addr: String,
+        /// Why, in one line.
+        error: String,
+    },
+    /// A frame arrived.
+    Frame {
+        /// The link.
+        link: LinkId,
+        /// Local instant it was read off the stream.
+        at: LocalTime,
+        /// The decoded message, or why it could not be decoded.
+        message: Result<Message, CodecError>,
+    },
+    /// The link ended (the peer closed it, or the connection broke).
+    LinkDown {
+        /// The link.
+        link: LinkId,
+        /// Why, if it ended with an error.
+        error: Option<String>,
+    },
+    /// A legacy method call for the driver to answer.
+    Legacy(LegacyCall),
+}
+
+/// A legacy `ClientHandler` call; the driver must answer through `reply` (dropping it answers
+/// UNAVAILABLE).
+#[derive(Debug)]
+pub enum LegacyCall {
+    /// `SendMusicCommand`.
+    Command {
+        /// The request.
+        request: MusicRequest,
+        /// The caller's address, if known.
+        from: Option<SocketAddr>,
+        /// The answer: `Ok` once the command is scheduled.
+        reply: oneshot::Sender<Result<(), Status>>,
+    },
+    /// `GetPosition`.
+    Position {
+        /// The answer.
+        reply: oneshot::Sender<GetPositionResponse>,
+    },
+    /// `Gossip`.
+    Gossip {
+        /// The addresses shared.
+        peers: Vec<String>,
+        /// The caller's address, if known.
+        from: Option<SocketAddr>,
+        /// Answered once handled.
+        reply: oneshot::Sender<Result<(), Status>>,
+    },
+    /// `Exit`.
+    Exit {
+        /// The request (listen address and node id, when the caller gave them).
+        request: ExitRequest,
+        /// The caller's address, if known.
+        from: Option<SocketAddr>,
+        /// Answered once handled.
+        reply: oneshot::Sender<()>,
+    },
+}
+
+struct LinkHandle {
+    outbound: mpsc::Sender<Message>,
+    /// The task reading the inbound half, once there is one.
+    reader: Option<tokio::task::AbortHandle>,
+}
+
+struct Shared {
+    clock: ClockFn,
+    events: mpsc::UnboundedSender<TransportEvent>,
+    links: Mutex<BTreeMap<LinkId, LinkHandle>>,
+    next_link: Arc<AtomicU64>,
+}
+
+/// The gRPC peer transport. Cheap to clone; all clones drive the same links.
+#[derive(Clone)]
+pub struct PeerTransport {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for PeerTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTransport").finish_non_exhaustive()
+    }
+}
+
+impl PeerTransport {
+    /// A transport reading `clock` for receive instants, numbering links from `link_ids` (shared
+    /// with any other transport of the same node so ids never collide). Events arrive on the
+    /// returned receiver.
+    pub fn new(
+        clock: ClockFn,
+        link_ids: Arc<AtomicU64>,
+    ) -> (Self, mpsc::UnboundedReceiver<TransportEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            clock,
+            events: tx,
+            links: Mutex::new(BTreeMap::new()),
+            next_link: link_ids,
+        });
+        (PeerTransport { shared }, rx)
+    }
+
+    /// Serves the peer endpoint on `listener` until `shutdown` resolves.
+    pub fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
+        let service = ClientHandlerServer::new(PeerService {
+            shared: self.shared.clone(),
+        })
+        .max_decoding_message_size(MAX_FRAME_LEN)
+        .max_encoding_message_size(MAX_FRAME_LEN);
+        let incoming = TcpListenerStream::new(listener);
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        })
+    }
+
+    /// Dials the peer at `addr` (`host:port`) and opens a link; reports
+    /// [`TransportEvent::LinkUp`] or [`TransportEvent::ConnectFailed`].
+    pub fn connect(&self, addr: String) {
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            match dial(&addr).await {
+                Ok(client) => open_outgoing(shared, client, addr).await,
+                Err(error) => {
+                    let _ = shared
+                        .events
+                        .send(TransportEvent::ConnectFailed { addr, error });
+                }
+            }
+        });
+    }
+
+    /// Queues `message` on `link`. Returns `false` when the link is unknown or its queue is full
+    /// (the message is then dropped).
+    pub fn send(&self, link: LinkId, message: Message) -> bool {
+        let links = self.shared.links.lock().expect("links lock");
+        match links.get(&link) {
+            Some(h) => h.outbound.try_send(message).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Closes `link` after the frames already queued on it are written.
+    pub fn close(&self, link: LinkId) {
+        let handle = self.shared.links.lock().expect("links lock").remove(&link);
+        if let Some(h) = handle {
+            // Dropping the sender ends the outbound stream once it is drained; stop reading.
+            drop(h.outbound);
+            if let Some(r) = h.reader {
+                r.abort();
+            }
+        }
+    }
+
+    /// Number of open links.
+    pub fn link_count(&self) -> usize {
+        self.shared.links.lock().expect("links lock").len()
+    }
+}
+
+fn endpoint_uri(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+async fn dial(addr: &str) -> Result<ClientHandlerClient<tonic::transport::Channel>, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(endpoint_uri(addr))
+        .map_err(|e| format!("bad address `{addr}`: {e}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {}", error_chain(&e)))?;
+    Ok(ClientHandlerClient::new(channel)
+        .max_decoding_message_size(MAX_FRAME_LEN)
+        .max_encoding_message_size(MAX_FRAME_LEN))
+}
+
+/// The innermost causes of an error, joined, which is where tonic puts the useful part
+/// ("Connection refused").
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+/// Restamps the transmit instants of clock probes with the moment the frame is really handed
+/// to the connection (see `sync_core::ProbeReply`), then converts it.
+fn outbound_frame(clock: &ClockFn, mut message: Message) -> PeerFrame {
+    match &mut message {
+        Message::Probe(p) => p.t0 = LocalTime(clock()),
+        Message::ProbeReply(r) => r.t2 = LocalTime(clock()).max(r.t1),
+        _ => {}
+    }
+    PeerFrame::from(&message)
+}
+
+fn outbound_stream(
+    shared: &Arc<Shared>,
+    rx: mpsc::Receiver<Message>,
+) -> impl Stream<Item = PeerFrame> + Send + 'static {
+    let clock = shared.clock.clone();
+    ReceiverStream::new(rx).map(move |m| outbound_frame(&clock, m))
+}
+
+fn register_link(
+    shared: &Arc<Shared>,
+    outbound: mpsc::Sender<Message>,
+    reader: Option<tokio::task::AbortHandle>,
+) -> LinkId {
+    let link = LinkId(shared.next_link.fetch_add(1, Ordering::Relaxed));
+    shared
+        .links
+        .lock()
+        .expect("links lock")
+        .insert(link, LinkHandle { outbound, reader });
+    link
+}
+
+/// Reads frames from `inbound` until it ends, stamping each with the clock as it arrives.
+async fn read_frames(shared: Arc<Shared>, link: LinkId, mut inbound: Streaming<PeerFrame>) {
+    let error = loop {
+        match inbound.message().await {
+            Ok(Some(frame)) => {
+                let at = LocalTime((shared.clock)());
+                let message = Message::try_from(frame);
+                if shared
+                    .events
+                    .send(TransportEvent::Frame { link, at, message })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Ok(None) => break None,
+            Err(status) => break Some(status.message().to_string()),
+        }
+    };
+    shared.links.lock().expect("links lock").remove(&link);
+    let _ = shared.events.send(TransportEvent::LinkDown { link, error });
+}
+
+async fn open_outgoing(
+    shared: Arc<Shared>,
+    mut client: ClientHandlerClient<tonic::transport::Channel>,
+    addr: String,
+) {
+    let (tx, rx) = mpsc::channel(LINK_QUEUE);
+    let outbound = outbound_stream(&shared, rx);
+    // Registered now so that a close during the dial is noticed; announced to the driver only
+    // once the peer has answered.
+    let link = register_link(&shared, tx, None);
+    let response = client.exchange(Request::new(outbound));
+    match tokio::time::timeout(CONNECT_TIMEOUT, response).await {
+        Ok(Ok(resp)) => {
+            let inbound = resp.into_inner();
+            let reader = tokio::spawn(read_frames(shared.clone(), link, inbound));
+            let mut links = shared.links.lock().expect("links lock");
+            match links.get_mut(&link) {
+                Some(h) => h.reader = Some(reader.abort_handle()),
+                None => {
+                    // Closed by the driver while the stream was being opened.
+                    reader.abort();
+                    return;
+                }
+            }
+            drop(links);
+            let _ = shared.events.send(TransportEvent::LinkUp {
+                link,
+                remote_addr: addr,
+                direction: Direction::Outgoing,
+            });
+        }
+        Ok(Err(status)) => {
+            shared.links.lock().expect("links lock").remove(&link);
+            let _ = shared.events.send(TransportEvent::ConnectFailed {
+                addr,
+                error: format!("peer refused the link: {}", status.message()),
+            });
+        }
+        Err(_) => {
+            shared.links.lock().expect("links lock").remove(&link);
+            let _ = shared.events.send(TransportEvent::ConnectFailed {
+                addr,
+                error: "peer did not answer".to_string(),
+            });
+        }
+    }
+}
+
+struct PeerService {
+    shared: Arc<Shared>,
+}
+
+impl PeerService {
+    fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> LegacyCall,
+    ) -> Result<oneshot::Receiver<T>, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .events
+            .send(TransportEvent::Legacy(make(tx)))
+            .map_err(|_| Status::unavailable("the client is shutting down"))?;
+        Ok(rx)
+    }
+}
+
+fn dropped<E>(_: E) -> Status {
+    Status::unavailable("the client is shutting down")
+}
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<PeerFrame, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl ClientHandler for PeerService {
+    async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        let receive_ns = (self.shared.clock)();
+        let send_ns = request.into_inner().send_ns;
+        let reply_ns = (self.shared.clock)();
+        Ok(Response::new(PingResponse {
+            t1: legacy_ping_millis(receive_ns),
+            t2: legacy_ping_millis(reply_ns),
+            receive_ns,
+            reply_ns,
+            send_ns,
+        }))
+    }
+
+    async fn send_music_command(
+        &self,
+        request: Request<MusicRequest>,
+    ) -> Result<Response<MusicResponse>, Status> {
+        let from = request.remote_addr();
+        let request = request.into_inner();
+        let rx = self.ask(|reply| LegacyCall::Command {
+            request,
+            from,
+            reply,
+        })?;
+        rx.await.map_err(dropped)??;
+        Ok(Response::new(MusicResponse {}))
+    }
+
+    async fn get_position(
+        &self,
+        _request: Request<GetPositionRequest>,
+    ) -> Result<Response<GetPositionResponse>, Status> {
+        let rx = self.ask(|reply| LegacyCall::Position { reply })?;
+        Ok(Response::new(rx.await.map_err(dropped)?))
+    }
+
+    async fn gossip(
+        &self,
+        request: Request<GossipRequest>,
+    ) -> Result<Response<GossipResponse>, Status> {
+        let from = request.remote_addr();
+        let peers = request.into_inner().peer_list;
+        if peers.len() > music262_proto::codec::MAX_GOSSIP_ADDRS {
+            return Err(Status::invalid_argument(format!(
+                "too many addresses: {} (at most {})",
+                peers.len(),
+                music262_proto::codec::MAX_GOSSIP_ADDRS
+            )));
+        }
+        let rx = self.ask(|reply| LegacyCall::Gossip { peers, from, reply })?;
+        rx.await.map_err(dropped)??;
+        Ok(Response::new(GossipResponse {}))
+    }
+
+    async fn exit(&self, request: Request<ExitRequest>) -> Result<Response<ExitResponse>, Status> {
+        let from = request.remote_addr();
+        let request = request.into_inner();
+        let rx = self.ask(|reply| LegacyCall::Exit {
+            request,
+            from,
+            reply,
+        })?;
+        rx.await.map_err(dropped)?;
+        Ok(Response::new(ExitResponse {}))
+    }
+
+    type ExchangeStream = FrameStream;
+
+    async fn exchange(
+        &self,
+        request: Request<Streaming<PeerFrame>>,
+    ) -> Result<Response<Self::ExchangeStream>, Status> {
+        let remote_addr = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(LINK_QUEUE);
+        let shared = self.shared.clone();
+        // Register before reading so that a reply to the first frame has somewhere to go.
+        let (go_tx, go_rx) = oneshot::channel::<LinkId>();
+        let reader_shared = shared.clone();
+        let reader = tokio::spawn(async move {
+            if let Ok(link) = go_rx.await {
+                read_frames(reader_shared, link, inbound).await;
+            }
+        });
+        let link = register_link(&shared, tx, Some(reader.abort_handle()));
+        let _ = shared.events.send(TransportEvent::LinkUp {
+            link,
+            remote_addr,
+            direction: Direction::Incoming,
+        });
+        let _ = go_tx.send(link);
+        let frames = outbound_stream(&shared, rx).map(Ok);
+        Ok(Response::new(Box::pin(frames)))
+    }
+}
