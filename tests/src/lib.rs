@@ -1,0 +1,51 @@
+//! Deterministic simulation of many Music262 peers, and the pieces it is made of.
+//!
+//! * [`link`]: the sans-IO network impairment (delay, jitter, random and bursty loss,
+//!   duplication, reordering, bandwidth, partitions), reusable by a real impairment relay;
+//! * [`clock`]: per-node clocks with offset, drift and steps;
+//! * [`player`]: a virtual player that follows playback actions and corrections like the real
+//!   render core, sample-exact, so sync error is measured as heard;
+//! * [`scenario`]: what a run simulates, and the presets of SPEC section 6;
+//! * [`sim`]: the event loop driving unmodified sync-core nodes, checking invariants after
+//!   every event and measuring sync error, command latency and message rates;
+//! * [`report`] and [`plot`]: what the `sim` binary prints and draws.
+//!
+//! One seed drives everything: the same seed and commit give the same trace.
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod link;
+pub mod player;
+pub mod plot;
+pub mod report;
+pub mod scenario;
+pub mod sim;
+pub mod stats;
+
+pub use report::Report;
+pub use scenario::{SimConfig, Topology, Transport};
+pub use sim::{Outcome, Sim};
+
+/// Runs `config` and returns its report, measuring wall time. A panic inside the run is not
+/// caught here: see [`run_checked`].
+pub fn run(config: SimConfig) -> (Outcome, Report) {
+    let start = std::time::Instant::now();
+    let outcome = Sim::new(config).run();
+    let report = Report::new(&outcome, start.elapsed().as_secs_f64());
+    (outcome, report)
+}
+
+/// Runs `config`, turning a panic into an error that names the seed and the command that
+/// replays the run.
+pub fn run_checked(config: SimConfig) -> Result<(Outcome, Report), String> {
+    let replay = config.replay_command();
+    let seed = config.seed;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(config))).map_err(|e| {
+        let what = e
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panic".into());
+        format!("the simulation panicked ({what}) with seed {seed}; replay with:\n  {replay}")
+    })
+}
