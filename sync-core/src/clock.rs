@@ -157,28 +157,26 @@ impl LinkEstimate {
 pub struct FilterConfig {
     /// Samples kept.
     pub window: usize,
-    /// The frequency is only fitted once the trusted samples span at least this long;
-    /// before that the previous frequency estimate (or zero) is used, because a slope fitted
-    /// over a short span mostly measures noise.
-    pub min_span: Nanos,
+    /// Typical size of a crystal's frequency error, in ppm: the prior of the frequency
+    /// estimate. The fitted slope is shrunk towards zero by its own standard error against
+    /// this (a ridge estimate), so a slope fitted over a short or noisy span counts for little
+    /// and a well-determined one counts fully, without a threshold that could leave a real
+    /// drift of 100 ppm uncorrected for many seconds.
+    pub rate_prior_ppm: f64,
     /// Largest frequency error believed, in ppm; beyond it the fit is clamped.
     pub max_rate_ppm: f64,
     /// Scale of the delay weighting, ns: a sample whose delay exceeds the window's minimum by
     /// this much counts a quarter as much as the best one.
     pub delay_tolerance: Nanos,
-    /// Before `min_span`, a fitted frequency is used once its standard error is below this
-    /// (ppm).
-    pub quick_rate_error_ppm: f64,
 }
 
 impl Default for FilterConfig {
     fn default() -> Self {
         FilterConfig {
-            window: 32,
-            min_span: crate::time::SECOND,
+            window: 64,
+            rate_prior_ppm: 100.0,
             max_rate_ppm: 2_000.0,
             delay_tolerance: 10 * crate::time::MICROSECOND,
-            quick_rate_error_ppm: 2.0,
         }
     }
 }
@@ -245,7 +243,21 @@ impl ClockFilter {
         let anchor = self.samples[n - 1].at;
         // Weight each sample by how close its delay is to the best one: the excess delay bounds
         // its asymmetry error, so a sample 10x further from the minimum counts 100x less.
-        let sigma = self.config.delay_tolerance as f64;
+        // The scale is at least the configured tolerance, and at least the spread of the best
+        // eighth of the delays: the best sample is itself late by about that much (its error is
+        // not zero), so on a jittery link a handful of good samples share the weight instead
+        // of one old sample anchoring the line and the slope having to carry it to now.
+        let sigma = {
+            let mut d: Vec<Nanos> = self.samples.iter().map(|s| s.delay).collect();
+            let k = (n / 8).max(2).min(n - 1);
+            let spread = if n >= 3 {
+                d.select_nth_unstable(k);
+                (d[k] - best.delay) as f64
+            } else {
+                0.0
+            };
+            (self.config.delay_tolerance as f64).max(spread)
+        };
         let weight = |s: &ClockSample| {
             let excess = (s.delay - best.delay) as f64 + sigma;
             (sigma / excess).powi(2)
@@ -259,27 +271,24 @@ impl ClockFilter {
         }
         let mean_x = swx / sw;
         let mean_y = swy / sw;
-        // Span of the samples that carry real weight (excess delay within three tolerances).
-        let heavy = self.samples.iter().filter(|s| weight(s) >= 1.0 / 16.0);
-        let span = heavy
-            .clone()
-            .map(|s| s.at)
-            .max()
-            .zip(heavy.map(|s| s.at).min());
-        let span = span.map_or(0, |(hi, lo)| hi.since(lo));
-
         let max_rate = self.config.max_rate_ppm * 1e-6;
-        let (mut sxx, mut sxy) = (0.0, 0.0);
+        let (mut sxx, mut sxy, mut sww) = (0.0, 0.0, 0.0);
         for s in &self.samples {
             let w = weight(s);
             let dx = s.at.since(anchor) as f64 - mean_x;
             sxx += w * dx * dx;
             sxy += w * dx * (s.offset - mean_y);
+            sww += w * w;
         }
         let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
-        // Standard error of the slope: a quiet link gives a trustworthy frequency from a short
-        // burst already; a noisy one has to wait until the samples span `min_span`.
-        let slope_error = if n >= 3 && sxx > 0.0 {
+        // Standard error of the slope. A sample's offset error is at most half its excess
+        // delay (uniform within it for symmetric jitter), so a sample of weight w has a
+        // variance of about tolerance^2 / (12 w); the residuals, when there are enough
+        // effective samples (a few heavy samples are a few samples, however many light ones
+        // surround them), can only raise that.
+        let n_eff = sw * sw / sww;
+        let unit_var_model = sigma * sigma / 12.0;
+        let unit_var = if n_eff > 3.0 {
             let rss: f64 = self
                 .samples
                 .iter()
@@ -288,14 +297,18 @@ impl ClockFilter {
                     weight(s) * r * r
                 })
                 .sum();
-            (rss / sw / (n as f64 - 2.0).max(1.0) * (sw / sxx)).sqrt()
+            unit_var_model.max(rss / (n_eff - 2.0))
+        } else {
+            unit_var_model
+        };
+        let slope_var = if n >= 2 && sxx > 0.0 {
+            unit_var / sxx
         } else {
             f64::INFINITY
         };
-        let trusted = span >= self.config.min_span
-            || (span > 0 && slope_error <= self.config.quick_rate_error_ppm * 1e-6);
-        let rate = if trusted {
-            slope
+        let prior = (self.config.rate_prior_ppm * 1e-6).powi(2);
+        let rate = if slope_var.is_finite() {
+            slope * prior / (prior + slope_var)
         } else {
             self.estimate.map_or(0.0, |e| e.rate)
         }

@@ -214,6 +214,8 @@ pub struct SimConfig {
     pub full_trace: bool,
     /// Bound on processed events (a run that exceeds it is a violation).
     pub max_events: u64,
+    /// Print every peer's clock and controller state to stderr every this-many ns (0: never).
+    pub debug_interval: u64,
 }
 
 fn lan_link() -> LinkProfile {
@@ -272,6 +274,7 @@ impl SimConfig {
             series: false,
             full_trace: true,
             max_events: 0,
+            debug_interval: 0,
         };
         match name {
             "lan" => {}

@@ -161,6 +161,7 @@ enum Ev {
         b: usize,
     },
     ClockStep,
+    Debug,
 }
 
 impl Ev {
@@ -181,6 +182,7 @@ impl Ev {
             Ev::PartitionHeal => 13,
             Ev::InitialJoin { .. } => 14,
             Ev::ClockStep => 15,
+            Ev::Debug => 16,
         }
     }
 }
@@ -591,6 +593,9 @@ impl Sim {
         }
         let si = self.sample_interval;
         self.schedule(si, Ev::Sample);
+        if self.cfg.debug_interval > 0 {
+            self.schedule(self.cfg.debug_interval, Ev::Debug);
+        }
     }
 
     fn start_peer(&mut self, i: usize, restarted: bool) {
@@ -1213,6 +1218,52 @@ impl Sim {
     // --------------------------------------------------------------------------------------
     // Measuring
 
+    /// Prints each live peer's place in the clock tree, its group-time error against the
+    /// reference it follows (true time), and its controller, for debugging runs.
+    fn debug_print(&mut self) {
+        let now = self.now as f64;
+        for i in 0..self.cfg.peers {
+            let Some(node) = self.peers[i].node.as_ref() else {
+                continue;
+            };
+            let s = node.sync_status();
+            let Some(r) = (0..self.cfg.peers).find(|&j| self.peers[j].id == s.root) else {
+                continue;
+            };
+            let Some(root) = self.peers[r].node.as_ref() else {
+                continue;
+            };
+            let base = root.group_time(self.local(r));
+            let err = node.group_time_since(self.local(i), base);
+            let (rate, last) = node.correction_status();
+            // The parent link's estimate against the truth.
+            let parent = s.parent.and_then(|pid| {
+                let j = (0..self.cfg.peers).find(|&j| self.peers[j].id == pid)?;
+                let l = node.links().into_iter().find(|l| l.peer == Some(pid))?;
+                let truth = self.local(j).0 as f64 - self.local(i).0 as f64;
+                let (ci, cj) = (self.peers[i].clock, self.peers[j].clock);
+                let true_rate = (cj.oscillator_rate() / ci.oscillator_rate() - 1.0) * 1e6;
+                Some((
+                    (l.offset? - truth) / 1e3,
+                    l.drift_ppm? - true_rate,
+                    l.rtt? as f64 / 1e3,
+                ))
+            });
+            let heard = self.peers[i].player.heard(now);
+            eprintln!(
+                "{:9.3} peer {i:3} stratum {} map {:+9.3} ppm  clock err {:+9.2} us  link (off err us, rate err ppm, rtt us) {:?}  ctl {:+8.2} ppm err {:?} us  heard {:?}",
+                now / 1e9,
+                s.stratum,
+                s.mapping.rate_ppm,
+                err / 1e3,
+                parent,
+                rate,
+                last.map(|e| e as f64 / 1e3),
+                heard.is_some()
+            );
+        }
+    }
+
     fn excluded_now(&mut self) -> bool {
         let now = self.now;
         self.command_windows.retain(|&(_, end)| end >= now);
@@ -1549,6 +1600,10 @@ impl Sim {
             Ev::InitialJoin { a, b } => {
                 let addr = self.peers[b].addr.clone();
                 self.command_join(a, addr);
+            }
+            Ev::Debug => {
+                self.debug_print();
+                self.schedule(self.now + self.cfg.debug_interval, Ev::Debug);
             }
             Ev::ClockStep => {
                 // The clock's step is part of its function of true time; wake every node so

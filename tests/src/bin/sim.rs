@@ -33,6 +33,10 @@ struct Args {
     /// Draw sync error over time per peer to this PNG file.
     #[arg(long)]
     plot: Option<String>,
+    /// Print every peer's clock and controller state to stderr every this many simulated
+    /// seconds (debugging).
+    #[arg(long)]
+    debug_every: Option<f64>,
 }
 
 fn main() {
@@ -55,6 +59,9 @@ fn main() {
         }
     }
     config.series = args.plot.is_some();
+    if let Some(d) = args.debug_every {
+        config.debug_interval = (d.max(0.001) * SEC as f64) as u64;
+    }
     let duration_s = config.duration as f64 / SEC as f64;
     let (outcome, report) = match run_checked(config) {
         Ok(r) => r,
