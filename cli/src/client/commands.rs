@@ -1,0 +1,289 @@
+//! The client's console commands, parsed from a line.
+
+use player::ChannelMode;
+
+/// How a song is named at the prompt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SongChoice {
+    /// 1-based playlist number.
+    Number(usize),
+    /// File name as listed.
+    Name(String),
+}
+
+/// A command typed at the prompt.
+#[derive(Clone, Debug, PartialEq)]
+pub enum UserCommand {
+    /// Show the server's songs.
+    Playlist,
+    /// Play a song (or the current one again).
+    Play(Option<SongChoice>),
+    /// Pause everywhere.
+    Pause,
+    /// Resume everywhere.
+    Resume,
+    /// Stop everywhere.
+    Stop,
+    /// Move to a position, in milliseconds.
+    Seek(u64),
+    /// Playback and sync state.
+    Status,
+    /// Joinable clients registered with the server.
+    Peers,
+    /// This client's links.
+    Connections,
+    /// Link to a peer at `host:port`.
+    Join(String),
+    /// Close the link to a peer (address or node id).
+    Leave(String),
+    /// Share peer addresses with every peer.
+    Gossip,
+    /// Which channels this client plays.
+    Channel(ChannelMode),
+    /// Volume, 0 to 100 %.
+    Volume(f32),
+    /// The list of commands.
+    Help,
+    /// Leave the group and exit.
+    Quit,
+}
+
+/// The help text.
+pub const HELP: &str = "\
+playback (applies to every connected peer at the same instant):
+  playlist                 list the songs on the music server
+  play <number|name>       play a song from the start (play alone: the current song again)
+  pause                    pause everyone on the same frame
+  resume                   resume from there
+  stop                     stop
+  seek <time>              jump to a position: 83, 83.5, 1:23 or 1:23.5
+peers:
+  peers                    clients registered with the server (addresses you can join)
+  connections              this client's links: address, node id, role in clock sync,
+                           round-trip time, clock offset, drift, jitter, last contact
+  join <ip:port>           link to another client
+  leave <ip:port|node id>  close a link
+  gossip                   share the addresses of your peers with all of them
+this client only:
+  status                   what plays, where, and how well this client is in sync
+  channel left|right|both  which channel(s) this client plays
+  volume <0-100>           this client's volume
+  help                     this list
+  quit                     leave the group and exit (also: exit)";
+
+/// Parses a `seek` position: seconds (`83`, `83.5`) or minutes:seconds (`1:23`, `1:23.5`),
+/// optionally `h:mm:ss`. Returns milliseconds.
+pub fn parse_time(s: &str) -> Result<u64, String> {
+    let bad = || format!("`{s}` is not a time; use seconds (83.5) or minutes:seconds (1:23.5)");
+    let parts: Vec<&str> = s.trim().trim_end_matches('s').split(':').collect();
+    if parts.is_empty() || parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
+        return Err(bad());
+    }
+    let mut total = 0.0f64;
+    for (i, p) in parts.iter().enumerate() {
+        let last = i == parts.len() - 1;
+        let v: f64 = if last {
+            p.parse().map_err(|_| bad())?
+        } else {
+            p.parse::<u64>().map_err(|_| bad())? as f64
+        };
+        if !v.is_finite() || v < 0.0 || (i > 0 && v >= 60.0) {
+            return Err(bad());
+        }
+        total = total * 60.0 + v;
+    }
+    if total > 1e9 {
+        return Err(bad());
+    }
+    Ok((total * 1000.0).round() as u64)
+}
+
+/// Parses one line. `Ok(None)` for an empty line.
+pub fn parse(line: &str) -> Result<Option<UserCommand>, String> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    let (word, rest) = match line.split_once(char::is_whitespace) {
+        Some((w, r)) => (w, r.trim()),
+        None => (line, ""),
+    };
+    let word = word.to_ascii_lowercase();
+    let need = |what: &str| -> Result<&str, String> {
+        if rest.is_empty() {
+            Err(format!("`{word}` needs {what}; type `help`"))
+        } else {
+            Ok(rest)
+        }
+    };
+    let none = |c: UserCommand| -> Result<Option<UserCommand>, String> {
+        if rest.is_empty() {
+            Ok(Some(c))
+        } else {
+            Err(format!("`{word}` takes no argument"))
+        }
+    };
+    match word.as_str() {
+        "playlist" | "ls" | "songs" => none(UserCommand::Playlist),
+        "play" => Ok(Some(UserCommand::Play(if rest.is_empty() {
+            None
+        } else if let Ok(n) = rest.parse::<usize>() {
+            if n == 0 {
+                return Err("songs are numbered from 1; type `playlist`".into());
+            }
+            Some(SongChoice::Number(n))
+        } else {
+            Some(SongChoice::Name(rest.to_string()))
+        }))),
+        "pause" => none(UserCommand::Pause),
+        "resume" => none(UserCommand::Resume),
+        "stop" => none(UserCommand::Stop),
+        "seek" => Ok(Some(UserCommand::Seek(parse_time(need("a time")?)?))),
+        "status" => none(UserCommand::Status),
+        "peers" => none(UserCommand::Peers),
+        "connections" | "conns" => none(UserCommand::Connections),
+        "join" => {
+            let addr = need("an address, like `join 192.168.1.10:50052`")?;
+            check_addr(addr)?;
+            Ok(Some(UserCommand::Join(addr.to_string())))
+        }
+        "leave" => Ok(Some(UserCommand::Leave(
+            need("a peer address or node id (see `connections`)")?.to_string(),
+        ))),
+        "gossip" => none(UserCommand::Gossip),
+        "channel" => {
+            let mode = need("left, right or both")?
+                .parse::<ChannelMode>()
+                .map_err(|_| format!("`{rest}` is not a channel; use left, right or both"))?;
+            Ok(Some(UserCommand::Channel(mode)))
+        }
+        "volume" | "vol" => {
+            let v: f32 = need("a percentage")?
+                .trim_end_matches('%')
+                .parse()
+                .map_err(|_| format!("`{rest}` is not a volume; use 0 to 100"))?;
+            if !(0.0..=100.0).contains(&v) {
+                return Err("volume goes from 0 to 100".into());
+            }
+            Ok(Some(UserCommand::Volume(v / 100.0)))
+        }
+        "help" | "?" => none(UserCommand::Help),
+        "quit" | "exit" => none(UserCommand::Quit),
+        _ => Err(format!("unknown command `{word}`; type `help`")),
+    }
+}
+
+/// Checks that `addr` looks like `host:port` with a valid port; one line if not.
+pub fn check_addr(addr: &str) -> Result<(), String> {
+    let bad = || format!("`{addr}` is not an address; use ip:port, like 192.168.1.10:50052");
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains(char::is_whitespace) || host.contains('/') {
+        return Err(bad());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => Ok(()),
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_command_parses() {
+        assert_eq!(parse("playlist").unwrap(), Some(UserCommand::Playlist));
+        assert_eq!(
+            parse("play 2").unwrap(),
+            Some(UserCommand::Play(Some(SongChoice::Number(2))))
+        );
+        assert_eq!(
+            parse("play  my song.wav ").unwrap(),
+            Some(UserCommand::Play(Some(SongChoice::Name(
+                "my song.wav".into()
+            ))))
+        );
+        assert_eq!(parse("PLAY").unwrap(), Some(UserCommand::Play(None)));
+        assert_eq!(
+            parse("seek 1:23.5").unwrap(),
+            Some(UserCommand::Seek(83_500))
+        );
+        assert_eq!(
+            parse("join 10.0.0.2:50052").unwrap(),
+            Some(UserCommand::Join("10.0.0.2:50052".into()))
+        );
+        assert_eq!(
+            parse("leave 10.0.0.2:50052").unwrap(),
+            Some(UserCommand::Leave("10.0.0.2:50052".into()))
+        );
+        assert_eq!(
+            parse("channel left").unwrap(),
+            Some(UserCommand::Channel(ChannelMode::Left))
+        );
+        assert_eq!(parse("volume 50").unwrap(), Some(UserCommand::Volume(0.5)));
+        for (w, c) in [
+            ("pause", UserCommand::Pause),
+            ("resume", UserCommand::Resume),
+            ("stop", UserCommand::Stop),
+            ("status", UserCommand::Status),
+            ("peers", UserCommand::Peers),
+            ("connections", UserCommand::Connections),
+            ("gossip", UserCommand::Gossip),
+            ("help", UserCommand::Help),
+            ("quit", UserCommand::Quit),
+            ("exit", UserCommand::Quit),
+        ] {
+            assert_eq!(parse(w).unwrap(), Some(c), "{w}");
+        }
+        assert_eq!(parse("   ").unwrap(), None);
+    }
+
+    #[test]
+    fn bad_input_gets_one_clear_line() {
+        for (line, want) in [
+            ("dance", "unknown command `dance`; type `help`"),
+            ("play 0", "songs are numbered from 1; type `playlist`"),
+            (
+                "join nowhere",
+                "`nowhere` is not an address; use ip:port, like 192.168.1.10:50052",
+            ),
+            (
+                "join 1.2.3.4:99999",
+                "`1.2.3.4:99999` is not an address; use ip:port, like 192.168.1.10:50052",
+            ),
+            (
+                "join",
+                "`join` needs an address, like `join 192.168.1.10:50052`; type `help`",
+            ),
+            (
+                "seek soon",
+                "`soon` is not a time; use seconds (83.5) or minutes:seconds (1:23.5)",
+            ),
+            (
+                "seek 1:75",
+                "`1:75` is not a time; use seconds (83.5) or minutes:seconds (1:23.5)",
+            ),
+            ("pause now", "`pause` takes no argument"),
+            ("volume 120", "volume goes from 0 to 100"),
+            (
+                "channel middle",
+                "`middle` is not a channel; use left, right or both",
+            ),
+        ] {
+            let err = parse(line).unwrap_err();
+            assert_eq!(err, want);
+            assert!(!err.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn times_parse_in_seconds_or_minutes() {
+        assert_eq!(parse_time("83").unwrap(), 83_000);
+        assert_eq!(parse_time("0.25").unwrap(), 250);
+        assert_eq!(parse_time("1:02:03").unwrap(), 3_723_000);
+        assert_eq!(parse_time("12s").unwrap(), 12_000);
+        assert!(parse_time("-3").is_err());
+        assert!(parse_time("1::2").is_err());
+    }
+}

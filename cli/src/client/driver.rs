@@ -1,0 +1,1153 @@
+//! The driver loop: the only place where time is read and I/O happens. It feeds the sync-core
+//! node (transport frames with their receive instants, console commands, player reports,
+//! timeouts), drains every output (`poll_output` until empty) into the transport, the player
+//! and the console, and sleeps until `poll_timeout` or the next input.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use music262_proto::audio_service::{LoadAudioRequest, SongInfo};
+use music262_proto::client::{GetPositionResponse, PlaybackState as WireState};
+use music262_proto::legacy::{self, LegacyAction, Position, WavLayout};
+use player::{Clock, PlaybackState, Player, PlayerEvent, SkewedClock, Song};
+use sync_core::{
+    BadInput, Command, CommandError, Correction, DisconnectReason, Event, LinkId, LocalTime, Node,
+    Output, PlaybackAction, PlayerReport, SongRef, Timeline,
+};
+use tokio::sync::mpsc;
+use tonic::Status;
+use transport_grpc::{AudioClient, LegacyCall, PeerTransport, ServerError, TransportEvent};
+
+use super::commands::{self, SongChoice, UserCommand};
+use super::format;
+use crate::console::{Input, Printer};
+use crate::trace::TraceWriter;
+
+/// How often the player is polled (trace lines, position reports).
+const TICK: Duration = Duration::from_millis(10);
+/// Every how many ticks a position report goes to the node.
+const REPORT_EVERY: u32 = 5;
+/// Lease asked of the server for this client's address.
+const LEASE: Duration = Duration::from_secs(15);
+/// Decoded songs kept in memory.
+const SONG_CACHE: usize = 3;
+
+/// Everything the driver needs, built by `run`.
+pub struct Parts {
+    pub node: Node,
+    pub clock: Arc<SkewedClock>,
+    pub player: Arc<Player>,
+    pub transport: PeerTransport,
+    pub audio: AudioClient,
+    pub printer: Printer,
+    pub advertised: String,
+    pub own_addrs: Vec<String>,
+    pub trace: Option<TraceWriter>,
+    pub interactive: bool,
+}
+
+/// A command waiting for the playlist to name its song.
+enum Pending {
+    User(Option<SongChoice>),
+    Legacy(
+        legacy::LegacyCommand,
+        tokio::sync::oneshot::Sender<Result<(), Status>>,
+    ),
+}
+
+/// Work finished off the loop, reported back to it.
+enum Internal {
+    Playlist {
+        result: Result<Vec<SongInfo>, ServerError>,
+        then: Option<Pending>,
+        print: bool,
+    },
+    Loaded {
+        song: SongRef,
+        result: Result<Arc<Song>, String>,
+    },
+    Registered(Result<String, ServerError>),
+}
+
+pub struct Driver {
+    node: Node,
+    clock: Arc<SkewedClock>,
+    player: Arc<Player>,
+    transport: PeerTransport,
+    audio: AudioClient,
+    printer: Printer,
+    advertised: String,
+    own_addrs: Vec<String>,
+    trace: Option<TraceWriter>,
+    interactive: bool,
+    internal_tx: mpsc::UnboundedSender<Internal>,
+    internal_rx: mpsc::UnboundedReceiver<Internal>,
+    playlist: Vec<SongInfo>,
+    songs: Vec<(SongRef, Arc<Song>)>,
+    fetching: Option<SongRef>,
+    /// The player's generation for the song the node believes loaded.
+    generation: Option<u64>,
+    loads: u64,
+    server_up: Option<bool>,
+    last_report: Option<u64>,
+    peers: BTreeMap<LinkId, String>,
+}
+
+fn song_ref(info: &SongInfo) -> SongRef {
+    SongRef {
+        name: info.name.clone(),
+        content_hash: info.content_hash.clone(),
+        sample_rate: info.sample_rate,
+        frames: info.frames,
+    }
+}
+
+fn command_error_status(e: &CommandError) -> Status {
+    match e {
+        CommandError::OutOfRange { .. }
+        | CommandError::TooFarAhead(_)
+        | CommandError::InvalidSong(_) => Status::invalid_argument(e.to_string()),
+        CommandError::UnknownPeer(_) => Status::not_found(e.to_string()),
+        _ => Status::failed_precondition(e.to_string()),
+    }
+}
+
+impl Driver {
+    pub fn new(p: Parts) -> Self {
+        let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        Driver {
+            node: p.node,
+            clock: p.clock,
+            player: p.player,
+            transport: p.transport,
+            audio: p.audio,
+            printer: p.printer,
+            advertised: p.advertised,
+            own_addrs: p.own_addrs,
+            trace: p.trace,
+            interactive: p.interactive,
+            internal_tx,
+            internal_rx,
+            playlist: Vec::new(),
+            songs: Vec::new(),
+            fetching: None,
+            generation: None,
+            loads: 0,
+            server_up: None,
+            last_report: None,
+            peers: BTreeMap::new(),
+        }
+    }
+
+    fn now(&self) -> LocalTime {
+        LocalTime(self.clock.now_ns())
+    }
+
+    fn say(&self, text: impl AsRef<str>) {
+        self.printer.println(text);
+    }
+
+    /// Runs until `quit`, end of input on a terminal, or a signal.
+    pub async fn run(
+        mut self,
+        mut input: mpsc::UnboundedReceiver<Input>,
+        mut events: mpsc::UnboundedReceiver<TransportEvent>,
+    ) -> i32 {
+        self.spawn_registration();
+        self.fetch_playlist(None, false);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut ticks = 0u32;
+        let mut stdin_open = true;
+        let signal = crate::server::shutdown_signal();
+        tokio::pin!(signal);
+        loop {
+            let wake = self.node.poll_timeout().map(|(t, _)| {
+                let d = t.since(self.now()).max(0) as u64;
+                tokio::time::Instant::now() + Duration::from_nanos(d)
+            });
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(ev) => self.on_transport(ev),
+                    None => break,
+                },
+                line = input.recv(), if stdin_open => match line {
+                    Some(Input::Line(l)) => {
+                        if self.on_line(&l) {
+                            break;
+                        }
+                    }
+                    Some(Input::Interrupted) => break,
+                    Some(Input::Eof) | None => {
+                        // A terminal's Ctrl-D quits; a pipe that ends leaves the client running
+                        // (a script or a test may keep it alive), until `quit` or a signal.
+                        if self.interactive {
+                            break;
+                        }
+                        stdin_open = false;
+                    }
+                },
+                Some(msg) = self.internal_rx.recv() => self.on_internal(msg),
+                _ = sleep_until(wake) => {
+                    let now = self.now();
+                    self.node.handle_timeout(now);
+                }
+                _ = tick.tick() => {
+                    ticks = ticks.wrapping_add(1);
+                    self.on_tick(ticks.is_multiple_of(REPORT_EVERY));
+                }
+                _ = &mut signal => break,
+            }
+            self.drain();
+        }
+        self.shutdown().await;
+        0
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Outputs
+
+    fn drain(&mut self) {
+        while let Some(out) = self.node.poll_output() {
+            match out {
+                Output::Transmit { link, message } => {
+                    if !self.transport.send(link, message) {
+                        tracing::debug!(?link, "frame dropped: link gone or its queue is full");
+                    }
+                }
+                Output::Connect { addr } => {
+                    tracing::info!(%addr, "connecting to peer");
+                    self.transport.connect(addr);
+                }
+                Output::Disconnect { link } => {
+                    tracing::info!(?link, peer = ?self.peers.get(&link), "closing link");
+                    // The name stays until the disconnection event that follows has used it.
+                    self.transport.close(link);
+                }
+                Output::Playback(action) => self.on_playback(action),
+                Output::Correction(c) => match c {
+                    Correction::Rate { ppm } => self.player.set_rate_ppm(ppm),
+                    Correction::Jump { frame, at, error } => {
+                        tracing::info!(
+                            frame,
+                            error_us = error / 1000,
+                            "re-seeking onto the timeline"
+                        );
+                        self.player.start_at(frame, at.0);
+                    }
+                },
+                Output::Event(e) => self.on_event(e),
+            }
+        }
+    }
+
+    fn on_playback(&mut self, action: PlaybackAction) {
+        match action {
+            PlaybackAction::Load { song } => self.load(song),
+            PlaybackAction::Start { frame, at } => {
+                tracing::info!(
+                    frame,
+                    at = at.0,
+                    in_ms = at.since(self.now()) / 1_000_000,
+                    "start"
+                );
+                self.player.start_at(frame, at.0);
+            }
+            PlaybackAction::PauseAt { frame, at } => {
+                tracing::info!(frame, at = at.0, "pause");
+                self.player.pause_at(frame, at.0);
+            }
+            PlaybackAction::Stop { at } => {
+                tracing::info!(at = at.0, "stop");
+                self.player.stop_at(at.0);
+            }
+        }
+    }
+
+    fn peer_name(&self, link: LinkId) -> String {
+        self.peers
+            .get(&link)
+            .cloned()
+            .unwrap_or_else(|| format!("link {}", link.0))
+    }
+
+    fn on_event(&mut self, e: Event) {
+        match e {
+            Event::PeerConnected {
+                link,
+                peer,
+                listen_addr,
+            } => {
+                let name = listen_addr.clone().unwrap_or_else(|| self.peer_name(link));
+                tracing::info!(peer = %name, node = %peer, "peer connected");
+                self.say(format!("connected to peer {name} (node {peer})"));
+                self.peers.insert(link, name);
+            }
+            Event::PeerDisconnected { link, peer, reason } => {
+                let name = self.peer_name(link);
+                self.peers.remove(&link);
+                self.transport.close(link);
+                let why = match reason {
+                    DisconnectReason::Closed => "connection closed".to_string(),
+                    DisconnectReason::PeerLeft(r) => format!("it left ({r:?})").to_lowercase(),
+                    DisconnectReason::Local(r) => format!("closed here ({r:?})").to_lowercase(),
+                    DisconnectReason::Timeout => "it stopped answering".to_string(),
+                    DisconnectReason::HandshakeTimeout => "no handshake".to_string(),
+                };
+                tracing::info!(peer = %name, node = ?peer, %why, "peer disconnected");
+                if peer.is_some() {
+                    self.say(format!("peer {name} disconnected: {why}"));
+                }
+            }
+            Event::PeerSuspect { link, peer } => {
+                let name = self.peer_name(link);
+                tracing::warn!(peer = %name, node = %peer, "peer silent, suspect");
+                self.say(format!("peer {name} is not answering"));
+            }
+            Event::StateAccepted {
+                state,
+                from,
+                late_by,
+            } => {
+                let what = format::describe_state(&state);
+                let effective = self.node.local_time(state.effective_at());
+                let in_ms = effective.since(self.now()) as f64 / 1e6;
+                match from {
+                    Some(link) => {
+                        let name = self.peer_name(link);
+                        tracing::info!(peer = %name, version = %state.version, %what, late_ms = late_by / 1_000_000, in_ms, "command received");
+                        self.say(format!("{what} (from {name})"));
+                    }
+                    None => {
+                        tracing::info!(version = %state.version, %what, in_ms, "command issued here");
+                    }
+                }
+            }
+            Event::StateEffective { version } => {
+                tracing::info!(%version, "command executed");
+            }
+            Event::SongFinished { song } => {
+                tracing::info!(song = %song.name, "song finished");
+                self.say(format!("{} finished", song.name));
+            }
+            Event::LoadFailed { song, reason } => {
+                tracing::warn!(song = %song.name, %reason, "load failed");
+                self.say(format!("cannot load {}: {reason}", song.name));
+            }
+            Event::ReferenceChanged {
+                root,
+                stratum,
+                parent,
+            } => {
+                tracing::info!(%root, stratum, ?parent, "clock reference");
+            }
+            Event::GroupTimeStepped { by } => {
+                tracing::info!(
+                    by_ms = by as f64 / 1e6,
+                    "group time stepped (joined another group's clock)"
+                );
+            }
+            Event::BadMessage { link, reason } => {
+                let name = self.peer_name(link);
+                match reason {
+                    BadInput::SelfLink => {
+                        self.say(format!("{name} is this client itself; link closed"))
+                    }
+                    BadInput::ProtocolVersion(v) => self.say(format!(
+                        "peer {name} speaks protocol version {v}; link refused"
+                    )),
+                    _ => {}
+                }
+                tracing::warn!(peer = %name, ?reason, "bad message dropped");
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Songs
+
+    fn cached(&self, song: &SongRef) -> Option<Arc<Song>> {
+        self.songs
+            .iter()
+            .find(|(r, _)| r.same_song(song))
+            .map(|(_, s)| s.clone())
+    }
+
+    fn load(&mut self, song: SongRef) {
+        if let Some(decoded) = self.cached(&song) {
+            self.install(song, decoded);
+            return;
+        }
+        if self.fetching.as_ref().is_some_and(|f| f.same_song(&song)) {
+            return;
+        }
+        self.fetching = Some(song.clone());
+        let audio = self.audio.clone();
+        let tx = self.internal_tx.clone();
+        let printer = self.printer.clone();
+        let interactive = self.interactive;
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let bar = if interactive {
+                let b = indicatif::ProgressBar::new(0);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "loading {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
+                );
+                b.set_message(song.name.clone());
+                Some(b)
+            } else {
+                printer.println(format!("loading {}", song.name));
+                None
+            };
+            let mut last_pct = 0;
+            let result = audio
+                .load_song(
+                    LoadAudioRequest {
+                        song_num: 0,
+                        song_name: song.name.clone(),
+                    },
+                    |got, total| {
+                        if let Some(b) = &bar {
+                            b.set_length(total);
+                            b.set_position(got);
+                        } else if let Some(pct) = (got * 100).checked_div(total)
+                            && pct >= last_pct + 25
+                            && pct < 100
+                        {
+                            last_pct = pct - pct % 25;
+                            printer.println(format!("loading {}: {last_pct}%", song.name));
+                        }
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string());
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            let result = match result {
+                Ok(bytes) => {
+                    let expected = song.content_hash.clone();
+                    let size = bytes.len();
+                    let decoded = tokio::task::spawn_blocking(move || {
+                        use sha2::Digest;
+                        if !expected.is_empty() {
+                            let got = hex::encode(sha2::Sha256::digest(&bytes));
+                            if got != expected {
+                                return Err("the server sent different content than it listed (hash mismatch)".to_string());
+                            }
+                        }
+                        player::decode_wav_bytes(&bytes).map_err(|e| e.to_string())
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r);
+                    if decoded.is_ok() {
+                        printer.println(format!(
+                            "loaded {} ({:.1} MB in {:.2} s)",
+                            song.name,
+                            size as f64 / 1e6,
+                            started.elapsed().as_secs_f64()
+                        ));
+                    }
+                    decoded.map(Arc::new)
+                }
+                Err(e) => Err(e),
+            };
+            let _ = tx.send(Internal::Loaded { song, result });
+        });
+    }
+
+    fn install(&mut self, song: SongRef, decoded: Arc<Song>) {
+        self.player.load(decoded.clone());
+        self.loads += 1;
+        self.generation = Some(self.loads);
+        self.last_report = None;
+        self.songs.retain(|(r, _)| !r.same_song(&song));
+        self.songs.push((song.clone(), decoded));
+        while self.songs.len() > SONG_CACHE {
+            self.songs.remove(0);
+        }
+        let now = self.now();
+        self.node.handle_player(now, PlayerReport::Loaded { song });
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Player
+
+    fn on_tick(&mut self, report: bool) {
+        for e in self.player.take_events() {
+            match e {
+                PlayerEvent::SinkError(m) => {
+                    tracing::warn!(%m, "sound output error");
+                    self.say(format!("sound output: {m}"));
+                }
+                PlayerEvent::SinkLost(m) => {
+                    tracing::error!(%m, "sound output lost");
+                    self.say(format!(
+                        "sound output lost: {m}; the song goes on silently in sync"
+                    ));
+                }
+                PlayerEvent::LateCommand {
+                    scheduled_ns,
+                    applied_ns,
+                } => {
+                    tracing::debug!(
+                        late_us = (applied_ns.saturating_sub(scheduled_ns)) / 1000,
+                        "player applied a command late"
+                    );
+                }
+                other => tracing::debug!(?other, "player event"),
+            }
+        }
+        let Some(pos) = self.player.position() else {
+            return;
+        };
+        let current = self.generation == Some(pos.song_generation);
+        if report
+            && current
+            && pos.state == PlaybackState::Playing
+            && self.last_report != Some(pos.instant_ns)
+        {
+            self.last_report = Some(pos.instant_ns);
+            let now = self.now();
+            self.node.handle_player(
+                now,
+                PlayerReport::Position {
+                    at: LocalTime(pos.instant_ns),
+                    frame: pos.frame,
+                },
+            );
+        }
+        if let Some(trace) = &mut self.trace {
+            let loading = self.fetching.is_some();
+            if let Some(song) = self.player.song() {
+                let state = if loading {
+                    "loading"
+                } else {
+                    match pos.state {
+                        PlaybackState::Playing => "playing",
+                        PlaybackState::Paused { .. } => "paused",
+                        PlaybackState::Stopped => "stopped",
+                    }
+                };
+                trace.line(
+                    self.clock.to_base(pos.instant_ns),
+                    pos.frame,
+                    song.sample_rate,
+                    state,
+                );
+            } else if let Some(f) = &self.fetching {
+                trace.line(
+                    player::SystemClock::monotonic_ns(),
+                    0.0,
+                    f.sample_rate,
+                    "loading",
+                );
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Transport
+
+    fn on_transport(&mut self, ev: TransportEvent) {
+        match ev {
+            TransportEvent::LinkUp {
+                link,
+                remote_addr,
+                direction,
+            } => {
+                tracing::info!(peer = %remote_addr, ?direction, "link up");
+                self.peers.insert(link, remote_addr.clone());
+                let now = self.now();
+                self.node.handle_link_up(now, link, remote_addr, direction);
+            }
+            TransportEvent::ConnectFailed { addr, error } => {
+                tracing::warn!(peer = %addr, %error, "connection failed");
+                self.say(format!("cannot join {addr}: {error}"));
+                let now = self.now();
+                self.node.handle_connect_failed(now, &addr);
+            }
+            TransportEvent::Frame { link, at, message } => match message {
+                Ok(m) => self.node.handle_message(at, link, m),
+                Err(e) => {
+                    tracing::warn!(peer = %self.peer_name(link), error = %e, "undecodable frame dropped")
+                }
+            },
+            TransportEvent::LinkDown { link, error } => {
+                tracing::info!(peer = %self.peer_name(link), ?error, "link down");
+                let now = self.now();
+                self.node.handle_link_down(now, link);
+            }
+            TransportEvent::Legacy(call) => self.on_legacy(call),
+        }
+    }
+
+    fn on_legacy(&mut self, call: LegacyCall) {
+        match call {
+            LegacyCall::Command {
+                request,
+                from,
+                reply,
+            } => {
+                tracing::info!(from = ?from, action = %request.action, "legacy command received");
+                match legacy::parse_music_request(&request) {
+                    Err(e) => {
+                        tracing::warn!(from = ?from, error = %e, "legacy command refused");
+                        let _ = reply.send(Err(e.into()));
+                    }
+                    Ok(cmd) => self.run_legacy(cmd, reply, true),
+                }
+            }
+            LegacyCall::Position { reply } => {
+                let _ = reply.send(self.position_response());
+            }
+            LegacyCall::Gossip { peers, from, reply } => {
+                tracing::info!(from = ?from, count = peers.len(), "legacy gossip received");
+                let peers: Vec<String> = peers
+                    .into_iter()
+                    .filter(|a| commands::check_addr(a).is_ok() && !self.own_addrs.contains(a))
+                    .collect();
+                let now = self.now();
+                let r = self
+                    .node
+                    .handle_command(now, Command::PeerAddresses { addrs: peers }, None)
+                    .map_err(|e| command_error_status(&e));
+                let _ = reply.send(r);
+            }
+            LegacyCall::Exit {
+                request,
+                from,
+                reply,
+            } => {
+                tracing::info!(from = ?from, addr = %request.listen_addr, "legacy exit received");
+                self.on_exit(&request.listen_addr, request.node_id, from);
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// A caller said it leaves: close the links that lead to it.
+    fn on_exit(&mut self, listen_addr: &str, node_id: u64, from: Option<SocketAddr>) {
+        let links = self.node.links();
+        let mut targets: Vec<String> = links
+            .iter()
+            .filter(|l| {
+                (!listen_addr.is_empty()
+                    && (l.listen_addr.as_deref() == Some(listen_addr)
+                        || l.remote_addr == listen_addr))
+                    || (node_id != 0 && l.peer.is_some_and(|p| p.0 == node_id))
+            })
+            .map(|l| l.peer.map_or(l.remote_addr.clone(), |p| p.to_string()))
+            .collect();
+        if targets.is_empty()
+            && let Some(from) = from
+        {
+            // A caller that gave nothing: the links from its address.
+            let ip = from.ip().to_string();
+            targets = links
+                .iter()
+                .filter(|l| {
+                    l.remote_addr == from.to_string()
+                        || l.listen_addr.as_deref().is_some_and(|a| a.starts_with(&ip))
+                })
+                .filter(|l| l.remote_addr == from.to_string())
+                .map(|l| l.peer.map_or(l.remote_addr.clone(), |p| p.to_string()))
+                .collect();
+        }
+        for t in targets {
+            let now = self.now();
+            let _ = self
+                .node
+                .handle_command(now, Command::Leave { peer: t }, None);
+        }
+    }
+
+    fn position_response(&self) -> GetPositionResponse {
+        let now = self.now();
+        let state = self.node.state();
+        let timeline = self.node.timeline_at(now);
+        let pos = self.player.position();
+        let song = state.song.clone();
+        let info = song.as_ref().and_then(|s| {
+            self.playlist
+                .iter()
+                .find(|i| i.name == s.name && i.content_hash == s.content_hash)
+        });
+        let (frame, at) = match (&pos, self.generation) {
+            (Some(p), Some(g)) if p.song_generation == g => (p.frame, p.instant_ns),
+            _ => match timeline {
+                Timeline::Playing { frame } => (frame, now.0),
+                Timeline::Paused { frame } => (frame as f64, now.0),
+                _ => (0.0, now.0),
+            },
+        };
+        let wire_state = if self.fetching.is_some() || timeline == Timeline::Loading {
+            WireState::Loading
+        } else {
+            match timeline {
+                Timeline::Playing { .. } => WireState::Playing,
+                Timeline::Paused { .. } => WireState::Paused,
+                _ => WireState::Stopped,
+            }
+        };
+        let sr = song.as_ref().map_or(0, |s| s.sample_rate);
+        let whole = frame.max(0.0) as u64;
+        GetPositionResponse {
+            position: info.map_or(0, |i| {
+                legacy::legacy_position(whole, i.data_offset, i.block_align)
+            }),
+            frame,
+            position_ms: if sr > 0 {
+                legacy::frame_to_millis(whole, sr)
+            } else {
+                0
+            },
+            sample_rate: sr,
+            state: wire_state as i32,
+            song_name: song.as_ref().map_or_else(String::new, |s| s.name.clone()),
+            local_time_ns: at,
+            content_hash: song
+                .as_ref()
+                .map_or_else(String::new, |s| s.content_hash.clone()),
+            group_time_ns: Some(self.node.group_time(LocalTime(at)).0),
+        }
+    }
+
+    /// Runs a legacy command; fetches the playlist first if it names a song not yet known.
+    fn run_legacy(
+        &mut self,
+        cmd: legacy::LegacyCommand,
+        reply: tokio::sync::oneshot::Sender<Result<(), Status>>,
+        may_fetch: bool,
+    ) {
+        let needs_song = cmd.song.is_some();
+        let resolved: Option<Result<SongInfo, Status>> = cmd.song.as_ref().map(|sel| {
+            let names: Vec<&str> = self.playlist.iter().map(|s| s.name.as_str()).collect();
+            sel.resolve(&names)
+                .map(|i| self.playlist[i].clone())
+                .map_err(Status::from)
+        });
+        if needs_song && may_fetch && resolved.as_ref().is_some_and(|r| r.is_err()) {
+            self.fetch_playlist(Some(Pending::Legacy(cmd, reply)), false);
+            return;
+        }
+        let song_info = match resolved {
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+            None => None,
+        };
+        // Positions are counted in the song the command names, or the current one.
+        let current = song_info.clone().or_else(|| {
+            let s = self.node.state().song.as_ref()?;
+            self.playlist
+                .iter()
+                .find(|i| i.name == s.name)
+                .cloned()
+                .or_else(|| {
+                    Some(SongInfo {
+                        name: s.name.clone(),
+                        sample_rate: s.sample_rate,
+                        frames: s.frames,
+                        ..SongInfo::default()
+                    })
+                })
+        });
+        // Only play, load and seek take a position; the others ignore it.
+        let takes_position = matches!(
+            cmd.action,
+            LegacyAction::Play | LegacyAction::Load | LegacyAction::Seek
+        );
+        let frame = match (&current, takes_position) {
+            (_, false) => None,
+            (None, true) => {
+                if cmd.action == LegacyAction::Seek {
+                    let _ = reply.send(Err(Status::failed_precondition("no song to position in")));
+                    return;
+                }
+                None
+            }
+            (Some(info), true) => {
+                let layout = WavLayout {
+                    data_offset: info.data_offset,
+                    block_align: info.block_align,
+                    sample_rate: info.sample_rate,
+                };
+                match cmd.position {
+                    Position::ByteOffset(b) if b > 0 && info.block_align == 0 => {
+                        let _ = reply.send(Err(Status::failed_precondition(
+                            "a byte position needs the song's layout, which this server did not list",
+                        )));
+                        return;
+                    }
+                    p => match p.to_frame(&layout) {
+                        Ok(f) => Some(f),
+                        Err(e) => {
+                            let _ = reply.send(Err(e.into()));
+                            return;
+                        }
+                    },
+                }
+            }
+        };
+        let command = match cmd.action {
+            LegacyAction::Play => Command::Play {
+                song: song_info.as_ref().map(song_ref),
+                frame: frame.unwrap_or(0),
+            },
+            LegacyAction::Pause => Command::Pause,
+            LegacyAction::Resume => Command::Resume,
+            LegacyAction::Stop => Command::Stop,
+            LegacyAction::Load => match &song_info {
+                Some(s) => Command::Load { song: song_ref(s) },
+                None => {
+                    let _ = reply.send(Err(Status::invalid_argument("load needs a song")));
+                    return;
+                }
+            },
+            LegacyAction::Seek => Command::Seek {
+                frame: frame.unwrap_or(0),
+            },
+        };
+        let now = self.now();
+        let delay = (cmd.wait_ms > 0).then(|| (cmd.wait_ms as i64).saturating_mul(1_000_000));
+        let r = self
+            .node
+            .handle_command(now, command, delay)
+            .map_err(|e| command_error_status(&e));
+        if let Err(e) = &r {
+            tracing::warn!(error = %e.message(), "legacy command not applied");
+        }
+        let _ = reply.send(r);
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Console
+
+    /// Handles a typed line; returns true to quit.
+    fn on_line(&mut self, line: &str) -> bool {
+        let cmd = match commands::parse(line) {
+            Ok(Some(c)) => c,
+            Ok(None) => return false,
+            Err(e) => {
+                self.say(e);
+                return false;
+            }
+        };
+        let now = self.now();
+        let result: Result<(), String> = match cmd {
+            UserCommand::Quit => return true,
+            UserCommand::Help => {
+                self.say(commands::HELP);
+                Ok(())
+            }
+            UserCommand::Playlist => {
+                self.fetch_playlist(None, true);
+                Ok(())
+            }
+            UserCommand::Play(choice) => {
+                self.play(choice, true);
+                Ok(())
+            }
+            UserCommand::Pause => self
+                .node
+                .handle_command(now, Command::Pause, None)
+                .map_err(|e| e.to_string()),
+            UserCommand::Resume => self
+                .node
+                .handle_command(now, Command::Resume, None)
+                .map_err(|e| e.to_string()),
+            UserCommand::Stop => self
+                .node
+                .handle_command(now, Command::Stop, None)
+                .map_err(|e| e.to_string()),
+            UserCommand::Seek(ms) => match &self.node.state().song {
+                None => Err(CommandError::NoSong.to_string()),
+                Some(s) => {
+                    let frame = ms.saturating_mul(u64::from(s.sample_rate)) / 1000;
+                    self.node
+                        .handle_command(now, Command::Seek { frame }, None)
+                        .map_err(|e| e.to_string())
+                }
+            },
+            UserCommand::Status => {
+                let text = format::status(&format::StatusInput {
+                    node: &self.node,
+                    now,
+                    player: &self.player,
+                    server: self.audio.addr(),
+                    server_up: self.server_up,
+                    advertised: &self.advertised,
+                    loading: self.fetching.as_ref(),
+                });
+                self.say(text);
+                Ok(())
+            }
+            UserCommand::Connections => {
+                self.say(format::connections(&self.node.links(), now, "grpc"));
+                Ok(())
+            }
+            UserCommand::Peers => {
+                let audio = self.audio.clone();
+                let printer = self.printer.clone();
+                let me = self.advertised.clone();
+                tokio::spawn(async move {
+                    match audio.peers().await {
+                        Ok(list) => printer.println(format::peers(&list, &me)),
+                        Err(e) => printer.println(e.to_string()),
+                    }
+                });
+                Ok(())
+            }
+            UserCommand::Join(addr) => {
+                if self.own_addrs.contains(&addr) || addr == self.advertised {
+                    Err(format!(
+                        "cannot join {addr}: that is this client's own address"
+                    ))
+                } else {
+                    let r =
+                        self.node
+                            .handle_command(now, Command::Join { addr: addr.clone() }, None);
+                    if r.is_ok() {
+                        self.say(format!("joining {addr}..."));
+                    }
+                    r.map_err(|e| e.to_string())
+                }
+            }
+            UserCommand::Leave(peer) => self
+                .node
+                .handle_command(now, Command::Leave { peer: peer.clone() }, None)
+                .map(|_| self.say(format!("left {peer}")))
+                .map_err(|e| e.to_string()),
+            UserCommand::Gossip => {
+                let n = self.node.peer_count();
+                let r = self
+                    .node
+                    .handle_command(now, Command::Gossip, None)
+                    .map_err(|e| e.to_string());
+                if r.is_ok() {
+                    self.say(format!("shared peer addresses with {n} peer(s)"));
+                }
+                r
+            }
+            UserCommand::Channel(mode) => {
+                self.player.set_channel(mode);
+                self.say(format!("playing channel: {mode:?}").to_lowercase());
+                Ok(())
+            }
+            UserCommand::Volume(v) => {
+                self.player.set_volume(v);
+                self.say(format!("volume {:.0}%", v * 100.0));
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            self.say(e);
+        }
+        false
+    }
+
+    fn play(&mut self, choice: Option<SongChoice>, may_fetch: bool) {
+        let now = self.now();
+        let song = match &choice {
+            None => None,
+            Some(c) => {
+                let found = match c {
+                    SongChoice::Number(n) => self.playlist.get(n - 1),
+                    SongChoice::Name(name) => self.playlist.iter().find(|s| &s.name == name),
+                };
+                match found {
+                    Some(info) => Some(song_ref(info)),
+                    None if may_fetch => {
+                        self.fetch_playlist(Some(Pending::User(choice)), false);
+                        return;
+                    }
+                    None => {
+                        self.say(match c {
+                            SongChoice::Number(n) => format!(
+                                "there is no song {n}: the playlist has {} songs",
+                                self.playlist.len()
+                            ),
+                            SongChoice::Name(name) => {
+                                format!("there is no song named `{name}`; type `playlist`")
+                            }
+                        });
+                        return;
+                    }
+                }
+            }
+        };
+        if let Err(e) = self
+            .node
+            .handle_command(now, Command::Play { song, frame: 0 }, None)
+        {
+            self.say(e.to_string());
+        }
+    }
+
+    fn fetch_playlist(&self, then: Option<Pending>, print: bool) {
+        let audio = self.audio.clone();
+        let tx = self.internal_tx.clone();
+        tokio::spawn(async move {
+            let result = audio.playlist().await.map(|p| {
+                if p.songs.is_empty() {
+                    // An original server lists names only.
+                    p.song_names
+                        .into_iter()
+                        .map(|name| SongInfo {
+                            name,
+                            ..SongInfo::default()
+                        })
+                        .collect()
+                } else {
+                    p.songs
+                }
+            });
+            let _ = tx.send(Internal::Playlist {
+                result,
+                then,
+                print,
+            });
+        });
+    }
+
+    fn on_internal(&mut self, msg: Internal) {
+        match msg {
+            Internal::Playlist {
+                result,
+                then,
+                print,
+            } => {
+                match result {
+                    Ok(list) => {
+                        self.playlist = list;
+                        if print {
+                            self.say(format::playlist(&self.playlist));
+                        }
+                    }
+                    Err(e) => {
+                        if print || then.is_some() {
+                            self.say(e.to_string());
+                        }
+                    }
+                }
+                match then {
+                    Some(Pending::User(choice)) => self.play(choice, false),
+                    Some(Pending::Legacy(cmd, reply)) => self.run_legacy(cmd, reply, false),
+                    None => {}
+                }
+            }
+            Internal::Loaded { song, result } => {
+                if self.fetching.as_ref().is_some_and(|f| f.same_song(&song)) {
+                    self.fetching = None;
+                }
+                match result {
+                    Ok(decoded) => {
+                        // Only install what the group still wants.
+                        if self
+                            .node
+                            .state()
+                            .song
+                            .as_ref()
+                            .is_some_and(|s| s.same_song(&song))
+                        {
+                            self.install(song, decoded);
+                        } else {
+                            self.songs.push((song, decoded));
+                        }
+                    }
+                    Err(reason) => {
+                        let now = self.now();
+                        self.node
+                            .handle_player(now, PlayerReport::LoadFailed { song, reason });
+                    }
+                }
+            }
+            Internal::Registered(r) => {
+                let up = r.is_ok();
+                match (&r, self.server_up) {
+                    (Ok(addr), None | Some(false)) => {
+                        self.say(format!(
+                            "music server at {} reachable; registered as joinable at {addr}",
+                            self.audio.addr()
+                        ));
+                        tracing::info!(server = %self.audio.addr(), %addr, "registered with the music server");
+                    }
+                    (Err(e), None) => {
+                        self.say(format!("{e}; peer features only until it is reachable"));
+                        tracing::warn!(error = %e, "music server unreachable");
+                    }
+                    (Err(e), Some(true)) => {
+                        self.say(format!("{e}; playback goes on, retrying"));
+                        tracing::warn!(error = %e, "music server lost");
+                    }
+                    _ => {}
+                }
+                if up && self.server_up != Some(true) && self.playlist.is_empty() {
+                    self.fetch_playlist(None, false);
+                }
+                self.server_up = Some(up);
+            }
+        }
+    }
+
+    fn spawn_registration(&self) {
+        let audio = self.audio.clone();
+        let tx = self.internal_tx.clone();
+        let addr = self.advertised.clone();
+        let node = self.node.id().0;
+        tokio::spawn(async move {
+            loop {
+                let r = audio
+                    .register(&addr, node, LEASE)
+                    .await
+                    .map(|resp| resp.peer_addr);
+                let ok = r.is_ok();
+                if tx.send(Internal::Registered(r)).is_err() {
+                    return;
+                }
+                tokio::time::sleep(if ok {
+                    LEASE / 3
+                } else {
+                    Duration::from_secs(2)
+                })
+                .await;
+            }
+        });
+    }
+
+    async fn shutdown(mut self) {
+        let now = self.now();
+        self.node.shutdown(now);
+        self.drain();
+        self.say("leaving the group");
+        let node = self.node.id().0;
+        let _ = tokio::time::timeout(
+            Duration::from_millis(800),
+            self.audio.unregister(&self.advertised, node),
+        )
+        .await;
+        // Give the transport a moment to write the goodbyes.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(t) = &mut self.trace {
+            t.flush();
+        }
+        self.player.stop_at(self.now().0);
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,262 @@
+//! Text the client prints: the playlist, `status`, the `connections` table (modelled on
+//! `chronyc sources`), `peers`, and one-line descriptions of commands.
+
+use music262_proto::audio_service::{PeerListResponse, SongInfo};
+use player::Player;
+use sync_core::time::format_nanos;
+use sync_core::{GroupState, LinkStatus, LocalTime, Mode, Node, PeerRole, SongRef, Timeline};
+
+/// `m:ss.mmm` for a duration in milliseconds.
+pub fn clock_time(ms: u64) -> String {
+    format!("{}:{:02}.{:03}", ms / 60_000, ms / 1000 % 60, ms % 1000)
+}
+
+fn frame_time(song: &SongRef, frame: f64) -> String {
+    clock_time((frame.max(0.0) * 1000.0 / song.sample_rate as f64) as u64)
+}
+
+/// One line saying what a state asks for.
+pub fn describe_state(s: &GroupState) -> String {
+    let name = s.song.as_ref().map_or("(no song)", |x| x.name.as_str());
+    match (s.mode, &s.song) {
+        (Mode::Stopped { .. }, Some(_)) => format!("stop ({name})"),
+        (Mode::Stopped { .. }, None) => "stop".to_string(),
+        (Mode::Loading { start_frame, .. }, Some(song)) => {
+            format!(
+                "play {name} from {} (loading)",
+                frame_time(song, start_frame as f64)
+            )
+        }
+        (Mode::Paused { frame, .. }, Some(song)) => {
+            format!(
+                "pause {name} at {} (frame {frame})",
+                frame_time(song, frame as f64)
+            )
+        }
+        (Mode::Playing { frame, .. }, Some(song)) => {
+            format!("play {name} from {}", frame_time(song, frame as f64))
+        }
+        (m, None) => format!("{m:?}"),
+    }
+}
+
+/// The playlist, numbered from 1.
+pub fn playlist(songs: &[SongInfo]) -> String {
+    if songs.is_empty() {
+        return "the server has no songs".to_string();
+    }
+    let mut out = String::new();
+    for (i, s) in songs.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        if s.sample_rate == 0 {
+            out.push_str(&format!("{:>3}. {}", i + 1, s.name));
+        } else {
+            out.push_str(&format!(
+                "{:>3}. {:<32} {:>9}  {} Hz  {} ch  {:.1} MB",
+                i + 1,
+                s.name,
+                clock_time(s.duration_ms),
+                s.sample_rate,
+                s.channels,
+                s.size_bytes as f64 / 1e6
+            ));
+        }
+    }
+    out
+}
+
+/// The clients registered with the server.
+pub fn peers(list: &PeerListResponse, me: &str) -> String {
+    if list.client_ips.is_empty() {
+        return "no client is registered with the server".to_string();
+    }
+    let mut out = String::from("clients registered with the server (join any of them):");
+    for a in &list.client_ips {
+        out.push_str(&format!(
+            "\n  {a}{}",
+            if a == me { "  (this client)" } else { "" }
+        ));
+    }
+    out
+}
+
+fn role(r: PeerRole) -> &'static str {
+    match r {
+        PeerRole::Parent => "parent",
+        PeerRole::Child => "child",
+        PeerRole::Peer => "peer",
+        PeerRole::Connecting => "connect",
+    }
+}
+
+/// The `connections` table: one row per link.
+pub fn connections(links: &[LinkStatus], now: LocalTime, transport: &str) -> String {
+    let _ = now;
+    if links.is_empty() {
+        return "no connections; use `join <ip:port>` (see `peers`)".to_string();
+    }
+    let mut out = format!(
+        "{:<22} {:<16} {:<5} {:<7} {:>3} {:>9} {:>14} {:>10} {:>9} {:>6}",
+        "Peer", "Node id", "Via", "Role", "Str", "RTT", "Offset", "Drift", "Jitter", "Last"
+    );
+    for l in links {
+        let name = l
+            .listen_addr
+            .clone()
+            .unwrap_or_else(|| l.remote_addr.clone());
+        out.push_str(&format!(
+            "\n{:<22} {:<16} {:<5} {:<7} {:>3} {:>9} {:>14} {:>10} {:>9} {:>6}{}",
+            name,
+            l.peer.map_or_else(|| "-".to_string(), |p| p.to_string()),
+            transport,
+            role(l.role),
+            l.stratum.map_or_else(|| "-".to_string(), |s| s.to_string()),
+            l.rtt.map_or_else(|| "-".to_string(), format_nanos),
+            l.offset.map_or_else(
+                || "-".to_string(),
+                |o| format!(
+                    "{}{}",
+                    if o >= 0.0 { "+" } else { "" },
+                    format_nanos(o.round() as i64)
+                )
+            ),
+            l.drift_ppm
+                .map_or_else(|| "-".to_string(), |d| format!("{d:+.2}ppm")),
+            l.jitter
+                .map_or_else(|| "-".to_string(), |j| format_nanos(j.round() as i64)),
+            format!("{:.1}s", l.last_contact as f64 / 1e9),
+            if l.suspect { "  (not answering)" } else { "" },
+        ));
+    }
+    out
+}
+
+/// What `status` needs.
+pub struct StatusInput<'a> {
+    /// The node.
+    pub node: &'a Node,
+    /// Now.
+    pub now: LocalTime,
+    /// The player.
+    pub player: &'a Player,
+    /// Server address.
+    pub server: &'a str,
+    /// Whether the server answered last time.
+    pub server_up: Option<bool>,
+    /// This client's joinable address.
+    pub advertised: &'a str,
+    /// The song being downloaded.
+    pub loading: Option<&'a SongRef>,
+}
+
+/// The `status` text.
+pub fn status(s: &StatusInput<'_>) -> String {
+    let state = s.node.state();
+    let mut out = String::new();
+    match (&state.song, s.node.timeline_at(s.now)) {
+        (None, _) => out.push_str("state: stopped, no song"),
+        (Some(song), t) => {
+            let total = clock_time(song.frames * 1000 / u64::from(song.sample_rate.max(1)));
+            let heard = s.player.position().map(|p| p.frame);
+            let (what, frame) = match t {
+                Timeline::Playing { frame } => ("playing", heard.unwrap_or(frame)),
+                Timeline::Paused { frame } => ("paused", frame as f64),
+                Timeline::Loading => ("loading", 0.0),
+                Timeline::Finished => ("finished", song.frames as f64),
+                Timeline::Stopped => ("stopped", 0.0),
+            };
+            out.push_str(&format!(
+                "state: {what}  song: {}  position {} / {total} (frame {:.0})",
+                song.name,
+                frame_time(song, frame),
+                frame
+            ));
+        }
+    }
+    if let Some(l) = s.loading {
+        out.push_str(&format!("\nloading {} from the server", l.name));
+    }
+    let sync = s.node.sync_status();
+    let (rate, error) = s.node.correction_status();
+    let reference = if sync.root == sync.node_id {
+        "this client is the clock reference".to_string()
+    } else {
+        format!(
+            "reference {} at stratum {}, following {}",
+            sync.root,
+            sync.stratum,
+            sync.parent.map_or("-".to_string(), |p| p.to_string())
+        )
+    };
+    out.push_str(&format!(
+        "\nsync: {reference}; command lead {}\ndrift correction: {:+.1} ppm, last error {}",
+        format_nanos(sync.lead),
+        rate,
+        error.map_or("-".to_string(), format_nanos)
+    ));
+    out.push_str(&format!(
+        "\npeers: {} connected; joinable at {}\nserver: {} ({})\noutput: {} at {} Hz, node {}",
+        s.node.peer_count(),
+        s.advertised,
+        s.server,
+        match s.server_up {
+            Some(true) => "reachable",
+            Some(false) => "unreachable",
+            None => "not yet contacted",
+        },
+        s.player.sink_kind(),
+        s.player.sink_rate(),
+        sync.node_id
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sync_core::{GroupTime, StateVersion};
+
+    #[test]
+    fn commands_read_as_what_they_do() {
+        let song = SongRef {
+            name: "a.wav".into(),
+            content_hash: String::new(),
+            sample_rate: 48_000,
+            frames: 48_000 * 100,
+        };
+        let s = |mode| GroupState {
+            version: StateVersion::default(),
+            song: Some(song.clone()),
+            mode,
+            timebase: 1,
+        };
+        assert_eq!(
+            describe_state(&s(Mode::Paused {
+                frame: 48_000 * 83 + 24_000,
+                at: GroupTime(0)
+            })),
+            "pause a.wav at 1:23.500 (frame 4008000)"
+        );
+        assert_eq!(
+            describe_state(&s(Mode::Playing {
+                frame: 0,
+                at: GroupTime(0)
+            })),
+            "play a.wav from 0:00.000"
+        );
+        assert_eq!(
+            describe_state(&s(Mode::Stopped { at: GroupTime(0) })),
+            "stop (a.wav)"
+        );
+    }
+
+    #[test]
+    fn an_empty_connection_table_says_what_to_do() {
+        assert_eq!(
+            connections(&[], LocalTime(0), "grpc"),
+            "no connections; use `join <ip:port>` (see `peers`)"
+        );
+    }
+}

@@ -1,0 +1,346 @@
+//! `music_client`: plays the group's songs, runs a peer endpoint others can join, and reads
+//! commands from the console.
+
+pub mod commands;
+mod driver;
+mod format;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use clap::{Parser, ValueEnum};
+use player::{Clock, Player, PlayerConfig, SinkSpec};
+use sha2::{Digest, Sha256};
+use sync_core::{Config, LocalTime, Node, NodeId};
+use transport_grpc::{AudioClient, PeerTransport};
+
+use crate::console;
+use crate::logging::{self, LogTarget};
+
+/// Which transport carries the peer protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TransportKind {
+    /// gRPC over HTTP/2 (TCP): the `Exchange` stream of `ClientHandler`.
+    Grpc,
+}
+
+/// Command-line options of `music_client`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "music_client",
+    version,
+    about = "Music262 client: plays songs from a music server in sync with every client it is \
+             joined to. A command typed here (play, pause, resume, seek, stop) lands on every \
+             peer at the same instant and on the same audio frame.",
+    after_help = "Examples:\n  music_client                                  server on localhost:50051, peers on port 50052\n  \
+                  music_client --server 192.168.1.2:50051       use a server on another machine\n  \
+                  music_client --p2p-port 50062 --sink null     a second client on the same machine, silent\n  \
+                  music_client --sink wav:out.wav --trace t.csv  record what would be heard, and a timing trace\n\n\
+                  Environment:\n  MUSIC262_CLOCK_OFFSET_MS, MUSIC262_CLOCK_DRIFT_PPM  skew this client's sync clock (and its null/wav\n                                                      sink) to emulate a separate machine\n  \
+                  RUST_LOG                                            log level (e.g. debug, or sync_core=trace)\n\n\
+                  Type `help` at the prompt for the commands."
+)]
+pub struct ClientArgs {
+    /// Music server address (host:port). The client starts and works without it (peer features
+    /// only) and connects when it appears.
+    #[arg(long, value_name = "HOST:PORT", default_value = "localhost:50051")]
+    pub server: String,
+    /// Port of this client's peer endpoint (others `join` it there). If it is taken, the next
+    /// free port is used and said so.
+    #[arg(long, value_name = "PORT", default_value_t = 50052)]
+    pub p2p_port: u16,
+    /// Address the peer endpoint listens on.
+    #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// Address (host:port) other clients should use to join this one, registered with the
+    /// server. Default: this machine's first non-loopback address and the peer port.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// Transport for the peer protocol.
+    #[arg(long, value_enum, default_value_t = TransportKind::Grpc)]
+    pub transport: TransportKind,
+    /// Where the sound goes: `device` (the default sound device; falls back to `null` with one
+    /// line if there is none), `device:NAME`, `null` (silent, paced by the sync clock), or
+    /// `wav:PATH` (record exactly what would be heard).
+    #[arg(long, value_name = "SINK", default_value = "device")]
+    pub sink: String,
+    /// Write a timing trace (CSV: host_monotonic_ns,frame,sample_rate,state) every 10 ms
+    /// while a song is loaded.
+    #[arg(long, value_name = "PATH")]
+    pub trace: Option<PathBuf>,
+    /// Most peer links kept at once; further peers are reached through relaying.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub max_links: usize,
+    /// Smallest delay between a command and its effect, in milliseconds (grows with measured
+    /// network delays).
+    #[arg(long, value_name = "MS", default_value_t = 20)]
+    pub min_lead_ms: u64,
+    /// Where the log goes: a file path, or `-` for standard error. Default: a file in the
+    /// temporary folder, named after the peer port. `RUST_LOG` sets the level (default info).
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<String>,
+    /// This client's node id in hex (the lowest id of a group is its clock reference).
+    /// Default: random.
+    #[arg(long, value_name = "HEX", hide = true)]
+    pub node_id: Option<String>,
+}
+
+fn random_node_id(port: u16) -> u64 {
+    // Uniqueness, not secrecy: process, time and port are enough to tell clients apart.
+    let mut h = Sha256::new();
+    h.update(std::process::id().to_le_bytes());
+    h.update(player::SystemClock::monotonic_ns().to_le_bytes());
+    h.update(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+            .to_le_bytes(),
+    );
+    h.update(port.to_le_bytes());
+    let d = h.finalize();
+    u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
+}
+
+/// This machine's non-loopback addresses, IPv4 first.
+pub fn interface_addrs() -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .map(|ifs| {
+            ifs.into_iter()
+                .filter(|i| !i.is_loopback())
+                .map(|i| i.ip())
+                .filter(|ip| match ip {
+                    IpAddr::V4(_) => true,
+                    // Link-local IPv6 needs a scope to be joinable; leave it out.
+                    IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_by_key(|ip| (ip.is_ipv6(), *ip));
+    v.dedup();
+    v
+}
+
+fn join_host_port(ip: IpAddr, port: u16) -> String {
+    SocketAddr::new(ip, port).to_string()
+}
+
+/// Runs the client until `quit` or a signal. Returns the process exit code.
+pub async fn run(args: ClientArgs) -> i32 {
+    let log_target = match &args.log_file {
+        Some(p) => LogTarget::parse(p),
+        None => LogTarget::File(
+            std::env::temp_dir()
+                .join("music262")
+                .join(format!("client-{}.log", args.p2p_port)),
+        ),
+    };
+    let log_line = match logging::init(&log_target, "info") {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let sink: SinkSpec = match args.sink.parse() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: --sink {}: {e}", args.sink);
+            return 2;
+        }
+    };
+    if let Err(e) = crate::client::commands::check_addr(&args.server) {
+        eprintln!("error: --server {e}");
+        return 2;
+    }
+    if let Some(a) = &args.advertise
+        && let Err(e) = crate::client::commands::check_addr(a)
+    {
+        eprintln!("error: --advertise {e}");
+        return 2;
+    }
+    if args.max_links == 0 {
+        eprintln!("error: --max-links must be at least 1");
+        return 2;
+    }
+    let node_id = match &args.node_id {
+        Some(h) => match u64::from_str_radix(h.trim_start_matches("0x"), 16) {
+            Ok(v) => v,
+            Err(_) => {
+                eprintln!("error: --node-id `{h}` is not hexadecimal");
+                return 2;
+            }
+        },
+        None => random_node_id(args.p2p_port),
+    };
+    let clock = match crate::clock::sync_clock() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+
+    let console = console::start("music262> ", None);
+    let printer = console.printer.clone();
+    printer.println(log_line);
+    if clock.offset_ns() != 0 || clock.drift_ppm() != 0.0 {
+        printer.println(format!(
+            "sync clock skewed by {:+.3} ms and {:+.1} ppm (from {} / {})",
+            clock.offset_ns() as f64 / 1e6,
+            clock.drift_ppm(),
+            crate::clock::OFFSET_ENV,
+            crate::clock::DRIFT_ENV
+        ));
+    }
+
+    // The peer endpoint: the port asked for, or the next free one.
+    let mut listener = None;
+    for port in args.p2p_port..args.p2p_port.saturating_add(20) {
+        match tokio::net::TcpListener::bind(SocketAddr::new(args.bind, port)).await {
+            Ok(l) => {
+                if port != args.p2p_port {
+                    printer.println(format!(
+                        "peer port {} is in use; listening on {port} instead",
+                        args.p2p_port
+                    ));
+                }
+                listener = Some(l);
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => {
+                eprintln!("error: cannot listen on {}:{port}: {e}", args.bind);
+                return 1;
+            }
+        }
+    }
+    let Some(listener) = listener else {
+        eprintln!(
+            "error: peer ports {} to {} are all in use; pick another with --p2p-port",
+            args.p2p_port,
+            args.p2p_port.saturating_add(19)
+        );
+        return 1;
+    };
+    let port = listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(args.p2p_port);
+
+    let interfaces = interface_addrs();
+    let advertised = args.advertise.clone().unwrap_or_else(|| {
+        let ip = match args.bind {
+            ip if !ip.is_unspecified() => ip,
+            _ => interfaces
+                .first()
+                .copied()
+                .unwrap_or(IpAddr::from([127, 0, 0, 1])),
+        };
+        join_host_port(ip, port)
+    });
+    let joinable: Vec<String> = if args.bind.is_unspecified() {
+        interfaces
+            .iter()
+            .map(|ip| join_host_port(*ip, port))
+            .collect()
+    } else {
+        vec![join_host_port(args.bind, port)]
+    };
+    printer.println(format!(
+        "peer endpoint on port {port}; others can join this client with: join {}",
+        if joinable.is_empty() {
+            format!("127.0.0.1:{port} (no network interface found)")
+        } else {
+            joinable.join("  or  join ")
+        }
+    ));
+
+    // The player.
+    let player_clock: Arc<dyn Clock> = clock.clone();
+    let mut config = PlayerConfig::new(sink.clone());
+    config.fallback_to_null = matches!(sink, SinkSpec::Device(_));
+    let player = match Player::open(config, player_clock) {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    if let Some(note) = player.fallback_note() {
+        printer.println(note);
+    }
+    printer.println(format!(
+        "playing through {} at {} Hz",
+        player.sink_kind(),
+        player.sink_rate()
+    ));
+
+    let trace = match &args.trace {
+        Some(p) => match crate::trace::TraceWriter::create(p) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        },
+        None => None,
+    };
+
+    // The node.
+    let mut cfg = Config::new(NodeId(node_id));
+    cfg.listen_addr = Some(advertised.clone());
+    cfg.max_links = args.max_links;
+    cfg.lead_min = (args.min_lead_ms as i64).saturating_mul(1_000_000);
+    let now = LocalTime(clock.now_ns());
+    let node = Node::new(cfg, node_id, now);
+    printer.println(format!("node id {}", NodeId(node_id)));
+
+    // The transport.
+    let clock_fn: transport_grpc::ClockFn = {
+        let c = clock.clone();
+        Arc::new(move || c.now_ns())
+    };
+    let (transport, transport_events) = PeerTransport::new(clock_fn, Arc::new(AtomicU64::new(1)));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = transport.serve(listener, async {
+        let _ = stop_rx.await;
+    });
+
+    let audio = match AudioClient::new(&args.server) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    printer.println("type `help` for commands");
+
+    let driver = driver::Driver::new(driver::Parts {
+        node,
+        clock,
+        player,
+        transport,
+        audio,
+        printer,
+        advertised,
+        own_addrs: interfaces
+            .iter()
+            .map(|ip| join_host_port(*ip, port))
+            .chain([
+                format!("127.0.0.1:{port}"),
+                format!("localhost:{port}"),
+                format!("[::1]:{port}"),
+            ])
+            .collect(),
+        trace,
+        interactive: console.interactive,
+    });
+    let code = driver.run(console.input, transport_events).await;
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), serving).await;
+    code
+}

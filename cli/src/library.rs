@@ -1,0 +1,248 @@
+//! The music server's songs: a scanned folder of WAV files, or a small built-in library of
+//! generated songs so that a first run works with no files at all.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use music262_proto::audio_service::SongInfo;
+use player::{Song, WavEncoding, decode_wav_bytes, encode_wav};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+use sha2::{Digest, Sha256};
+use transport_grpc::{LibrarySong, SongSource};
+
+/// Metadata of a WAV file's bytes, as the playlist lists it. Fails (one line) if the bytes are
+/// not a WAV file the players can decode.
+pub fn song_info(name: &str, bytes: &[u8]) -> Result<SongInfo, String> {
+    let song = decode_wav_bytes(bytes).map_err(|e| format!("{name}: {e}"))?;
+    let bits = hound::WavReader::new(std::io::Cursor::new(bytes))
+        .map(|r| r.spec().bits_per_sample)
+        .map_err(|e| format!("{name}: {e}"))?;
+    let layout = song
+        .wav_layout()
+        .ok_or_else(|| format!("{name}: no data chunk"))?;
+    Ok(SongInfo {
+        name: name.to_string(),
+        duration_ms: song.duration_ns() / 1_000_000,
+        sample_rate: song.sample_rate,
+        channels: u32::from(song.channels),
+        bits_per_sample: u32::from(bits),
+        size_bytes: bytes.len() as u64,
+        frames: song.frames,
+        content_hash: hex::encode(Sha256::digest(bytes)),
+        data_offset: layout.data_offset,
+        block_align: layout.bytes_per_frame,
+    })
+}
+
+/// What scanning a folder found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Songs, sorted by file name.
+    pub songs: Vec<LibrarySong>,
+    /// One line per file skipped, saying why.
+    pub skipped: Vec<String>,
+}
+
+/// Scans `dir` (not recursively) for `.wav` files. Only files that really live inside `dir`
+/// are taken: a symbolic link leading out of it is skipped, so the server never opens a path
+/// outside its audio folder. `progress(done, total, name)` is called per file.
+pub fn scan(dir: &Path, mut progress: impl FnMut(usize, usize, &str)) -> Result<Scan, String> {
+    let root = dir
+        .canonicalize()
+        .map_err(|e| format!("audio folder {}: {e}", dir.display()))?;
+    if !root.is_dir() {
+        return Err(format!("audio folder {} is not a folder", dir.display()));
+    }
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir(&root)
+        .map_err(|e| format!("audio folder {}: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| x.eq_ignore_ascii_case("wav"))
+        })
+        .collect();
+    candidates.sort();
+    let total = candidates.len();
+    let mut scan = Scan::default();
+    for (i, path) in candidates.into_iter().enumerate() {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        progress(i, total, &name);
+        let real = match path.canonicalize() {
+            Ok(p) => p,
+            Err(e) => {
+                scan.skipped.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        if !real.starts_with(&root) || !real.is_file() {
+            scan.skipped.push(format!(
+                "{name}: skipped, it leads outside the audio folder"
+            ));
+            continue;
+        }
+        let bytes = match std::fs::read(&real) {
+            Ok(b) => b,
+            Err(e) => {
+                scan.skipped.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        match song_info(&name, &bytes) {
+            Ok(info) => scan.songs.push(LibrarySong {
+                info,
+                source: SongSource::File(real),
+            }),
+            Err(e) => scan.skipped.push(e),
+        }
+    }
+    progress(total, total, "");
+    Ok(scan)
+}
+
+const RATE: u32 = 48_000;
+
+fn to_library(name: &str, song: Song) -> LibrarySong {
+    let bytes = encode_wav(&song, WavEncoding::Pcm16).expect("generated songs encode");
+    let info = song_info(name, &bytes).expect("generated songs decode");
+    LibrarySong {
+        info,
+        source: SongSource::Memory(Arc::from(bytes)),
+    }
+}
+
+/// Bell-like tones on a pentatonic scale, one every half second, 30 s, stereo.
+fn chimes() -> Song {
+    let frames = 30 * RATE as usize;
+    let notes = [523.25, 587.33, 659.25, 783.99, 880.0, 1046.5];
+    let mut samples = vec![0f32; frames * 2];
+    for n in 0..60 {
+        let f = notes[(n * 7 + n / 3) % notes.len()];
+        let start = n * RATE as usize / 2;
+        let pan = (n % 5) as f32 / 4.0;
+        for i in 0..(2 * RATE as usize).min(frames - start) {
+            let t = i as f32 / RATE as f32;
+            let env = (-3.0 * t).exp() * 0.18;
+            let v = env
+                * ((2.0 * std::f32::consts::PI * f * t).sin()
+                    + 0.4 * (2.0 * std::f32::consts::PI * 2.76 * f * t).sin());
+            samples[(start + i) * 2] += v * (1.0 - pan);
+            samples[(start + i) * 2 + 1] += v * pan;
+        }
+    }
+    Song::from_interleaved(RATE, 2, samples).expect("valid song")
+}
+
+/// A drum groove of noise bursts and a low kick, 30 s, stereo: noise-like material whose
+/// cross-correlation has a sharp peak, which is what sync measurements on the sound need.
+fn noise_groove() -> Song {
+    let frames = 30 * RATE as usize;
+    let mut rng = ChaCha8Rng::seed_from_u64(262);
+    let mut samples = vec![0f32; frames * 2];
+    let beat = RATE as usize / 4; // 240 bpm sixteenth-ish grid
+    for i in 0..frames {
+        let in_beat = i % beat;
+        let step = i / beat;
+        let t = in_beat as f32 / RATE as f32;
+        let noise = (rng.next_u32() as f32 / u32::MAX as f32) * 2.0 - 1.0;
+        let hat = noise * (-40.0 * t).exp() * if step.is_multiple_of(2) { 0.25 } else { 0.5 };
+        let kick = if step.is_multiple_of(4) {
+            (2.0 * std::f32::consts::PI * (50.0 + 60.0 * (-20.0 * t).exp()) * t).sin()
+                * (-8.0 * t).exp()
+                * 0.6
+        } else {
+            0.0
+        };
+        // A quiet noise bed keeps every window correlatable.
+        let bed = noise * 0.05;
+        samples[i * 2] = hat + kick + bed;
+        samples[i * 2 + 1] = hat * 0.8 + kick + bed;
+    }
+    Song::from_interleaved(RATE, 2, samples).expect("valid song")
+}
+
+/// A slow logarithmic sine sweep, 20 s, mono at 44.1 kHz (exercises resampling).
+fn sweep() -> Song {
+    let rate = 44_100u32;
+    let frames = 20 * rate as usize;
+    let (f0, f1) = (110f64, 3520f64);
+    let k = (f1 / f0).ln() / frames as f64;
+    let samples: Vec<f32> = (0..frames)
+        .map(|i| {
+            let phase =
+                2.0 * std::f64::consts::PI * f0 * ((k * i as f64).exp() - 1.0) / (k * rate as f64);
+            (phase.sin() * 0.3) as f32
+        })
+        .collect();
+    Song::from_interleaved(rate, 1, samples).expect("valid song")
+}
+
+/// The built-in library: three generated songs.
+pub fn builtin() -> Vec<LibrarySong> {
+    vec![
+        to_library("chimes.wav", chimes()),
+        to_library("noise-groove.wav", noise_groove()),
+        to_library("sweep-44k-mono.wav", sweep()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_songs_have_consistent_metadata() {
+        let lib = builtin();
+        assert_eq!(lib.len(), 3);
+        for s in &lib {
+            let SongSource::Memory(bytes) = &s.source else {
+                panic!("built-in songs live in memory")
+            };
+            assert_eq!(s.info.size_bytes, bytes.len() as u64);
+            assert_eq!(s.info.content_hash.len(), 64);
+            assert_eq!(s.info.data_offset, 44);
+            assert_eq!(
+                s.info.frames * u64::from(s.info.block_align) + 44,
+                s.info.size_bytes
+            );
+        }
+        assert_eq!(lib[2].info.sample_rate, 44_100);
+        assert_eq!(lib[2].info.channels, 1);
+        assert_eq!(lib[0].info.duration_ms, 30_000);
+    }
+
+    #[test]
+    fn scanning_takes_wav_files_inside_the_folder_and_skips_bad_ones_and_escapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let good = encode_wav(&sweep(), WavEncoding::Pcm16).unwrap();
+        std::fs::write(dir.path().join("b.wav"), &good).unwrap();
+        std::fs::write(dir.path().join("a.WAV"), &good).unwrap();
+        std::fs::write(dir.path().join("broken.wav"), &good[..100]).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"hello").unwrap();
+        std::fs::write(outside.path().join("secret.wav"), &good).unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(
+            outside.path().join("secret.wav"),
+            dir.path().join("link.wav"),
+        )
+        .unwrap();
+        let scan = scan(dir.path(), |_, _, _| {}).unwrap();
+        let names: Vec<&str> = scan.songs.iter().map(|s| s.info.name.as_str()).collect();
+        assert_eq!(names, vec!["a.WAV", "b.wav"]);
+        assert!(scan.skipped.iter().any(|s| s.starts_with("broken.wav")));
+        #[cfg(unix)]
+        assert!(
+            scan.skipped
+                .iter()
+                .any(|s| s.contains("outside the audio folder"))
+        );
+        assert!(super::scan(&dir.path().join("missing"), |_, _, _| {}).is_err());
+    }
+}
