@@ -168,6 +168,14 @@ pub struct FilterConfig {
     /// Scale of the delay weighting, ns: a sample whose delay exceeds the window's minimum by
     /// this much counts a quarter as much as the best one.
     pub delay_tolerance: Nanos,
+    /// Samples leaving the window are kept in blocks of this many: the lowest-delay sample of
+    /// each block stays in a longer history (0: no history).
+    pub history_block: usize,
+    /// Blocks kept in the history. The frequency error is measured over the window and the
+    /// history together: its precision grows with the span to the power 1.5, so a few minutes
+    /// of block minima make it good to a fraction of a ppm even on a jittery Wi-Fi link, and
+    /// the offset no longer depends on a slope fitted over half a minute.
+    pub history_len: usize,
 }
 
 impl Default for FilterConfig {
@@ -177,6 +185,8 @@ impl Default for FilterConfig {
             rate_prior_ppm: 100.0,
             max_rate_ppm: 2_000.0,
             delay_tolerance: 10 * crate::time::MICROSECOND,
+            history_block: 8,
+            history_len: 64,
         }
     }
 }
@@ -186,6 +196,10 @@ impl Default for FilterConfig {
 pub struct ClockFilter {
     config: FilterConfig,
     samples: VecDeque<ClockSample>,
+    /// Lowest-delay sample of each block of samples that left the window, oldest first.
+    history: VecDeque<ClockSample>,
+    /// The block being gathered: its best sample and how many it has seen.
+    block: Option<(ClockSample, usize)>,
     estimate: Option<LinkEstimate>,
 }
 
@@ -195,6 +209,8 @@ impl ClockFilter {
         ClockFilter {
             config,
             samples: VecDeque::with_capacity(config.window + 1),
+            history: VecDeque::with_capacity(config.history_len + 1),
+            block: None,
             estimate: None,
         }
     }
@@ -212,6 +228,8 @@ impl ClockFilter {
     /// Forgets every sample (for instance when the peer's clock is known to have changed).
     pub fn reset(&mut self) {
         self.samples.clear();
+        self.history.clear();
+        self.block = None;
         self.estimate = None;
     }
 
@@ -225,19 +243,46 @@ impl ClockFilter {
             .map_or(0, |p| p + 1);
         self.samples.insert(pos, sample);
         while self.samples.len() > self.config.window.max(1) {
-            self.samples.pop_front();
+            let Some(old) = self.samples.pop_front() else {
+                break;
+            };
+            self.retire(old);
         }
         let est = self.fit();
         self.estimate = Some(est);
         self.estimate.as_ref().expect("just set")
     }
 
+    /// Keeps the best sample of every block of retired samples in the history.
+    fn retire(&mut self, old: ClockSample) {
+        if self.config.history_block == 0 || self.config.history_len == 0 {
+            return;
+        }
+        let (best, seen) = match self.block.take() {
+            Some((b, k)) if b.delay <= old.delay => (b, k + 1),
+            Some((_, k)) => (old, k + 1),
+            None => (old, 1),
+        };
+        if seen >= self.config.history_block {
+            self.history.push_back(best);
+            while self.history.len() > self.config.history_len {
+                self.history.pop_front();
+            }
+        } else {
+            self.block = Some((best, seen));
+        }
+    }
+
+    /// The window and the history, oldest first.
+    fn all_samples(&self) -> impl Iterator<Item = &ClockSample> + Clone {
+        self.history.iter().chain(self.samples.iter())
+    }
+
     fn fit(&self) -> LinkEstimate {
         let n = self.samples.len();
         debug_assert!(n > 0);
         let best = self
-            .samples
-            .iter()
+            .all_samples()
             .min_by_key(|s| s.delay)
             .expect("at least one sample");
         let anchor = self.samples[n - 1].at;
@@ -252,18 +297,25 @@ impl ClockFilter {
             let k = (n / 8).max(2).min(n - 1);
             let spread = if n >= 3 {
                 d.select_nth_unstable(k);
-                (d[k] - best.delay) as f64
+                (d[k] - d.iter().copied().min().unwrap_or(d[k])) as f64
             } else {
                 0.0
             };
-            (self.config.delay_tolerance as f64).max(spread)
+            // Against the best of the window (the history's minima are selected low).
+            let window_best = self
+                .samples
+                .iter()
+                .map(|s| s.delay)
+                .min()
+                .unwrap_or(best.delay);
+            (self.config.delay_tolerance as f64).max(spread + (window_best - best.delay) as f64)
         };
         let weight = |s: &ClockSample| {
             let excess = (s.delay - best.delay) as f64 + sigma;
             (sigma / excess).powi(2)
         };
         let (mut sw, mut swx, mut swy) = (0.0, 0.0, 0.0);
-        for s in &self.samples {
+        for s in self.all_samples() {
             let w = weight(s);
             sw += w;
             swx += w * s.at.since(anchor) as f64;
@@ -273,7 +325,7 @@ impl ClockFilter {
         let mean_y = swy / sw;
         let max_rate = self.config.max_rate_ppm * 1e-6;
         let (mut sxx, mut sxy, mut sww) = (0.0, 0.0, 0.0);
-        for s in &self.samples {
+        for s in self.all_samples() {
             let w = weight(s);
             let dx = s.at.since(anchor) as f64 - mean_x;
             sxx += w * dx * dx;
@@ -290,8 +342,7 @@ impl ClockFilter {
         let unit_var_model = sigma * sigma / 12.0;
         let unit_var = if n_eff > 3.0 {
             let rss: f64 = self
-                .samples
-                .iter()
+                .all_samples()
                 .map(|s| {
                     let r = s.offset - (mean_y + slope * (s.at.since(anchor) as f64 - mean_x));
                     weight(s) * r * r
@@ -301,7 +352,7 @@ impl ClockFilter {
         } else {
             unit_var_model
         };
-        let slope_var = if n >= 2 && sxx > 0.0 {
+        let slope_var = if n + self.history.len() >= 2 && sxx > 0.0 {
             unit_var / sxx
         } else {
             f64::INFINITY
@@ -325,7 +376,7 @@ impl ClockFilter {
         offset += clamped - at_best;
 
         let (mut sr, mut swr) = (0.0, 0.0);
-        for s in &self.samples {
+        for s in self.all_samples() {
             let w = weight(s);
             let r = s.offset - (offset + rate * s.at.since(anchor) as f64);
             sr += w * r * r;
@@ -338,7 +389,7 @@ impl ClockFilter {
             rate,
             min_delay: best.delay,
             jitter: (sr / swr).sqrt(),
-            samples: n,
+            samples: n + self.history.len(),
         }
     }
 }
@@ -457,7 +508,7 @@ mod tests {
                 f.add(s);
             }
             // The filter breaks ties in delay by age, oldest first, as min_by_key does.
-            let window = &samples[samples.len().saturating_sub(32)..];
+            let window = &samples[samples.len().saturating_sub(FilterConfig::default().window)..];
             let best = window.iter().min_by_key(|s| s.delay).unwrap();
             let e = f.estimate().unwrap();
             let est = e.offset_at(best.at);
