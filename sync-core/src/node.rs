@@ -1462,13 +1462,23 @@ impl Node {
         self.counters.states_accepted += 1;
         // Readiness is per version: Ready messages name the version they answer.
         self.ready_from.clear();
+        // Compare the two timelines at an instant where both play: now, or the later of their
+        // anchors (a state re-stated or re-decided a hair later must not re-seek a player that
+        // already started on the earlier one).
+        let compare_at = [self.state.effective_at(), s.effective_at()]
+            .into_iter()
+            .map(|g| self.local_time(g))
+            .fold(self.now, LocalTime::max)
+            // A microsecond past the later anchor, so that rounding to local time cannot
+            // land before it (where the timeline is not defined yet).
+            + crate::time::MICROSECOND;
         let before = self
             .playing
-            .then(|| self.expected_frame(self.now))
+            .then(|| self.expected_frame(compare_at))
             .flatten();
         let old_song = self.state.song.clone();
         self.state = s.clone();
-        let after = self.expected_frame(self.now);
+        let after = self.expected_frame(compare_at);
         self.smooth_retime = match (before, after, &old_song, &self.state.song) {
             (Some(b), Some(a), Some(o), Some(n)) if o.same_song(n) => {
                 n.frames_to_nanos((a - b).abs()) < MILLISECOND as f64

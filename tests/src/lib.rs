@@ -49,3 +49,30 @@ pub fn run_checked(config: SimConfig) -> Result<(Outcome, Report), String> {
         format!("the simulation panicked ({what}) with seed {seed}; replay with:\n  {replay}")
     })
 }
+
+/// Panics, naming the seed and the command that replays the run, unless the run broke no
+/// invariant. For tests: `let (_, r) = run(config); assert_clean(&r);`.
+pub fn assert_clean(report: &Report) {
+    if let Err(e) = check_clean(report) {
+        panic!("{e}");
+    }
+}
+
+/// The failure text of a run that broke invariants (its seed, replay command and the first
+/// violations), or `Ok` for a clean run.
+pub fn check_clean(report: &Report) -> Result<(), String> {
+    if report.invariant_violations == 0 {
+        return Ok(());
+    }
+    let mut s = format!(
+        "{} invariant violation(s) in scenario {} with seed {}; replay with:\n  {}\n",
+        report.invariant_violations, report.scenario, report.seed, report.replay
+    );
+    for v in &report.violations {
+        s.push_str(&format!(
+            "  at {:.6} s peer {:?}: {}\n",
+            v.at_s, v.peer, v.what
+        ));
+    }
+    Err(s)
+}

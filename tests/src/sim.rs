@@ -697,6 +697,12 @@ impl Sim {
                 self.hash.u64(i as u64);
                 let _ = write!(self.hash, "{o:?}");
             }
+            if self.cfg.debug_interval > 0
+                && std::env::var("MUSIC262_SIM_TRACE_PEER").ok() == Some(i.to_string())
+                && !matches!(o, Output::Transmit { .. })
+            {
+                eprintln!("{:9.6} peer {i} output {o:?}", self.now as f64 / 1e9);
+            }
             match o {
                 Output::Transmit { link, message } => self.transmit(i, link, message),
                 Output::Connect { addr } => self.connect(i, addr),
@@ -1164,6 +1170,13 @@ impl Sim {
         if self.cfg.full_trace {
             self.hash.u64(self.now);
             let _ = write!(self.hash, "{i} {command:?} {result:?}");
+        }
+        if self.cfg.debug_interval > 0 {
+            eprintln!(
+                "{:9.3} peer {i:3} types {command:?}: {result:?} -> {:?}",
+                self.now as f64 / 1e9,
+                state
+            );
         }
         match result {
             Ok(()) => {

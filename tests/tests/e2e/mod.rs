@@ -173,8 +173,14 @@ impl Drop for Proc {
 pub fn server(dir: &Path) -> (Proc, u16) {
     let port = free_port();
     let mut cmd = Command::new(binary("music_server"));
-    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--log-file"])
-        .arg(dir.join("server.log"));
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--log-file",
+    ])
+    .arg(dir.join("server.log"));
     let mut p = Proc::spawn("server", cmd);
     p.expect("music server listening", Duration::from_secs(60));
     (p, port)
@@ -286,7 +292,10 @@ pub fn read_trace(path: &Path) -> Vec<TracePoint> {
 pub fn sync_errors_us(a: &[TracePoint], b: &[TracePoint], from_ns: u64, to_ns: u64) -> Vec<f64> {
     let bp: Vec<&TracePoint> = b.iter().filter(|p| p.playing).collect();
     let mut out = Vec::new();
-    for p in a.iter().filter(|p| p.playing && p.host_ns >= from_ns && p.host_ns <= to_ns) {
+    for p in a
+        .iter()
+        .filter(|p| p.playing && p.host_ns >= from_ns && p.host_ns <= to_ns)
+    {
         let i = bp.partition_point(|q| q.host_ns < p.host_ns);
         if i == 0 || i >= bp.len() {
             continue;
@@ -296,15 +305,16 @@ pub fn sync_errors_us(a: &[TracePoint], b: &[TracePoint], from_ns: u64, to_ns: u
             continue; // a gap (pause, jump): no interpolation across it
         }
         let f = q0.frame
-            + (q1.frame - q0.frame) * (p.host_ns - q0.host_ns) as f64 / (q1.host_ns - q0.host_ns) as f64;
+            + (q1.frame - q0.frame) * (p.host_ns - q0.host_ns) as f64
+                / (q1.host_ns - q0.host_ns) as f64;
         out.push((p.frame - f) / 48_000.0 * 1e6);
     }
     out
 }
 
-/// The host's monotonic clock in nanoseconds (what traces are stamped with).
-pub fn host_now_ns() -> u64 {
-    player::SystemClock::monotonic_ns()
+/// The host instant of a trace's last line.
+pub fn last_instant(t: &[TracePoint]) -> u64 {
+    t.last().map_or(0, |p| p.host_ns)
 }
 
 /// Percentile of absolute values.
@@ -327,5 +337,7 @@ pub fn status_frame(lines: &[String]) -> Option<u64> {
 /// The `state:` word of a `status` reply.
 pub fn status_state(lines: &[String]) -> Option<String> {
     let l = lines.iter().find(|l| l.starts_with("state:"))?;
-    l.split_whitespace().nth(1).map(|s| s.trim_end_matches(',').to_string())
+    l.split_whitespace()
+        .nth(1)
+        .map(|s| s.trim_end_matches(',').to_string())
 }
