@@ -351,7 +351,11 @@ impl AudioService for AudioServer {
     ) -> Result<Response<RegisterPeerResponse>, Status> {
         let observed = request.remote_addr().map(|a: SocketAddr| a.ip());
         let req = request.into_inner();
-        let (host, port) = check_peer_addr(&req.peer_addr)?;
+        // An empty host (`:port`) asks, like 0.0.0.0, for the address the caller is seen from.
+        let (host, port) = match req.peer_addr.strip_prefix(':') {
+            Some(port) if !port.contains(':') => check_peer_addr(&format!("0.0.0.0:{port}"))?,
+            _ => check_peer_addr(&req.peer_addr)?,
+        };
         // A peer that does not know its own address (0.0.0.0, or an empty host) is listed at
         // the address the server sees it from.
         let unspecified = matches!(host.as_str(), "0.0.0.0" | "::" | "*");
