@@ -29,8 +29,6 @@ use crate::trace::TraceWriter;
 const TICK: Duration = Duration::from_millis(10);
 /// Every how many ticks a position report goes to the node.
 const REPORT_EVERY: u32 = 5;
-/// Lease asked of the server for this client's address.
-const LEASE: Duration = Duration::from_secs(15);
 /// Decoded songs kept in memory.
 const SONG_CACHE: usize = 3;
 
@@ -46,6 +44,7 @@ pub struct Parts {
     pub own_addrs: Vec<String>,
     pub trace: Option<TraceWriter>,
     pub interactive: bool,
+    pub lease: Duration,
 }
 
 /// A command waiting for the playlist to name its song.
@@ -82,6 +81,7 @@ pub struct Driver {
     own_addrs: Vec<String>,
     trace: Option<TraceWriter>,
     interactive: bool,
+    lease: Duration,
     internal_tx: mpsc::UnboundedSender<Internal>,
     internal_rx: mpsc::UnboundedReceiver<Internal>,
     playlist: Vec<SongInfo>,
@@ -128,6 +128,7 @@ impl Driver {
             own_addrs: p.own_addrs,
             trace: p.trace,
             interactive: p.interactive,
+            lease: p.lease,
             internal_tx,
             internal_rx,
             playlist: Vec::new(),
@@ -680,9 +681,12 @@ impl Driver {
                 .iter()
                 .find(|i| i.name == s.name && i.content_hash == s.content_hash)
         });
-        let (frame, at) = match (&pos, self.generation) {
-            (Some(p), Some(g)) if p.song_generation == g => (p.frame, p.instant_ns),
-            _ => match timeline {
+        let heard = pos
+            .as_ref()
+            .filter(|p| self.generation == Some(p.song_generation));
+        let (frame, at) = match heard {
+            Some(p) => (p.frame, p.instant_ns),
+            None => match timeline {
                 Timeline::Playing { frame } => (frame, now.0),
                 Timeline::Paused { frame } => (frame as f64, now.0),
                 _ => (0.0, now.0),
@@ -690,6 +694,14 @@ impl Driver {
         };
         let wire_state = if self.fetching.is_some() || timeline == Timeline::Loading {
             WireState::Loading
+        } else if let Some(p) = heard {
+            // The state at `at`, like `frame`: a pause or stop accepted for a later instant
+            // (`wait_time_ms`, the group's lead) has not happened yet.
+            match p.state {
+                PlaybackState::Playing => WireState::Playing,
+                PlaybackState::Paused { .. } => WireState::Paused,
+                PlaybackState::Stopped => WireState::Stopped,
+            }
         } else {
             match timeline {
                 Timeline::Playing { .. } => WireState::Playing,
@@ -808,7 +820,16 @@ impl Driver {
             LegacyAction::Resume => Command::Resume,
             LegacyAction::Stop => Command::Stop,
             LegacyAction::Load => match &song_info {
-                Some(s) => Command::Load { song: song_ref(s) },
+                Some(s) => {
+                    if let Some(f) = frame.filter(|f| *f >= s.frames && s.frames > 0) {
+                        let _ = reply.send(Err(Status::invalid_argument(format!(
+                            "position {f} is beyond the end of the song ({} frames)",
+                            s.frames
+                        ))));
+                        return;
+                    }
+                    Command::Load { song: song_ref(s) }
+                }
                 None => {
                     let _ = reply.send(Err(Status::invalid_argument("load needs a song")));
                     return;
@@ -820,10 +841,19 @@ impl Driver {
         };
         let now = self.now();
         let delay = (cmd.wait_ms > 0).then(|| (cmd.wait_ms as i64).saturating_mul(1_000_000));
-        let r = self
+        let is_load = matches!(command, Command::Load { .. });
+        let mut r = self
             .node
             .handle_command(now, command, delay)
             .map_err(|e| command_error_status(&e));
+        // `load` at a position: the song is loaded and held at that frame (a stopped song is
+        // cued at frame 0, so frame 0 needs nothing more).
+        if let (true, Ok(()), Some(frame)) = (is_load, &r, frame.filter(|f| *f > 0)) {
+            r = self
+                .node
+                .handle_command(now, Command::Seek { frame }, delay)
+                .map_err(|e| command_error_status(&e));
+        }
         if let Err(e) = &r {
             tracing::warn!(error = %e.message(), "legacy command not applied");
         }
@@ -1105,10 +1135,11 @@ impl Driver {
         let tx = self.internal_tx.clone();
         let addr = self.advertised.clone();
         let node = self.node.id().0;
+        let lease = self.lease;
         tokio::spawn(async move {
             loop {
                 let r = audio
-                    .register(&addr, node, LEASE)
+                    .register(&addr, node, lease)
                     .await
                     .map(|resp| resp.peer_addr);
                 let ok = r.is_ok();
@@ -1116,7 +1147,7 @@ impl Driver {
                     return;
                 }
                 tokio::time::sleep(if ok {
-                    LEASE / 3
+                    lease / 3
                 } else {
                     Duration::from_secs(2)
                 })

@@ -85,6 +85,10 @@ pub struct ClientArgs {
     /// Default: random.
     #[arg(long, value_name = "HEX", hide = true)]
     pub node_id: Option<String>,
+    /// Lease asked of the server for this client's registration, in milliseconds (renewed at a
+    /// third of it; a client that dies disappears from `peers` when it lapses).
+    #[arg(long, value_name = "MS", default_value_t = 15_000, hide = true)]
+    pub lease_ms: u64,
 }
 
 fn random_node_id(port: u16) -> u64 {
@@ -338,6 +342,7 @@ pub async fn run(args: ClientArgs) -> i32 {
             .collect(),
         trace,
         interactive: console.interactive,
+        lease: std::time::Duration::from_millis(args.lease_ms.max(1)),
     });
     let code = driver.run(console.input, transport_events).await;
     let _ = stop_tx.send(());

@@ -1,0 +1,298 @@
+//! End-to-end tests over gRPC with real processes on loopback: a music server and three
+//! music clients whose sync clocks are skewed like separate machines (offsets of seconds,
+//! drifts of ±200 ppm), null sinks and trace files.
+//!
+//! The accuracy asserted here is deliberately loose (1 ms): these tests prove behaviour on a
+//! shared machine; the tight numbers come from the benchmark (see BENCHMARKS.md).
+
+mod e2e;
+
+use std::time::Duration;
+
+use e2e::*;
+
+const S: Duration = Duration::from_secs(1);
+
+fn specs() -> [ClientSpec; 3] {
+    [
+        ClientSpec {
+            name: "a",
+            offset_ms: 0.0,
+            drift_ppm: 0.0,
+            node_id: 0xa,
+        },
+        ClientSpec {
+            name: "b",
+            offset_ms: 1_500.0,
+            drift_ppm: 150.0,
+            node_id: 0xb,
+        },
+        ClientSpec {
+            name: "c",
+            offset_ms: -2_000.0,
+            drift_ppm: -200.0,
+            node_id: 0xc,
+        },
+    ]
+}
+
+/// Joins `from` to `to` and waits until both list each other.
+fn join(from: &mut Client, to: &mut Client) {
+    from.send(&format!("join {}", to.addr));
+    from.expect(&format!("connected to peer {}", to.addr), 20 * S);
+    to.expect(&format!("connected to peer {}", from.addr), 20 * S);
+}
+
+fn assert_in_sync(clients: &[&Client], seconds: u64, max_us: f64) {
+    let traces: Vec<Vec<TracePoint>> = clients.iter().map(|c| read_trace(&c.trace)).collect();
+    let end = traces.iter().map(|t| last_instant(t)).min().unwrap();
+    let from = end - seconds * 1_000_000_000;
+    for i in 1..traces.len() {
+        let e = sync_errors_us(&traces[0], &traces[i], from, end);
+        assert!(
+            e.len() > 50,
+            "too few common playing instants between {} and {}: {}",
+            clients[0].name,
+            clients[i].name,
+            e.len()
+        );
+        let worst = percentile_abs(&e, 1.0);
+        eprintln!(
+            "sync error {} vs {}: p50 {:.1} us, p99 {:.1} us, max {:.1} us over {} points",
+            clients[0].name,
+            clients[i].name,
+            percentile_abs(&e, 0.5),
+            percentile_abs(&e, 0.99),
+            worst,
+            e.len()
+        );
+        assert!(
+            worst < max_us,
+            "{} vs {}: sync error up to {worst:.0} us",
+            clients[0].name,
+            clients[i].name
+        );
+    }
+}
+
+#[test]
+fn commands_typed_on_any_client_of_a_chain_reach_every_client_in_sync() {
+    let dir = tempfile_dir("chain");
+    let (_server, port) = server(&dir);
+    let [sa, sb, sc] = specs();
+    let mut a = client(&dir, port, &sa);
+    let mut b = client(&dir, port, &sb);
+    let mut c = client(&dir, port, &sc);
+    // A chain: A - B - C, no A - C link.
+    join(&mut b, &mut a);
+    join(&mut c, &mut b);
+
+    let list = a.ask("playlist", 2 * S);
+    assert!(
+        list.iter().any(|l| l.contains("2. noise-groove.wav")),
+        "playlist: {list:?}"
+    );
+
+    b.send("play 2");
+    for x in [&mut a, &mut b, &mut c] {
+        x.expect("loaded noise-groove.wav", 30 * S);
+    }
+    std::thread::sleep(8 * S);
+    assert_in_sync(&[&a, &b, &c], 3, 1_000.0);
+
+    // Pause typed on the far end of the chain: everyone holds the same frame.
+    c.send("pause");
+    a.expect("pause noise-groove.wav at", 5 * S);
+    std::thread::sleep(S);
+    let frames: Vec<u64> = [&mut a, &mut b, &mut c]
+        .into_iter()
+        .map(|x| {
+            let st = x.ask("status", S / 2);
+            assert_eq!(
+                status_state(&st).as_deref(),
+                Some("paused"),
+                "{}: {st:?}",
+                x.name
+            );
+            status_frame(&st).expect("a frame in status")
+        })
+        .collect();
+    assert_eq!(frames[0], frames[1], "paused frames {frames:?}");
+    assert_eq!(frames[1], frames[2], "paused frames {frames:?}");
+
+    a.send("resume");
+    b.expect("play noise-groove.wav from", 5 * S);
+    c.expect("play noise-groove.wav from", 5 * S);
+    std::thread::sleep(6 * S);
+    assert_in_sync(&[&a, &b, &c], 3, 1_000.0);
+
+    b.send("stop");
+    std::thread::sleep(S);
+    for x in [&mut a, &mut b, &mut c] {
+        let st = x.ask("status", S / 2);
+        assert_eq!(
+            status_state(&st).as_deref(),
+            Some("stopped"),
+            "{}: {st:?}",
+            x.name
+        );
+    }
+}
+
+#[test]
+fn a_late_joiner_plays_in_sync_and_departures_are_seen_on_both_sides() {
+    let dir = tempfile_dir("churn");
+    let (mut server, port) = server(&dir);
+    let [sa, sb, sc] = specs();
+    let mut a = client(&dir, port, &sa);
+    let mut b = client(&dir, port, &sb);
+    join(&mut b, &mut a);
+    a.send("play 1");
+    b.expect("loaded chimes.wav", 30 * S);
+    std::thread::sleep(3 * S);
+
+    // C joins mid-song.
+    let mut c = client(&dir, port, &sc);
+    let peers = c.ask("peers", 2 * S);
+    assert!(peers.iter().any(|l| l.contains(&a.addr)), "{peers:?}");
+    assert!(peers.iter().any(|l| l.contains(&b.addr)), "{peers:?}");
+    join(&mut c, &mut a);
+    c.expect("loaded chimes.wav", 30 * S);
+    std::thread::sleep(8 * S);
+    assert_in_sync(&[&a, &b, &c], 3, 1_000.0);
+
+    // The server goes away: playback goes on.
+    server.kill9();
+    std::thread::sleep(3 * S);
+    assert_in_sync(&[&a, &b, &c], 2, 1_000.0);
+
+    // `leave` closes the link on both sides.
+    c.send(&format!("leave {}", a.addr));
+    a.expect(&format!("peer {} disconnected", c.addr), 5 * S);
+    let conns = c.ask("connections", S);
+    assert!(
+        conns.iter().any(|l| l.contains("no connections")),
+        "{conns:?}"
+    );
+    join(&mut c, &mut b);
+
+    // kill -9 of B: A and C lose it, keep playing, and it leaves A's table.
+    b.kill9();
+    a.expect(&format!("peer {} disconnected", b.addr), 15 * S);
+    std::thread::sleep(2 * S);
+    let conns = a.ask("connections", S);
+    assert!(!conns.iter().any(|l| l.contains(&b.addr)), "{conns:?}");
+    let st = a.ask("status", S / 2);
+    assert_eq!(status_state(&st).as_deref(), Some("playing"), "{st:?}");
+
+    // `quit` removes C on the other side too.
+    c.send("quit");
+    assert!(
+        c.wait_exit(10 * S).is_some_and(|s| s.success()),
+        "c exits cleanly"
+    );
+}
+
+#[test]
+fn peers_lists_only_live_clients() {
+    let dir = tempfile_dir("peers");
+    let (_server, port) = server(&dir);
+    let [sa, sb, sc] = specs();
+    let mut a = client(&dir, port, &sa);
+    let mut b = client(&dir, port, &sb);
+    let mut c = client(&dir, port, &sc);
+    a.expect("registered as joinable", 10 * S);
+    b.expect("registered as joinable", 10 * S);
+    c.expect("registered as joinable", 10 * S);
+    let list = a.ask("peers", 2 * S);
+    for x in [&b, &c] {
+        assert!(
+            list.iter().any(|l| l.contains(&x.addr)),
+            "{} missing: {list:?}",
+            x.name
+        );
+    }
+    // B quits (unregisters at once); C dies (its 3 s lease lapses).
+    b.send("quit");
+    assert!(b.wait_exit(10 * S).is_some());
+    c.kill9();
+    std::thread::sleep(5 * S);
+    let list = a.ask("peers", 2 * S);
+    assert!(!list.iter().any(|l| l.contains(&b.addr)), "{list:?}");
+    assert!(!list.iter().any(|l| l.contains(&c.addr)), "{list:?}");
+    assert!(list.iter().any(|l| l.contains(&a.addr)), "{list:?}");
+}
+
+#[test]
+fn bad_input_at_the_prompt_gets_one_line_and_the_client_keeps_running() {
+    let dir = tempfile_dir("bad");
+    // No server at all: the client starts and says so.
+    let dead = free_port();
+    let [sa, sb, _] = specs();
+    let mut a = client(&dir, dead, &sa);
+    a.expect("unreachable", 10 * S);
+    let mut b = client(&dir, dead, &sb);
+    for (cmd, want) in [
+        ("dance", "unknown command `dance`"),
+        ("join nowhere", "is not an address"),
+        (&format!("join {}", a.addr) as &str, ""),
+        ("pause", "no song is loaded"),
+        ("play 7", "unreachable"),
+    ] {
+        if want.is_empty() {
+            b.send(cmd);
+            continue;
+        }
+        let out = b.ask(cmd, S);
+        assert!(out.iter().any(|l| l.contains(want)), "`{cmd}`: {out:?}");
+    }
+    // Joining itself, and a port where nobody listens.
+    let own = b.addr.clone();
+    let out = b.ask(&format!("join {own}"), S);
+    assert!(out.iter().any(|l| l.contains("own address")), "{out:?}");
+    let out = b.ask(&format!("join 127.0.0.1:{}", free_port()), 5 * S);
+    assert!(out.iter().any(|l| l.contains("cannot join")), "{out:?}");
+    assert!(b.is_running());
+    // Peer features work without a server.
+    let conns = b.ask("connections", S);
+    assert!(conns.iter().any(|l| l.contains(&a.addr)), "{conns:?}");
+}
+
+#[test]
+fn a_taken_peer_port_moves_to_the_next_free_one_with_one_line() {
+    let dir = tempfile_dir("port");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut cmd = std::process::Command::new(binary("music_client"));
+    cmd.args([
+        "--server",
+        "127.0.0.1:1",
+        "--p2p-port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--sink",
+        "null",
+        "--log-file",
+    ])
+    .arg(dir.join("p.log"))
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    std::thread::sleep(3 * S);
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("peer port {port} is in use; listening on")),
+        "{text}"
+    );
+}
+
+fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("music262-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
