@@ -1057,6 +1057,15 @@ impl Sim {
             let j = missing[self.below(missing.len())];
             let addr = self.peers[j].addr.clone();
             self.command_join(i, addr);
+        } else if count < self.cfg.max_links / 2 && (count == 0 || self.uniform() < 0.2) {
+            // No neighbour to dial (or, now and then, to bridge an island of peers whose other
+            // neighbours are gone): a peer from the music server's list of registered peers,
+            // as the client's `peers` command shows them.
+            let j = self.below(self.cfg.peers);
+            if j != i {
+                let addr = self.peers[j].addr.clone();
+                self.command_join(i, addr);
+            }
         }
     }
 
@@ -1355,6 +1364,14 @@ impl Sim {
                     }
                 }
                 let spread = group[group.len() - 1].2 - group[0].2;
+                if self.cfg.debug_interval > 0 && spread > 10e6 {
+                    let v: Vec<(usize, f64)> = group.iter().map(|g| (g.3, g.2 / 1e9)).collect();
+                    eprintln!(
+                        "{:9.3} spread {:.3} ms among {v:?}",
+                        now / 1e9,
+                        spread / 1e6
+                    );
+                }
                 self.out.spread.add(spread.round() as u64);
                 let median = group[group.len() / 2].2;
                 for (_, _, ns, i) in group {

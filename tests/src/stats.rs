@@ -141,7 +141,7 @@ mod tests {
             1_000_999,
             999_999_999,
             1_000_000_000,
-            7e12 as u64,
+            7e11 as u64,
         ] {
             let b = bin_of(v);
             assert!(upper_edge(b) > v, "{v}");
