@@ -814,16 +814,14 @@ impl Sim {
         } else {
             wire.models[end].decide(now, len)
         };
-        let n = times.len();
-        for (k, t) in times.into_iter().enumerate() {
-            let msg = if k + 1 == n { msg.clone() } else { msg.clone() };
+        for t in times {
             self.schedule(
                 t,
                 Ev::Deliver {
                     to,
                     inc: to_inc,
                     link: to_link,
-                    msg,
+                    msg: msg.clone(),
                 },
             );
         }
