@@ -6,6 +6,8 @@
 pub mod client;
 pub mod clock;
 pub mod console;
+pub mod demo;
+pub mod fleet;
 pub mod library;
 pub mod logging;
 pub mod server;

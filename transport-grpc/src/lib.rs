@@ -10,6 +10,7 @@
 
 pub mod audio;
 pub mod peer;
+pub mod stamp;
 
 pub use audio::{AudioClient, AudioServer, LibrarySong, MusicLibrary, ServerError, SongSource};
 pub use peer::{ClockFn, LegacyCall, PeerTransport, TransportEvent, error_chain};

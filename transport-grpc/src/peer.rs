@@ -23,9 +23,11 @@ use music262_proto::client::{
 use music262_proto::codec::{CodecError, MAX_FRAME_LEN};
 use music262_proto::legacy::legacy_ping_millis;
 use sync_core::{Direction, LinkId, LocalTime, Message};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+
+use crate::stamp::{ReadStamp, StampedConnectInfo, StampedStream};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -169,7 +171,9 @@ impl PeerTransport {
         })
         .max_decoding_message_size(MAX_FRAME_LEN)
         .max_encoding_message_size(MAX_FRAME_LEN);
-        let incoming = TcpListenerStream::new(listener);
+        let clock = self.shared.clock.clone();
+        let incoming = TcpListenerStream::new(listener)
+            .map(move |s| s.map(|s| StampedStream::new(s, clock.clone())));
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .tcp_nodelay(true)
@@ -184,8 +188,8 @@ impl PeerTransport {
     pub fn connect(&self, addr: String) {
         let shared = self.shared.clone();
         tokio::spawn(async move {
-            match dial(&addr).await {
-                Ok(client) => open_outgoing(shared, client, addr).await,
+            match dial(&addr, shared.clock.clone()).await {
+                Ok((client, stamp)) => open_outgoing(shared, client, stamp, addr).await,
                 Err(error) => {
                     let _ = shared
                         .events
@@ -231,18 +235,43 @@ fn endpoint_uri(addr: &str) -> String {
     }
 }
 
-async fn dial(addr: &str) -> Result<ClientHandlerClient<tonic::transport::Channel>, String> {
+type Dialled = (ClientHandlerClient<tonic::transport::Channel>, ReadStamp);
+
+async fn dial(addr: &str, clock: ClockFn) -> Result<Dialled, String> {
     let endpoint = tonic::transport::Endpoint::from_shared(endpoint_uri(addr))
         .map_err(|e| format!("bad address `{addr}`: {e}"))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true);
+        .connect_timeout(CONNECT_TIMEOUT);
+    // Our own connector, so that the TCP stream under the channel stamps its reads.
+    let stamp_slot: Arc<Mutex<ReadStamp>> = Arc::default();
+    let slot = stamp_slot.clone();
+    let connector = tower::service_fn(move |uri: tonic::transport::Uri| {
+        let clock = clock.clone();
+        let slot = slot.clone();
+        async move {
+            let host = uri
+                .host()
+                .unwrap_or("localhost")
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let port = uri.port_u16().unwrap_or(80);
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            let stream = StampedStream::new(tcp, clock);
+            *slot.lock().expect("stamp slot") = stream.stamp();
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
     let channel = endpoint
-        .connect()
+        .connect_with_connector(connector)
         .await
         .map_err(|e| format!("cannot connect to {addr}: {}", error_chain(&e)))?;
-    Ok(ClientHandlerClient::new(channel)
-        .max_decoding_message_size(MAX_FRAME_LEN)
-        .max_encoding_message_size(MAX_FRAME_LEN))
+    let stamp = stamp_slot.lock().expect("stamp slot").clone();
+    Ok((
+        ClientHandlerClient::new(channel)
+            .max_decoding_message_size(MAX_FRAME_LEN)
+            .max_encoding_message_size(MAX_FRAME_LEN),
+        stamp,
+    ))
 }
 
 /// The innermost causes of an error, joined, which is where tonic puts the useful part
@@ -293,12 +322,19 @@ fn register_link(
     link
 }
 
-/// Reads frames from `inbound` until it ends, stamping each with the clock as it arrives.
-async fn read_frames(shared: Arc<Shared>, link: LinkId, mut inbound: Streaming<PeerFrame>) {
+/// Reads frames from `inbound` until it ends, stamping each with the instant its bytes were
+/// read off the socket (see [`crate::stamp`]).
+async fn read_frames(
+    shared: Arc<Shared>,
+    link: LinkId,
+    stamp: ReadStamp,
+    mut inbound: Streaming<PeerFrame>,
+) {
     let error = loop {
         match inbound.message().await {
             Ok(Some(frame)) => {
-                let at = LocalTime((shared.clock)());
+                let now = (shared.clock)();
+                let at = LocalTime(stamp.last_read(now).unwrap_or(now));
                 let message = Message::try_from(frame);
                 if shared
                     .events
@@ -319,6 +355,7 @@ async fn read_frames(shared: Arc<Shared>, link: LinkId, mut inbound: Streaming<P
 async fn open_outgoing(
     shared: Arc<Shared>,
     mut client: ClientHandlerClient<tonic::transport::Channel>,
+    stamp: ReadStamp,
     addr: String,
 ) {
     let (tx, rx) = mpsc::channel(LINK_QUEUE);
@@ -330,7 +367,7 @@ async fn open_outgoing(
     match tokio::time::timeout(CONNECT_TIMEOUT, response).await {
         Ok(Ok(resp)) => {
             let inbound = resp.into_inner();
-            let reader = tokio::spawn(read_frames(shared.clone(), link, inbound));
+            let reader = tokio::spawn(read_frames(shared.clone(), link, stamp, inbound));
             let mut links = shared.links.lock().expect("links lock");
             match links.get_mut(&link) {
                 Some(h) => h.reader = Some(reader.abort_handle()),
@@ -382,6 +419,15 @@ impl PeerService {
     }
 }
 
+/// The caller's address (accepted connections carry [`StampedConnectInfo`]).
+fn remote_addr<T>(request: &Request<T>) -> Option<SocketAddr> {
+    request
+        .extensions()
+        .get::<StampedConnectInfo>()
+        .and_then(|i| i.remote_addr)
+        .or_else(|| request.remote_addr())
+}
+
 fn dropped<E>(_: E) -> Status {
     Status::unavailable("the client is shutting down")
 }
@@ -407,7 +453,7 @@ impl ClientHandler for PeerService {
         &self,
         request: Request<MusicRequest>,
     ) -> Result<Response<MusicResponse>, Status> {
-        let from = request.remote_addr();
+        let from = remote_addr(&request);
         let request = request.into_inner();
         let rx = self.ask(|reply| LegacyCall::Command {
             request,
@@ -430,7 +476,7 @@ impl ClientHandler for PeerService {
         &self,
         request: Request<GossipRequest>,
     ) -> Result<Response<GossipResponse>, Status> {
-        let from = request.remote_addr();
+        let from = remote_addr(&request);
         let peers = request.into_inner().peer_list;
         if peers.len() > music262_proto::codec::MAX_GOSSIP_ADDRS {
             return Err(Status::invalid_argument(format!(
@@ -445,7 +491,7 @@ impl ClientHandler for PeerService {
     }
 
     async fn exit(&self, request: Request<ExitRequest>) -> Result<Response<ExitResponse>, Status> {
-        let from = request.remote_addr();
+        let from = remote_addr(&request);
         let request = request.into_inner();
         let rx = self.ask(|reply| LegacyCall::Exit {
             request,
@@ -462,9 +508,12 @@ impl ClientHandler for PeerService {
         &self,
         request: Request<Streaming<PeerFrame>>,
     ) -> Result<Response<Self::ExchangeStream>, Status> {
-        let remote_addr = request
-            .remote_addr()
+        let info = request.extensions().get::<StampedConnectInfo>().cloned();
+        let remote_addr = info
+            .as_ref()
+            .and_then(|i| i.remote_addr)
             .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let stamp = info.map(|i| i.stamp).unwrap_or_default();
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(LINK_QUEUE);
         let shared = self.shared.clone();
@@ -473,7 +522,7 @@ impl ClientHandler for PeerService {
         let reader_shared = shared.clone();
         let reader = tokio::spawn(async move {
             if let Ok(link) = go_rx.await {
-                read_frames(reader_shared, link, inbound).await;
+                read_frames(reader_shared, link, stamp, inbound).await;
             }
         });
         let link = register_link(&shared, tx, Some(reader.abort_handle()));

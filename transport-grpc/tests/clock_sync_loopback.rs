@@ -127,6 +127,12 @@ async fn two_nodes_over_grpc_agree_on_group_time() {
     eprintln!(
         "group time b - a over gRPC loopback: mean {mean:+.1} us, p50 |{p50:.1}| us, p99 |{p99:.1}| us"
     );
+    if let Some(l) = b.node.lock().unwrap().links().first() {
+        eprintln!(
+            "b's link to a: rtt {:?} ns, jitter {:?} ns",
+            l.rtt, l.jitter
+        );
+    }
     assert_eq!(b.node.lock().unwrap().sync_status().root, NodeId(1));
     assert!(p99 < 1_000.0, "p99 {p99} us");
 }

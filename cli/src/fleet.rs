@@ -1,0 +1,288 @@
+//! Running a group of real processes on one host: a music server and music clients with
+//! skewed sync clocks, driven through their standard input and observed through their output
+//! and `--trace` files. Used by the demo; the measurement functions compare traces the way an
+//! outside tool would.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A port nobody listens on right now.
+pub fn free_port() -> std::io::Result<u16> {
+    TcpListener::bind("127.0.0.1:0")?
+        .local_addr()
+        .map(|a| a.port())
+}
+
+/// A running process whose output is collected line by line.
+pub struct Proc {
+    /// Name used in messages.
+    pub name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Arc<Mutex<Vec<String>>>,
+    cursor: usize,
+}
+
+impl Proc {
+    /// Starts `cmd` with piped standard streams.
+    pub fn spawn(name: &str, mut cmd: Command) -> Result<Proc, String> {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {name}: {e}"))?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().expect("piped stdout");
+        let err = child.stderr.take().expect("piped stderr");
+        for stream in [
+            Box::new(out) as Box<dyn std::io::Read + Send>,
+            Box::new(err),
+        ] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().expect("lines").push(line);
+                }
+            });
+        }
+        Ok(Proc {
+            name: name.to_string(),
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            cursor: 0,
+        })
+    }
+
+    /// Types a command line.
+    pub fn send(&mut self, line: &str) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = writeln!(stdin, "{line}");
+            let _ = stdin.flush();
+        }
+    }
+
+    /// Everything printed so far.
+    pub fn output(&self) -> Vec<String> {
+        self.lines.lock().expect("lines").clone()
+    }
+
+    /// Waits until a line printed since the previous wait contains `needle`.
+    pub fn expect(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let lines = self.lines.lock().expect("lines");
+                if let Some(i) = lines[self.cursor..].iter().position(|l| l.contains(needle)) {
+                    self.cursor += i + 1;
+                    return Ok(lines[self.cursor - 1].clone());
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "{} exited ({status}) while waiting for `{needle}`:\n{}",
+                    self.name,
+                    self.output().join("\n")
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{}: nothing like `{needle}` within {timeout:?}; its output:\n{}",
+                    self.name,
+                    self.output().join("\n")
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Stops the process now.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One line of a `--trace` file.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TracePoint {
+    /// Host `CLOCK_MONOTONIC`, nanoseconds.
+    pub host_ns: u64,
+    /// Song frame heard then.
+    pub frame: f64,
+    /// The song's sample rate.
+    pub sample_rate: u32,
+    /// Whether it was playing.
+    pub playing: bool,
+    /// The state word.
+    pub state: TraceState,
+}
+
+/// The state column of a trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceState {
+    /// `stopped`
+    Stopped,
+    /// `loading`
+    Loading,
+    /// `paused`
+    Paused,
+    /// `playing`
+    Playing,
+}
+
+impl TraceState {
+    /// The word as written in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            TraceState::Stopped => "stopped",
+            TraceState::Loading => "loading",
+            TraceState::Paused => "paused",
+            TraceState::Playing => "playing",
+        }
+    }
+}
+
+/// Reads a trace file written by `music_client --trace` (an unfinished last line is ignored).
+pub fn read_trace(path: &Path) -> Vec<TracePoint> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            if f.len() != 4 {
+                return None;
+            }
+            let state = match f[3] {
+                "stopped" => TraceState::Stopped,
+                "loading" => TraceState::Loading,
+                "paused" => TraceState::Paused,
+                "playing" => TraceState::Playing,
+                _ => return None,
+            };
+            Some(TracePoint {
+                host_ns: f[0].parse().ok()?,
+                frame: f[1].parse().ok()?,
+                sample_rate: f[2].parse().ok()?,
+                playing: state == TraceState::Playing,
+                state,
+            })
+        })
+        .collect()
+}
+
+/// Sync error of `a` against `b` in microseconds, at each of `a`'s playing instants in
+/// `[from_ns, to_ns]` where `b` plays too (b interpolated between its neighbouring lines; no
+/// interpolation across a gap of more than 50 ms, which is a pause or a jump).
+pub fn sync_errors_us(a: &[TracePoint], b: &[TracePoint], from_ns: u64, to_ns: u64) -> Vec<f64> {
+    let bp: Vec<&TracePoint> = b.iter().filter(|p| p.playing).collect();
+    let mut out = Vec::new();
+    for p in a
+        .iter()
+        .filter(|p| p.playing && p.host_ns >= from_ns && p.host_ns <= to_ns)
+    {
+        let i = bp.partition_point(|q| q.host_ns < p.host_ns);
+        if i == 0 || i >= bp.len() {
+            continue;
+        }
+        let (q0, q1) = (bp[i - 1], bp[i]);
+        if q1.host_ns - q0.host_ns > 50_000_000 || (q1.frame - q0.frame).abs() > 48_000.0 {
+            continue;
+        }
+        let f = q0.frame
+            + (q1.frame - q0.frame) * (p.host_ns - q0.host_ns) as f64
+                / (q1.host_ns - q0.host_ns) as f64;
+        out.push((p.frame - f) / f64::from(p.sample_rate.max(1)) * 1e6);
+    }
+    out
+}
+
+/// The `q` quantile (0..=1) of the absolute values; `None` when empty.
+pub fn quantile_abs(v: &[f64], q: f64) -> Option<f64> {
+    let mut a: Vec<f64> = v.iter().map(|x| x.abs()).collect();
+    if a.is_empty() {
+        return None;
+    }
+    a.sort_by(f64::total_cmp);
+    Some(a[((a.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize])
+}
+
+/// Where binaries next to the running one live.
+pub fn sibling_binary(name: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let p = exe.with_file_name(name);
+    if p.exists() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{} is missing; build it with `cargo build --release -p music262`",
+            p.display()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pt(host_ns: u64, frame: f64) -> TracePoint {
+        TracePoint {
+            host_ns,
+            frame,
+            sample_rate: 48_000,
+            playing: true,
+            state: TraceState::Playing,
+        }
+    }
+
+    #[test]
+    fn sync_error_interpolates_the_other_trace_and_skips_gaps() {
+        // b is 48 frames (1 ms) behind a.
+        let a: Vec<_> = (0..10)
+            .map(|i| pt(i * 10_000_000 + 5_000_000, 480.0 * i as f64 + 240.0 + 48.0))
+            .collect();
+        let b: Vec<_> = (0..10)
+            .map(|i| pt(i * 10_000_000, 480.0 * i as f64))
+            .collect();
+        let e = sync_errors_us(&a, &b, 0, u64::MAX);
+        assert_eq!(e.len(), 9);
+        assert!(e.iter().all(|x| (x - 1_000.0).abs() < 1e-6), "{e:?}");
+        assert_eq!(quantile_abs(&e, 0.99), Some(1_000.0));
+        let gappy = vec![pt(0, 0.0), pt(100_000_000, 4_800.0)];
+        assert!(sync_errors_us(&a, &gappy, 0, u64::MAX).is_empty());
+    }
+
+    #[test]
+    fn traces_parse_and_ignore_torn_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.csv");
+        std::fs::write(&p, "host_monotonic_ns,frame,sample_rate,state\n10,1.5,44100,paused\n20,2.0,44100,playing\n30,2").unwrap();
+        let t = read_trace(&p);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].state, TraceState::Paused);
+        assert_eq!(t[1].sample_rate, 44_100);
+    }
+}
