@@ -124,6 +124,8 @@ fn version_to_wire(v: &StateVersion) -> SyncStateVersion {
     SyncStateVersion {
         counter: v.counter,
         origin: v.origin.0,
+        revision: v.revision,
+        revised_by: v.revised_by.0,
     }
 }
 
@@ -246,6 +248,8 @@ fn version_from_wire(v: SyncStateVersion) -> StateVersion {
     StateVersion {
         counter: v.counter,
         origin: NodeId(v.origin),
+        revision: v.revision,
+        revised_by: NodeId(v.revised_by),
     }
 }
 
@@ -446,10 +450,7 @@ mod tests {
             root_seq: 3,
             root_delay: 4,
             parent: Some(NodeId(5)),
-            state_version: StateVersion {
-                counter: 6,
-                origin: NodeId(7),
-            },
+            state_version: StateVersion::new(6, NodeId(7)).revised(NodeId(11)),
             mapping: ClockMapping {
                 local: LocalTime(8),
                 group: GroupTime(9),
@@ -502,10 +503,7 @@ mod tests {
                 },
             }),
             Message::State(GroupState {
-                version: StateVersion {
-                    counter: 1,
-                    origin: NodeId(2),
-                },
+                version: StateVersion::new(1, NodeId(2)),
                 song: Some(song()),
                 mode: Mode::Paused {
                     frame: 7,

@@ -17,7 +17,14 @@ fn node_id() -> impl Strategy<Value = NodeId> {
 }
 
 fn version() -> impl Strategy<Value = StateVersion> {
-    (any::<u64>(), node_id()).prop_map(|(counter, origin)| StateVersion { counter, origin })
+    (any::<u64>(), node_id(), any::<u32>(), node_id()).prop_map(
+        |(counter, origin, revision, by)| StateVersion {
+            counter,
+            origin,
+            revision,
+            revised_by: by,
+        },
+    )
 }
 
 fn addr() -> impl Strategy<Value = String> {
@@ -269,17 +276,10 @@ fn oversized_frames_are_refused_with_a_clear_error() {
 #[test]
 fn unknown_fields_from_a_newer_peer_are_ignored() {
     // A Ready frame followed by a field this version does not know (number 13, varint).
-    let mut bytes = encode_to_vec(&Message::Ready(StateVersion {
-        counter: 3,
-        origin: NodeId(4),
-    }))
-    .unwrap();
+    let mut bytes = encode_to_vec(&Message::Ready(StateVersion::new(3, NodeId(4)))).unwrap();
     bytes.extend_from_slice(&[13 << 3, 0x01]);
     assert_eq!(
         decode_from_bytes(&bytes),
-        Ok(Message::Ready(StateVersion {
-            counter: 3,
-            origin: NodeId(4),
-        }))
+        Ok(Message::Ready(StateVersion::new(3, NodeId(4))))
     );
 }

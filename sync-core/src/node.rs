@@ -1282,6 +1282,7 @@ impl Node {
         };
         let parent_changed = parent != self.parent;
         let root_changed = root != self.root || stratum != self.stratum;
+        let was_following = self.parent.is_some() || self.root != me;
         self.parent = parent;
         self.root = root;
         self.stratum = stratum;
@@ -1308,6 +1309,14 @@ impl Node {
                 // Becoming the reference: keep the current mapping so group time runs on without
                 // a jump, re-anchored to keep numbers small.
                 self.mapping = self.mapping.reanchored(self.now);
+                if was_following {
+                    // A reference that takes over after its own left (or after a split) starts a
+                    // time base of its own: the other half of a split group carries the old one
+                    // on with another clock, and instants of the two must never be confused
+                    // when they meet again. Followers switch to it with a step of about zero.
+                    let fresh = self.rng.next_u64() | 1;
+                    self.adopt_timebase(fresh, 0);
+                }
             }
             let parent_id = parent
                 .and_then(|p| self.links.get(&p))
@@ -1336,33 +1345,49 @@ impl Node {
         let new = a.mapping.compose(&est, now);
         let step = new.to_group(now).since(self.mapping.to_group(now));
         let old_base = self.mapping.timebase;
-        self.mapping = new;
+        self.mapping = ClockMapping {
+            timebase: old_base,
+            ..new
+        };
         if new.timebase != old_base {
-            // Joined another group's time: remember how to read instants of the old one, and
-            // convert the state held so that local playback does not move.
-            for by in self.conversions.values_mut() {
-                *by = by.saturating_add(step);
-            }
-            self.conversions.insert(old_base, step);
-            self.conversions.remove(&new.timebase);
-            while self.conversions.len() > MAX_CONVERSIONS {
-                let oldest = *self.conversions.keys().next().expect("non-empty");
-                self.conversions.remove(&oldest);
-            }
-            self.state = self.state.converted(step, new.timebase);
-            self.event(Event::GroupTimeStepped { by: step });
-            // Every node that converted used its own estimate of the step; re-publishing the
-            // converted state as a new version lets the register pick one, so the merged group
-            // holds identical anchors (the player follows without a re-seek).
-            if self.state.version != StateVersion::default() {
-                let state = GroupState {
-                    version: self.next_version(),
-                    ..self.state.clone()
-                };
-                self.accept_state(state, None, 0);
-            }
+            self.adopt_timebase(new.timebase, step);
         } else if step.abs() > self.config.step_threshold {
             self.event(Event::GroupTimeStepped { by: step });
+        }
+    }
+
+    /// Moves to time base `base`, whose instants are `step` ahead of the current one's (this
+    /// node joined another group's time, or started a new one): remembers how to read instants
+    /// of the old bases, and converts the state held so that local playback does not move.
+    fn adopt_timebase(&mut self, base: u64, step: Nanos) {
+        let old = self.mapping.timebase;
+        if base == old {
+            return;
+        }
+        for by in self.conversions.values_mut() {
+            *by = by.saturating_add(step);
+        }
+        self.conversions.insert(old, step);
+        self.conversions.remove(&base);
+        while self.conversions.len() > MAX_CONVERSIONS {
+            let oldest = *self.conversions.keys().next().expect("non-empty");
+            self.conversions.remove(&oldest);
+        }
+        self.mapping.timebase = base;
+        self.state = self.state.converted(step, base);
+        if step.abs() > self.config.step_threshold {
+            self.event(Event::GroupTimeStepped { by: step });
+        }
+        // Every node that converts uses its own estimate of the step; re-stating the converted
+        // state as a revision of the same command lets the register pick one, so the group
+        // holds identical anchors (the player follows without a re-seek), and no command issued
+        // meanwhile is undone (a revision loses to any later command).
+        if self.state.version != StateVersion::default() {
+            let state = GroupState {
+                version: self.state.version.revised(self.id()),
+                ..self.state.clone()
+            };
+            self.accept_state(state, None, 0);
         }
     }
 
@@ -1371,10 +1396,7 @@ impl Node {
 
     fn next_version(&mut self) -> StateVersion {
         self.lamport = self.lamport.max(self.state.version.counter) + 1;
-        StateVersion {
-            counter: self.lamport,
-            origin: self.id(),
-        }
+        StateVersion::new(self.lamport, self.id())
     }
 
     fn validate_state(&self, s: &GroupState) -> Result<(), &'static str> {

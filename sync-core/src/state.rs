@@ -22,21 +22,53 @@ impl fmt::Display for NodeId {
     }
 }
 
-/// Version of a [`GroupState`]: a Lamport counter, ties broken by the originating node.
+/// Version of a [`GroupState`]: a Lamport counter, ties broken by the originating node, then
+/// a revision for re-expressions of the same command.
 ///
-/// Ordering is lexicographic on `(counter, origin)`, so any two versions issued by different
-/// nodes are totally ordered and every node picks the same winner.
+/// Ordering is lexicographic on `(counter, origin, revision, revised_by)`, so any two versions
+/// are totally ordered and every node picks the same winner. A revision re-states a command in
+/// another time base (groups merging): it supersedes the command it revises, but never a
+/// command issued after it (a greater counter), so converting a state cannot undo a command.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug)]
 pub struct StateVersion {
     /// Lamport counter: greater than every counter the origin had seen when it issued this.
     pub counter: u64,
     /// The node on which the command was issued.
     pub origin: NodeId,
+    /// How many times the command was re-stated (0: as issued).
+    pub revision: u32,
+    /// The node that made the last revision (zero for revision 0).
+    pub revised_by: NodeId,
+}
+
+impl StateVersion {
+    /// A command's version as issued.
+    pub fn new(counter: u64, origin: NodeId) -> Self {
+        StateVersion {
+            counter,
+            origin,
+            revision: 0,
+            revised_by: NodeId(0),
+        }
+    }
+
+    /// The next revision of the same command, made by `by`.
+    pub fn revised(&self, by: NodeId) -> Self {
+        StateVersion {
+            revision: self.revision.saturating_add(1),
+            revised_by: by,
+            ..*self
+        }
+    }
 }
 
 impl fmt::Display for StateVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.counter, self.origin)
+        write!(f, "{}@{}", self.counter, self.origin)?;
+        if self.revision > 0 {
+            write!(f, "/r{}@{}", self.revision, self.revised_by)?;
+        }
+        Ok(())
     }
 }
 
@@ -312,21 +344,18 @@ mod tests {
 
     #[test]
     fn versions_order_by_counter_then_origin() {
-        let a = StateVersion {
-            counter: 3,
-            origin: NodeId(9),
-        };
-        let b = StateVersion {
-            counter: 4,
-            origin: NodeId(1),
-        };
-        let c = StateVersion {
-            counter: 4,
-            origin: NodeId(2),
-        };
+        let a = StateVersion::new(3, NodeId(9));
+        let b = StateVersion::new(4, NodeId(1));
+        let c = StateVersion::new(4, NodeId(2));
         assert!(supersedes(&b, &a));
         assert!(supersedes(&c, &b));
         assert!(!supersedes(&a, &c));
         assert!(!supersedes(&c, &c));
+        // A revision beats what it revises, and loses to any later command.
+        let r = b.revised(NodeId(7));
+        assert!(supersedes(&r, &b));
+        assert!(supersedes(&c, &r));
+        assert!(supersedes(&b.revised(NodeId(8)), &r));
+        assert_eq!(r.to_string(), "4@0000000000000001/r1@0000000000000007");
     }
 }

@@ -853,10 +853,7 @@ fn impossible_messages_are_dropped_and_reported() {
     let link = net.link_of(1, 0).unwrap();
     let t = net.local(1);
     let g = net.nodes[1].node.group_time(t);
-    let v = StateVersion {
-        counter: 1_000,
-        origin: NodeId(100),
-    };
+    let v = StateVersion::new(1_000, NodeId(100));
     let tb = net.nodes[1].node.state().timebase;
     let bad_states = [
         GroupState {

@@ -58,10 +58,7 @@ fn state_strategy() -> BoxedStrategy<GroupState> {
         mode_strategy(),
     )
         .prop_map(|(c, o, song, mode)| GroupState {
-            version: StateVersion {
-                counter: c,
-                origin: NodeId(o),
-            },
+            version: StateVersion::new(c, NodeId(o)),
             song,
             mode,
             // 0 stands for "the receiving node's own time base" (see the test loop).
@@ -87,10 +84,7 @@ fn announce_strategy() -> BoxedStrategy<Announce> {
             root_seq: seq,
             root_delay: delay,
             parent: parent.map(NodeId),
-            state_version: StateVersion {
-                counter: seq % 7,
-                origin: NodeId(root),
-            },
+            state_version: StateVersion::new(seq % 7, NodeId(root)),
             mapping: ClockMapping {
                 local: LocalTime(l),
                 group: GroupTime(g),
@@ -139,10 +133,7 @@ fn message_strategy() -> BoxedStrategy<Message> {
                 })
             }),
         state_strategy().prop_map(Message::State),
-        (0u64..50, 0u64..5).prop_map(|(c, o)| Message::Ready(StateVersion {
-            counter: c,
-            origin: NodeId(o)
-        })),
+        (0u64..50, 0u64..5).prop_map(|(c, o)| Message::Ready(StateVersion::new(c, NodeId(o)))),
         proptest::collection::vec("[a-z0-9:.]{0,20}", 0..300).prop_map(Message::Gossip),
         prop_oneof![
             Just(LeaveReason::Leaving),
@@ -272,7 +263,7 @@ proptest! {
         let states: Vec<GroupState> = states
             .into_iter()
             .map(|(c, o, f)| GroupState {
-                version: StateVersion { counter: c, origin: NodeId(10 + o) },
+                version: StateVersion::new(c, NodeId(10 + o)),
                 song: Some(song.clone()),
                 mode: Mode::Paused { frame: f * 100 + c, at: GroupTime(now.0) },
                 timebase: 0,

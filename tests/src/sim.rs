@@ -722,6 +722,17 @@ impl Sim {
                     }
                     let local = self.local(i);
                     let now = self.now as f64;
+                    if let PlaybackAction::Start { at, .. } = &action {
+                        // A start moves the player onto a timeline: until it lands (and briefly
+                        // after, as for a jump) the peer still sounds the old position. For typed
+                        // commands the command window covers this; a state that arrives late (a
+                        // healed partition, a repaired loss) is covered here.
+                        let p = &mut self.peers[i];
+                        let at_true = p.clock.true_f64(at.0 as f64).max(now);
+                        p.jump_settle_until = p
+                            .jump_settle_until
+                            .max(at_true + self.cfg.jump_settle as f64);
+                    }
                     self.peers[i].player.apply(now, local, &action, may_go_back);
                 }
                 Output::Correction(c) => {

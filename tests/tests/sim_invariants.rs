@@ -24,6 +24,15 @@ fn partitions_that_heal_break_no_invariant_and_the_group_converges() {
         let (_, r) = run(c);
         assert_clean(&r);
         assert_eq!(r.final_components, 1, "seed {seed}: the group reconnected");
+        // Each half carries group time on with its own reference; after healing, instants of
+        // one half must never be read in the other's time (before time bases were renewed on
+        // takeover this was tens of seconds).
+        assert!(
+            r.sync_error_us.max < 5_000.0,
+            "seed {seed}: peers on the same version {} us apart after a heal; replay with \
+             cargo run --release -p music262-tests --bin sim -- --scenario partition --seed {seed}",
+            r.sync_error_us.max
+        );
     }
 }
 
