@@ -254,7 +254,7 @@ fn demo_in(args: &DemoArgs, dir: &std::path::Path) -> Result<(), String> {
         p.proc.send("quit");
     }
     for p in &mut peers {
-        if !p.proc.wait_exit(Duration::from_secs(5)) {
+        if p.proc.wait_exit(Duration::from_secs(5)).is_none() {
             p.proc.kill();
         }
     }

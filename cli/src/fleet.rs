@@ -101,16 +101,31 @@ impl Proc {
         }
     }
 
-    /// Waits up to `timeout` for the process to exit.
-    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+    /// Types `command` and returns the lines printed during the next `settle`.
+    pub fn ask(&mut self, command: &str, settle: Duration) -> Vec<String> {
+        let start = self.lines.lock().expect("lines").len();
+        self.send(command);
+        std::thread::sleep(settle);
+        let lines = self.lines.lock().expect("lines");
+        self.cursor = lines.len();
+        lines[start..].to_vec()
+    }
+
+    /// Waits up to `timeout` for the process to exit; its status if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return true;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        false
+        None
+    }
+
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Stops the process now.

@@ -39,8 +39,8 @@ fn specs() -> [ClientSpec; 3] {
 /// Joins `from` to `to` and waits until both list each other.
 fn join(from: &mut Client, to: &mut Client) {
     from.send(&format!("join {}", to.addr));
-    from.expect(&format!("connected to peer {}", to.addr), 20 * S);
-    to.expect(&format!("connected to peer {}", from.addr), 20 * S);
+    from.wait_for(&format!("connected to peer {}", to.addr), 20 * S);
+    to.wait_for(&format!("connected to peer {}", from.addr), 20 * S);
 }
 
 fn assert_in_sync(clients: &[&Client], seconds: u64, max_us: f64) {
@@ -56,13 +56,13 @@ fn assert_in_sync(clients: &[&Client], seconds: u64, max_us: f64) {
             clients[i].name,
             e.len()
         );
-        let worst = percentile_abs(&e, 1.0);
+        let worst = quantile_abs(&e, 1.0).unwrap();
         eprintln!(
             "sync error {} vs {}: p50 {:.1} us, p99 {:.1} us, max {:.1} us over {} points",
             clients[0].name,
             clients[i].name,
-            percentile_abs(&e, 0.5),
-            percentile_abs(&e, 0.99),
+            quantile_abs(&e, 0.5).unwrap(),
+            quantile_abs(&e, 0.99).unwrap(),
             worst,
             e.len()
         );
@@ -95,14 +95,14 @@ fn commands_typed_on_any_client_of_a_chain_reach_every_client_in_sync() {
 
     b.send("play 2");
     for x in [&mut a, &mut b, &mut c] {
-        x.expect("loaded noise-groove.wav", 30 * S);
+        x.wait_for("loaded noise-groove.wav", 30 * S);
     }
     std::thread::sleep(8 * S);
     assert_in_sync(&[&a, &b, &c], 3, 1_000.0);
 
     // Pause typed on the far end of the chain: everyone holds the same frame.
     c.send("pause");
-    a.expect("pause noise-groove.wav at", 5 * S);
+    a.wait_for("pause noise-groove.wav at", 5 * S);
     std::thread::sleep(S);
     let frames: Vec<u64> = [&mut a, &mut b, &mut c]
         .into_iter()
@@ -121,8 +121,8 @@ fn commands_typed_on_any_client_of_a_chain_reach_every_client_in_sync() {
     assert_eq!(frames[1], frames[2], "paused frames {frames:?}");
 
     a.send("resume");
-    b.expect("play noise-groove.wav from", 5 * S);
-    c.expect("play noise-groove.wav from", 5 * S);
+    b.wait_for("play noise-groove.wav from", 5 * S);
+    c.wait_for("play noise-groove.wav from", 5 * S);
     std::thread::sleep(6 * S);
     assert_in_sync(&[&a, &b, &c], 3, 1_000.0);
 
@@ -148,7 +148,7 @@ fn a_late_joiner_plays_in_sync_and_departures_are_seen_on_both_sides() {
     let mut b = client(&dir, port, &sb);
     join(&mut b, &mut a);
     a.send("play 1");
-    b.expect("loaded chimes.wav", 30 * S);
+    b.wait_for("loaded chimes.wav", 30 * S);
     std::thread::sleep(3 * S);
 
     // C joins mid-song.
@@ -157,18 +157,18 @@ fn a_late_joiner_plays_in_sync_and_departures_are_seen_on_both_sides() {
     assert!(peers.iter().any(|l| l.contains(&a.addr)), "{peers:?}");
     assert!(peers.iter().any(|l| l.contains(&b.addr)), "{peers:?}");
     join(&mut c, &mut a);
-    c.expect("loaded chimes.wav", 30 * S);
+    c.wait_for("loaded chimes.wav", 30 * S);
     std::thread::sleep(8 * S);
     assert_in_sync(&[&a, &b, &c], 3, 1_000.0);
 
     // The server goes away: playback goes on.
-    server.kill9();
+    server.kill();
     std::thread::sleep(3 * S);
     assert_in_sync(&[&a, &b, &c], 2, 1_000.0);
 
     // `leave` closes the link on both sides.
     c.send(&format!("leave {}", a.addr));
-    a.expect(&format!("peer {} disconnected", c.addr), 5 * S);
+    a.wait_for(&format!("peer {} disconnected", c.addr), 5 * S);
     let conns = c.ask("connections", S);
     assert!(
         conns.iter().any(|l| l.contains("no connections")),
@@ -177,8 +177,8 @@ fn a_late_joiner_plays_in_sync_and_departures_are_seen_on_both_sides() {
     join(&mut c, &mut b);
 
     // kill -9 of B: A and C lose it, keep playing, and it leaves A's table.
-    b.kill9();
-    a.expect(&format!("peer {} disconnected", b.addr), 15 * S);
+    b.kill();
+    a.wait_for(&format!("peer {} disconnected", b.addr), 15 * S);
     std::thread::sleep(2 * S);
     let conns = a.ask("connections", S);
     assert!(!conns.iter().any(|l| l.contains(&b.addr)), "{conns:?}");
@@ -201,9 +201,9 @@ fn peers_lists_only_live_clients() {
     let mut a = client(&dir, port, &sa);
     let mut b = client(&dir, port, &sb);
     let mut c = client(&dir, port, &sc);
-    a.expect("registered as joinable", 10 * S);
-    b.expect("registered as joinable", 10 * S);
-    c.expect("registered as joinable", 10 * S);
+    a.wait_for("registered as joinable", 10 * S);
+    b.wait_for("registered as joinable", 10 * S);
+    c.wait_for("registered as joinable", 10 * S);
     let list = a.ask("peers", 2 * S);
     for x in [&b, &c] {
         assert!(
@@ -215,7 +215,7 @@ fn peers_lists_only_live_clients() {
     // B quits (unregisters at once); C dies (its 3 s lease lapses).
     b.send("quit");
     assert!(b.wait_exit(10 * S).is_some());
-    c.kill9();
+    c.kill();
     std::thread::sleep(5 * S);
     let list = a.ask("peers", 2 * S);
     assert!(!list.iter().any(|l| l.contains(&b.addr)), "{list:?}");
@@ -230,7 +230,7 @@ fn bad_input_at_the_prompt_gets_one_line_and_the_client_keeps_running() {
     let dead = free_port();
     let [sa, sb, _] = specs();
     let mut a = client(&dir, dead, &sa);
-    a.expect("unreachable", 10 * S);
+    a.wait_for("unreachable", 10 * S);
     let mut b = client(&dir, dead, &sb);
     for (cmd, want) in [
         ("dance", "unknown command `dance`"),

@@ -842,10 +842,12 @@ impl Driver {
         let now = self.now();
         let delay = (cmd.wait_ms > 0).then(|| (cmd.wait_ms as i64).saturating_mul(1_000_000));
         let is_load = matches!(command, Command::Load { .. });
-        let mut r = self
-            .node
-            .handle_command(now, command, delay)
-            .map_err(|e| command_error_status(&e));
+        let mut r = match self.node.handle_command(now, command, delay) {
+            // An original client may send `stop` twice; the second has nothing to change and is
+            // not an error for it.
+            Err(CommandError::AlreadyStopped) => Ok(()),
+            other => other.map_err(|e| command_error_status(&e)),
+        };
         // `load` at a position: the song is loaded and held at that frame (a stopped song is
         // cued at frame 0, so frame 0 needs nothing more).
         if let (true, Ok(()), Some(frame)) = (is_load, &r, frame.filter(|f| *f > 0)) {
