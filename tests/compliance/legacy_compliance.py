@@ -6,8 +6,8 @@ every expected value is computed independently of the Rust code) and three real
 `music_client`s on loopback, then drives every gRPC method of both services
 (`audio_service.audio_service` and `client.ClientHandler`) as a caller that is not a peer (a
 script, a remote control) would, with stubs generated at run time by grpcio-tools from
-`proto/*.proto`. A legacy-only caller is emulated with the ORIGINAL Music262 schema (embedded
-below), so its requests carry nothing but the legacy fields and it decodes answers as an old
+`proto/*.proto`. A legacy-only caller is emulated with the ORIGINAL Music262 schema (kept
+verbatim in proto/tests/original/), so its requests carry nothing but the legacy fields and it decodes answers as an old
 client would.
 
 Usage: legacy_compliance.py [--bin-dir DIR] [--proto-dir DIR] [--keep]
@@ -40,50 +40,10 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 RPC_TIMEOUT = 5.0
 
 # The original Music262 protocol, as old clients and scripts were built against it: what a
-# legacy-only caller knows.
+# legacy-only caller knows (kept verbatim in proto/tests/original/).
 ORIGINAL_SCHEMA = {
-    "audio_service.proto": """
-syntax = "proto3";
-package audio_service;
-service audio_service {
-  rpc GetPlaylist(PlaylistRequest) returns (PlaylistResponse);
-  rpc LoadAudio(LoadAudioRequest) returns (stream AudioChunk);
-  rpc GetPeerClientIPs(PeerListRequest) returns (PeerListResponse);
-}
-message PlaylistRequest {}
-message PlaylistResponse { repeated string song_names = 1; }
-message LoadAudioRequest { int32 song_num = 1; }
-message AudioChunk { bytes data = 1; }
-message PeerListRequest {}
-message PeerListResponse { repeated string client_ips = 1; }
-""",
-    "audio_sync.proto": """
-syntax = "proto3";
-package client;
-service ClientHandler {
-  rpc Ping(PingRequest) returns (PingResponse);
-  rpc SendMusicCommand(MusicRequest) returns (MusicResponse);
-  rpc GetPosition(GetPositionRequest) returns (GetPositionResponse);
-  rpc Gossip(GossipRequest) returns (GossipResponse);
-  rpc Exit(ExitRequest) returns (ExitResponse);
-}
-message PingRequest {}
-message PingResponse { int32 t1 = 1; int32 t2 = 2; }
-message MusicRequest {
-  string action = 1;
-  int64 wall_clock_ns = 2;
-  int64 wait_time_ms = 3;
-  int32 position = 4;
-  int32 song_num = 5;
-}
-message MusicResponse {}
-message GetPositionRequest {}
-message GetPositionResponse { int32 position = 1; }
-message GossipRequest { repeated string peer_list = 1; }
-message GossipResponse {}
-message ExitRequest {}
-message ExitResponse {}
-""",
+    name: open(os.path.join(ROOT, "proto", "tests", "original", name)).read()
+    for name in ("audio_service.proto", "audio_sync.proto")
 }
 
 

@@ -5,7 +5,7 @@
    imports the generated modules.
 2. Asserts every legacy field by name, number, type and label, and every legacy method by
    name, types and streaming flags, against the literal table below.
-3. Compiles the ORIGINAL Music262 schema (embedded verbatim below) and checks that each of its
+3. Compiles the ORIGINAL Music262 schema (proto/tests/original/, kept verbatim) and checks that each of its
    elements is present unchanged in ours, and that bytes cross between the two schemas in both
    directions with the legacy fields intact.
 4. Checks that Python encodes legacy messages to the same bytes as the hand-built vectors of
@@ -29,51 +29,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PROTO_DIR = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "..", ".."))
 FILES = ["audio_service.proto", "audio_sync.proto"]
 
-# The original Music262 protocol, as old clients and scripts were built against it.
-ORIGINAL = {
-    "audio_service.proto": """
-syntax = "proto3";
-package audio_service;
-service audio_service {
-  rpc GetPlaylist(PlaylistRequest) returns (PlaylistResponse);
-  rpc LoadAudio(LoadAudioRequest) returns (stream AudioChunk);
-  rpc GetPeerClientIPs(PeerListRequest) returns (PeerListResponse);
-}
-message PlaylistRequest {}
-message PlaylistResponse { repeated string song_names = 1; }
-message LoadAudioRequest { int32 song_num = 1; }
-message AudioChunk { bytes data = 1; }
-message PeerListRequest {}
-message PeerListResponse { repeated string client_ips = 1; }
-""",
-    "audio_sync.proto": """
-syntax = "proto3";
-package client;
-service ClientHandler {
-  rpc Ping(PingRequest) returns (PingResponse);
-  rpc SendMusicCommand(MusicRequest) returns (MusicResponse);
-  rpc GetPosition(GetPositionRequest) returns (GetPositionResponse);
-  rpc Gossip(GossipRequest) returns (GossipResponse);
-  rpc Exit(ExitRequest) returns (ExitResponse);
-}
-message PingRequest {}
-message PingResponse { int32 t1 = 1; int32 t2 = 2; }
-message MusicRequest {
-  string action = 1;
-  int64 wall_clock_ns = 2;
-  int64 wait_time_ms = 3;
-  int32 position = 4;
-  int32 song_num = 5;
-}
-message MusicResponse {}
-message GetPositionRequest {}
-message GetPositionResponse { int32 position = 1; }
-message GossipRequest { repeated string peer_list = 1; }
-message GossipResponse {}
-message ExitRequest {}
-message ExitResponse {}
-""",
-}
+# The original Music262 protocol, as old clients and scripts were built against it, kept
+# verbatim in proto/tests/original/ (shared with the wire compliance test).
+ORIGINAL_DIR = os.path.join(HERE, "..", "original")
+ORIGINAL = {name: open(os.path.join(ORIGINAL_DIR, name)).read() for name in FILES}
 
 S, B, I32, I64 = (
     FieldDescriptor.TYPE_STRING,
