@@ -27,7 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 
-use crate::stamp::{ReadStamp, StampedConnectInfo, StampedStream};
+use crate::stamp::{ConnStamps, StampedConnectInfo, StampedStream};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -235,14 +235,14 @@ fn endpoint_uri(addr: &str) -> String {
     }
 }
 
-type Dialled = (ClientHandlerClient<tonic::transport::Channel>, ReadStamp);
+type Dialled = (ClientHandlerClient<tonic::transport::Channel>, ConnStamps);
 
 async fn dial(addr: &str, clock: ClockFn) -> Result<Dialled, String> {
     let endpoint = tonic::transport::Endpoint::from_shared(endpoint_uri(addr))
         .map_err(|e| format!("bad address `{addr}`: {e}"))?
         .connect_timeout(CONNECT_TIMEOUT);
     // Our own connector, so that the TCP stream under the channel stamps its reads.
-    let stamp_slot: Arc<Mutex<ReadStamp>> = Arc::default();
+    let stamp_slot: Arc<Mutex<ConnStamps>> = Arc::default();
     let slot = stamp_slot.clone();
     let connector = tower::service_fn(move |uri: tonic::transport::Uri| {
         let clock = clock.clone();
@@ -257,7 +257,7 @@ async fn dial(addr: &str, clock: ClockFn) -> Result<Dialled, String> {
             let port = uri.port_u16().unwrap_or(80);
             let tcp = TcpStream::connect((host.as_str(), port)).await?;
             let stream = StampedStream::new(tcp, clock);
-            *slot.lock().expect("stamp slot") = stream.stamp();
+            *slot.lock().expect("stamp slot") = stream.stamps();
             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
         }
     });
@@ -289,12 +289,19 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// Restamps the transmit instants of clock probes with the moment the frame is really handed
-/// to the connection (see `sync_core::ProbeReply`), then converts it.
-fn outbound_frame(clock: &ClockFn, mut message: Message) -> PeerFrame {
+/// Restamps the transmit instants of clock probes with the moment the frame is encoded, and
+/// asks the connection to rewrite them once more when their bytes reach the socket (see
+/// [`crate::stamp`] and `sync_core::ProbeReply`), then converts the message.
+fn outbound_frame(clock: &ClockFn, stamps: &ConnStamps, mut message: Message) -> PeerFrame {
     match &mut message {
-        Message::Probe(p) => p.t0 = LocalTime(clock()),
-        Message::ProbeReply(r) => r.t2 = LocalTime(clock()).max(r.t1),
+        Message::Probe(p) => {
+            p.t0 = LocalTime(clock());
+            stamps.stamp_on_write(p.t0.0);
+        }
+        Message::ProbeReply(r) => {
+            r.t2 = LocalTime(clock()).max(r.t1);
+            stamps.stamp_on_write(r.t2.0);
+        }
         _ => {}
     }
     PeerFrame::from(&message)
@@ -302,10 +309,11 @@ fn outbound_frame(clock: &ClockFn, mut message: Message) -> PeerFrame {
 
 fn outbound_stream(
     shared: &Arc<Shared>,
+    stamps: ConnStamps,
     rx: mpsc::Receiver<Message>,
 ) -> impl Stream<Item = PeerFrame> + Send + 'static {
     let clock = shared.clock.clone();
-    ReceiverStream::new(rx).map(move |m| outbound_frame(&clock, m))
+    ReceiverStream::new(rx).map(move |m| outbound_frame(&clock, &stamps, m))
 }
 
 fn register_link(
@@ -327,7 +335,7 @@ fn register_link(
 async fn read_frames(
     shared: Arc<Shared>,
     link: LinkId,
-    stamp: ReadStamp,
+    stamp: ConnStamps,
     mut inbound: Streaming<PeerFrame>,
 ) {
     let error = loop {
@@ -355,11 +363,11 @@ async fn read_frames(
 async fn open_outgoing(
     shared: Arc<Shared>,
     mut client: ClientHandlerClient<tonic::transport::Channel>,
-    stamp: ReadStamp,
+    stamp: ConnStamps,
     addr: String,
 ) {
     let (tx, rx) = mpsc::channel(LINK_QUEUE);
-    let outbound = outbound_stream(&shared, rx);
+    let outbound = outbound_stream(&shared, stamp.clone(), rx);
     // Registered now so that a close during the dial is noticed; announced to the driver only
     // once the peer has answered.
     let link = register_link(&shared, tx, None);
@@ -513,7 +521,8 @@ impl ClientHandler for PeerService {
             .as_ref()
             .and_then(|i| i.remote_addr)
             .map_or_else(|| "unknown".to_string(), |a| a.to_string());
-        let stamp = info.map(|i| i.stamp).unwrap_or_default();
+        let stamp = info.map(|i| i.stamps).unwrap_or_default();
+        let stamp_out = stamp.clone();
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(LINK_QUEUE);
         let shared = self.shared.clone();
@@ -532,7 +541,7 @@ impl ClientHandler for PeerService {
             direction: Direction::Incoming,
         });
         let _ = go_tx.send(link);
-        let frames = outbound_stream(&shared, rx).map(Ok);
+        let frames = outbound_stream(&shared, stamp_out, rx).map(Ok);
         Ok(Response::new(Box::pin(frames)))
     }
 }

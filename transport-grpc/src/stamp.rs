@@ -1,18 +1,27 @@
-//! Receive instants taken at the socket.
+//! Clock-probe instants taken at the socket.
 //!
-//! A frame's receive instant is the `t3`/`t1` of a clock probe. Read after HTTP/2 and protobuf
-//! decoding and a task wake-up, it carries tens of microseconds of scheduling delay, and not
-//! the same amount in both directions, which biases the clock offset by half the difference.
-//! So the TCP stream under tonic is wrapped: every read that brings bytes records the sync
-//! clock, and a frame is stamped with the instant of the last read before it was decoded (the
-//! read that brought it, unless more bytes arrived in between, which only makes the sample's
-//! delay look larger, and the clock filter trusts such samples less).
+//! A probe's four instants are only as good as the places they are read. Read after HTTP/2 and
+//! protobuf decoding and a task wake-up, a receive instant carries tens of microseconds of
+//! scheduling delay; read when tonic polls the outbound stream, a transmit instant misses the
+//! HTTP/2 client's or server's own path to the socket, which is not the same in both
+//! directions. Half the difference of the two directions becomes clock offset error. So the
+//! TCP stream under tonic is wrapped:
+//!
+//! * every read that brings bytes records the sync clock, and a frame is stamped with the
+//!   instant of the last read before it was decoded (the read that brought it, unless more
+//!   bytes arrived in between, which only makes the sample's delay look larger, and the clock
+//!   filter trusts such samples less);
+//! * a probe's transmit instant (`t0`, `t2`, encoded as `fixed64` so that it can be rewritten
+//!   in place) is registered with its connection when the frame is encoded, and when those
+//!   eight bytes pass through `poll_write` they are overwritten with the clock at that moment.
+//!   If they are never seen (a frame split across writes), the encoding instant stays: a valid,
+//!   slightly earlier stamp.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -20,22 +29,39 @@ use tokio::net::TcpStream;
 
 use crate::peer::ClockFn;
 
-/// Shared record of a connection's last read instant (0: nothing read yet).
-#[derive(Clone, Debug, Default)]
-pub struct ReadStamp(Arc<AtomicU64>);
+/// Pending transmit stamps: a connection rarely has more than a couple in flight.
+const MAX_PENDING: usize = 16;
 
-impl ReadStamp {
-    /// The instant of the last read that brought bytes, if it is not later than `now` (a
-    /// clock read on another core may be a hair behind).
+/// A connection's stamping state, shared between the socket wrapper and the frame codec.
+#[derive(Clone, Debug, Default)]
+pub struct ConnStamps {
+    last_read: Arc<AtomicU64>,
+    /// Provisional transmit instants to overwrite when their bytes are written.
+    pending: Arc<Mutex<Vec<u64>>>,
+}
+
+impl ConnStamps {
+    /// The instant of the last read that brought bytes (0: nothing read yet), if it is not
+    /// later than `now` (a clock read on another core may be a hair behind).
     pub fn last_read(&self, now: u64) -> Option<u64> {
-        match self.0.load(Ordering::Acquire) {
+        match self.last_read.load(Ordering::Acquire) {
             0 => None,
             t => Some(t.min(now)),
         }
     }
 
-    fn record(&self, t: u64) {
-        self.0.store(t, Ordering::Release);
+    /// Asks for the `fixed64` instant `provisional` to be rewritten with the clock when its bytes
+    /// are written to the socket.
+    pub fn stamp_on_write(&self, provisional: u64) {
+        let mut p = self.pending.lock().expect("stamps lock");
+        if p.len() >= MAX_PENDING {
+            p.remove(0);
+        }
+        p.push(provisional);
+    }
+
+    fn record_read(&self, t: u64) {
+        self.last_read.store(t, Ordering::Release);
     }
 }
 
@@ -44,15 +70,20 @@ impl ReadStamp {
 pub struct StampedConnectInfo {
     /// The peer's address.
     pub remote_addr: Option<SocketAddr>,
-    /// The connection's read stamp.
-    pub stamp: ReadStamp,
+    /// The connection's stamps.
+    pub stamps: ConnStamps,
 }
 
-/// A TCP stream that stamps every read.
+/// A TCP stream that stamps reads and rewrites registered transmit instants as they are
+/// written.
 pub struct StampedStream {
     inner: TcpStream,
     clock: ClockFn,
-    stamp: ReadStamp,
+    stamps: ConnStamps,
+    /// A rewritten instant that the last write cut short: its value, and how many of its bytes
+    /// went out. The rest leads the next write.
+    carry: Option<([u8; 8], usize)>,
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for StampedStream {
@@ -70,14 +101,28 @@ impl StampedStream {
         StampedStream {
             inner,
             clock,
-            stamp: ReadStamp::default(),
+            stamps: ConnStamps::default(),
+            carry: None,
+            scratch: Vec::new(),
         }
     }
 
-    /// The read stamp, shared with whoever reads frames off this connection.
-    pub fn stamp(&self) -> ReadStamp {
-        self.stamp.clone()
+    /// The stamps, shared with whoever encodes and decodes frames on this connection.
+    pub fn stamps(&self) -> ConnStamps {
+        self.stamps.clone()
     }
+}
+
+/// Positions in `buf` of the registered instants it contains.
+fn find_pending(buf: &[u8], pending: &[u64]) -> Vec<(usize, u64)> {
+    let mut found = Vec::new();
+    for &p in pending {
+        let needle = p.to_le_bytes();
+        if let Some(pos) = buf.windows(8).position(|w| w == needle) {
+            found.push((pos, p));
+        }
+    }
+    found
 }
 
 impl AsyncRead for StampedStream {
@@ -92,7 +137,7 @@ impl AsyncRead for StampedStream {
         if let Poll::Ready(Ok(())) = r
             && buf.filled().len() > before
         {
-            this.stamp.record((this.clock)());
+            this.stamps.record_read((this.clock)());
         }
         r
     }
@@ -104,7 +149,50 @@ impl AsyncWrite for StampedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        let found = {
+            let pending = this.stamps.pending.lock().expect("stamps lock");
+            if pending.is_empty() && this.carry.is_none() {
+                Vec::new()
+            } else {
+                find_pending(buf, &pending)
+            }
+        };
+        if found.is_empty() && this.carry.is_none() {
+            return Pin::new(&mut this.inner).poll_write(cx, buf);
+        }
+        // Write a copy with the instants rewritten to now.
+        this.scratch.clear();
+        this.scratch.extend_from_slice(buf);
+        if let Some((value, done)) = this.carry {
+            let rest = (8 - done).min(this.scratch.len());
+            this.scratch[..rest].copy_from_slice(&value[done..done + rest]);
+        }
+        let now = (this.clock)();
+        let mut written_values = Vec::new();
+        for &(pos, provisional) in &found {
+            let value = now.max(provisional).to_le_bytes();
+            this.scratch[pos..pos + 8].copy_from_slice(&value);
+            written_values.push((pos, provisional, value));
+        }
+        let r = Pin::new(&mut this.inner).poll_write(cx, &this.scratch);
+        if let Poll::Ready(Ok(n)) = r {
+            if let Some((value, done)) = this.carry {
+                let total = done + n.min(8 - done);
+                this.carry = (total < 8).then_some((value, total));
+            }
+            let mut pending = this.stamps.pending.lock().expect("stamps lock");
+            for (pos, provisional, value) in written_values {
+                if pos < n {
+                    // At least part of it went out with this value: it is settled.
+                    pending.retain(|p| *p != provisional);
+                    if pos + 8 > n {
+                        this.carry = Some((value, n - pos));
+                    }
+                }
+            }
+        }
+        r
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -115,16 +203,9 @@ impl AsyncWrite for StampedStream {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
+    // Not vectored: HTTP/2 then hands over one flat buffer, where a stamp can be found whole.
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        false
     }
 }
 
@@ -134,7 +215,54 @@ impl tonic::transport::server::Connected for StampedStream {
     fn connect_info(&self) -> StampedConnectInfo {
         StampedConnectInfo {
             remote_addr: self.inner.peer_addr().ok(),
-            stamp: self.stamp.clone(),
+            stamps: self.stamps.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn registered_instants_are_rewritten_as_they_are_written_and_reads_are_stamped() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let t = Arc::new(AtomicU64::new(1_000));
+        let tc = t.clone();
+        let clock: ClockFn = Arc::new(move || tc.load(Ordering::SeqCst));
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut tx = StampedStream::new(client, clock.clone());
+        let mut rx = StampedStream::new(server, clock);
+        let stamps = tx.stamps();
+        // A frame carrying the provisional instant 5000, registered for rewriting.
+        let mut frame = b"head".to_vec();
+        frame.extend_from_slice(&5_000u64.to_le_bytes());
+        frame.extend_from_slice(b"tail");
+        stamps.stamp_on_write(5_000);
+        t.store(7_777, Ordering::SeqCst);
+        tx.write_all(&frame).await.unwrap();
+        let mut got = vec![0u8; frame.len()];
+        t.store(9_000, Ordering::SeqCst);
+        rx.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[..4], b"head");
+        assert_eq!(u64::from_le_bytes(got[4..12].try_into().unwrap()), 7_777);
+        assert_eq!(&got[12..], b"tail");
+        assert_eq!(rx.stamps().last_read(10_000), Some(9_000));
+        assert!(
+            stamps.pending.lock().unwrap().is_empty(),
+            "settled once written"
+        );
+        // An instant the clock has not reached (clocks read on other cores) is never moved back.
+        t.store(7_000, Ordering::SeqCst);
+        stamps.stamp_on_write(8_000);
+        let mut late = 8_000u64.to_le_bytes().to_vec();
+        late.push(1);
+        tx.write_all(&late).await.unwrap();
+        let mut got = vec![0u8; 9];
+        rx.read_exact(&mut got).await.unwrap();
+        assert_eq!(u64::from_le_bytes(got[..8].try_into().unwrap()), 8_000);
     }
 }
