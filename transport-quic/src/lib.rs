@@ -1,0 +1,32 @@
+//! QUIC transport of Music262 (quinn): the same sync-core frames as the gRPC transport's
+//! `Exchange` stream, one QUIC connection per peer link.
+//!
+//! - [`peer`]: [`QuicTransport`], the endpoint on the client's peer port (UDP, the same number
+//!   as the gRPC peer endpoint's TCP port) that accepts and dials links and reports
+//!   [`TransportEvent`]s: link up and down, failed dials, frames with their receive instants.
+//!   Frames travel length-delimited on one reliable bidirectional stream per link
+//!   ([`framing`]); clock probes and replies travel as QUIC datagrams, so a lost probe is
+//!   simply lost and nothing waits behind it.
+//! - [`stamp`]: probe instants taken as close to the socket as quinn allows (receive: when
+//!   `recvmsg` returns, through a wrapper of quinn's UDP socket; transmit: rewritten in the
+//!   encoded frame just before it is handed to quinn).
+//! - [`tls`]: our ALPN (`music262/1`) and self-signed certificates. **Any certificate is
+//!   accepted: peers are not authenticated** (a group key that does is a later issue).
+//!
+//! Transports move frames and stamp receive instants; they take no protocol decision. Sizes
+//! are limited as by the codec (`music262_proto::codec::MAX_FRAME_LEN`); an undecodable or
+//! oversized frame is reported as a [`TransportEvent::Frame`] with an error and dropped.
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+pub mod framing;
+pub mod peer;
+pub mod stamp;
+pub mod tls;
+
+pub use peer::{Counters, QuicError, QuicTransport, TransportEvent};
+pub use tls::{ALPN, TlsError};
+
+/// Reads the node's sync clock, in nanoseconds (`sync_core::LocalTime` units).
+pub type ClockFn = Arc<dyn Fn() -> u64 + Send + Sync>;

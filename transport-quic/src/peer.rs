@@ -1,0 +1,627 @@
+//! The QUIC peer endpoint: one quinn endpoint on the client's peer port, serving and dialling,
+//! one connection per peer link.
+//!
+//! On each connection the dialler opens one bidirectional stream, which carries the link's
+//! frames in order (length-delimited `PeerFrame` bytes, see [`crate::framing`]); clock probes
+//! and their replies travel as QUIC datagrams instead, so a lost probe is simply lost and never
+//! holds up the frames behind it (nor waits behind them). Frames are decoded here and handed to
+//! the driver with the instant their packet was read off the socket ([`crate::stamp`]). No
+//! protocol decision is taken here.
+
+use std::collections::BTreeMap;
+use std::future::{Future, IntoFuture};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use music262_proto::codec::{self, CodecError};
+use quinn::{
+    ClientConfig, Connection, ConnectionError, Endpoint, EndpointConfig, IdleTimeout, RecvStream,
+    Runtime, SendStream, ServerConfig, TransportConfig, VarInt,
+};
+use sync_core::{Direction, LinkId, LocalTime, Message};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ClockFn;
+use crate::framing::{FrameReader, delimit};
+use crate::stamp::{RxStamps, StampedSocket, find_tx_stamp, restamp, stamp_message};
+use crate::tls::{self, SERVER_NAME, TlsError};
+
+/// Frames queued towards one peer's stream before new ones are dropped (the sync protocol
+/// tolerates loss; blocking the driver on one slow peer would hurt every other).
+const LINK_QUEUE: usize = 512;
+/// How long a dial (QUIC and TLS handshake) may take before it counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long an accepted connection may take to open its stream.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a closed link waits for the peer to acknowledge its last frames (a `Leave`)
+/// before the connection is closed regardless.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// A connection silent this long is dead (sync-core removes a silent peer sooner, after 6 s).
+const IDLE_TIMEOUT_MS: u32 = 10_000;
+/// Keep-alives, in case the node sends nothing for a while.
+const KEEP_ALIVE: Duration = Duration::from_secs(2);
+/// Datagram bytes buffered in each direction.
+const DATAGRAM_BUFFER: usize = 64 * 1024;
+/// Largest piece read from a stream at once.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Something the transport tells the driver (the same events as the gRPC transport's, less the
+/// legacy calls, which only gRPC carries).
+#[derive(Debug)]
+pub enum TransportEvent {
+    /// A link is up (accepted, or dialled after [`QuicTransport::connect`]).
+    LinkUp {
+        /// The new link.
+        link: LinkId,
+        /// The other end's transport address (for a dialled link, the address dialled).
+        remote_addr: String,
+        /// Who dialled.
+        direction: Direction,
+    },
+    /// A dial failed.
+    ConnectFailed {
+        /// The address dialled.
+        addr: String,
+        /// Why, in one line.
+        error: String,
+    },
+    /// A frame arrived, on the link's stream or as a datagram.
+    Frame {
+        /// The link.
+        link: LinkId,
+        /// Local instant its packet was read off the socket.
+        at: LocalTime,
+        /// The decoded message, or why it could not be decoded (the frame is then dropped).
+        message: Result<Message, CodecError>,
+    },
+    /// The link ended (the peer closed it, or the connection broke or timed out). Not reported
+    /// for a link closed with [`QuicTransport::close`].
+    LinkDown {
+        /// The link.
+        link: LinkId,
+        /// Why, if it ended with an error.
+        error: Option<String>,
+    },
+}
+
+/// Why the endpoint could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum QuicError {
+    /// The UDP socket could not be used.
+    #[error("UDP socket: {0}")]
+    Io(#[from] io::Error),
+    /// TLS could not be configured.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// What went over this transport since it was made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Frames sent as datagrams (clock probes and replies).
+    pub datagrams_sent: u64,
+    /// Frames received as datagrams.
+    pub datagrams_received: u64,
+    /// Frames written to link streams.
+    pub stream_frames_sent: u64,
+    /// Frames read from link streams.
+    pub stream_frames_received: u64,
+    /// Frames received that could not be decoded (reported as [`TransportEvent::Frame`] with
+    /// an error, and dropped).
+    pub undecodable: u64,
+}
+
+#[derive(Default)]
+struct AtomicCounters {
+    datagrams_sent: AtomicU64,
+    datagrams_received: AtomicU64,
+    stream_frames_sent: AtomicU64,
+    stream_frames_received: AtomicU64,
+    undecodable: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+struct LinkHandle {
+    conn: Connection,
+    outbound: mpsc::Sender<Message>,
+    readers: Vec<tokio::task::AbortHandle>,
+}
+
+struct Shared {
+    clock: ClockFn,
+    events: mpsc::UnboundedSender<TransportEvent>,
+    links: Mutex<BTreeMap<LinkId, LinkHandle>>,
+    next_link: Arc<AtomicU64>,
+    /// The endpoint that dials: the serving one, or a client-only one made on demand.
+    endpoint: Mutex<Option<Endpoint>>,
+    stamps: RxStamps,
+    counters: AtomicCounters,
+}
+
+/// The QUIC peer transport. Cheap to clone; all clones drive the same links.
+#[derive(Clone)]
+pub struct QuicTransport {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for QuicTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicTransport").finish_non_exhaustive()
+    }
+}
+
+fn transport_config() -> Arc<TransportConfig> {
+    let mut t = TransportConfig::default();
+    t.max_idle_timeout(Some(IdleTimeout::from(VarInt::from_u32(IDLE_TIMEOUT_MS))))
+        .keep_alive_interval(Some(KEEP_ALIVE))
+        // One stream per link, opened by the dialler.
+        .max_concurrent_bidi_streams(VarInt::from_u32(1))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER))
+        .datagram_send_buffer_size(DATAGRAM_BUFFER);
+    Arc::new(t)
+}
+
+impl QuicTransport {
+    /// A transport reading `clock` for receive instants, numbering links from `link_ids` (shared
+    /// with any other transport of the same node so ids never collide). Events arrive on the
+    /// returned receiver.
+    pub fn new(
+        clock: ClockFn,
+        link_ids: Arc<AtomicU64>,
+    ) -> (Self, mpsc::UnboundedReceiver<TransportEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            clock,
+            events: tx,
+            links: Mutex::new(BTreeMap::new()),
+            next_link: link_ids,
+            endpoint: Mutex::new(None),
+            stamps: RxStamps::default(),
+            counters: AtomicCounters::default(),
+        });
+        (QuicTransport { shared }, rx)
+    }
+
+    /// Serves the peer endpoint on `socket` (links are dialled from it too) until `shutdown`
+    /// resolves, then closes every connection. Must be called within a tokio runtime.
+    pub fn serve(
+        &self,
+        socket: std::net::UdpSocket,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<tokio::task::JoinHandle<()>, QuicError> {
+        let endpoint = make_endpoint(&self.shared, socket, true)?;
+        *self.shared.endpoint.lock().expect("endpoint lock") = Some(endpoint.clone());
+        let shared = self.shared.clone();
+        Ok(tokio::spawn(async move {
+            tokio::pin!(shutdown);
+            loop {
+                tokio::select! {
+                    incoming = endpoint.accept() => match incoming {
+                        Some(incoming) => {
+                            tokio::spawn(accept_link(shared.clone(), incoming));
+                        }
+                        None => break,
+                    },
+                    _ = &mut shutdown => break,
+                }
+            }
+            endpoint.close(VarInt::from_u32(0), b"shutting down");
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }))
+    }
+
+    /// The local address of the endpoint links are dialled from, once there is one.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        let endpoint = self.shared.endpoint.lock().expect("endpoint lock");
+        endpoint.as_ref().and_then(|e| e.local_addr().ok())
+    }
+
+    /// Dials the peer at `addr` (`host:port`, the peer's UDP port) and opens a link; reports
+    /// [`TransportEvent::LinkUp`] or [`TransportEvent::ConnectFailed`]. Without [`serve`]
+    /// first, dials from a client-only endpoint on an ephemeral port.
+    ///
+    /// [`serve`]: QuicTransport::serve
+    pub fn connect(&self, addr: String) {
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            match dial(&shared, &addr).await {
+                Ok((conn, send, recv)) => {
+                    start_link(&shared, conn, send, recv, addr, Direction::Outgoing)
+                }
+                Err(error) => {
+                    let _ = shared
+                        .events
+                        .send(TransportEvent::ConnectFailed { addr, error });
+                }
+            }
+        });
+    }
+
+    /// Sends `message` on `link`: clock probes and replies as a datagram (on the stream if the
+    /// peer takes no datagrams), everything else queued on the link's stream. Returns `false`
+    /// when the link is unknown, its queue is full, or the message cannot be encoded (the
+    /// message is then dropped).
+    pub fn send(&self, link: LinkId, message: Message) -> bool {
+        let (conn, outbound) = {
+            let links = self.shared.links.lock().expect("links lock");
+            match links.get(&link) {
+                Some(h) => (h.conn.clone(), h.outbound.clone()),
+                None => return false,
+            }
+        };
+        let message = match message {
+            m @ (Message::Probe(_) | Message::ProbeReply(_)) => {
+                match send_datagram(&self.shared, &conn, m) {
+                    Datagram::Sent => return true,
+                    Datagram::UseStream(m) => m,
+                    Datagram::Unencodable => return false,
+                }
+            }
+            m => m,
+        };
+        outbound.try_send(message).is_ok()
+    }
+
+    /// Closes `link` after the frames already queued on it are written and acknowledged (for at
+    /// most a couple of seconds). No event follows for it.
+    pub fn close(&self, link: LinkId) {
+        let handle = self.shared.links.lock().expect("links lock").remove(&link);
+        if let Some(h) = handle {
+            for r in &h.readers {
+                r.abort();
+            }
+            // Dropping the sender lets the writer drain, finish the stream and close the
+            // connection; this is the backstop if the peer never acknowledges.
+            drop(h.outbound);
+            let conn = h.conn;
+            tokio::spawn(async move {
+                tokio::time::sleep(CLOSE_LINGER + Duration::from_secs(1)).await;
+                conn.close(VarInt::from_u32(0), b"closed");
+            });
+        }
+    }
+
+    /// Number of open links.
+    pub fn link_count(&self) -> usize {
+        self.shared.links.lock().expect("links lock").len()
+    }
+
+    /// What went over this transport so far.
+    pub fn counters(&self) -> Counters {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Counters {
+            datagrams_sent: get(&c.datagrams_sent),
+            datagrams_received: get(&c.datagrams_received),
+            stream_frames_sent: get(&c.stream_frames_sent),
+            stream_frames_received: get(&c.stream_frames_received),
+            undecodable: get(&c.undecodable),
+        }
+    }
+}
+
+/// Builds an endpoint on `socket`, wrapped so that receive instants are stamped.
+fn make_endpoint(
+    shared: &Shared,
+    socket: std::net::UdpSocket,
+    serve: bool,
+) -> Result<Endpoint, QuicError> {
+    socket.set_nonblocking(true)?;
+    let runtime: Arc<dyn Runtime> = Arc::new(quinn::TokioRuntime);
+    let inner = runtime.wrap_udp_socket(socket)?;
+    let socket = Arc::new(StampedSocket::new(
+        inner,
+        shared.clock.clone(),
+        shared.stamps.clone(),
+    ));
+    let server_config = if serve {
+        let mut config = ServerConfig::with_crypto(Arc::new(tls::server_crypto()?));
+        config.transport_config(transport_config());
+        Some(config)
+    } else {
+        None
+    };
+    let mut endpoint = Endpoint::new_with_abstract_socket(
+        EndpointConfig::default(),
+        server_config,
+        socket,
+        runtime,
+    )?;
+    let mut client = ClientConfig::new(Arc::new(tls::client_crypto()?));
+    client.transport_config(transport_config());
+    endpoint.set_default_client_config(client);
+    Ok(endpoint)
+}
+
+/// The endpoint to dial from, made client-only on an ephemeral port if none serves yet.
+fn dialling_endpoint(shared: &Shared) -> Result<Endpoint, QuicError> {
+    let mut slot = shared.endpoint.lock().expect("endpoint lock");
+    if let Some(e) = slot.as_ref() {
+        return Ok(e.clone());
+    }
+    let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))?;
+    let endpoint = make_endpoint(shared, socket, false)?;
+    *slot = Some(endpoint.clone());
+    Ok(endpoint)
+}
+
+type Dialled = (Connection, SendStream, RecvStream);
+
+async fn dial(shared: &Shared, addr: &str) -> Result<Dialled, String> {
+    let endpoint = dialling_endpoint(shared).map_err(|e| e.to_string())?;
+    let local_v4 = endpoint.local_addr().map(|a| a.is_ipv4()).unwrap_or(true);
+    let targets: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| format!("bad address `{addr}`: {e}"))?
+        .collect();
+    let target = targets
+        .iter()
+        .find(|a| a.is_ipv4() == local_v4)
+        .or(targets.first())
+        .copied()
+        .ok_or_else(|| format!("`{addr}` resolves to no address"))?;
+    let connecting = endpoint
+        .connect(target, SERVER_NAME)
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let conn = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Err(format!("cannot connect to {addr}: {e}")),
+        Err(_) => return Err("peer did not answer (QUIC)".to_string()),
+    };
+    let (send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| format!("cannot open a stream to {addr}: {e}"))?;
+    Ok((conn, send, recv))
+}
+
+async fn accept_link(shared: Arc<Shared>, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    let conn = match tokio::time::timeout(CONNECT_TIMEOUT, incoming.into_future()).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "incoming QUIC connection failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "incoming QUIC handshake timed out");
+            return;
+        }
+    };
+    match tokio::time::timeout(STREAM_TIMEOUT, conn.accept_bi()).await {
+        Ok(Ok((send, recv))) => start_link(
+            &shared,
+            conn,
+            send,
+            recv,
+            remote.to_string(),
+            Direction::Incoming,
+        ),
+        Ok(Err(e)) => tracing::debug!(%remote, error = %e, "QUIC peer opened no stream"),
+        Err(_) => {
+            tracing::debug!(%remote, "QUIC peer opened no stream in time");
+            conn.close(VarInt::from_u32(0), b"no stream");
+        }
+    }
+}
+
+/// Registers a link for an established connection and its stream, announces it, and starts
+/// its reader and writer tasks.
+fn start_link(
+    shared: &Arc<Shared>,
+    conn: Connection,
+    send: SendStream,
+    recv: RecvStream,
+    remote_addr: String,
+    direction: Direction,
+) {
+    let link = LinkId(shared.next_link.fetch_add(1, Ordering::Relaxed));
+    let (tx, rx) = mpsc::channel(LINK_QUEUE);
+    {
+        let mut links = shared.links.lock().expect("links lock");
+        links.insert(
+            link,
+            LinkHandle {
+                conn: conn.clone(),
+                outbound: tx,
+                readers: Vec::new(),
+            },
+        );
+        // Sent under the lock so that nothing about this link can precede it.
+        let _ = shared.events.send(TransportEvent::LinkUp {
+            link,
+            remote_addr,
+            direction,
+        });
+    }
+    tokio::spawn(write_frames(shared.clone(), conn.clone(), send, rx));
+    let (first_tx, first_rx) = oneshot::channel();
+    let stream = tokio::spawn(read_stream(
+        shared.clone(),
+        link,
+        conn.clone(),
+        recv,
+        first_tx,
+    ));
+    let datagrams = tokio::spawn(read_datagrams(shared.clone(), link, conn, first_rx));
+    let readers = vec![stream.abort_handle(), datagrams.abort_handle()];
+    let mut links = shared.links.lock().expect("links lock");
+    match links.get_mut(&link) {
+        Some(h) => h.readers = readers,
+        None => {
+            // Already closed or ended.
+            for r in readers {
+                r.abort();
+            }
+        }
+    }
+}
+
+/// What became of a frame offered as a datagram.
+enum Datagram {
+    Sent,
+    /// Datagrams are not possible on this connection (or not this large): send it on the
+    /// stream.
+    UseStream(Message),
+    Unencodable,
+}
+
+/// Sends a probe or reply as a datagram, its transmit instant rewritten just before it is
+/// handed to quinn.
+fn send_datagram(shared: &Shared, conn: &Connection, mut message: Message) -> Datagram {
+    let Some(max) = conn.max_datagram_size() else {
+        return Datagram::UseStream(message);
+    };
+    stamp_message(&mut message, (shared.clock)());
+    let mut bytes = match codec::encode_to_vec(&message) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "frame not sent: cannot be encoded");
+            return Datagram::Unencodable;
+        }
+    };
+    if bytes.len() > max {
+        return Datagram::UseStream(message);
+    }
+    let stamp = find_tx_stamp(&message, &bytes);
+    restamp(&mut bytes, stamp, (shared.clock)());
+    match conn.send_datagram(bytes.into()) {
+        Ok(()) => {
+            bump(&shared.counters.datagrams_sent);
+            Datagram::Sent
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "datagram not sent; using the stream");
+            Datagram::UseStream(message)
+        }
+    }
+}
+
+/// Writes the link's queued frames to its stream until the link is closed, then finishes the
+/// stream, lets the peer acknowledge it, and closes the connection.
+async fn write_frames(
+    shared: Arc<Shared>,
+    conn: Connection,
+    mut send: SendStream,
+    mut rx: mpsc::Receiver<Message>,
+) {
+    while let Some(mut message) = rx.recv().await {
+        stamp_message(&mut message, (shared.clock)());
+        let mut bytes = match codec::encode_to_vec(&message) {
+            Ok(b) => delimit(&b),
+            Err(e) => {
+                tracing::warn!(error = %e, "frame not sent: cannot be encoded");
+                continue;
+            }
+        };
+        let stamp = find_tx_stamp(&message, &bytes);
+        restamp(&mut bytes, stamp, (shared.clock)());
+        if send.write_all(&bytes).await.is_err() {
+            // The connection broke; the readers report it.
+            return;
+        }
+        bump(&shared.counters.stream_frames_sent);
+    }
+    let _ = send.finish();
+    let _ = tokio::time::timeout(CLOSE_LINGER, send.stopped()).await;
+    conn.close(VarInt::from_u32(0), b"closed");
+}
+
+fn close_reason(e: &ConnectionError) -> Option<String> {
+    match e {
+        // The peer closed the connection on purpose (after its `Leave`, or shutting down).
+        ConnectionError::ApplicationClosed(_) | ConnectionError::LocallyClosed => None,
+        other => Some(other.to_string()),
+    }
+}
+
+/// The link ended on its own: forget it, close the connection, tell the driver (once, and
+/// never for a link the driver closed).
+fn link_ended(shared: &Shared, link: LinkId, error: Option<String>) {
+    let handle = shared.links.lock().expect("links lock").remove(&link);
+    if let Some(h) = handle {
+        for r in &h.readers {
+            r.abort();
+        }
+        h.conn.close(VarInt::from_u32(0), b"link ended");
+        let _ = shared.events.send(TransportEvent::LinkDown { link, error });
+    }
+}
+
+fn report_frame(shared: &Shared, link: LinkId, at: u64, message: Result<Message, CodecError>) {
+    if message.is_err() {
+        bump(&shared.counters.undecodable);
+    }
+    let _ = shared.events.send(TransportEvent::Frame {
+        link,
+        at: LocalTime(at),
+        message,
+    });
+}
+
+/// Reads the link's stream, frame by frame; opens `first` (the datagram gate) once the first
+/// frame (the peer's `Hello`) has been handed over, so that no datagram overtakes it.
+async fn read_stream(
+    shared: Arc<Shared>,
+    link: LinkId,
+    conn: Connection,
+    mut recv: RecvStream,
+    first: oneshot::Sender<()>,
+) {
+    let mut first = Some(first);
+    let mut reader = FrameReader::default();
+    let error = loop {
+        match recv.read_chunk(READ_CHUNK, true).await {
+            Ok(Some(chunk)) => {
+                let now = (shared.clock)();
+                let at = shared.stamps.stamp(conn.remote_address(), now);
+                reader.push(&chunk.bytes);
+                while let Some(frame) = reader.next_frame() {
+                    bump(&shared.counters.stream_frames_received);
+                    let message = frame.and_then(|b| codec::decode_from_bytes(&b));
+                    report_frame(&shared, link, at, message);
+                    if let Some(gate) = first.take() {
+                        let _ = gate.send(());
+                    }
+                }
+            }
+            Ok(None) => break None,
+            Err(quinn::ReadError::ConnectionLost(e)) => break close_reason(&e),
+            Err(e) => break Some(e.to_string()),
+        }
+    };
+    link_ended(&shared, link, error);
+}
+
+/// Reads the connection's datagrams once the stream's first frame is through.
+async fn read_datagrams(
+    shared: Arc<Shared>,
+    link: LinkId,
+    conn: Connection,
+    first: oneshot::Receiver<()>,
+) {
+    if first.await.is_err() {
+        return;
+    }
+    loop {
+        match conn.read_datagram().await {
+            Ok(bytes) => {
+                let now = (shared.clock)();
+                let at = shared.stamps.stamp(conn.remote_address(), now);
+                bump(&shared.counters.datagrams_received);
+                report_frame(&shared, link, at, codec::decode_from_bytes(&bytes));
+            }
+            Err(e) => {
+                link_ended(&shared, link, close_reason(&e));
+                return;
+            }
+        }
+    }
+}
