@@ -1,10 +1,16 @@
 //! Clock synchronisation arithmetic: the linear mapping from a local clock to group time, and
 //! the per-link estimator that turns four-timestamp probes into an offset and a frequency error.
 //!
-//! The estimator follows NTP's clock filter: the lowest-delay samples are trusted most (a
-//! sample's asymmetry error is bounded by half its delay, so excess delay means possible
-//! error), and a weighted straight line through the window gives the frequency error as well as
-//! the offset, so that the estimate stays good between probes.
+//! The estimator treats the two directions of a probe separately. Each exchange measures
+//! `t1 - t0` (the peer's clock offset plus the outbound delay) and `t3 - t2` (the return delay
+//! minus the offset); queueing only ever adds to a delay, so each series lies above a straight
+//! line (the clock offset drifting at the frequency error, plus the link's fixed delay), and its
+//! lowest points are the least delayed. The filter fits both lower envelopes with one slope and
+//! takes the offset from their difference. Unlike a filter that trusts the exchanges of lowest
+//! round trip, it needs only a lucky packet in each direction, not both in the same exchange:
+//! with exponential jitter of mean `m` and `n` exchanges, its error shrinks like `m / n` instead
+//! of `m / sqrt(n)`. Like every two-way method, it cannot see a difference between the fixed
+//! delays of the two directions (half of it shows up as offset).
 
 use std::collections::VecDeque;
 
@@ -137,12 +143,18 @@ pub struct LinkEstimate {
     pub offset: f64,
     /// Frequency error: peer clock nanoseconds gained per local nanosecond (e.g. 1e-4 = 100 ppm).
     pub rate: f64,
-    /// Lowest round-trip delay in the window, nanoseconds.
+    /// Lowest round-trip delay in the span, nanoseconds.
     pub min_delay: Nanos,
-    /// Root-mean-square residual of the trusted samples around the fitted line, nanoseconds.
+    /// Mean one-way delay above the link's floor (queueing jitter), from recent samples,
+    /// nanoseconds.
     pub jitter: f64,
     /// Number of samples the estimate rests on.
     pub samples: usize,
+    /// Estimated error of `offset` (about one standard deviation), nanoseconds: the envelopes'
+    /// own noise (jitter over samples) and the frequency's uncertainty carried from the lowest
+    /// points to the anchor. It falls as samples accumulate; the node probes faster while it is
+    /// high.
+    pub uncertainty: f64,
 }
 
 impl LinkEstimate {
@@ -155,51 +167,147 @@ impl LinkEstimate {
 /// Tuning of the per-link clock filter.
 #[derive(Clone, Copy, PartialEq, Debug)]
 pub struct FilterConfig {
-    /// Samples kept.
+    /// Recent samples that describe the link's current delays (median delay, jitter).
     pub window: usize,
+    /// How long a sample counts, ns. The frequency is measured over the whole span, so its
+    /// precision grows with it; the span assumes the frequency constant over it.
+    pub span: Nanos,
+    /// Most samples kept, whatever the probe rate (bounds memory and work).
+    pub max_samples: usize,
     /// Typical size of a crystal's frequency error, in ppm: the prior of the frequency
-    /// estimate. The fitted slope is shrunk towards zero by its own standard error against
-    /// this (a ridge estimate), so a slope fitted over a short or noisy span counts for little
-    /// and a well-determined one counts fully, without a threshold that could leave a real
-    /// drift of 100 ppm uncorrected for many seconds.
+    /// estimate. The fitted slope is shrunk towards zero by its own uncertainty against this
+    /// (a ridge estimate), so a slope fitted over a short or noisy span counts for little and a
+    /// well-determined one counts fully.
     pub rate_prior_ppm: f64,
     /// Largest frequency error believed, in ppm; beyond it the fit is clamped.
     pub max_rate_ppm: f64,
-    /// Scale of the delay weighting, ns: a sample whose delay exceeds the window's minimum by
-    /// this much counts a quarter as much as the best one.
-    pub delay_tolerance: Nanos,
-    /// Samples leaving the window are kept in blocks of this many: the lowest-delay sample of
-    /// each block stays in a longer history (0: no history).
-    pub history_block: usize,
-    /// Blocks kept in the history. The frequency error is measured over the window and the
-    /// history together: its precision grows with the span to the power 1.5, so a few minutes
-    /// of block minima make it good to a fraction of a ppm even on a jittery Wi-Fi link, and
-    /// the offset no longer depends on a slope fitted over half a minute.
-    pub history_len: usize,
 }
 
 impl Default for FilterConfig {
     fn default() -> Self {
         FilterConfig {
             window: 64,
+            span: 300 * crate::time::SECOND,
+            max_samples: 2048,
             rate_prior_ppm: 100.0,
             max_rate_ppm: 2_000.0,
-            delay_tolerance: 10 * crate::time::MICROSECOND,
-            history_block: 8,
-            history_len: 64,
         }
     }
 }
 
-/// NTP-style clock filter over one link.
+/// The lower convex hull of a series of points `(instant, value)`, oldest first: the only
+/// points that can be lowest under some slope, so the envelopes are fitted over a handful of
+/// them whatever the number of samples.
+#[derive(Clone, Debug, Default)]
+struct LowerHull {
+    points: VecDeque<(LocalTime, f64)>,
+}
+
+impl LowerHull {
+    /// Adds a point at or after the last one.
+    fn push(&mut self, t: LocalTime, y: f64) {
+        if let Some(&(lt, ly)) = self.points.back()
+            && lt == t
+        {
+            if y >= ly {
+                return;
+            }
+            self.points.pop_back();
+        }
+        while self.points.len() >= 2 {
+            let n = self.points.len();
+            let (a, b) = (self.points[n - 2], self.points[n - 1]);
+            // b stays only if it lies strictly below the segment from a to the new point.
+            let bx = b.0.since(a.0) as f64;
+            let cx = t.since(a.0) as f64;
+            if bx * (y - a.1) - (b.1 - a.1) * cx <= 0.0 {
+                self.points.pop_back();
+            } else {
+                break;
+            }
+        }
+        self.points.push_back((t, y));
+    }
+
+    /// Points as `(x, y)` with `x` in nanoseconds relative to `anchor`.
+    fn relative(&self, anchor: LocalTime) -> Vec<(f64, f64)> {
+        self.points
+            .iter()
+            .map(|&(t, y)| (t.since(anchor) as f64, y))
+            .collect()
+    }
+}
+
+/// `min_i(up_i - r x_i) + min_j(down_j + r x_j)`: the sum of the two envelopes' heights at the
+/// anchor under slope `r`, with the instants of the points that attain each minimum.
+fn envelopes(up: &[(f64, f64)], down: &[(f64, f64)], r: f64) -> (f64, f64, f64, f64, f64) {
+    let lowest = |pts: &[(f64, f64)], sign: f64| {
+        pts.iter()
+            .map(|&(x, y)| (y - sign * r * x, x))
+            .fold(
+                (f64::INFINITY, 0.0),
+                |best, p| if p.0 < best.0 { p } else { best },
+            )
+    };
+    let (a, xa) = lowest(up, 1.0);
+    let (c, xc) = lowest(down, -1.0);
+    (a + c, a, c, xa, xc)
+}
+
+/// The slopes that maximise [`envelopes`] (the lines highest under both series: the maximum
+/// likelihood fit for exponential queueing delays), found by walking both hulls: an interval,
+/// one point unless the maximum is flat; `None` when every point is at one instant.
+fn best_rate(up: &[(f64, f64)], down: &[(f64, f64)]) -> Option<(f64, f64)> {
+    let slope = |p: &[(f64, f64)], k: usize| (p[k + 1].1 - p[k].1) / (p[k + 1].0 - p[k].0);
+    // Just above rate `lo`, the up envelope rests on up[i] and the down envelope on down[j];
+    // the sum's derivative is x(down[j]) - x(up[i]), which only falls as the rate rises.
+    let (mut i, mut j) = (0, down.len().checked_sub(1)?);
+    if up.is_empty() {
+        return None;
+    }
+    let mut lo = f64::NEG_INFINITY;
+    loop {
+        let dx = down[j].0 - up[i].0;
+        let next_up = if i + 1 < up.len() {
+            slope(up, i)
+        } else {
+            f64::INFINITY
+        };
+        let next_down = if j > 0 {
+            -slope(down, j - 1)
+        } else {
+            f64::INFINITY
+        };
+        let next = next_up.min(next_down);
+        if dx < 0.0 {
+            return lo.is_finite().then_some((lo, lo));
+        }
+        if dx == 0.0 {
+            return (lo.is_finite() || next.is_finite()).then_some((lo, next));
+        }
+        if !next.is_finite() {
+            return None;
+        }
+        if next_up <= next {
+            i += 1;
+        }
+        if next_down <= next {
+            j -= 1;
+        }
+        lo = next;
+    }
+}
+
+/// Per-link clock filter: the lower envelopes of both directions over a span of samples.
 #[derive(Clone, Debug)]
 pub struct ClockFilter {
     config: FilterConfig,
+    /// Samples of the span, oldest first.
     samples: VecDeque<ClockSample>,
-    /// Lowest-delay sample of each block of samples that left the window, oldest first.
-    history: VecDeque<ClockSample>,
-    /// The block being gathered: its best sample and how many it has seen.
-    block: Option<(ClockSample, usize)>,
+    /// Lower hull of `t1 - t0` (offset plus outbound delay) over the span.
+    up: LowerHull,
+    /// Lower hull of `t3 - t2` (return delay minus offset) over the span.
+    down: LowerHull,
     estimate: Option<LinkEstimate>,
 }
 
@@ -208,9 +316,9 @@ impl ClockFilter {
     pub fn new(config: FilterConfig) -> Self {
         ClockFilter {
             config,
-            samples: VecDeque::with_capacity(config.window + 1),
-            history: VecDeque::with_capacity(config.history_len + 1),
-            block: None,
+            samples: VecDeque::new(),
+            up: LowerHull::default(),
+            down: LowerHull::default(),
             estimate: None,
         }
     }
@@ -220,176 +328,165 @@ impl ClockFilter {
         self.estimate.as_ref()
     }
 
-    /// Samples currently held, oldest first.
+    /// The most recent samples (at most the configured window), oldest first.
     pub fn samples(&self) -> impl Iterator<Item = &ClockSample> {
-        self.samples.iter()
+        let skip = self.samples.len().saturating_sub(self.config.window.max(1));
+        self.samples.iter().skip(skip)
     }
 
     /// Forgets every sample (for instance when the peer's clock is known to have changed).
     pub fn reset(&mut self) {
         self.samples.clear();
-        self.history.clear();
-        self.block = None;
+        self.up = LowerHull::default();
+        self.down = LowerHull::default();
         self.estimate = None;
     }
 
-    /// Adds a sample and refits. Samples must arrive in order of `at`; an out-of-order one is
+    fn up_of(s: &ClockSample) -> f64 {
+        s.offset + s.delay as f64 / 2.0
+    }
+
+    fn down_of(s: &ClockSample) -> f64 {
+        s.delay as f64 / 2.0 - s.offset
+    }
+
+    fn rebuild_hulls(&mut self) {
+        self.up = LowerHull::default();
+        self.down = LowerHull::default();
+        for s in &self.samples {
+            self.up.push(s.at, Self::up_of(s));
+            self.down.push(s.at, Self::down_of(s));
+        }
+    }
+
+    /// Adds a sample and refits. Samples should arrive in order of `at`; an out-of-order one is
     /// inserted where it belongs.
     pub fn add(&mut self, sample: ClockSample) -> &LinkEstimate {
+        let in_order = self.samples.back().is_none_or(|b| b.at <= sample.at);
         let pos = self
             .samples
             .iter()
             .rposition(|s| s.at <= sample.at)
             .map_or(0, |p| p + 1);
         self.samples.insert(pos, sample);
-        while self.samples.len() > self.config.window.max(1) {
-            let Some(old) = self.samples.pop_front() else {
-                break;
-            };
-            self.retire(old);
+        let newest = self.samples.back().map_or(sample.at, |s| s.at);
+        let mut expired = false;
+        while self.samples.len() > self.config.max_samples.max(1)
+            || self
+                .samples
+                .front()
+                .is_some_and(|f| newest.since(f.at) > self.config.span && self.samples.len() > 1)
+        {
+            self.samples.pop_front();
+            expired = true;
+        }
+        let first = self.samples.front().map_or(sample.at, |s| s.at);
+        let hull_stale = |h: &LowerHull| h.points.front().is_some_and(|p| p.0 < first);
+        if !in_order || (expired && (hull_stale(&self.up) || hull_stale(&self.down))) {
+            // Points that an expired hull vertex hid may be on the hull now.
+            self.rebuild_hulls();
+        } else {
+            self.up.push(sample.at, Self::up_of(&sample));
+            self.down.push(sample.at, Self::down_of(&sample));
         }
         let est = self.fit();
         self.estimate = Some(est);
         self.estimate.as_ref().expect("just set")
     }
 
-    /// Keeps the best sample of every block of retired samples in the history.
-    fn retire(&mut self, old: ClockSample) {
-        if self.config.history_block == 0 || self.config.history_len == 0 {
-            return;
-        }
-        let (best, seen) = match self.block.take() {
-            Some((b, k)) if b.delay <= old.delay => (b, k + 1),
-            Some((_, k)) => (old, k + 1),
-            None => (old, 1),
-        };
-        if seen >= self.config.history_block {
-            self.history.push_back(best);
-            while self.history.len() > self.config.history_len {
-                self.history.pop_front();
-            }
-        } else {
-            self.block = Some((best, seen));
-        }
-    }
-
-    /// The window and the history, oldest first.
-    fn all_samples(&self) -> impl Iterator<Item = &ClockSample> + Clone {
-        self.history.iter().chain(self.samples.iter())
-    }
-
     fn fit(&self) -> LinkEstimate {
         let n = self.samples.len();
         debug_assert!(n > 0);
-        let best = self
-            .all_samples()
-            .min_by_key(|s| s.delay)
-            .expect("at least one sample");
         let anchor = self.samples[n - 1].at;
-        // Weight each sample by how close its delay is to the best one: the excess delay bounds
-        // its asymmetry error, so a sample 10x further from the minimum counts 100x less.
-        // The scale is at least the configured tolerance, and at least the spread of the best
-        // eighth of the delays: the best sample is itself late by about that much (its error is
-        // not zero), so on a jittery link a handful of good samples share the weight instead
-        // of one old sample anchoring the line and the slope having to carry it to now.
-        let sigma = {
-            let mut d: Vec<Nanos> = self.samples.iter().map(|s| s.delay).collect();
-            let k = (n / 8).max(2).min(n - 1);
-            let spread = if n >= 3 {
-                d.select_nth_unstable(k);
-                (d[k] - d.iter().copied().min().unwrap_or(d[k])) as f64
-            } else {
-                0.0
-            };
-            // Against the best of the window (the history's minima are selected low).
-            let window_best = self
-                .samples
-                .iter()
-                .map(|s| s.delay)
-                .min()
-                .unwrap_or(best.delay);
-            (self.config.delay_tolerance as f64).max(spread + (window_best - best.delay) as f64)
-        };
-        let weight = |s: &ClockSample| {
-            let excess = (s.delay - best.delay) as f64 + sigma;
-            (sigma / excess).powi(2)
-        };
-        let (mut sw, mut swx, mut swy) = (0.0, 0.0, 0.0);
-        for s in self.all_samples() {
-            let w = weight(s);
-            sw += w;
-            swx += w * s.at.since(anchor) as f64;
-            swy += w * s.offset;
-        }
-        let mean_x = swx / sw;
-        let mean_y = swy / sw;
+        let up = self.up.relative(anchor);
+        let down = self.down.relative(anchor);
         let max_rate = self.config.max_rate_ppm * 1e-6;
-        let (mut sxx, mut sxy, mut sww) = (0.0, 0.0, 0.0);
-        for s in self.all_samples() {
-            let w = weight(s);
-            let dx = s.at.since(anchor) as f64 - mean_x;
-            sxx += w * dx * dx;
-            sxy += w * dx * (s.offset - mean_y);
-            sww += w * w;
-        }
-        let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
-        // Standard error of the slope. A sample's offset error is at most half its excess
-        // delay (uniform within it for symmetric jitter), so a sample of weight w has a
-        // variance of about tolerance^2 / (12 w); the residuals, when there are enough
-        // effective samples (a few heavy samples are a few samples, however many light ones
-        // surround them), can only raise that.
-        let n_eff = sw * sw / sww;
-        let unit_var_model = sigma * sigma / 12.0;
-        let unit_var = if n_eff > 3.0 {
-            let rss: f64 = self
-                .all_samples()
-                .map(|s| {
-                    let r = s.offset - (mean_y + slope * (s.at.since(anchor) as f64 - mean_x));
-                    weight(s) * r * r
-                })
-                .sum();
-            unit_var_model.max(rss / (n_eff - 2.0))
-        } else {
-            unit_var_model
+        let previous = self.estimate.map_or(0.0, |e| e.rate);
+
+        let best = best_rate(&up, &down).map(|(lo, hi)| match (lo.is_finite(), hi.is_finite()) {
+            (true, true) => (lo + hi) / 2.0,
+            (true, false) => lo,
+            _ => hi,
+        });
+        let r0 = best.unwrap_or(previous).clamp(-max_rate, max_rate);
+
+        // Queueing above the envelopes in recent samples: its mean is the jitter, and the
+        // lowest of n samples lies about jitter / n above the floor.
+        let (_, a0, c0, _, _) = envelopes(&up, &down, r0);
+        let recent: Vec<&ClockSample> = self.samples().collect();
+        let median_excess = |f: &dyn Fn(&ClockSample) -> f64| {
+            let mut v: Vec<f64> = recent.iter().map(|s| f(s)).collect();
+            let k = v.len() / 2;
+            v.select_nth_unstable_by(k, f64::total_cmp);
+            v[k].max(0.0)
         };
-        let slope_var = if n + self.history.len() >= 2 && sxx > 0.0 {
-            unit_var / sxx
+        let excess_up =
+            median_excess(&|s: &ClockSample| Self::up_of(s) - r0 * s.at.since(anchor) as f64 - a0);
+        let excess_down = median_excess(&|s: &ClockSample| {
+            Self::down_of(s) + r0 * s.at.since(anchor) as f64 - c0
+        });
+        // Median of an exponential distribution: mean times ln 2.
+        let jitter = (excess_up + excess_down) / 2.0 / std::f64::consts::LN_2;
+        let floor_noise = jitter / n as f64;
+
+        // Uncertainty of the slope: the rates under which the envelopes' sum stays within the
+        // noise of its maximum (a likelihood interval).
+        let rate_sigma = if best.is_some() {
+            let (top, ..) = envelopes(&up, &down, r0);
+            let width = |dir: f64| {
+                let (mut lo, mut hi) = (0.0, 2.0 * max_rate);
+                if top - envelopes(&up, &down, r0 + dir * hi).0 <= floor_noise {
+                    return hi;
+                }
+                for _ in 0..40 {
+                    let mid = (lo + hi) / 2.0;
+                    if top - envelopes(&up, &down, r0 + dir * mid).0 <= floor_noise {
+                        lo = mid;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                hi
+            };
+            (width(1.0) + width(-1.0)) / 2.0
         } else {
-            f64::INFINITY
+            2.0 * max_rate
         };
         let prior = (self.config.rate_prior_ppm * 1e-6).powi(2);
-        let rate = if slope_var.is_finite() {
-            slope * prior / (prior + slope_var)
+        let rate = if best.is_some() {
+            (r0 * prior / (prior + rate_sigma * rate_sigma)).clamp(-max_rate, max_rate)
         } else {
-            self.estimate.map_or(0.0, |e| e.rate)
-        }
-        .clamp(-max_rate, max_rate);
+            r0
+        };
 
-        // Line through the weighted centroid with that slope, evaluated at the anchor (x = 0).
-        let mut offset = mean_y - rate * mean_x;
+        let (_, a, c, xa, xc) = envelopes(&up, &down, rate);
+        let mut offset = (a - c) / 2.0;
 
         // The true offset at the lowest-delay sample lies within half its delay of what it
         // measured, whatever the asymmetry: keep the line inside that interval.
-        let at_best = offset + rate * best.at.since(anchor) as f64;
-        let half = best.delay as f64 / 2.0;
-        let clamped = at_best.clamp(best.offset - half, best.offset + half);
+        let best_sample = self
+            .samples
+            .iter()
+            .min_by_key(|s| s.delay)
+            .expect("at least one sample");
+        let at_best = offset + rate * best_sample.at.since(anchor) as f64;
+        let half = best_sample.delay as f64 / 2.0;
+        let clamped = at_best.clamp(best_sample.offset - half, best_sample.offset + half);
         offset += clamped - at_best;
 
-        let (mut sr, mut swr) = (0.0, 0.0);
-        for s in self.all_samples() {
-            let w = weight(s);
-            let r = s.offset - (offset + rate * s.at.since(anchor) as f64);
-            sr += w * r * r;
-            swr += w;
-        }
+        // The envelopes rest on points some way back; the slope's uncertainty grows with that
+        // distance. The two minima each err by about floor_noise, independently.
+        let reach = (xa.abs() + xc.abs()) / 2.0;
+        let uncertainty = ((0.5 * floor_noise * floor_noise) + (rate_sigma * reach).powi(2)).sqrt();
 
         LinkEstimate {
             at: anchor,
             offset,
             rate,
-            min_delay: best.delay,
-            jitter: (sr / swr).sqrt(),
-            samples: n + self.history.len(),
+            min_delay: best_sample.delay,
+            jitter,
+            samples: n,
+            uncertainty,
         }
     }
 }
@@ -481,6 +578,7 @@ mod tests {
             min_delay: 0,
             jitter: 0.0,
             samples: 1,
+            uncertainty: 0.0,
         };
         let ours = m.compose(&link, LocalTime(1_000));
         assert_eq!(

@@ -48,6 +48,15 @@ pub struct Config {
     pub burst_probes: u32,
     /// Interval between the burst's probes.
     pub burst_interval: Nanos,
+    /// Interval between probes to the parent while its clock estimate is uncertain.
+    pub refine_interval: Nanos,
+    /// The parent is probed every `refine_interval` while the uncertainty of the estimate of
+    /// its clock is above this (ns): a jittery link gets the samples it needs in its first
+    /// seconds, a quiet one is done with the burst.
+    pub refine_above: Nanos,
+    /// Most probes sent every `refine_interval` on one link (bounds the extra traffic on a
+    /// link whose estimate never gets that good).
+    pub refine_probes: u32,
     /// Clock filter tuning.
     pub filter: FilterConfig,
     /// A peer silent this long is suspect.
@@ -86,6 +95,9 @@ impl Config {
             probe_interval: 500 * MILLISECOND,
             burst_probes: 40,
             burst_interval: 100 * MILLISECOND,
+            refine_interval: 50 * MILLISECOND,
+            refine_above: 15 * crate::time::MICROSECOND,
+            refine_probes: 600,
             filter: FilterConfig::default(),
             suspect_after: 2 * SECOND,
             remove_after: 6 * SECOND,
@@ -518,11 +530,15 @@ struct Link {
     filter: ClockFilter,
     next_probe: LocalTime,
     burst_left: u32,
+    /// Probes left at the refining interval.
+    refine_left: u32,
     probe_seq: u32,
     outstanding: VecDeque<(u32, LocalTime)>,
     announce: Option<Announce>,
     /// Last state pushed for anti-entropy and when, so repairs are not repeated every message.
     last_push: Option<(StateVersion, LocalTime)>,
+    /// A state received in a time base this node could not read yet (see `on_state`).
+    unreadable_state: Option<GroupState>,
     probes_sent: u64,
     probes_answered: u64,
 }
@@ -592,6 +608,9 @@ pub struct Node {
     /// Set while accepting a state whose timeline matches what the player already plays
     /// (within a millisecond): the controller absorbs the difference instead of a re-seek.
     smooth_retime: bool,
+    /// Set while accepting a pause at a frame the player's timeline reaches only much later:
+    /// the player is stopped at the pause instant and cued at the frame instead.
+    pause_elsewhere: bool,
     controller: DriftController,
     /// The player's last position report (instant, frame), for the controller's observer.
     last_report: Option<(LocalTime, f64)>,
@@ -637,6 +656,7 @@ impl Node {
             jump_until: None,
             ready_from: BTreeSet::new(),
             smooth_retime: false,
+            pause_elsewhere: false,
             controller,
             last_report: None,
             outputs: VecDeque::new(),
@@ -877,10 +897,12 @@ impl Node {
                 filter: ClockFilter::new(self.config.filter),
                 next_probe: now,
                 burst_left: self.config.burst_probes,
+                refine_left: self.config.refine_probes,
                 probe_seq: 0,
                 outstanding: VecDeque::new(),
                 announce: None,
                 last_push: None,
+                unreadable_state: None,
                 probes_sent: 0,
                 probes_answered: 0,
             },
@@ -947,6 +969,7 @@ impl Node {
             l.suspect = false;
         }
         let handshaken = l.peer.is_some();
+
         match message {
             Message::Hello(h) => {
                 if handshaken {
@@ -1108,6 +1131,13 @@ impl Node {
         let announce = self.announce();
         let interval = self.config.probe_interval;
         let burst = self.config.burst_interval;
+        let refine = self.parent == Some(link)
+            && self.links.get(&link).is_some_and(|l| {
+                l.refine_left > 0
+                    && l.filter
+                        .estimate()
+                        .is_none_or(|e| e.uncertainty > self.config.refine_above as f64)
+            });
         // Jitter the steady interval by +-10 % so that links do not fall into lockstep.
         let jitter = (self.rng.next_u32() as f64 / u32::MAX as f64 - 0.5) * 0.2;
         let Some(l) = self.links.get_mut(&link) else {
@@ -1120,7 +1150,11 @@ impl Node {
             l.outstanding.pop_front();
         }
         l.probes_sent += 1;
-        if l.burst_left > 0 {
+        if refine {
+            l.refine_left -= 1;
+            l.burst_left = l.burst_left.saturating_sub(1);
+            l.next_probe = now + self.config.refine_interval;
+        } else if l.burst_left > 0 {
             l.burst_left -= 1;
             l.next_probe = now + burst;
         } else {
@@ -1226,7 +1260,37 @@ impl Node {
         if self.parent == Some(link) {
             self.update_mapping();
         }
+        // The announcement may say how to read a state that arrived before it.
+        if let Some(st) = self
+            .links
+            .get_mut(&link)
+            .and_then(|l| l.unreadable_state.take())
+            && (st.timebase == self.mapping.timebase
+                || self.conversions.contains_key(&st.timebase)
+                || a.mapping.timebase == st.timebase)
+        {
+            self.on_state(now, Some(link), st);
+        }
         Ok(())
+    }
+
+    /// What to add to instants of time base `base` to read them in ours, when the neighbour on
+    /// `link` runs `base`: a state arriving on a link is in its sender's time base, and the
+    /// sender's announced mapping composed with our estimate of its clock says where its group
+    /// time stands against ours (to within the link's estimation error).
+    fn neighbour_conversion(&self, link: LinkId, base: u64) -> Option<Nanos> {
+        let l = self.links.get(&link)?;
+        let a = l.announce?;
+        if a.mapping.timebase != base {
+            return None;
+        }
+        let est = l.filter.estimate()?;
+        let theirs = a.mapping.compose(est, self.now);
+        Some(
+            self.mapping
+                .to_group(self.now)
+                .since(theirs.to_group(self.now)),
+        )
     }
 
     fn push_state(&mut self, link: LinkId, now: LocalTime) {
@@ -1449,15 +1513,28 @@ impl Node {
     }
 
     fn on_state(&mut self, now: LocalTime, from: Option<LinkId>, s: GroupState) {
-        let s = if s.timebase == self.mapping.timebase {
-            s
-        } else if let Some(&by) = self.conversions.get(&s.timebase) {
-            s.converted(by, self.mapping.timebase)
+        let conversion = if s.timebase == self.mapping.timebase {
+            Some(0)
         } else {
-            // From a group whose time this node cannot read yet: the sender converts it once it
-            // follows our time, and anti-entropy brings it again.
+            self.conversions
+                .get(&s.timebase)
+                .copied()
+                .or_else(|| from.and_then(|l| self.neighbour_conversion(l, s.timebase)))
+        };
+        let Some(by) = conversion else {
+            // In a time base this node cannot read yet: typically the sender has just moved to a
+            // new one and its first announcement in it is still on the way. Keep it for that
+            // link and try again when the link's next announcement arrives.
             self.counters.states_foreign += 1;
+            if let Some(l) = from.and_then(|l| self.links.get_mut(&l)) {
+                l.unreadable_state = Some(s);
+            }
             return;
+        };
+        let s = if by == 0 && s.timebase == self.mapping.timebase {
+            s
+        } else {
+            s.converted(by, self.mapping.timebase)
         };
         if let Err(why) = self.validate_state(&s) {
             if let Some(link) = from {
@@ -1499,6 +1576,17 @@ impl Node {
             .then(|| self.expected_frame(compare_at))
             .flatten();
         let old_song = self.state.song.clone();
+        // A pause whose frame the player's timeline reaches only much later (it lost to a
+        // concurrent command that moved the timeline, or follows one that did): "play on to the
+        // frame" would play on for that long while the group is silent.
+        self.pause_elsewhere = match (s.mode, &old_song, &s.song) {
+            (Mode::Paused { frame, at }, Some(o), Some(n)) if self.playing && o.same_song(n) => {
+                self.state
+                    .frame_heard_at(at)
+                    .is_some_and(|f| n.frames_to_nanos(frame as f64 - f) > MILLISECOND as f64)
+            }
+            _ => false,
+        };
         self.state = s.clone();
         let after = self.expected_frame(compare_at);
         self.smooth_retime = match (before, after, &old_song, &self.state.song) {
@@ -1588,7 +1676,16 @@ impl Node {
             Mode::Paused { frame, at } => {
                 if loaded {
                     let at = self.local_time(at).max(now);
-                    self.emit(Output::Playback(PlaybackAction::PauseAt { frame, at }));
+                    if std::mem::take(&mut self.pause_elsewhere) {
+                        // Hold where the player is at the pause instant, then cue the frame.
+                        self.emit(Output::Playback(PlaybackAction::Stop { at }));
+                        self.emit(Output::Playback(PlaybackAction::PauseAt {
+                            frame,
+                            at: at + 1,
+                        }));
+                    } else {
+                        self.emit(Output::Playback(PlaybackAction::PauseAt { frame, at }));
+                    }
                 }
                 // The player keeps playing until the pause instant; drift control goes on.
             }
@@ -2112,6 +2209,22 @@ impl Node {
 }
 
 impl GroupState {
+    /// The fractional frame a player following this state emits at group instant `t`, while
+    /// the state says it plays then (before a pause's instant, it plays towards the pause).
+    fn frame_heard_at(&self, t: GroupTime) -> Option<f64> {
+        let song = self.song.as_ref()?;
+        let (frame, at) = match self.mode {
+            Mode::Playing { frame, at }
+            | Mode::Loading {
+                start_frame: frame,
+                deadline: at,
+            } if t >= at => (frame, at),
+            Mode::Paused { frame, at } if t < at => (frame, at),
+            _ => return None,
+        };
+        Some(frame as f64 + song.nanos_to_frames(t.since(at) as f64))
+    }
+
     /// The whole frame the timeline reaches at `t` (pause placement): floor of the fractional
     /// frame, so the frame being heard at `t` is the last one played.
     fn frame_at_or_anchor(&self, t: GroupTime) -> Option<u64> {

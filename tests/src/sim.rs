@@ -1060,7 +1060,8 @@ impl Sim {
             .neighbours
             .iter()
             .copied()
-            .filter(|&j| !connected.contains(&self.peers[j].id))
+            // A former neighbour that is down is not in the server's list: not worth a dial.
+            .filter(|&j| !connected.contains(&self.peers[j].id) && self.is_up(j))
             .collect();
         if !missing.is_empty() && count < self.cfg.max_links {
             let j = missing[self.below(missing.len())];
@@ -1069,9 +1070,13 @@ impl Sim {
         } else if count < self.cfg.max_links / 2 && (count == 0 || self.uniform() < 0.2) {
             // No neighbour to dial (or, now and then, to bridge an island of peers whose other
             // neighbours are gone): a peer from the music server's list of registered peers,
-            // as the client's `peers` command shows them.
-            let j = self.below(self.cfg.peers);
-            if j != i {
+            // as the client's `peers` command shows them (live clients only: the server
+            // forgets a client whose lease lapses).
+            let live: Vec<usize> = (0..self.cfg.peers)
+                .filter(|&j| j != i && self.is_up(j))
+                .collect();
+            if !live.is_empty() {
+                let j = live[self.below(live.len())];
                 let addr = self.peers[j].addr.clone();
                 self.command_join(i, addr);
             }
@@ -1432,9 +1437,45 @@ impl Sim {
                 let p = &mut self.peers[i];
                 let node = p.node.as_ref().expect("up");
                 let plays = matches!(node.timeline_at(local), Timeline::Playing { .. });
-                if plays && p.player.heard(now).is_none() {
+                let heard = p.player.heard(now).is_some();
+                if plays && !heard {
                     self.violation(Some(i), "timeline plays but the player is silent".into());
                 }
+                if !plays && heard {
+                    self.violation(Some(i), "timeline is silent but the player plays".into());
+                }
+            }
+        }
+        if std::env::var("DBG_COMP").is_ok() {
+            for i in 0..n {
+                let comp = if self.is_up(i) {
+                    self.component_of(i)
+                } else {
+                    vec![]
+                };
+                let links: Vec<String> = self.peers[i]
+                    .node
+                    .as_ref()
+                    .map(|nd| {
+                        nd.links()
+                            .iter()
+                            .map(|l| {
+                                format!(
+                                    "{:?}/{:?}",
+                                    l.peer.map(|p| self.peers.iter().position(|q| q.id == p)),
+                                    l.remote_addr
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                eprintln!(
+                    "peer {i} up {} comp {:?} nbrs {:?} links {:?}",
+                    self.is_up(i),
+                    comp,
+                    self.peers[i].neighbours,
+                    links
+                );
             }
         }
         self.out.final_live = (0..n).filter(|&i| self.is_up(i)).count();
