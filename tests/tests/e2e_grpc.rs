@@ -7,82 +7,16 @@
 
 mod e2e;
 
-use std::time::Duration;
-
 use e2e::*;
-
-const S: Duration = Duration::from_secs(1);
-
-fn specs() -> [ClientSpec; 3] {
-    [
-        ClientSpec {
-            name: "a",
-            offset_ms: 0.0,
-            drift_ppm: 0.0,
-            node_id: 0xa,
-        },
-        ClientSpec {
-            name: "b",
-            offset_ms: 1_500.0,
-            drift_ppm: 150.0,
-            node_id: 0xb,
-        },
-        ClientSpec {
-            name: "c",
-            offset_ms: -2_000.0,
-            drift_ppm: -200.0,
-            node_id: 0xc,
-        },
-    ]
-}
-
-/// Joins `from` to `to` and waits until both list each other.
-fn join(from: &mut Client, to: &mut Client) {
-    from.send(&format!("join {}", to.addr));
-    from.wait_for(&format!("connected to peer {}", to.addr), 20 * S);
-    to.wait_for(&format!("connected to peer {}", from.addr), 20 * S);
-}
-
-fn assert_in_sync(clients: &[&Client], seconds: u64, max_us: f64) {
-    let traces: Vec<Vec<TracePoint>> = clients.iter().map(|c| read_trace(&c.trace)).collect();
-    let end = traces.iter().map(|t| last_instant(t)).min().unwrap();
-    let from = end - seconds * 1_000_000_000;
-    for i in 1..traces.len() {
-        let e = sync_errors_us(&traces[0], &traces[i], from, end);
-        assert!(
-            e.len() > 50,
-            "too few common playing instants between {} and {}: {}",
-            clients[0].name,
-            clients[i].name,
-            e.len()
-        );
-        let worst = quantile_abs(&e, 1.0).unwrap();
-        eprintln!(
-            "sync error {} vs {}: p50 {:.1} us, p99 {:.1} us, max {:.1} us over {} points",
-            clients[0].name,
-            clients[i].name,
-            quantile_abs(&e, 0.5).unwrap(),
-            quantile_abs(&e, 0.99).unwrap(),
-            worst,
-            e.len()
-        );
-        assert!(
-            worst < max_us,
-            "{} vs {}: sync error up to {worst:.0} us",
-            clients[0].name,
-            clients[i].name
-        );
-    }
-}
 
 #[test]
 fn commands_typed_on_any_client_of_a_chain_reach_every_client_in_sync() {
     let dir = tempfile_dir("chain");
     let (_server, port) = server(&dir);
     let [sa, sb, sc] = specs();
-    let mut a = client(&dir, port, &sa);
-    let mut b = client(&dir, port, &sb);
-    let mut c = client(&dir, port, &sc);
+    let mut a = client(&dir, port, &sa, Transport::Grpc);
+    let mut b = client(&dir, port, &sb, Transport::Grpc);
+    let mut c = client(&dir, port, &sc, Transport::Grpc);
     // A chain: A - B - C, no A - C link.
     join(&mut b, &mut a);
     join(&mut c, &mut b);
@@ -144,15 +78,15 @@ fn a_late_joiner_plays_in_sync_and_departures_are_seen_on_both_sides() {
     let dir = tempfile_dir("churn");
     let (mut server, port) = server(&dir);
     let [sa, sb, sc] = specs();
-    let mut a = client(&dir, port, &sa);
-    let mut b = client(&dir, port, &sb);
+    let mut a = client(&dir, port, &sa, Transport::Grpc);
+    let mut b = client(&dir, port, &sb, Transport::Grpc);
     join(&mut b, &mut a);
     a.send("play 1");
     b.wait_for("loaded chimes.wav", 30 * S);
     std::thread::sleep(3 * S);
 
     // C joins mid-song.
-    let mut c = client(&dir, port, &sc);
+    let mut c = client(&dir, port, &sc, Transport::Grpc);
     let peers = c.ask("peers", 2 * S);
     assert!(peers.iter().any(|l| l.contains(&a.addr)), "{peers:?}");
     assert!(peers.iter().any(|l| l.contains(&b.addr)), "{peers:?}");
@@ -198,9 +132,9 @@ fn peers_lists_only_live_clients() {
     let dir = tempfile_dir("peers");
     let (_server, port) = server(&dir);
     let [sa, sb, sc] = specs();
-    let mut a = client(&dir, port, &sa);
-    let mut b = client(&dir, port, &sb);
-    let mut c = client(&dir, port, &sc);
+    let mut a = client(&dir, port, &sa, Transport::Grpc);
+    let mut b = client(&dir, port, &sb, Transport::Grpc);
+    let mut c = client(&dir, port, &sc, Transport::Grpc);
     a.wait_for("registered as joinable", 10 * S);
     b.wait_for("registered as joinable", 10 * S);
     c.wait_for("registered as joinable", 10 * S);
@@ -229,9 +163,9 @@ fn bad_input_at_the_prompt_gets_one_line_and_the_client_keeps_running() {
     // No server at all: the client starts and says so.
     let dead = free_port();
     let [sa, sb, _] = specs();
-    let mut a = client(&dir, dead, &sa);
+    let mut a = client(&dir, dead, &sa, Transport::Grpc);
     a.wait_for("unreachable", 10 * S);
-    let mut b = client(&dir, dead, &sb);
+    let mut b = client(&dir, dead, &sb, Transport::Grpc);
     for (cmd, want) in [
         ("dance", "unknown command `dance`"),
         ("join nowhere", "is not an address"),
@@ -288,11 +222,4 @@ fn a_taken_peer_port_moves_to_the_next_free_one_with_one_line() {
         text.contains(&format!("peer port {port} is in use; listening on")),
         "{text}"
     );
-}
-
-fn tempfile_dir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("music262-e2e-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }

@@ -18,10 +18,11 @@ use sync_core::{
 };
 use tokio::sync::mpsc;
 use tonic::Status;
-use transport_grpc::{AudioClient, LegacyCall, PeerTransport, ServerError, TransportEvent};
+use transport_grpc::{AudioClient, LegacyCall, ServerError};
 
 use super::commands::{self, SongChoice, UserCommand};
 use super::format;
+use super::links::{LinkEvent, Links};
 use crate::console::{Input, Printer};
 use crate::trace::TraceWriter;
 
@@ -37,7 +38,7 @@ pub struct Parts {
     pub node: Node,
     pub clock: Arc<SkewedClock>,
     pub player: Arc<Player>,
-    pub transport: PeerTransport,
+    pub links: Links,
     pub audio: AudioClient,
     pub printer: Printer,
     pub advertised: String,
@@ -74,7 +75,7 @@ pub struct Driver {
     node: Node,
     clock: Arc<SkewedClock>,
     player: Arc<Player>,
-    transport: PeerTransport,
+    links: Links,
     audio: AudioClient,
     printer: Printer,
     advertised: String,
@@ -121,7 +122,7 @@ impl Driver {
             node: p.node,
             clock: p.clock,
             player: p.player,
-            transport: p.transport,
+            links: p.links,
             audio: p.audio,
             printer: p.printer,
             advertised: p.advertised,
@@ -151,11 +152,7 @@ impl Driver {
     }
 
     /// Runs until `quit`, end of input on a terminal, or a signal.
-    pub async fn run(
-        mut self,
-        mut input: mpsc::UnboundedReceiver<Input>,
-        mut events: mpsc::UnboundedReceiver<TransportEvent>,
-    ) -> i32 {
+    pub async fn run(mut self, mut input: mpsc::UnboundedReceiver<Input>) -> i32 {
         self.spawn_registration();
         self.fetch_playlist(None, false);
         let mut tick = tokio::time::interval(TICK);
@@ -170,7 +167,7 @@ impl Driver {
                 tokio::time::Instant::now() + Duration::from_nanos(d)
             });
             tokio::select! {
-                ev = events.recv() => match ev {
+                ev = self.links.next() => match ev {
                     Some(ev) => self.on_transport(ev),
                     None => break,
                 },
@@ -214,18 +211,18 @@ impl Driver {
         while let Some(out) = self.node.poll_output() {
             match out {
                 Output::Transmit { link, message } => {
-                    if !self.transport.send(link, message) {
+                    if !self.links.send(link, message) {
                         tracing::debug!(?link, "frame dropped: link gone or its queue is full");
                     }
                 }
                 Output::Connect { addr } => {
                     tracing::info!(%addr, "connecting to peer");
-                    self.transport.connect(addr);
+                    self.links.connect(addr);
                 }
                 Output::Disconnect { link } => {
                     tracing::info!(?link, peer = ?self.peers.get(&link), "closing link");
                     // The name stays until the disconnection event that follows has used it.
-                    self.transport.close(link);
+                    self.links.close(link);
                 }
                 Output::Playback(action) => self.on_playback(action),
                 Output::Correction(c) => match c {
@@ -289,7 +286,7 @@ impl Driver {
             Event::PeerDisconnected { link, peer, reason } => {
                 let name = self.peer_name(link);
                 self.peers.remove(&link);
-                self.transport.close(link);
+                self.links.close(link);
                 let why = match reason {
                     DisconnectReason::Closed => "connection closed".to_string(),
                     DisconnectReason::PeerLeft(r) => format!("it left ({r:?})").to_lowercase(),
@@ -557,36 +554,37 @@ impl Driver {
     // ----------------------------------------------------------------------------------------
     // Transport
 
-    fn on_transport(&mut self, ev: TransportEvent) {
+    fn on_transport(&mut self, ev: LinkEvent) {
         match ev {
-            TransportEvent::LinkUp {
+            LinkEvent::Up {
                 link,
                 remote_addr,
                 direction,
+                via,
             } => {
-                tracing::info!(peer = %remote_addr, ?direction, "link up");
+                tracing::info!(peer = %remote_addr, ?direction, via = via.name(), "link up");
                 self.peers.insert(link, remote_addr.clone());
                 let now = self.now();
                 self.node.handle_link_up(now, link, remote_addr, direction);
             }
-            TransportEvent::ConnectFailed { addr, error } => {
+            LinkEvent::ConnectFailed { addr, error } => {
                 tracing::warn!(peer = %addr, %error, "connection failed");
                 self.say(format!("cannot join {addr}: {error}"));
                 let now = self.now();
                 self.node.handle_connect_failed(now, &addr);
             }
-            TransportEvent::Frame { link, at, message } => match message {
+            LinkEvent::Frame { link, at, message } => match message {
                 Ok(m) => self.node.handle_message(at, link, m),
                 Err(e) => {
                     tracing::warn!(peer = %self.peer_name(link), error = %e, "undecodable frame dropped")
                 }
             },
-            TransportEvent::LinkDown { link, error } => {
+            LinkEvent::Down { link, error } => {
                 tracing::info!(peer = %self.peer_name(link), ?error, "link down");
                 let now = self.now();
                 self.node.handle_link_down(now, link);
             }
-            TransportEvent::Legacy(call) => self.on_legacy(call),
+            LinkEvent::Legacy(call) => self.on_legacy(call),
         }
     }
 
@@ -925,7 +923,10 @@ impl Driver {
                 Ok(())
             }
             UserCommand::Connections => {
-                self.say(format::connections(&self.node.links(), now, "grpc"));
+                let links = &self.links;
+                self.say(format::connections(&self.node.links(), now, |l| {
+                    links.via(l).map_or("-", |v| v.name())
+                }));
                 Ok(())
             }
             UserCommand::Peers => {

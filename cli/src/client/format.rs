@@ -4,7 +4,9 @@
 use music262_proto::audio_service::{PeerListResponse, SongInfo};
 use player::Player;
 use sync_core::time::format_nanos;
-use sync_core::{GroupState, LinkStatus, LocalTime, Mode, Node, PeerRole, SongRef, Timeline};
+use sync_core::{
+    GroupState, LinkId, LinkStatus, LocalTime, Mode, Node, PeerRole, SongRef, Timeline,
+};
 
 /// `m:ss.mmm` for a duration in milliseconds.
 pub fn clock_time(ms: u64) -> String {
@@ -91,8 +93,12 @@ fn role(r: PeerRole) -> &'static str {
     }
 }
 
-/// The `connections` table: one row per link.
-pub fn connections(links: &[LinkStatus], now: LocalTime, transport: &str) -> String {
+/// The `connections` table: one row per link; `via` names the transport carrying a link.
+pub fn connections(
+    links: &[LinkStatus],
+    now: LocalTime,
+    via: impl Fn(LinkId) -> &'static str,
+) -> String {
     let _ = now;
     if links.is_empty() {
         return "no connections; use `join <ip:port>` (see `peers`)".to_string();
@@ -110,7 +116,7 @@ pub fn connections(links: &[LinkStatus], now: LocalTime, transport: &str) -> Str
             "\n{:<22} {:<16} {:<5} {:<7} {:>3} {:>9} {:>14} {:>10} {:>9} {:>6}{}",
             name,
             l.peer.map_or_else(|| "-".to_string(), |p| p.to_string()),
-            transport,
+            via(l.link),
             role(l.role),
             l.stratum.map_or_else(|| "-".to_string(), |s| s.to_string()),
             l.rtt.map_or_else(|| "-".to_string(), format_nanos),
@@ -255,7 +261,7 @@ mod tests {
     #[test]
     fn an_empty_connection_table_says_what_to_do() {
         assert_eq!(
-            connections(&[], LocalTime(0), "grpc"),
+            connections(&[], LocalTime(0), |_| "grpc"),
             "no connections; use `join <ip:port>` (see `peers`)"
         );
     }

@@ -4,6 +4,7 @@
 pub mod commands;
 mod driver;
 mod format;
+mod links;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use player::{Clock, Player, PlayerConfig, SinkSpec};
 use sha2::{Digest, Sha256};
 use sync_core::{Config, LocalTime, Node, NodeId};
 use transport_grpc::{AudioClient, PeerTransport};
+use transport_quic::QuicTransport;
 
 use crate::console;
 use crate::logging::{self, LogTarget};
@@ -24,6 +26,18 @@ use crate::logging::{self, LogTarget};
 pub enum TransportKind {
     /// gRPC over HTTP/2 (TCP): the `Exchange` stream of `ClientHandler`.
     Grpc,
+    /// QUIC (UDP): frames on a reliable stream, clock probes as datagrams.
+    Quic,
+}
+
+impl TransportKind {
+    /// Short name, as in the `connections` table.
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportKind::Grpc => "grpc",
+            TransportKind::Quic => "quic",
+        }
+    }
 }
 
 /// Command-line options of `music_client`.
@@ -58,7 +72,9 @@ pub struct ClientArgs {
     /// server. Default: this machine's first non-loopback address and the peer port.
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise: Option<String>,
-    /// Transport for the peer protocol.
+    /// Transport for the links this client dials (`join`, gossip). Links are accepted on both:
+    /// gRPC on the TCP peer port and QUIC on the UDP port of the same number. QUIC peers are
+    /// not authenticated (any certificate is accepted), like gRPC ones.
     #[arg(long, value_enum, default_value_t = TransportKind::Grpc)]
     pub transport: TransportKind,
     /// Where the sound goes: `device` (the default sound device; falls back to `null` with one
@@ -201,18 +217,24 @@ pub async fn run(args: ClientArgs) -> i32 {
         ));
     }
 
-    // The peer endpoint: the port asked for, or the next free one.
+    // The peer endpoint: the port asked for, or the next free one, over TCP (gRPC) and UDP
+    // (QUIC) alike.
     let mut listener = None;
     for port in args.p2p_port..args.p2p_port.saturating_add(20) {
-        match tokio::net::TcpListener::bind(SocketAddr::new(args.bind, port)).await {
-            Ok(l) => {
+        let addr = SocketAddr::new(args.bind, port);
+        let bound = match tokio::net::TcpListener::bind(addr).await {
+            Ok(tcp) => std::net::UdpSocket::bind(addr).map(|udp| (tcp, udp)),
+            Err(e) => Err(e),
+        };
+        match bound {
+            Ok(pair) => {
                 if port != args.p2p_port {
                     printer.println(format!(
                         "peer port {} is in use; listening on {port} instead",
                         args.p2p_port
                     ));
                 }
-                listener = Some(l);
+                listener = Some(pair);
                 break;
             }
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
@@ -222,7 +244,7 @@ pub async fn run(args: ClientArgs) -> i32 {
             }
         }
     }
-    let Some(listener) = listener else {
+    let Some((listener, udp)) = listener else {
         eprintln!(
             "error: peer ports {} to {} are all in use; pick another with --p2p-port",
             args.p2p_port,
@@ -255,7 +277,9 @@ pub async fn run(args: ClientArgs) -> i32 {
         vec![join_host_port(args.bind, port)]
     };
     printer.println(format!(
-        "peer endpoint on port {port}; others can join this client with: join {}",
+        "peer endpoint on port {port} (gRPC on TCP, QUIC on UDP; joins dial {}); others can join \
+         this client with: join {}",
+        args.transport.name(),
         if joinable.is_empty() {
             format!("127.0.0.1:{port} (no network interface found)")
         } else {
@@ -303,16 +327,26 @@ pub async fn run(args: ClientArgs) -> i32 {
     let node = Node::new(cfg, node_id, now);
     printer.println(format!("node id {}", NodeId(node_id)));
 
-    // The transport.
+    // The transports: one link id counter, so that gRPC and QUIC links never share an id.
     let clock_fn: transport_grpc::ClockFn = {
         let c = clock.clone();
         Arc::new(move || c.now_ns())
     };
-    let (transport, transport_events) = PeerTransport::new(clock_fn, Arc::new(AtomicU64::new(1)));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let serving = transport.serve(listener, async {
-        let _ = stop_rx.await;
-    });
+    let link_ids = Arc::new(AtomicU64::new(1));
+    let (transport, transport_events) = PeerTransport::new(clock_fn.clone(), link_ids.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let serving = transport.serve(listener, stopped(stop_rx.clone()));
+    let (quic, quic_events) = QuicTransport::new(clock_fn, link_ids);
+    let quic_serving = match quic.serve(udp, stopped(stop_rx)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: QUIC peer endpoint on port {port}: {e}");
+            return 1;
+        }
+    };
 
     let audio = match AudioClient::new(&args.server) {
         Ok(a) => a,
@@ -327,7 +361,11 @@ pub async fn run(args: ClientArgs) -> i32 {
         node,
         clock,
         player,
-        transport,
+        links: links::Links::new(
+            (transport, transport_events),
+            (quic, quic_events),
+            args.transport,
+        ),
         audio,
         printer,
         advertised,
@@ -344,8 +382,11 @@ pub async fn run(args: ClientArgs) -> i32 {
         interactive: console.interactive,
         lease: std::time::Duration::from_millis(args.lease_ms.max(1)),
     });
-    let code = driver.run(console.input, transport_events).await;
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), serving).await;
+    let code = driver.run(console.input).await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        let _ = tokio::join!(serving, quic_serving);
+    })
+    .await;
     code
 }

@@ -108,8 +108,26 @@ impl std::ops::DerefMut for Client {
     }
 }
 
-/// Starts a client with a null sink, a trace and the given clock skew.
-pub fn client(dir: &Path, server_port: u16, spec: &ClientSpec) -> Client {
+/// The transport a client dials with (`--transport`); every client accepts both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Grpc,
+    Quic,
+}
+
+impl Transport {
+    /// The `--transport` value, also the `connections` table's "Via".
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Quic => "quic",
+        }
+    }
+}
+
+/// Starts a client dialling with `transport`, with a null sink, a trace and the given clock
+/// skew.
+pub fn client(dir: &Path, server_port: u16, spec: &ClientSpec, transport: Transport) -> Client {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let trace = dir.join(format!("{}.csv", spec.name));
@@ -129,6 +147,8 @@ pub fn client(dir: &Path, server_port: u16, spec: &ClientSpec) -> Client {
         &format!("{:x}", spec.node_id),
         "--lease-ms",
         "3000",
+        "--transport",
+        transport.name(),
         "--log-file",
     ])
     .arg(dir.join(format!("{}.log", spec.name)))
@@ -165,4 +185,107 @@ pub fn status_state(lines: &[String]) -> Option<String> {
     l.split_whitespace()
         .nth(1)
         .map(|s| s.trim_end_matches(',').to_string())
+}
+
+/// One second.
+pub const S: Duration = Duration::from_secs(1);
+
+/// Three clients skewed like separate machines (A is the reference: lowest id).
+pub fn specs() -> [ClientSpec; 3] {
+    [
+        ClientSpec {
+            name: "a",
+            offset_ms: 0.0,
+            drift_ppm: 0.0,
+            node_id: 0xa,
+        },
+        ClientSpec {
+            name: "b",
+            offset_ms: 1_500.0,
+            drift_ppm: 150.0,
+            node_id: 0xb,
+        },
+        ClientSpec {
+            name: "c",
+            offset_ms: -2_000.0,
+            drift_ppm: -200.0,
+            node_id: 0xc,
+        },
+    ]
+}
+
+/// Joins `from` to `to` and waits until both list each other.
+pub fn join(from: &mut Client, to: &mut Client) {
+    from.send(&format!("join {}", to.addr));
+    from.wait_for(&format!("connected to peer {}", to.addr), 20 * S);
+    to.wait_for(&format!("connected to peer {}", from.addr), 20 * S);
+}
+
+/// Asserts that the clients' traces agree within `max_us` over the last `seconds` they share.
+pub fn assert_in_sync(clients: &[&Client], seconds: u64, max_us: f64) {
+    let traces: Vec<Vec<TracePoint>> = clients.iter().map(|c| read_trace(&c.trace)).collect();
+    let end = traces.iter().map(|t| last_instant(t)).min().unwrap();
+    let from = end - seconds * 1_000_000_000;
+    for i in 1..traces.len() {
+        let e = sync_errors_us(&traces[0], &traces[i], from, end);
+        assert!(
+            e.len() > 50,
+            "too few common playing instants between {} and {}: {}",
+            clients[0].name,
+            clients[i].name,
+            e.len()
+        );
+        let worst = quantile_abs(&e, 1.0).unwrap();
+        eprintln!(
+            "sync error {} vs {}: p50 {:.1} us, p99 {:.1} us, max {:.1} us over {} points",
+            clients[0].name,
+            clients[i].name,
+            quantile_abs(&e, 0.5).unwrap(),
+            quantile_abs(&e, 0.99).unwrap(),
+            worst,
+            e.len()
+        );
+        assert!(
+            worst < max_us,
+            "{} vs {}: sync error up to {worst:.0} us",
+            clients[0].name,
+            clients[i].name
+        );
+    }
+}
+
+/// A fresh folder for one test's logs and traces.
+pub fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("music262-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The `status` frame of every client, asserting that each is in `state`.
+pub fn frames_in_state(clients: &mut [&mut Client], state: &str) -> Vec<u64> {
+    clients
+        .iter_mut()
+        .map(|x| {
+            let st = x.ask("status", S / 2);
+            assert_eq!(
+                status_state(&st).as_deref(),
+                Some(state),
+                "{}: {st:?}",
+                x.name
+            );
+            status_frame(&st).expect("a frame in status")
+        })
+        .collect()
+}
+
+/// The transports named in the "Via" column of a `connections` reply, in row order.
+pub fn vias(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .skip_while(|l| !l.starts_with("Peer "))
+        .skip(1)
+        .take_while(|l| l.contains(':'))
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .collect()
 }
