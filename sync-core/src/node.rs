@@ -1316,6 +1316,7 @@ impl Node {
         let me = self.id();
         let stale_ms = (self.config.root_timeout / MILLISECOND) as u64;
         let mut best: Option<((NodeId, u8, u64, NodeId), LinkId)> = None;
+        let mut current = None;
         for (&id, l) in &self.links {
             let (Some(a), Some(peer)) = (l.announce, l.peer_id()) else {
                 continue;
@@ -1336,8 +1337,28 @@ impl Node {
                 continue;
             }
             let key = (a.root, a.stratum, a.root_delay + delay, peer);
+            if Some(id) == self.parent {
+                current = Some((key, id));
+            }
             if best.as_ref().is_none_or(|(k, _)| key < *k) {
                 best = Some((key, id));
+            }
+        }
+        // A neighbour nearer the reference is not followed until its clock is known about as
+        // well as the current parent's: switching to a link that came up seconds ago would
+        // trade a good estimate for a poor one (a step of group time, heard).
+        if let (Some(((root, ..), link)), Some(((croot, ..), clink))) = (best, current)
+            && root == croot
+            && link != clink
+        {
+            let unc = |l: LinkId| {
+                self.links
+                    .get(&l)
+                    .and_then(|l| l.filter.estimate())
+                    .map_or(f64::INFINITY, |e| e.uncertainty)
+            };
+            if unc(link) > (2.0 * unc(clink)).max(self.config.refine_above as f64) {
+                best = current;
             }
         }
         let (root, stratum, parent) = match best {
