@@ -411,22 +411,24 @@ impl ClockFilter {
         let r0 = best.unwrap_or(previous).clamp(-max_rate, max_rate);
 
         // Queueing above the envelopes in recent samples: its mean is the jitter, and the
-        // lowest of n samples lies about jitter / n above the floor.
+        // lowest of n samples lies about jitter / n above the floor. The mean is read from
+        // the lower quartile (an exponential's is its mean times ln 4/3), which describes the
+        // low delays the envelopes rest on and ignores a heavy tail of late packets.
         let (_, a0, c0, _, _) = envelopes(&up, &down, r0);
         let recent: Vec<&ClockSample> = self.samples().collect();
-        let median_excess = |f: &dyn Fn(&ClockSample) -> f64| {
+        let quartile_excess = |f: &dyn Fn(&ClockSample) -> f64| {
             let mut v: Vec<f64> = recent.iter().map(|s| f(s)).collect();
-            let k = v.len() / 2;
+            let k = v.len() / 4;
             v.select_nth_unstable_by(k, f64::total_cmp);
             v[k].max(0.0)
         };
-        let excess_up =
-            median_excess(&|s: &ClockSample| Self::up_of(s) - r0 * s.at.since(anchor) as f64 - a0);
-        let excess_down = median_excess(&|s: &ClockSample| {
+        let excess_up = quartile_excess(&|s: &ClockSample| {
+            Self::up_of(s) - r0 * s.at.since(anchor) as f64 - a0
+        });
+        let excess_down = quartile_excess(&|s: &ClockSample| {
             Self::down_of(s) + r0 * s.at.since(anchor) as f64 - c0
         });
-        // Median of an exponential distribution: mean times ln 2.
-        let jitter = (excess_up + excess_down) / 2.0 / std::f64::consts::LN_2;
+        let jitter = (excess_up + excess_down) / 2.0 / (4.0f64 / 3.0).ln();
         let floor_noise = jitter / n as f64;
 
         // Uncertainty of the slope: the rates under which the envelopes' sum stays within the
@@ -586,6 +588,130 @@ mod tests {
             m.to_group(LocalTime(1_000 + SECOND as u64))
         );
         assert!((ours.rate_ppm - 200.0).abs() < 1e-9);
+    }
+
+    /// Exponential delays of mean `mean` ns from a seeded xorshift generator.
+    fn exponential(mean: f64, seed: u64) -> impl FnMut() -> u64 {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        move || {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let x = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
+            let u = ((x >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+            (-u.ln() * mean) as u64
+        }
+    }
+
+    #[test]
+    fn one_lucky_packet_each_way_is_enough() {
+        // Every exchange has one direction queued 5 ms: no round trip is ever short, so a
+        // filter trusting the shortest round trips errs by up to 2.5 ms. The outbound packet
+        // is quick in one exchange, the return packet in the next: the envelopes see both.
+        let mut f = ClockFilter::new(FilterConfig::default());
+        let (offset, drift) = (-3e9, -40e-6);
+        let base = 500 * SECOND as u64;
+        let (fast, queued) = (MILLISECOND as u64, 6 * MILLISECOND as u64);
+        for i in 0..40u64 {
+            let (up, down) = if i % 2 == 0 {
+                (fast, queued)
+            } else {
+                (queued, fast)
+            };
+            f.add(exchange(
+                base + i * SECOND as u64 / 2,
+                offset,
+                drift,
+                up,
+                down,
+            ));
+        }
+        let e = f.estimate().unwrap();
+        let t = LocalTime(base + 20 * SECOND as u64);
+        let truth = offset + t.0 as f64 * drift;
+        assert!(
+            (e.offset_at(t) - truth).abs() < 100.0,
+            "offset error {} ns",
+            e.offset_at(t) - truth
+        );
+        assert!((e.rate - drift).abs() < 1e-8, "rate {}", e.rate);
+        // Every round trip is 7 ms: the filter knows none was short.
+        assert!(
+            (e.min_delay - 7 * MILLISECOND).abs() < 10,
+            "{}",
+            e.min_delay
+        );
+    }
+
+    #[test]
+    fn error_and_uncertainty_fall_as_samples_accumulate_on_a_jittery_link() {
+        // Wi-Fi-like: 2.5 ms each way plus exponential jitter of mean 2 ms, 20 probes a second.
+        let mut f = ClockFilter::new(FilterConfig::default());
+        let (offset, drift) = (2e9, 150e-6);
+        let base = 500 * SECOND as u64;
+        let mut jitter = exponential(2e6, 3);
+        let mut at = |f: &mut ClockFilter, i: u64| {
+            let t = base + i * 50 * MILLISECOND as u64;
+            let base_delay = 2_500_000;
+            f.add(exchange(
+                t,
+                offset,
+                drift,
+                base_delay + jitter(),
+                base_delay + jitter(),
+            ));
+            let e = *f.estimate().unwrap();
+            let now = LocalTime(t);
+            (
+                e.offset_at(now) - (offset + now.0 as f64 * drift),
+                e.uncertainty,
+            )
+        };
+        let mut early = (0.0, 0.0);
+        let mut late = (0.0, 0.0);
+        for i in 0..600 {
+            let r = at(&mut f, i);
+            if i == 19 {
+                early = r;
+            }
+            late = r;
+        }
+        // One second in: a few hundred microseconds; thirty seconds in: a few microseconds.
+        assert!(early.1 > 50_000.0, "uncertainty after 1 s: {} ns", early.1);
+        assert!(late.1 < 15_000.0, "uncertainty after 30 s: {} ns", late.1);
+        assert!(late.0.abs() < 30_000.0, "error after 30 s: {} ns", late.0);
+    }
+
+    #[test]
+    fn samples_older_than_the_span_are_forgotten() {
+        // The peer's clock steps by 10 ms (a suspended machine); a minute later the estimate
+        // rests on samples after the step only.
+        let config = FilterConfig {
+            span: 60 * SECOND,
+            ..FilterConfig::default()
+        };
+        let mut f = ClockFilter::new(config);
+        let base = 500 * SECOND as u64;
+        let mut jitter = exponential(200_000.0, 5);
+        for i in 0..400u64 {
+            let t = base + i * SECOND as u64 / 2;
+            let offset = if i < 100 { 1e9 } else { 1e9 + 1e7 };
+            f.add(exchange(
+                t,
+                offset,
+                0.0,
+                300_000 + jitter(),
+                300_000 + jitter(),
+            ));
+        }
+        let e = f.estimate().unwrap();
+        assert!(e.samples <= 121, "{} samples", e.samples);
+        let t = LocalTime(base + 200 * SECOND as u64);
+        assert!(
+            (e.offset_at(t) - (1e9 + 1e7)).abs() < 5_000.0,
+            "offset error {} ns",
+            e.offset_at(t) - (1e9 + 1e7)
+        );
     }
 
     proptest! {

@@ -608,9 +608,13 @@ pub struct Node {
     /// Set while accepting a state whose timeline matches what the player already plays
     /// (within a millisecond): the controller absorbs the difference instead of a re-seek.
     smooth_retime: bool,
-    /// Set while accepting a pause at a frame the player's timeline reaches only much later:
-    /// the player is stopped at the pause instant and cued at the frame instead.
-    pause_elsewhere: bool,
+    /// Whether the pause being applied was decided on the timeline the player follows (it then
+    /// plays on to the pause frame); otherwise the player is stopped at the pause instant and
+    /// cued at the frame.
+    pause_on_timeline: bool,
+    /// When the player was last started from silence, the instant that start lands: until
+    /// then nothing of the timeline has been heard.
+    sound_from: Option<LocalTime>,
     controller: DriftController,
     /// The player's last position report (instant, frame), for the controller's observer.
     last_report: Option<(LocalTime, f64)>,
@@ -656,7 +660,8 @@ impl Node {
             jump_until: None,
             ready_from: BTreeSet::new(),
             smooth_retime: false,
-            pause_elsewhere: false,
+            pause_on_timeline: false,
+            sound_from: None,
             controller,
             last_report: None,
             outputs: VecDeque::new(),
@@ -1597,14 +1602,15 @@ impl Node {
             .then(|| self.expected_frame(compare_at))
             .flatten();
         let old_song = self.state.song.clone();
-        // A pause whose frame the player's timeline reaches only much later (it lost to a
-        // concurrent command that moved the timeline, or follows one that did): "play on to the
-        // frame" would play on for that long while the group is silent.
-        self.pause_elsewhere = match (s.mode, &old_song, &s.song) {
+        // A pause lands exactly on its frame ("play on to the frame") only for a player that
+        // follows the timeline the pause was decided on. One that lost a concurrent command,
+        // or follows an older timeline, could be far from the frame: it would play on for as
+        // long, or go back, while the group is silent.
+        self.pause_on_timeline = match (s.mode, &old_song, &s.song) {
             (Mode::Paused { frame, at }, Some(o), Some(n)) if self.playing && o.same_song(n) => {
-                self.state
-                    .frame_heard_at(at)
-                    .is_some_and(|f| n.frames_to_nanos(frame as f64 - f) > MILLISECOND as f64)
+                self.state.frame_heard_at(at).is_some_and(|f| {
+                    n.frames_to_nanos((frame as f64 - f).abs()) < MILLISECOND as f64
+                })
             }
             _ => false,
         };
@@ -1697,24 +1703,32 @@ impl Node {
             Mode::Paused { frame, at } => {
                 if loaded {
                     let at = self.local_time(at).max(now);
-                    if std::mem::take(&mut self.pause_elsewhere) {
-                        // Hold where the player is at the pause instant, then cue the frame.
+                    if self.pause_on_timeline {
+                        self.emit(Output::Playback(PlaybackAction::PauseAt { frame, at }));
+                    } else {
+                        // Stop wherever the player is at the pause instant, then cue the frame.
                         self.emit(Output::Playback(PlaybackAction::Stop { at }));
                         self.emit(Output::Playback(PlaybackAction::PauseAt {
                             frame,
                             at: at + 1,
                         }));
-                    } else {
-                        self.emit(Output::Playback(PlaybackAction::PauseAt { frame, at }));
                     }
                 }
                 // The player keeps playing until the pause instant; drift control goes on.
             }
             Mode::Playing { .. } => {
-                if loaded && self.playing && std::mem::take(&mut self.smooth_retime) {
+                // A start from silence that has not landed yet: nothing was heard, so a newer
+                // timeline replaces it outright, however close.
+                let unheard = self.sound_from.is_some_and(|t| t > now);
+                if loaded && self.playing && std::mem::take(&mut self.smooth_retime) && !unheard {
                     // Same timeline within a millisecond (a re-anchored or repeated state):
                     // the drift controller takes care of it without an audible re-seek.
                 } else if loaded {
+                    if unheard {
+                        // Cancel the pending start (the player keeps a start due before the
+                        // new one otherwise).
+                        self.emit(Output::Playback(PlaybackAction::Stop { at: now }));
+                    }
                     self.start_player();
                 } else if self.playing {
                     self.emit(Output::Playback(PlaybackAction::Stop { at: now }));
@@ -1730,6 +1744,8 @@ impl Node {
         let Some((frame, at)) = self.start_point() else {
             return;
         };
+        let from_silence = !self.playing || self.sound_from.is_some_and(|t| t > self.now);
+        self.sound_from = from_silence.then_some(at);
         self.playing = true;
         self.jump_until = Some(at);
         self.last_report = None;

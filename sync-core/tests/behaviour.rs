@@ -124,6 +124,65 @@ fn drift_is_estimated_so_group_time_holds_between_probes() {
 }
 
 #[test]
+fn a_jittery_parent_is_probed_quickly_until_its_clock_is_known_then_steadily() {
+    // Wi-Fi-like: 2.5 ms each way plus exponential jitter of mean 2 ms per message.
+    let mut net = Net::new(&skewed_clocks(2));
+    net.jitter = Some(exponential_jitter(2.0 * MS as f64, 7));
+    let probes = std::rc::Rc::new(std::cell::RefCell::new(0usize));
+    let p = probes.clone();
+    net.drop_filter = Some(Box::new(move |from, _to, m| {
+        if from == 1 && matches!(m, Message::Probe(_)) {
+            *p.borrow_mut() += 1;
+        }
+        false
+    }));
+    net.connect(LinkSpec {
+        a: 0,
+        b: 1,
+        delay_ab: 2_500_000,
+        delay_ba: 2_500_000,
+    });
+    net.run_until(10 * SEC);
+    let early = *probes.borrow();
+    // Node 1 follows node 0 and probes it about 20 times a second while its estimate is poor.
+    assert!(early > 120, "{early} probes in the first 10 s");
+    let mut worst: f64 = 0.0;
+    for k in 0..40 {
+        net.run_until(20 * SEC + k * SEC);
+        worst = worst.max(net.group_time_spread(&[0, 1]));
+    }
+    assert!(worst < 100_000.0, "group time spread {worst} ns");
+    // Then back to about two a second.
+    net.run_until(60 * SEC);
+    let before = *probes.borrow();
+    net.run_until(70 * SEC);
+    let steady = *probes.borrow() - before;
+    assert!((17..=23).contains(&steady), "{steady} probes in 10 s");
+}
+
+#[test]
+fn a_quiet_parent_gets_only_the_burst() {
+    let mut net = Net::new(&skewed_clocks(2));
+    let probes = std::rc::Rc::new(std::cell::RefCell::new(0usize));
+    let p = probes.clone();
+    net.drop_filter = Some(Box::new(move |from, _to, m| {
+        if from == 1 && matches!(m, Message::Probe(_)) {
+            *p.borrow_mut() += 1;
+        }
+        false
+    }));
+    net.connect(LinkSpec {
+        a: 0,
+        b: 1,
+        delay_ab: MS,
+        delay_ba: MS,
+    });
+    net.run_until(4_050 * MS);
+    let burst = *probes.borrow();
+    assert!((38..=42).contains(&burst), "burst of {burst} probes");
+}
+
+#[test]
 fn reference_is_the_lowest_id_and_strata_count_hops() {
     // Chain 2 - 1 - 0 with the lowest id (node 0) at the end.
     let mut net = Net::new(&skewed_clocks(3));
@@ -284,6 +343,130 @@ fn older_versions_are_ignored() {
 }
 
 // 3. Scheduled commands ------------------------------------------------------------------
+
+/// A node of id 5 linked to a peer of id 9 (so it is its own reference), with `song` loaded;
+/// returns it, the link and its time base.
+fn lone_node_with_a_peer(song: &SongRef, now: LocalTime) -> (Node, LinkId, u64) {
+    let mut n = Node::new(Config::new(NodeId(5)), 1, now);
+    let link = LinkId(1);
+    n.handle_link_up(now, link, "peer:1".into(), Direction::Incoming);
+    n.handle_message(
+        now,
+        link,
+        Message::Hello(Hello {
+            node_id: NodeId(9),
+            protocol_version: PROTOCOL_VERSION,
+            listen_addr: None,
+        }),
+    );
+    n.handle_player(now, PlayerReport::Loaded { song: song.clone() });
+    while n.poll_output().is_some() {}
+    let base = n.sync_status().mapping.timebase;
+    (n, link, base)
+}
+
+fn playback_outputs(n: &mut Node) -> Vec<PlaybackAction> {
+    std::iter::from_fn(|| n.poll_output())
+        .filter_map(|o| match o {
+            Output::Playback(a) => Some(a),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_pause_decided_on_another_timeline_stops_the_player_and_cues_its_frame() {
+    // A seek and a pause typed at the same moment on two other peers: this node accepts the
+    // seek first, then the pause, which wins (same counter, higher origin) but was decided on
+    // the timeline before the seek, at a frame the seek's timeline reaches only minutes later.
+    let song = song(48_000 * 600);
+    let now = LocalTime(1_000 * SEC);
+    let (mut n, link, base) = lone_node_with_a_peer(&song, now);
+    let g = n.group_time(now);
+    let seek = GroupState {
+        version: StateVersion::new(3, NodeId(9)),
+        song: Some(song.clone()),
+        mode: Mode::Playing {
+            frame: 1_000_000,
+            at: g + 20 * MS as i64,
+        },
+        timebase: base,
+    };
+    n.handle_message(now, link, Message::State(seek));
+    let start = playback_outputs(&mut n);
+    assert!(
+        matches!(
+            start.as_slice(),
+            [PlaybackAction::Start {
+                frame: 1_000_000,
+                ..
+            }]
+        ),
+        "{start:?}"
+    );
+    let pause_at = g + 20 * MS as i64 + 100_000;
+    let pause = GroupState {
+        version: StateVersion::new(3, NodeId(10)),
+        song: Some(song.clone()),
+        mode: Mode::Paused {
+            frame: 5_000_000,
+            at: pause_at,
+        },
+        timebase: base,
+    };
+    n.handle_message(now, link, Message::State(pause));
+    let at = n.local_time(pause_at);
+    // Not "play on to frame 5 000 000" (83 s of sound while the group is silent): stop at the
+    // pause instant, then cue the frame.
+    assert_eq!(
+        playback_outputs(&mut n),
+        vec![
+            PlaybackAction::Stop { at },
+            PlaybackAction::PauseAt {
+                frame: 5_000_000,
+                at: at + 1
+            }
+        ]
+    );
+}
+
+#[test]
+fn a_pause_on_the_timeline_played_lands_exactly_on_its_frame() {
+    let song = song(48_000 * 600);
+    let now = LocalTime(1_000 * SEC);
+    let (mut n, link, base) = lone_node_with_a_peer(&song, now);
+    let g = n.group_time(now);
+    let play = GroupState {
+        version: StateVersion::new(3, NodeId(9)),
+        song: Some(song.clone()),
+        mode: Mode::Playing {
+            frame: 0,
+            at: g + 20 * MS as i64,
+        },
+        timebase: base,
+    };
+    n.handle_message(now, link, Message::State(play));
+    playback_outputs(&mut n);
+    // Paused where that timeline stands one second after it started.
+    let pause_at = g + 20 * MS as i64 + SEC as i64;
+    let pause = GroupState {
+        version: StateVersion::new(4, NodeId(9)),
+        song: Some(song.clone()),
+        mode: Mode::Paused {
+            frame: 48_000,
+            at: pause_at,
+        },
+        timebase: base,
+    };
+    n.handle_message(now, link, Message::State(pause));
+    assert_eq!(
+        playback_outputs(&mut n),
+        vec![PlaybackAction::PauseAt {
+            frame: 48_000,
+            at: n.local_time(pause_at)
+        }]
+    );
+}
 
 #[test]
 fn play_then_pause_lands_on_the_same_frame_on_all_three_nodes() {

@@ -1446,38 +1446,6 @@ impl Sim {
                 }
             }
         }
-        if std::env::var("DBG_COMP").is_ok() {
-            for i in 0..n {
-                let comp = if self.is_up(i) {
-                    self.component_of(i)
-                } else {
-                    vec![]
-                };
-                let links: Vec<String> = self.peers[i]
-                    .node
-                    .as_ref()
-                    .map(|nd| {
-                        nd.links()
-                            .iter()
-                            .map(|l| {
-                                format!(
-                                    "{:?}/{:?}",
-                                    l.peer.map(|p| self.peers.iter().position(|q| q.id == p)),
-                                    l.remote_addr
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                eprintln!(
-                    "peer {i} up {} comp {:?} nbrs {:?} links {:?}",
-                    self.is_up(i),
-                    comp,
-                    self.peers[i].neighbours,
-                    links
-                );
-            }
-        }
         self.out.final_live = (0..n).filter(|&i| self.is_up(i)).count();
         self.out.final_components = components;
         for i in 0..n {

@@ -219,6 +219,24 @@ enum Ev {
 /// Decides whether a message (from, to, message) is lost.
 pub type DropFilter = Box<dyn FnMut(usize, usize, &Message) -> bool>;
 
+/// Extra delay of a message (from, to, message), ns, on top of its link's fixed delay.
+pub type JitterFn = Box<dyn FnMut(usize, usize, &Message) -> u64>;
+
+/// Exponentially distributed delays with the given mean (ns), from a seeded generator, for
+/// [`Net::jitter`].
+pub fn exponential_jitter(mean: f64, seed: u64) -> JitterFn {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    Box::new(move |_, _, _| {
+        // xorshift64*: enough for test jitter.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        let x = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        let u = ((x >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        (-u.ln() * mean) as u64
+    })
+}
+
 pub struct Net {
     pub now: True,
     pub nodes: Vec<SimNode>,
@@ -231,6 +249,8 @@ pub struct Net {
     next_link: u64,
     /// Drops messages matching this predicate (from, to, message).
     pub drop_filter: Option<DropFilter>,
+    /// Delays every message by this much more than its link's delay.
+    pub jitter: Option<JitterFn>,
     pub messages: u64,
     /// addr -> node index, for Connect outputs.
     addrs: BTreeMap<String, usize>,
@@ -276,6 +296,7 @@ impl Net {
             seq: 0,
             next_link: 1,
             drop_filter: None,
+            jitter: None,
             messages: 0,
             addrs,
             connect_delay: MS,
@@ -377,12 +398,15 @@ impl Net {
                         continue;
                     }
                     let (to, to_link) = self.wires[w].ends[1 - end];
-                    let delay = self.wires[w].delays[end];
+                    let mut delay = self.wires[w].delays[end];
                     self.messages += 1;
                     if let Some(f) = self.drop_filter.as_mut()
                         && f(i, to, &message)
                     {
                         continue;
+                    }
+                    if let Some(f) = self.jitter.as_mut() {
+                        delay += f(i, to, &message);
                     }
                     self.schedule(
                         self.now + delay,
