@@ -1,40 +1,41 @@
 //! SPEC section 6, simulator on Wi-Fi: 8 peers, one-way delay 2–30 ms, bursty loss 5 %:
-//! p99 sync error ≤ 250 µs. Invariants hold (checked always); the accuracy target is not reached
-//! yet (see tests/README.md: about 350–620 µs p99 over 10 minutes), so that part is ignored
-//! until the clock filter improves, and runs with `cargo test -- --ignored`.
+//! p99 sync error ≤ 250 µs over 10 simulated minutes, every command reaching every peer, and no
+//! invariant broken. Measured 45–101 µs for seeds 1–6 (tests/README.md).
 
 use music262_tests::{SimConfig, assert_clean, run};
 
-fn wifi(seed: u64) -> music262_tests::Report {
+fn check(seed: u64) {
     let c = SimConfig::scenario("wifi", None, seed, Some(600.0)).expect("preset");
-    run(c).1
+    let (_, r) = run(c);
+    assert_clean(&r);
+    assert_eq!(
+        r.commands_converged, r.commands_issued,
+        "seed {seed}: every command reaches every peer; replay: {}",
+        r.replay
+    );
+    // Enough of the run was measured for the numbers to mean something (28 pairs every 10 ms
+    // for at least a fifth of the run).
+    assert!(
+        r.sync_error_us.samples as f64 > 28.0 * 100.0 * 600.0 * 0.2,
+        "seed {seed}: only {} pair samples",
+        r.sync_error_us.samples
+    );
+    assert!(
+        r.sync_error_us.p99 <= 250.0,
+        "seed {seed}: sync error p99 {:.1} us (target 250); replay: {}",
+        r.sync_error_us.p99,
+        r.replay
+    );
 }
 
 #[test]
-fn wifi_breaks_no_invariant_and_every_command_converges() {
-    for seed in 1..=2 {
-        let r = wifi(seed);
-        assert_clean(&r);
-        assert_eq!(
-            r.commands_converged, r.commands_issued,
-            "replay: {}",
-            r.replay
-        );
-        // A sanity bound far above the target: the group plays together.
-        assert!(r.sync_error_us.p99 < 2_000.0, "p99 {:?}", r.sync_error_us);
-    }
+fn wifi_sync_error_stays_within_250us_p99_over_ten_minutes() {
+    check(1);
 }
 
 #[test]
-#[ignore = "target not reached yet: p99 about 350-620 us over 10 minutes (tests/README.md)"]
-fn wifi_sync_error_p99_is_within_250us() {
-    for seed in 1..=3 {
-        let r = wifi(seed);
-        assert!(
-            r.sync_error_us.p99 <= 250.0,
-            "seed {seed}: p99 {:.1} us; replay: {}",
-            r.sync_error_us.p99,
-            r.replay
-        );
+fn wifi_sync_error_target_holds_for_other_seeds() {
+    for seed in 2..=6 {
+        check(seed);
     }
 }
