@@ -25,8 +25,9 @@
 //! # Protocol in brief
 //!
 //! * **Clock sync**: four-timestamp probes (a burst when a link comes up, then about two a
-//!   second), an NTP-style filter that trusts the lowest-delay samples and fits offset and
-//!   frequency ([`clock`]). The reference is the lowest live node id of the connected group,
+//!   second; twenty a second to the parent while its estimate is uncertain), a filter that fits
+//!   the lower envelopes of both one-way series with one slope, giving offset, frequency and its
+//!   own uncertainty ([`clock`]). The reference is the lowest live node id of the connected group,
 //!   found without a coordinator; every node follows one neighbour nearer to it (a stratum), and
 //!   composes that neighbour's mapping to group time with its own link estimate. A dead
 //!   reference is detected by its liveness counter ceasing to rise; the next one carries on

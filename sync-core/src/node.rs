@@ -1316,7 +1316,9 @@ impl Node {
     }
 
     /// Chooses the reference and the neighbour to follow: the lowest live root id announced by a
-    /// neighbour with a clock estimate, then the lowest stratum, then the shortest delay.
+    /// neighbour with a clock estimate, then the lowest stratum, then the shortest delay; under
+    /// the same reference, a neighbour whose clock is known much less well than the current
+    /// parent's is not followed yet.
     fn select_reference(&mut self) {
         let me = self.id();
         let stale_ms = (self.config.root_timeout / MILLISECOND) as u64;
