@@ -10,8 +10,11 @@ use sync_core::{
     Command, Config, Direction, LinkId, LocalTime, Message, Node, NodeId, PlayerReport, SongRef,
 };
 
+/// A fuzz target: takes the fuzzer's bytes, panics when a property is broken.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, as the corpus folders are named.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("frame_decode", frame_decode),
     ("legacy_command", legacy_command),
     ("wav_decode", wav_decode),
@@ -74,7 +77,11 @@ pub fn wav_decode(data: &[u8]) {
             song.samples().len() as u64,
             song.frames * u64::from(song.channels)
         );
-        assert!(song.samples().iter().all(|s| s.is_finite() && s.abs() <= 1.0));
+        assert!(
+            song.samples()
+                .iter()
+                .all(|s| s.is_finite() && s.abs() <= 1.0)
+        );
     }
 }
 
@@ -206,7 +213,10 @@ pub fn node_inputs(data: &[u8]) {
                 node.handle_timeout(now);
                 while node.poll_output().is_some() {}
                 if let Some((t, why)) = node.poll_timeout() {
-                    assert!(t > now, "woken again at {t:?} for {why:?} after handling {now:?}");
+                    assert!(
+                        t > now,
+                        "woken again at {t:?} for {why:?} after handling {now:?}"
+                    );
                 }
             }
         }
@@ -243,7 +253,9 @@ pub fn sim_group(data: &[u8]) {
         return;
     };
     let name = ["lan", "wifi", "wan-lossy", "partition", "churn"][usize::from(scenario)];
-    let Ok(mut c) = music262_tests::SimConfig::scenario(name, Some(peers), seed, Some(f64::from(seconds))) else {
+    let Ok(mut c) =
+        music262_tests::SimConfig::scenario(name, Some(peers), seed, Some(f64::from(seconds)))
+    else {
         return;
     };
     c.link.loss = f64::from(loss) / 100.0;

@@ -18,7 +18,12 @@ fn every_committed_corpus_input_passes_its_target() {
         for f in files {
             let data = std::fs::read(&f).unwrap();
             let result = std::panic::catch_unwind(|| target(&data));
-            assert!(result.is_ok(), "{name}: {} fails (replay with cargo fuzz run {name} {})", f.display(), f.display());
+            assert!(
+                result.is_ok(),
+                "{name}: {} fails (replay with cargo fuzz run {name} {})",
+                f.display(),
+                f.display()
+            );
             replayed += 1;
         }
     }

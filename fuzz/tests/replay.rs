@@ -3,7 +3,8 @@
 
 #[test]
 fn replay_one_input_named_by_the_environment() {
-    let (Ok(target), Ok(input)) = (std::env::var("FUZZ_TARGET"), std::env::var("FUZZ_INPUT")) else {
+    let (Ok(target), Ok(input)) = (std::env::var("FUZZ_TARGET"), std::env::var("FUZZ_INPUT"))
+    else {
         return;
     };
     let data = std::fs::read(&input).unwrap_or_else(|e| panic!("{input}: {e}"));
