@@ -974,6 +974,15 @@ impl Node {
             l.suspect = false;
         }
         let handshaken = l.peer.is_some();
+        // Any message straight from the reference proves it alive: its liveness counter rides
+        // only on probes, and a lossy link may drop several of those in a row.
+        let from = l.peer.as_ref().map(|h| h.node_id);
+        if let Some(peer) = from
+            && peer == self.root
+            && let Some(r) = self.roots.get_mut(&peer)
+        {
+            r.advanced_at = r.advanced_at.max(now);
+        }
 
         match message {
             Message::Hello(h) => {

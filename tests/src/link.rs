@@ -97,6 +97,8 @@ impl LinkConfig {
 /// Most retransmissions of one packet on a reliable stream before it goes through anyway
 /// (a real stream would reset the connection; the node's liveness check covers that case).
 const MAX_RETRANSMISSIONS: u32 = 12;
+/// Largest retransmission timeout, nanoseconds.
+const MAX_RTO: u64 = 1_000_000_000;
 
 /// One direction of an impaired link. See the module documentation.
 #[derive(Clone, Debug)]
@@ -156,6 +158,16 @@ impl LinkModel {
     }
 
     /// Whether the next packet is lost (advances the bursty channel by one packet).
+    /// Loss of a retransmission: the long-run loss of the channel, drawn independently.
+    fn retransmission_lost(&mut self) -> bool {
+        if self.blocked {
+            return true;
+        }
+        let burst = self.config.burst.map_or(0.0, |g| g.mean_loss());
+        let p = 1.0 - (1.0 - burst) * (1.0 - self.config.loss.max(0.0));
+        self.uniform() < p
+    }
+
     fn lost(&mut self) -> bool {
         if self.blocked {
             return true;
@@ -224,12 +236,19 @@ impl LinkModel {
         }
         let mut sent = self.departure(now, len);
         let mut rto = self.config.rto.max(1);
+        // The first transmission meets the channel as it is now; a retransmission leaves an RTO
+        // later, after other packets have moved the loss chain on, so it meets the channel's
+        // long-run loss instead (drawing it from the same burst again made one message wait
+        // minutes behind a doubling timer, and stalled the stream behind it). The timer's
+        // doubling is capped, as real stacks bound their backoff.
+        let mut lost = self.lost();
         for _ in 0..MAX_RETRANSMISSIONS {
-            if !self.lost() {
+            if !lost {
                 break;
             }
             sent += rto;
-            rto = rto.saturating_mul(2);
+            rto = rto.saturating_mul(2).min(MAX_RTO.max(self.config.rto));
+            lost = self.retransmission_lost();
         }
         let t = (sent + self.sample_delay()).max(self.last_stream_delivery);
         self.last_stream_delivery = t;
