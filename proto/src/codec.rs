@@ -110,7 +110,11 @@ impl From<&Message> for PeerFrame {
                 reason: leave_reason_to_wire(*reason) as i32,
             }),
         };
-        PeerFrame { body: Some(body) }
+        PeerFrame {
+            body: Some(body),
+            auth: None,
+            mac: Vec::new(),
+        }
     }
 }
 
@@ -526,7 +530,7 @@ mod tests {
     #[test]
     fn absent_required_members_are_reported_by_name() {
         assert_eq!(
-            Message::try_from(PeerFrame { body: None }),
+            Message::try_from(PeerFrame::default()),
             Err(CodecError::MissingField("PeerFrame.body"))
         );
         let mut f = wire_probe();
@@ -544,6 +548,7 @@ mod tests {
                 mode: Some(SyncMode { kind: None }),
                 timebase: 0,
             })),
+            ..PeerFrame::default()
         };
         assert_eq!(
             Message::try_from(f),
@@ -583,6 +588,7 @@ mod tests {
         for reason in [0, 6, -1] {
             let f = PeerFrame {
                 body: Some(peer_frame::Body::Leave(SyncLeave { reason })),
+                ..PeerFrame::default()
             };
             assert!(matches!(
                 Message::try_from(f),

@@ -4,7 +4,9 @@
 //!   `audio_service`): prost messages and tonic client/server stubs.
 //! - [`client`]: the peer protocol (`proto/audio_sync.proto`, package `client`), including the
 //!   [`client::PeerFrame`] envelope that carries sync-core's messages over gRPC and QUIC.
+//! - [`auth`]: group-key authentication of peer frames (HMAC-SHA256, replay protection).
 //! - [`codec`]: [`client::PeerFrame`] ⇄ [`sync_core::Message`], with size limits.
+//! - [`limits`]: the per-peer frame rate limit.
 //! - [`legacy`]: typed reading of the legacy `SendMusicCommand` request and the WAV byte
 //!   offsets the original protocol used as positions.
 //!
@@ -12,8 +14,10 @@
 //! protocol; the tests in `proto/tests/` prove it.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod codec;
 pub mod legacy;
+pub mod limits;
 
 /// Generated from `audio_service.proto` (package `audio_service`): the music server.
 // Generated code: lints are the generator's business, except `missing_docs` (every message

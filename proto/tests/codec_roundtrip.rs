@@ -259,6 +259,7 @@ fn oversized_frames_are_refused_with_a_clear_error() {
         body: Some(peer_frame::Body::Gossip(SyncGossip {
             addrs: vec!["x".repeat(200); 400],
         })),
+        ..PeerFrame::default()
     };
     let bytes = frame.encode_to_vec();
     assert!(bytes.len() > MAX_FRAME_LEN);

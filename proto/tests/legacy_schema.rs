@@ -381,15 +381,15 @@ fn every_message_and_field_is_documented() {
 }
 
 #[test]
-fn peer_frame_leaves_numbers_14_and_15_to_authentication() {
+fn peer_frame_numbers_14_and_15_are_the_group_key_fields_outside_the_body() {
     let pool = pool();
     let frame = pool.get_message_by_name("client.PeerFrame").unwrap();
-    for n in [14, 15] {
+    for (n, name) in [(14, "auth"), (15, "mac")] {
+        let f = frame.get_field(n).expect("group-key field");
+        assert_eq!(f.name(), name);
         assert!(
-            frame
-                .get_field(n)
-                .is_none_or(|f| f.containing_oneof().is_none()),
-            "PeerFrame field {n} is reserved for the group-key fields"
+            f.containing_oneof().is_none(),
+            "{name} is not a body member"
         );
     }
 }

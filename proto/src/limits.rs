@@ -1,0 +1,100 @@
+//! Per-peer rate limits, pure (the caller passes the time): a token bucket that both
+//! transports apply to each link's incoming frames before any decoding or tag check, so that a
+//! flooding peer costs little and cannot starve the others.
+
+/// Frames a peer may send per second, sustained. A healthy link carries at most about 45: clock
+/// probes and replies at 20 per second each while a link is refined, plus states, readiness and
+/// gossip.
+pub const PEER_FRAMES_PER_SECOND: u32 = 200;
+/// Frames a peer may send in one burst above the sustained rate (a link's opening burst of
+/// probes, a flurry of commands).
+pub const PEER_FRAME_BURST: u32 = 400;
+
+/// A token bucket: `burst` tokens at most, refilled at `per_second`.
+#[derive(Clone, Debug)]
+pub struct RateLimit {
+    per_second: u64,
+    burst: u64,
+    /// Tokens, in millionths (so that refills of a fraction of a token are not lost).
+    micro_tokens: u64,
+    last_ns: u64,
+    dropped: u64,
+}
+
+impl RateLimit {
+    /// A full bucket at `now_ns`.
+    pub fn new(per_second: u32, burst: u32, now_ns: u64) -> Self {
+        RateLimit {
+            per_second: u64::from(per_second),
+            burst: u64::from(burst.max(1)),
+            micro_tokens: u64::from(burst.max(1)) * 1_000_000,
+            last_ns: now_ns,
+            dropped: 0,
+        }
+    }
+
+    /// The limit of one peer link ([`PEER_FRAMES_PER_SECOND`], [`PEER_FRAME_BURST`]).
+    pub fn per_peer(now_ns: u64) -> Self {
+        RateLimit::new(PEER_FRAMES_PER_SECOND, PEER_FRAME_BURST, now_ns)
+    }
+
+    /// Whether one more frame arriving at `now_ns` is within the limit (it then uses a token);
+    /// a frame beyond it is counted in [`RateLimit::dropped`]. A clock that goes backwards
+    /// refills nothing.
+    pub fn allow(&mut self, now_ns: u64) -> bool {
+        let elapsed = now_ns.saturating_sub(self.last_ns);
+        self.last_ns = self.last_ns.max(now_ns);
+        // tokens/s * ns / 1e9 * 1e6 micro-tokens = tokens/s * ns / 1000.
+        let refill = u128::from(self.per_second) * u128::from(elapsed) / 1_000;
+        let cap = self.burst * 1_000_000;
+        self.micro_tokens = (u128::from(self.micro_tokens) + refill).min(u128::from(cap)) as u64;
+        if self.micro_tokens >= 1_000_000 {
+            self.micro_tokens -= 1_000_000;
+            true
+        } else {
+            self.dropped += 1;
+            false
+        }
+    }
+
+    /// Frames refused so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn a_peer_flooding_beyond_its_rate_is_cut_to_the_burst_then_the_sustained_rate() {
+        let mut r = RateLimit::new(100, 50, 0);
+        // 1000 frames at one instant: the burst passes, the rest is dropped.
+        let passed = (0..1000).filter(|_| r.allow(SEC)).count();
+        assert_eq!(passed, 50);
+        assert_eq!(r.dropped(), 950);
+        // Over the next second, at 1000 frames per second, about 100 pass.
+        let passed = (1..=1000).filter(|i| r.allow(SEC + i * SEC / 1000)).count();
+        assert!((99..=101).contains(&passed), "{passed}");
+    }
+
+    #[test]
+    fn a_peer_within_its_rate_is_never_limited() {
+        let mut r = RateLimit::per_peer(0);
+        // 100 frames per second for a minute.
+        assert!((0..6_000).all(|i| r.allow(i * SEC / 100)));
+        assert_eq!(r.dropped(), 0);
+    }
+
+    #[test]
+    fn a_clock_going_backwards_refills_nothing() {
+        let mut r = RateLimit::new(10, 1, 5 * SEC);
+        assert!(r.allow(5 * SEC));
+        assert!(!r.allow(0));
+        assert!(!r.allow(5 * SEC));
+        assert!(r.allow(5 * SEC + SEC / 10));
+    }
+}
