@@ -17,8 +17,9 @@ const FONT_PATHS: &[&str] = &[
     "/usr/share/fonts/dejavu/DejaVuSans.ttf",
 ];
 
-/// Registers a font for plot text; false when none was found.
-fn register_font() -> bool {
+/// Registers a font for plot text (`MUSIC262_PLOT_FONT`, else DejaVu Sans); false when none
+/// was found, and text is then not drawn.
+pub fn register_font() -> bool {
     let mut paths: Vec<String> = Vec::new();
     if let Ok(p) = std::env::var("MUSIC262_PLOT_FONT") {
         paths.push(p);
