@@ -150,6 +150,29 @@ pub enum AuthError {
     Handshake(&'static str),
 }
 
+/// Why a transport refused a link, a frame or a call, for the driver to count and log.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// A link or a frame failed the group-key checks.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The peer sent frames faster than [`crate::limits::PEER_FRAMES_PER_SECOND`]; `dropped`
+    /// frames were dropped since the last report.
+    #[error("the peer exceeds {per_second} frames per second; {dropped} frames dropped")]
+    RateLimited {
+        /// Frames dropped since the last report.
+        dropped: u64,
+        /// The sustained limit.
+        per_second: u32,
+    },
+    /// A legacy call that changes playback came without the group key's token.
+    #[error("legacy `{method}` call without the group key refused (UNAUTHENTICATED)")]
+    LegacyUnauthenticated {
+        /// The method.
+        method: &'static str,
+    },
+}
+
 /// A group key: the secret every peer of a group is given, and what is derived from it.
 #[derive(Clone)]
 pub struct GroupKey {

@@ -56,6 +56,10 @@ pub enum CodecError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The frame opens a group-key handshake (it carries `auth` and no body): the peer has a
+    /// group key and this end has none.
+    #[error("the peer uses a group key and this client has none; link refused")]
+    PeerHasKey,
     /// A string or a list is longer than its limit.
     #[error("`{field}` is too long: {len} > {max}")]
     TooLong {
@@ -208,6 +212,9 @@ impl TryFrom<PeerFrame> for Message {
     type Error = CodecError;
 
     fn try_from(frame: PeerFrame) -> Result<Self, CodecError> {
+        if frame.body.is_none() && frame.auth.is_some() {
+            return Err(CodecError::PeerHasKey);
+        }
         let msg = match frame
             .body
             .ok_or(CodecError::MissingField("PeerFrame.body"))?

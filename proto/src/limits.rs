@@ -19,6 +19,9 @@ pub struct RateLimit {
     micro_tokens: u64,
     last_ns: u64,
     dropped: u64,
+    /// Drops already reported, and when the last report was made.
+    reported: u64,
+    reported_at: Option<u64>,
 }
 
 impl RateLimit {
@@ -30,6 +33,8 @@ impl RateLimit {
             micro_tokens: u64::from(burst.max(1)) * 1_000_000,
             last_ns: now_ns,
             dropped: 0,
+            reported: 0,
+            reported_at: None,
         }
     }
 
@@ -61,6 +66,22 @@ impl RateLimit {
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
+
+    /// Drops not yet reported, at most once per second: a flood is logged a line a second, not
+    /// a line a frame.
+    pub fn take_report(&mut self, now_ns: u64) -> Option<u64> {
+        let due = self
+            .reported_at
+            .is_none_or(|t| now_ns.saturating_sub(t) >= 1_000_000_000);
+        if self.dropped > self.reported && due {
+            let n = self.dropped - self.reported;
+            self.reported = self.dropped;
+            self.reported_at = Some(now_ns);
+            Some(n)
+        } else {
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -87,6 +108,19 @@ mod tests {
         // 100 frames per second for a minute.
         assert!((0..6_000).all(|i| r.allow(i * SEC / 100)));
         assert_eq!(r.dropped(), 0);
+    }
+
+    #[test]
+    fn drops_are_reported_at_most_once_a_second() {
+        let mut r = RateLimit::new(10, 1, 0);
+        assert!(r.allow(0));
+        assert_eq!(r.take_report(0), None, "nothing dropped yet");
+        assert!(!r.allow(0) && !r.allow(0));
+        assert_eq!(r.take_report(0), Some(2));
+        assert!(!r.allow(1));
+        assert_eq!(r.take_report(1), None, "within the second");
+        assert_eq!(r.take_report(1_000_000_000), Some(1));
+        assert_eq!(r.take_report(3_000_000_000), None, "nothing new");
     }
 
     #[test]

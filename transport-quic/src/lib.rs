@@ -10,8 +10,15 @@
 //! - [`stamp`]: probe instants taken as close to the socket as quinn allows (receive: when
 //!   `recvmsg` returns, through a wrapper of quinn's UDP socket; transmit: rewritten in the
 //!   encoded frame just before it is handed to quinn).
-//! - [`tls`]: our ALPN (`music262/1`) and self-signed certificates. **Any certificate is
-//!   accepted: peers are not authenticated** (a group key that does is a later issue).
+//! - [`tls`]: our ALPN (`music262/1`) and self-signed certificates; any certificate is
+//!   accepted. Without a group key peers are not authenticated (encryption against passive
+//!   observers only). With one ([`QuicTransport::with_group_key`]) every link runs the
+//!   group-key handshake of `music262_proto::auth` on its stream before it is reported up,
+//!   bound to the TLS session by exporter keying material, and every frame is sealed; a peer
+//!   that fails is refused ([`TransportEvent::Refused`]) and its connection closed.
+//!
+//! Each link's incoming frames are limited to `music262_proto::limits::PEER_FRAMES_PER_SECOND`
+//! (excess dropped before decoding, counted and reported at most once a second).
 //!
 //! Transports move frames and stamp receive instants; they take no protocol decision. Sizes
 //! are limited as by the codec (`music262_proto::codec::MAX_FRAME_LEN`); an undecodable or

@@ -16,7 +16,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use music262_proto::auth::{
+    self, AuthError, Channel, GroupKey, LinkKeys, Opener, Refusal, Role, Sealer,
+};
+use music262_proto::client::PeerFrame;
 use music262_proto::codec::{self, CodecError};
+use music262_proto::limits::{PEER_FRAMES_PER_SECOND, RateLimit};
+use prost::Message as _;
 use quinn::{
     ClientConfig, Connection, ConnectionError, Endpoint, EndpointConfig, IdleTimeout, RecvStream,
     Runtime, SendStream, ServerConfig, TransportConfig, VarInt,
@@ -47,6 +53,12 @@ const KEEP_ALIVE: Duration = Duration::from_secs(2);
 const DATAGRAM_BUFFER: usize = 64 * 1024;
 /// Largest piece read from a stream at once.
 const READ_CHUNK: usize = 64 * 1024;
+/// How long the group-key handshake of a new link may take.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a refused connection stays open so that the peer can read our opening frame.
+const REFUSAL_LINGER: Duration = Duration::from_millis(300);
+/// QUIC application error code of a connection closed because the group-key check failed.
+pub const AUTH_REFUSED: u32 = 0x4B;
 
 /// Something the transport tells the driver (the same events as the gRPC transport's, less the
 /// legacy calls, which only gRPC carries).
@@ -76,6 +88,18 @@ pub enum TransportEvent {
         at: LocalTime,
         /// The decoded message, or why it could not be decoded (the frame is then dropped).
         message: Result<Message, CodecError>,
+    },
+    /// A link, a frame or a burst of frames was refused (group key, rate limit); nothing of it
+    /// reached the node.
+    Refused {
+        /// The link, if it was up; `None` for a link refused during its group-key handshake.
+        link: Option<LinkId>,
+        /// The peer's address (for a dialled link, the address dialled).
+        remote_addr: String,
+        /// Whether this end dialled a link refused during its handshake (the dial failed).
+        dialled: bool,
+        /// Why.
+        reason: Refusal,
     },
     /// The link ended (the peer closed it, or the connection broke or timed out). Not reported
     /// for a link closed with [`QuicTransport::close`].
@@ -112,6 +136,11 @@ pub struct Counters {
     /// Frames received that could not be decoded (reported as [`TransportEvent::Frame`] with
     /// an error, and dropped).
     pub undecodable: u64,
+    /// Links refused by the group-key handshake and frames refused by their seal (forged,
+    /// replayed, unsealed).
+    pub auth_refused: u64,
+    /// Frames dropped by the per-peer rate limit.
+    pub rate_limited: u64,
 }
 
 #[derive(Default)]
@@ -121,6 +150,8 @@ struct AtomicCounters {
     stream_frames_sent: AtomicU64,
     stream_frames_received: AtomicU64,
     undecodable: AtomicU64,
+    auth_refused: AtomicU64,
+    rate_limited: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -131,6 +162,8 @@ struct LinkHandle {
     conn: Connection,
     outbound: mpsc::Sender<Message>,
     readers: Vec<tokio::task::AbortHandle>,
+    /// Seals this end's frames, on a keyed link.
+    sealer: Option<Arc<Sealer>>,
 }
 
 struct Shared {
@@ -142,6 +175,8 @@ struct Shared {
     endpoint: Mutex<Option<Endpoint>>,
     stamps: RxStamps,
     counters: AtomicCounters,
+    /// The group key: with one, every link is authenticated and every frame sealed.
+    key: Option<GroupKey>,
 }
 
 /// The QUIC peer transport. Cheap to clone; all clones drive the same links.
@@ -176,6 +211,17 @@ impl QuicTransport {
         clock: ClockFn,
         link_ids: Arc<AtomicU64>,
     ) -> (Self, mpsc::UnboundedReceiver<TransportEvent>) {
+        QuicTransport::with_group_key(clock, link_ids, None)
+    }
+
+    /// As [`QuicTransport::new`], with a group key: every link then goes through the
+    /// group-key handshake (bound to its TLS session) before it is reported up, and every frame
+    /// is sealed and checked (see [`music262_proto::auth`]).
+    pub fn with_group_key(
+        clock: ClockFn,
+        link_ids: Arc<AtomicU64>,
+        key: Option<GroupKey>,
+    ) -> (Self, mpsc::UnboundedReceiver<TransportEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             clock,
@@ -185,6 +231,7 @@ impl QuicTransport {
             endpoint: Mutex::new(None),
             stamps: RxStamps::default(),
             counters: AtomicCounters::default(),
+            key,
         });
         (QuicTransport { shared }, rx)
     }
@@ -233,7 +280,7 @@ impl QuicTransport {
         tokio::spawn(async move {
             match dial(&shared, &addr).await {
                 Ok((conn, send, recv)) => {
-                    start_link(&shared, conn, send, recv, addr, Direction::Outgoing)
+                    open_link(shared, conn, send, recv, addr, Direction::Outgoing).await
                 }
                 Err(error) => {
                     let _ = shared
@@ -249,16 +296,16 @@ impl QuicTransport {
     /// when the link is unknown, its queue is full, or the message cannot be encoded (the
     /// message is then dropped).
     pub fn send(&self, link: LinkId, message: Message) -> bool {
-        let (conn, outbound) = {
+        let (conn, outbound, sealer) = {
             let links = self.shared.links.lock().expect("links lock");
             match links.get(&link) {
-                Some(h) => (h.conn.clone(), h.outbound.clone()),
+                Some(h) => (h.conn.clone(), h.outbound.clone(), h.sealer.clone()),
                 None => return false,
             }
         };
         let message = match message {
             m @ (Message::Probe(_) | Message::ProbeReply(_)) => {
-                match send_datagram(&self.shared, &conn, m) {
+                match send_datagram(&self.shared, &conn, sealer.as_deref(), m) {
                     Datagram::Sent => return true,
                     Datagram::UseStream(m) => m,
                     Datagram::Unencodable => return false,
@@ -303,6 +350,8 @@ impl QuicTransport {
             stream_frames_sent: get(&c.stream_frames_sent),
             stream_frames_received: get(&c.stream_frames_received),
             undecodable: get(&c.undecodable),
+            auth_refused: get(&c.auth_refused),
+            rate_limited: get(&c.rate_limited),
         }
     }
 }
@@ -396,14 +445,17 @@ async fn accept_link(shared: Arc<Shared>, incoming: quinn::Incoming) {
         }
     };
     match tokio::time::timeout(STREAM_TIMEOUT, conn.accept_bi()).await {
-        Ok(Ok((send, recv))) => start_link(
-            &shared,
-            conn,
-            send,
-            recv,
-            remote.to_string(),
-            Direction::Incoming,
-        ),
+        Ok(Ok((send, recv))) => {
+            open_link(
+                shared,
+                conn,
+                send,
+                recv,
+                remote.to_string(),
+                Direction::Incoming,
+            )
+            .await
+        }
         Ok(Err(e)) => tracing::debug!(%remote, error = %e, "QUIC peer opened no stream"),
         Err(_) => {
             tracing::debug!(%remote, "QUIC peer opened no stream in time");
@@ -412,8 +464,152 @@ async fn accept_link(shared: Arc<Shared>, incoming: quinn::Incoming) {
     }
 }
 
-/// Registers a link for an established connection and its stream, announces it, and starts
-/// its reader and writer tasks.
+/// What the group-key handshake leaves for the link's tasks.
+struct Authenticated {
+    sealer: Arc<Sealer>,
+    stream: Opener,
+    datagrams: Opener,
+    /// Bytes read past the proof (the start of the peer's first message).
+    reader: FrameReader,
+}
+
+/// Why a handshake did not complete.
+enum HandshakeFailure {
+    /// The peer failed the group-key check.
+    Refused(AuthError),
+    /// The connection broke or the peer said nothing in time.
+    Broken(String),
+}
+
+/// The next whole frame of the stream, decoded (handshake frames only).
+async fn next_frame(
+    recv: &mut RecvStream,
+    reader: &mut FrameReader,
+) -> Result<PeerFrame, HandshakeFailure> {
+    loop {
+        if let Some(frame) = reader.next_frame() {
+            let bytes = frame.map_err(|e| HandshakeFailure::Broken(e.to_string()))?;
+            return PeerFrame::decode(bytes.as_slice())
+                .map_err(|e| HandshakeFailure::Broken(format!("malformed frame: {e}")));
+        }
+        match recv.read_chunk(READ_CHUNK, true).await {
+            Ok(Some(chunk)) => reader.push(&chunk.bytes),
+            Ok(None) => return Err(HandshakeFailure::Broken("the peer closed the link".into())),
+            Err(e) => return Err(HandshakeFailure::Broken(e.to_string())),
+        }
+    }
+}
+
+/// The group-key handshake (see [`music262_proto::auth`]): opening frames with nonces, then
+/// proofs, with the TLS session's exporter keying material as channel binding, so that the key
+/// is checked against this very TLS session before the link is handed to the node.
+async fn authenticate(
+    key: &GroupKey,
+    conn: &Connection,
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+    role: Role,
+) -> Result<Authenticated, HandshakeFailure> {
+    let mut nonce = [0u8; auth::NONCE_LEN];
+    getrandom::fill(&mut nonce)
+        .map_err(|e| HandshakeFailure::Broken(format!("no randomness for a nonce: {e}")))?;
+    let mut binding = [0u8; auth::CHANNEL_BINDING_LEN];
+    conn.export_keying_material(&mut binding, auth::EXPORTER_LABEL, b"")
+        .map_err(|_| HandshakeFailure::Broken("TLS exporter unavailable".into()))?;
+    let write = |e: quinn::WriteError| HandshakeFailure::Broken(e.to_string());
+    send.write_all(&delimit(&auth::opening_frame(key, nonce).encode_to_vec()))
+        .await
+        .map_err(write)?;
+    let mut reader = FrameReader::default();
+    let opening = next_frame(recv, &mut reader).await?;
+    let peer_nonce = auth::read_opening(key, &opening).map_err(HandshakeFailure::Refused)?;
+    let keys = LinkKeys::derive(key, role, &nonce, &peer_nonce, &binding);
+    let sealer = Arc::new(keys.sealer());
+    send.write_all(&delimit(&sealer.proof().encode_to_vec()))
+        .await
+        .map_err(write)?;
+    let mut stream = keys.opener(Channel::Stream);
+    let proof = next_frame(recv, &mut reader).await?;
+    stream
+        .open_proof(proof)
+        .map_err(HandshakeFailure::Refused)?;
+    Ok(Authenticated {
+        sealer,
+        stream,
+        datagrams: keys.opener(Channel::Datagram),
+        reader,
+    })
+}
+
+/// Runs the group-key handshake when there is a key, then starts the link; a peer that fails
+/// it is refused (reported, counted, its connection closed with [`AUTH_REFUSED`]).
+async fn open_link(
+    shared: Arc<Shared>,
+    conn: Connection,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    remote_addr: String,
+    direction: Direction,
+) {
+    let Some(key) = shared.key.clone() else {
+        start_link(&shared, conn, send, recv, remote_addr, direction, None);
+        return;
+    };
+    let role = match direction {
+        Direction::Outgoing => Role::Dialler,
+        Direction::Incoming => Role::Acceptor,
+    };
+    let dialled = direction == Direction::Outgoing;
+    let outcome = tokio::time::timeout(
+        AUTH_TIMEOUT,
+        authenticate(&key, &conn, &mut send, &mut recv, role),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(HandshakeFailure::Broken(
+            "no group-key handshake in time".into(),
+        ))
+    });
+    match outcome {
+        Ok(auth) => start_link(
+            &shared,
+            conn,
+            send,
+            recv,
+            remote_addr,
+            direction,
+            Some(auth),
+        ),
+        Err(HandshakeFailure::Refused(error)) => {
+            bump(&shared.counters.auth_refused);
+            tracing::warn!(peer = %remote_addr, %error, "QUIC link refused");
+            // Closing at once would discard our opening frame before the peer reads it, and
+            // it would not learn why; let it read and refuse in turn, briefly.
+            let _ = tokio::time::timeout(REFUSAL_LINGER, conn.closed()).await;
+            conn.close(VarInt::from_u32(AUTH_REFUSED), b"group key refused");
+            let _ = shared.events.send(TransportEvent::Refused {
+                link: None,
+                remote_addr,
+                dialled,
+                reason: Refusal::Auth(error),
+            });
+        }
+        Err(HandshakeFailure::Broken(error)) => {
+            conn.close(VarInt::from_u32(0), b"handshake failed");
+            if dialled {
+                let _ = shared.events.send(TransportEvent::ConnectFailed {
+                    addr: remote_addr,
+                    error,
+                });
+            } else {
+                tracing::debug!(peer = %remote_addr, %error, "QUIC group-key handshake failed");
+            }
+        }
+    }
+}
+
+/// Registers a link for an established (and, with a key, authenticated) connection and its
+/// stream, announces it, and starts its reader and writer tasks.
 fn start_link(
     shared: &Arc<Shared>,
     conn: Connection,
@@ -421,7 +617,13 @@ fn start_link(
     recv: RecvStream,
     remote_addr: String,
     direction: Direction,
+    auth: Option<Authenticated>,
 ) {
+    let (sealer, stream_opener, datagram_opener, reader) = match auth {
+        Some(a) => (Some(a.sealer), Some(a.stream), Some(a.datagrams), a.reader),
+        None => (None, None, None, FrameReader::default()),
+    };
+    let limit = Arc::new(Mutex::new(RateLimit::per_peer((shared.clock)())));
     let link = LinkId(shared.next_link.fetch_add(1, Ordering::Relaxed));
     let (tx, rx) = mpsc::channel(LINK_QUEUE);
     {
@@ -432,25 +634,33 @@ fn start_link(
                 conn: conn.clone(),
                 outbound: tx,
                 readers: Vec::new(),
+                sealer: sealer.clone(),
             },
         );
         // Sent under the lock so that nothing about this link can precede it.
         let _ = shared.events.send(TransportEvent::LinkUp {
             link,
-            remote_addr,
+            remote_addr: remote_addr.clone(),
             direction,
         });
     }
-    tokio::spawn(write_frames(shared.clone(), conn.clone(), send, rx));
+    tokio::spawn(write_frames(shared.clone(), conn.clone(), send, rx, sealer));
     let (first_tx, first_rx) = oneshot::channel();
-    let stream = tokio::spawn(read_stream(
-        shared.clone(),
+    let inbound = Inbound {
+        shared: shared.clone(),
         link,
+        remote_addr,
+        limit,
+    };
+    let stream = tokio::spawn(read_stream(
+        inbound.clone(),
         conn.clone(),
         recv,
+        reader,
+        stream_opener,
         first_tx,
     ));
-    let datagrams = tokio::spawn(read_datagrams(shared.clone(), link, conn, first_rx));
+    let datagrams = tokio::spawn(read_datagrams(inbound, conn, datagram_opener, first_rx));
     let readers = vec![stream.abort_handle(), datagrams.abort_handle()];
     let mut links = shared.links.lock().expect("links lock");
     match links.get_mut(&link) {
@@ -475,7 +685,12 @@ enum Datagram {
 
 /// Sends a probe or reply as a datagram, its transmit instant rewritten just before it is
 /// handed to quinn.
-fn send_datagram(shared: &Shared, conn: &Connection, mut message: Message) -> Datagram {
+fn send_datagram(
+    shared: &Shared,
+    conn: &Connection,
+    sealer: Option<&Sealer>,
+    mut message: Message,
+) -> Datagram {
     let Some(max) = conn.max_datagram_size() else {
         return Datagram::UseStream(message);
     };
@@ -487,11 +702,15 @@ fn send_datagram(shared: &Shared, conn: &Connection, mut message: Message) -> Da
             return Datagram::Unencodable;
         }
     };
-    if bytes.len() > max {
+    if bytes.len() + SEAL_OVERHEAD > max {
         return Datagram::UseStream(message);
     }
     let stamp = find_tx_stamp(&message, &bytes);
     restamp(&mut bytes, stamp, (shared.clock)());
+    // Sealed after the instant is final, so that the tag covers what is sent.
+    if let Some(sealer) = sealer {
+        bytes = sealer.seal_bytes(Channel::Datagram, bytes);
+    }
     match conn.send_datagram(bytes.into()) {
         Ok(()) => {
             bump(&shared.counters.datagrams_sent);
@@ -504,6 +723,10 @@ fn send_datagram(shared: &Shared, conn: &Connection, mut message: Message) -> Da
     }
 }
 
+/// Bytes a seal adds to a frame at most: `auth` (tag, length, tag and 8-byte counter) and
+/// `mac` (tag, length and the tag itself).
+const SEAL_OVERHEAD: usize = 2 + 1 + 8 + 2 + auth::MAC_LEN;
+
 /// Writes the link's queued frames to its stream until the link is closed, then finishes the
 /// stream, lets the peer acknowledge it, and closes the connection.
 async fn write_frames(
@@ -511,18 +734,23 @@ async fn write_frames(
     conn: Connection,
     mut send: SendStream,
     mut rx: mpsc::Receiver<Message>,
+    sealer: Option<Arc<Sealer>>,
 ) {
     while let Some(mut message) = rx.recv().await {
         stamp_message(&mut message, (shared.clock)());
-        let mut bytes = match codec::encode_to_vec(&message) {
-            Ok(b) => delimit(&b),
+        let mut body = match codec::encode_to_vec(&message) {
+            Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "frame not sent: cannot be encoded");
                 continue;
             }
         };
-        let stamp = find_tx_stamp(&message, &bytes);
-        restamp(&mut bytes, stamp, (shared.clock)());
+        let stamp = find_tx_stamp(&message, &body);
+        restamp(&mut body, stamp, (shared.clock)());
+        if let Some(sealer) = &sealer {
+            body = sealer.seal_bytes(Channel::Stream, body);
+        }
+        let bytes = delimit(&body);
         if send.write_all(&bytes).await.is_err() {
             // The connection broke; the readers report it.
             return;
@@ -536,6 +764,9 @@ async fn write_frames(
 
 fn close_reason(e: &ConnectionError) -> Option<String> {
     match e {
+        ConnectionError::ApplicationClosed(c) if c.error_code == VarInt::from_u32(AUTH_REFUSED) => {
+            Some("the peer refused the link: group keys differ (or one side has none)".into())
+        }
         // The peer closed the connection on purpose (after its `Leave`, or shutting down).
         ConnectionError::ApplicationClosed(_) | ConnectionError::LocallyClosed => None,
         other => Some(other.to_string()),
@@ -555,71 +786,133 @@ fn link_ended(shared: &Shared, link: LinkId, error: Option<String>) {
     }
 }
 
-fn report_frame(shared: &Shared, link: LinkId, at: u64, message: Result<Message, CodecError>) {
-    if message.is_err() {
-        bump(&shared.counters.undecodable);
-    }
-    let _ = shared.events.send(TransportEvent::Frame {
-        link,
-        at: LocalTime(at),
-        message,
-    });
-}
-
-/// Reads the link's stream, frame by frame; opens `first` (the datagram gate) once the first
-/// frame (the peer's `Hello`) has been handed over, so that no datagram overtakes it.
-async fn read_stream(
+/// A link's inbound side, shared by its stream and datagram readers.
+#[derive(Clone)]
+struct Inbound {
     shared: Arc<Shared>,
     link: LinkId,
+    remote_addr: String,
+    /// The per-peer rate limit, over both channels.
+    limit: Arc<Mutex<RateLimit>>,
+}
+
+impl Inbound {
+    /// Applies the rate limit to one frame arriving at `now`; a refused one is counted and,
+    /// at most once a second, reported.
+    fn admit(&self, now: u64) -> bool {
+        let mut limit = self.limit.lock().expect("rate limit lock");
+        if limit.allow(now) {
+            return true;
+        }
+        bump(&self.shared.counters.rate_limited);
+        if let Some(dropped) = limit.take_report(now) {
+            self.refuse(Refusal::RateLimited {
+                dropped,
+                per_second: PEER_FRAMES_PER_SECOND,
+            });
+        }
+        false
+    }
+
+    fn refuse(&self, reason: Refusal) {
+        tracing::warn!(peer = %self.remote_addr, error = %reason, "QUIC frame refused");
+        let _ = self.shared.events.send(TransportEvent::Refused {
+            link: Some(self.link),
+            remote_addr: self.remote_addr.clone(),
+            dialled: false,
+            reason,
+        });
+    }
+
+    /// Checks (with a key) and decodes one frame's bytes, and hands it to the driver.
+    fn deliver(&self, at: u64, bytes: Result<Vec<u8>, CodecError>, opener: Option<&mut Opener>) {
+        let message = match (bytes, opener) {
+            (Err(e), _) => Err(e),
+            (Ok(b), None) => codec::decode_from_bytes(&b),
+            (Ok(b), Some(opener)) => match PeerFrame::decode(b.as_slice()) {
+                Err(e) => Err(CodecError::Malformed(e)),
+                Ok(frame) => match opener.open_message(frame) {
+                    Ok(frame) => Message::try_from(frame),
+                    Err(error) => {
+                        bump(&self.shared.counters.auth_refused);
+                        self.refuse(Refusal::Auth(error));
+                        return;
+                    }
+                },
+            },
+        };
+        if message.is_err() {
+            bump(&self.shared.counters.undecodable);
+        }
+        let _ = self.shared.events.send(TransportEvent::Frame {
+            link: self.link,
+            at: LocalTime(at),
+            message,
+        });
+    }
+}
+
+/// Reads the link's stream, frame by frame (starting with what the handshake read past its
+/// end); opens `first` (the datagram gate) once the first frame (the peer's `Hello`) has been
+/// handed over, so that no datagram overtakes it.
+async fn read_stream(
+    inbound: Inbound,
     conn: Connection,
     mut recv: RecvStream,
+    mut reader: FrameReader,
+    mut opener: Option<Opener>,
     first: oneshot::Sender<()>,
 ) {
+    let shared = inbound.shared.clone();
     let mut first = Some(first);
-    let mut reader = FrameReader::default();
+    let mut chunk_at = (shared.clock)();
     let error = loop {
+        while let Some(frame) = reader.next_frame() {
+            bump(&shared.counters.stream_frames_received);
+            if inbound.admit(chunk_at) {
+                inbound.deliver(chunk_at, frame, opener.as_mut());
+            }
+            if let Some(gate) = first.take() {
+                let _ = gate.send(());
+            }
+        }
         match recv.read_chunk(READ_CHUNK, true).await {
             Ok(Some(chunk)) => {
                 let now = (shared.clock)();
-                let at = shared.stamps.stamp(conn.remote_address(), now);
+                chunk_at = shared.stamps.stamp(conn.remote_address(), now);
                 reader.push(&chunk.bytes);
-                while let Some(frame) = reader.next_frame() {
-                    bump(&shared.counters.stream_frames_received);
-                    let message = frame.and_then(|b| codec::decode_from_bytes(&b));
-                    report_frame(&shared, link, at, message);
-                    if let Some(gate) = first.take() {
-                        let _ = gate.send(());
-                    }
-                }
             }
             Ok(None) => break None,
             Err(quinn::ReadError::ConnectionLost(e)) => break close_reason(&e),
             Err(e) => break Some(e.to_string()),
         }
     };
-    link_ended(&shared, link, error);
+    link_ended(&shared, inbound.link, error);
 }
 
 /// Reads the connection's datagrams once the stream's first frame is through.
 async fn read_datagrams(
-    shared: Arc<Shared>,
-    link: LinkId,
+    inbound: Inbound,
     conn: Connection,
+    mut opener: Option<Opener>,
     first: oneshot::Receiver<()>,
 ) {
     if first.await.is_err() {
         return;
     }
+    let shared = inbound.shared.clone();
     loop {
         match conn.read_datagram().await {
             Ok(bytes) => {
                 let now = (shared.clock)();
                 let at = shared.stamps.stamp(conn.remote_address(), now);
                 bump(&shared.counters.datagrams_received);
-                report_frame(&shared, link, at, codec::decode_from_bytes(&bytes));
+                if inbound.admit(at) {
+                    inbound.deliver(at, Ok(bytes.to_vec()), opener.as_mut());
+                }
             }
             Err(e) => {
-                link_ended(&shared, link, close_reason(&e));
+                link_ended(&shared, inbound.link, close_reason(&e));
                 return;
             }
         }

@@ -1,12 +1,13 @@
 //! TLS for peer links: a self-signed certificate made at start-up (rcgen), our own ALPN, and a
 //! client side that accepts any certificate.
 //!
-//! **Peers are not authenticated.** QUIC needs TLS 1.3, and the handshake still proves that the
-//! peer holds the key of the certificate it shows, but nobody vouches for that certificate: any
-//! host that can reach the port can open a link, exactly as over gRPC. Authenticating peers with
-//! a group key is a later issue; until then this transport offers encryption against passive
-//! observers only.
-
+//! **Certificates authenticate nobody.** QUIC needs TLS 1.3, and the handshake still proves
+//! that the peer holds the key of the certificate it shows, but nobody vouches for that
+//! certificate. Peers are authenticated by the group key instead, when one is set: the
+//! group-key handshake (`music262_proto::auth`) mixes this TLS session's exporter keying
+//! material into the link keys, so a man in the middle, who would run two TLS sessions with
+//! two different exporters, fails it. Without a group key any host that can reach the port can
+//! open a link, exactly as over gRPC.
 use std::sync::Arc;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};

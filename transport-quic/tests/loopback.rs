@@ -241,3 +241,66 @@ async fn garbage_and_oversized_frames_are_dropped_with_an_event_and_the_link_liv
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_flooding_frames_beyond_the_rate_limit_is_cut_and_reported_and_the_link_lives_on() {
+    use music262_proto::auth::Refusal;
+    use music262_proto::limits::{PEER_FRAME_BURST, PEER_FRAMES_PER_SECOND};
+    let (a, mut a_ev, a_addr) = serving(1);
+    let (_endpoint, conn) = raw_peer(a_addr).await;
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    // Three bursts' worth of frames in one write: far beyond the burst, in well under a
+    // second.
+    let flood = 3 * PEER_FRAME_BURST as usize;
+    let one = delimit(&encode_to_vec(&hello(9)).unwrap());
+    send.write_all(&one.repeat(flood)).await.unwrap();
+    let mut delivered = 0;
+    let mut reported = 0;
+    while delivered + reported < flood {
+        match next(&mut a_ev).await {
+            TransportEvent::LinkUp { .. } => {}
+            TransportEvent::Frame { message, .. } => {
+                assert_eq!(message, Ok(hello(9)));
+                delivered += 1;
+            }
+            TransportEvent::Refused {
+                reason:
+                    Refusal::RateLimited {
+                        dropped,
+                        per_second,
+                    },
+                ..
+            } => {
+                assert_eq!(per_second, PEER_FRAMES_PER_SECOND);
+                // One report for the whole flood (reports come at most once a second); the
+                // rest of the dropped frames are in the counter.
+                reported += dropped as usize;
+                assert!(
+                    a.counters().rate_limited >= dropped,
+                    "dropped frames are counted"
+                );
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(reported >= 1, "the flood is reported");
+    // Let the rest arrive: at most the burst (plus what a second of refill allows) got through.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Ok(ev) = a_ev.try_recv() {
+        if let TransportEvent::Frame { .. } = ev {
+            delivered += 1;
+        }
+    }
+    let limit = (PEER_FRAME_BURST + PEER_FRAMES_PER_SECOND) as usize;
+    assert!(
+        delivered <= limit,
+        "{delivered} frames passed, limit {limit}"
+    );
+    assert_eq!(
+        a.counters().rate_limited as usize + delivered,
+        flood,
+        "every frame is either delivered or counted as dropped"
+    );
+    assert_eq!(a.link_count(), 1, "the link lives on");
+}

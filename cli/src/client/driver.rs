@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use music262_proto::audio_service::{LoadAudioRequest, SongInfo};
+use music262_proto::auth::Refusal;
 use music262_proto::client::{GetPositionResponse, PlaybackState as WireState};
 use music262_proto::legacy::{self, LegacyAction, Position, WavLayout};
 use player::{Clock, PlaybackState, Player, PlayerEvent, SkewedClock, Song};
@@ -94,6 +95,21 @@ pub struct Driver {
     server_up: Option<bool>,
     last_report: Option<u64>,
     peers: BTreeMap<LinkId, String>,
+    /// What the transports refused (shown by `status`).
+    refused: RefusedCounts,
+}
+
+/// Counts of refused input, by kind.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RefusedCounts {
+    /// Links refused by the group-key handshake.
+    pub links: u64,
+    /// Frames refused by their seal (forged, replayed, unsealed).
+    pub frames: u64,
+    /// Legacy calls without the group key's token.
+    pub legacy_calls: u64,
+    /// Frames dropped by the per-peer rate limit.
+    pub rate_limited: u64,
 }
 
 fn song_ref(info: &SongInfo) -> SongRef {
@@ -140,6 +156,7 @@ impl Driver {
             server_up: None,
             last_report: None,
             peers: BTreeMap::new(),
+            refused: RefusedCounts::default(),
         }
     }
 
@@ -585,6 +602,47 @@ impl Driver {
                 self.node.handle_link_down(now, link);
             }
             LinkEvent::Legacy(call) => self.on_legacy(call),
+            LinkEvent::Refused {
+                link,
+                remote_addr,
+                dialled,
+                reason,
+            } => self.on_refused(link, remote_addr, dialled, reason),
+        }
+    }
+
+    /// A transport refused a link, a frame or a call: counted, logged, and said once per link
+    /// refused. Nothing of it reached the node, so nothing changed.
+    fn on_refused(
+        &mut self,
+        link: Option<LinkId>,
+        remote_addr: String,
+        dialled: bool,
+        reason: Refusal,
+    ) {
+        let peer = link.map_or(remote_addr, |l| self.peer_name(l));
+        match &reason {
+            Refusal::Auth(_) if link.is_none() => {
+                self.refused.links += 1;
+                tracing::warn!(%peer, error = %reason, "link refused");
+                self.say(format!("link with {peer} refused: {reason}"));
+                if dialled {
+                    let now = self.now();
+                    self.node.handle_connect_failed(now, &peer);
+                }
+            }
+            Refusal::Auth(_) => {
+                self.refused.frames += 1;
+                tracing::warn!(%peer, error = %reason, "frame refused");
+            }
+            Refusal::RateLimited { dropped, .. } => {
+                self.refused.rate_limited += dropped;
+                tracing::warn!(%peer, error = %reason, "frames dropped by the rate limit");
+            }
+            Refusal::LegacyUnauthenticated { .. } => {
+                self.refused.legacy_calls += 1;
+                tracing::warn!(%peer, error = %reason, "legacy call refused");
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use music262_proto::auth::Refusal;
 use music262_proto::codec::CodecError;
 use sync_core::{Direction, LinkId, LocalTime, Message};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -34,6 +35,13 @@ pub enum LinkEvent {
     },
     /// A link ended on its own.
     Down { link: LinkId, error: Option<String> },
+    /// A link, frame or burst of frames refused by the transport (group key, rate limit).
+    Refused {
+        link: Option<LinkId>,
+        remote_addr: String,
+        dialled: bool,
+        reason: Refusal,
+    },
     /// A legacy `ClientHandler` call (gRPC only).
     Legacy(LegacyCall),
 }
@@ -77,6 +85,17 @@ impl From<transport_quic::TransportEvent> for LinkEvent {
             E::ConnectFailed { addr, error } => LinkEvent::ConnectFailed { addr, error },
             E::Frame { link, at, message } => LinkEvent::Frame { link, at, message },
             E::LinkDown { link, error } => LinkEvent::Down { link, error },
+            E::Refused {
+                link,
+                remote_addr,
+                dialled,
+                reason,
+            } => LinkEvent::Refused {
+                link,
+                remote_addr,
+                dialled,
+                reason,
+            },
         }
     }
 }
