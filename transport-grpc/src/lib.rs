@@ -13,4 +13,4 @@ pub mod peer;
 pub mod stamp;
 
 pub use audio::{AudioClient, AudioServer, LibrarySong, MusicLibrary, ServerError, SongSource};
-pub use peer::{ClockFn, LegacyCall, PeerTransport, TransportEvent, error_chain};
+pub use peer::{ClockFn, Counters, LegacyCall, PeerTransport, TransportEvent, error_chain};

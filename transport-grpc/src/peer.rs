@@ -11,9 +11,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use music262_proto::auth::{
+    self, AuthError, Channel, GroupKey, LEGACY_TOKEN_METADATA, LinkKeys, Opener, Refusal, Role,
+    Sealer,
+};
 use music262_proto::client::client_handler_client::ClientHandlerClient;
 use music262_proto::client::client_handler_server::{ClientHandler, ClientHandlerServer};
 use music262_proto::client::{
@@ -22,6 +26,7 @@ use music262_proto::client::{
 };
 use music262_proto::codec::{CodecError, MAX_FRAME_LEN};
 use music262_proto::legacy::legacy_ping_millis;
+use music262_proto::limits::{PEER_FRAMES_PER_SECOND, RateLimit};
 use sync_core::{Direction, LinkId, LocalTime, Message};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -39,6 +44,10 @@ pub type ClockFn = Arc<dyn Fn() -> u64 + Send + Sync>;
 const LINK_QUEUE: usize = 512;
 /// How long a dial may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the group-key handshake of a new link may take.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a refused link stays open so that the peer can read our opening frame.
+const REFUSAL_LINGER: Duration = Duration::from_millis(300);
 
 /// Something the transport tells the driver.
 #[derive(Debug)]
@@ -77,6 +86,30 @@ pub enum TransportEvent {
     },
     /// A legacy method call for the driver to answer.
     Legacy(LegacyCall),
+    /// A link, a frame, a burst of frames or a legacy call was refused (group key, rate limit);
+    /// nothing of it reached the node.
+    Refused {
+        /// The link, if it was up; `None` for a link refused during its group-key handshake and
+        /// for a legacy call.
+        link: Option<LinkId>,
+        /// The peer's or caller's address (for a dialled link, the address dialled).
+        remote_addr: String,
+        /// Whether this end dialled a link refused during its handshake (the dial failed).
+        dialled: bool,
+        /// Why.
+        reason: Refusal,
+    },
+}
+
+/// What this transport refused since it was made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Links refused by the group-key handshake, and frames refused by their seal.
+    pub auth_refused: u64,
+    /// Frames dropped by the per-peer rate limit.
+    pub rate_limited: u64,
+    /// Legacy calls that change playback, refused for want of the group key's token.
+    pub legacy_refused: u64,
 }
 
 /// A legacy `ClientHandler` call; the driver must answer through `reply` (dropping it answers
@@ -128,7 +161,17 @@ struct Shared {
     events: mpsc::UnboundedSender<TransportEvent>,
     links: Mutex<BTreeMap<LinkId, LinkHandle>>,
     next_link: Arc<AtomicU64>,
+    /// The group key: with one, every link is authenticated, every frame sealed, and legacy
+    /// calls that change playback need its token.
+    key: Option<GroupKey>,
+    auth_refused: AtomicU64,
+    rate_limited: AtomicU64,
+    legacy_refused: AtomicU64,
 }
+
+/// A keyed link's sealer, set once the peer's opening frame is read (no message is sent
+/// before: the link is reported up only after the handshake).
+type SealSlot = Arc<OnceLock<Arc<Sealer>>>;
 
 /// The gRPC peer transport. Cheap to clone; all clones drive the same links.
 #[derive(Clone)]
@@ -150,12 +193,28 @@ impl PeerTransport {
         clock: ClockFn,
         link_ids: Arc<AtomicU64>,
     ) -> (Self, mpsc::UnboundedReceiver<TransportEvent>) {
+        PeerTransport::with_group_key(clock, link_ids, None)
+    }
+
+    /// As [`PeerTransport::new`], with a group key: every `Exchange` link then goes through the
+    /// group-key handshake before it is reported up, every frame is sealed and checked (see
+    /// [`music262_proto::auth`]), and the legacy calls that change playback (`SendMusicCommand`,
+    /// `Gossip`, `Exit`) need the key's token in the `music262-auth` metadata entry.
+    pub fn with_group_key(
+        clock: ClockFn,
+        link_ids: Arc<AtomicU64>,
+        key: Option<GroupKey>,
+    ) -> (Self, mpsc::UnboundedReceiver<TransportEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             clock,
             events: tx,
             links: Mutex::new(BTreeMap::new()),
             next_link: link_ids,
+            key,
+            auth_refused: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            legacy_refused: AtomicU64::new(0),
         });
         (PeerTransport { shared }, rx)
     }
@@ -225,6 +284,16 @@ impl PeerTransport {
     pub fn link_count(&self) -> usize {
         self.shared.links.lock().expect("links lock").len()
     }
+
+    /// What this transport refused so far.
+    pub fn counters(&self) -> Counters {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Counters {
+            auth_refused: get(&self.shared.auth_refused),
+            rate_limited: get(&self.shared.rate_limited),
+            legacy_refused: get(&self.shared.legacy_refused),
+        }
+    }
 }
 
 fn endpoint_uri(addr: &str) -> String {
@@ -292,28 +361,180 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// Restamps the transmit instants of clock probes with the moment the frame is encoded, and
 /// asks the connection to rewrite them once more when their bytes reach the socket (see
 /// [`crate::stamp`] and `sync_core::ProbeReply`), then converts the message.
-fn outbound_frame(clock: &ClockFn, stamps: &ConnStamps, mut message: Message) -> PeerFrame {
+///
+/// On a keyed link the frame is sealed here, and its instant is not rewritten at the socket
+/// (that would break the seal): the transmit instant is the one taken when tonic asks for the
+/// frame, as on a link that sees no socket write.
+fn outbound_frame(
+    clock: &ClockFn,
+    stamps: &ConnStamps,
+    sealer: Option<&Sealer>,
+    mut message: Message,
+) -> PeerFrame {
     match &mut message {
         Message::Probe(p) => {
             p.t0 = LocalTime(clock());
-            stamps.stamp_on_write(p.t0.0);
+            if sealer.is_none() {
+                stamps.stamp_on_write(p.t0.0);
+            }
         }
         Message::ProbeReply(r) => {
             r.t2 = LocalTime(clock()).max(r.t1);
-            stamps.stamp_on_write(r.t2.0);
+            if sealer.is_none() {
+                stamps.stamp_on_write(r.t2.0);
+            }
         }
         _ => {}
     }
-    PeerFrame::from(&message)
+    let frame = PeerFrame::from(&message);
+    match sealer {
+        Some(s) => s.seal(Channel::Stream, frame),
+        None => frame,
+    }
 }
 
+/// The frames of one link: the group-key handshake's frames first (none without a key), then
+/// the node's messages, sealed once the handshake has set the sealer.
 fn outbound_stream(
     shared: &Arc<Shared>,
     stamps: ConnStamps,
+    handshake: mpsc::Receiver<PeerFrame>,
     rx: mpsc::Receiver<Message>,
+    seal: SealSlot,
 ) -> impl Stream<Item = PeerFrame> + Send + 'static {
     let clock = shared.clock.clone();
-    ReceiverStream::new(rx).map(move |m| outbound_frame(&clock, &stamps, m))
+    ReceiverStream::new(handshake).chain(
+        ReceiverStream::new(rx)
+            .map(move |m| outbound_frame(&clock, &stamps, seal.get().map(|s| &**s), m)),
+    )
+}
+
+/// Why a handshake did not complete.
+enum HandshakeFailure {
+    /// The peer failed the group-key check.
+    Refused(AuthError),
+    /// The stream broke or the peer said nothing in time.
+    Broken(String),
+}
+
+async fn next_handshake_frame(
+    inbound: &mut Streaming<PeerFrame>,
+) -> Result<PeerFrame, HandshakeFailure> {
+    match inbound.message().await {
+        Ok(Some(frame)) => Ok(frame),
+        Ok(None) => Err(HandshakeFailure::Broken("the peer closed the link".into())),
+        Err(status) => Err(HandshakeFailure::Broken(status.message().to_string())),
+    }
+}
+
+/// The group-key handshake on an `Exchange` stream (see [`music262_proto::auth`]): our opening
+/// frame, the peer's, our proof, the peer's. Plain TCP has no channel binding to offer.
+async fn authenticate(
+    key: &GroupKey,
+    role: Role,
+    handshake: mpsc::Sender<PeerFrame>,
+    seal: &SealSlot,
+    inbound: &mut Streaming<PeerFrame>,
+) -> Result<Opener, HandshakeFailure> {
+    let mut nonce = [0u8; auth::NONCE_LEN];
+    getrandom::fill(&mut nonce)
+        .map_err(|e| HandshakeFailure::Broken(format!("no randomness for a nonce: {e}")))?;
+    let gone = |_| HandshakeFailure::Broken("the link was closed".into());
+    handshake
+        .send(auth::opening_frame(key, nonce))
+        .await
+        .map_err(gone)?;
+    let opening = next_handshake_frame(inbound).await?;
+    let peer_nonce = auth::read_opening(key, &opening).map_err(HandshakeFailure::Refused)?;
+    let keys = LinkKeys::derive(key, role, &nonce, &peer_nonce, b"");
+    let sealer = Arc::new(keys.sealer());
+    let proof = sealer.proof();
+    let _ = seal.set(sealer);
+    handshake.send(proof).await.map_err(gone)?;
+    // Ends the handshake part of the outbound stream: the node's messages follow.
+    drop(handshake);
+    let mut opener = keys.opener(Channel::Stream);
+    let proof = next_handshake_frame(inbound).await?;
+    opener
+        .open_proof(proof)
+        .map_err(HandshakeFailure::Refused)?;
+    Ok(opener)
+}
+
+/// Runs the group-key handshake of a keyed link, then reports it up and reads its frames; a
+/// peer that fails is refused (reported, counted, the link closed).
+#[allow(clippy::too_many_arguments)]
+async fn run_keyed_link(
+    shared: Arc<Shared>,
+    link: LinkId,
+    stamp: ConnStamps,
+    mut inbound: Streaming<PeerFrame>,
+    key: GroupKey,
+    handshake: mpsc::Sender<PeerFrame>,
+    seal: SealSlot,
+    remote_addr: String,
+    direction: Direction,
+) {
+    let role = match direction {
+        Direction::Outgoing => Role::Dialler,
+        Direction::Incoming => Role::Acceptor,
+    };
+    let dialled = direction == Direction::Outgoing;
+    let outcome = tokio::time::timeout(
+        AUTH_TIMEOUT,
+        authenticate(&key, role, handshake, &seal, &mut inbound),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(HandshakeFailure::Broken(
+            "no group-key handshake in time".into(),
+        ))
+    });
+    match outcome {
+        Ok(opener) => {
+            if !shared.links.lock().expect("links lock").contains_key(&link) {
+                return; // closed meanwhile
+            }
+            let _ = shared.events.send(TransportEvent::LinkUp {
+                link,
+                remote_addr: remote_addr.clone(),
+                direction,
+            });
+            read_frames(shared, link, remote_addr, stamp, inbound, Some(opener)).await;
+        }
+        Err(failure) => {
+            // Dropping the link's sender ends our half of the stream.
+            shared.links.lock().expect("links lock").remove(&link);
+            let event = match failure {
+                HandshakeFailure::Refused(error) => {
+                    shared.auth_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(peer = %remote_addr, %error, "gRPC link refused");
+                    // Dropping the stream at once would reset it, and the peer could lose our
+                    // opening frame unread and never learn why; let it read and refuse in
+                    // turn, briefly (what it sends meanwhile is discarded).
+                    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+                        while let Ok(Some(_)) = inbound.message().await {}
+                    })
+                    .await;
+                    TransportEvent::Refused {
+                        link: None,
+                        remote_addr,
+                        dialled,
+                        reason: Refusal::Auth(error),
+                    }
+                }
+                HandshakeFailure::Broken(error) if dialled => TransportEvent::ConnectFailed {
+                    addr: remote_addr,
+                    error,
+                },
+                HandshakeFailure::Broken(error) => {
+                    tracing::debug!(peer = %remote_addr, %error, "gRPC group-key handshake failed");
+                    return;
+                }
+            };
+            let _ = shared.events.send(event);
+        }
+    }
 }
 
 fn register_link(
@@ -332,17 +553,62 @@ fn register_link(
 
 /// Reads frames from `inbound` until it ends, stamping each with the instant its bytes were
 /// read off the socket (see [`crate::stamp`]).
+///
+/// Frames beyond the per-peer rate limit are dropped before anything else (counted, reported
+/// at most once a second); on a keyed link each frame's seal is checked by `opener`, and a
+/// frame that fails is dropped, counted and reported.
 async fn read_frames(
     shared: Arc<Shared>,
     link: LinkId,
+    remote_addr: String,
     stamp: ConnStamps,
     mut inbound: Streaming<PeerFrame>,
+    mut opener: Option<Opener>,
 ) {
+    let mut limit = RateLimit::per_peer((shared.clock)());
+    let refuse = |reason: Refusal| {
+        tracing::warn!(peer = %remote_addr, error = %reason, "gRPC frame refused");
+        // `false` once the driver is gone.
+        shared
+            .events
+            .send(TransportEvent::Refused {
+                link: Some(link),
+                remote_addr: remote_addr.clone(),
+                dialled: false,
+                reason,
+            })
+            .is_ok()
+    };
     let error = loop {
         match inbound.message().await {
             Ok(Some(frame)) => {
                 let now = (shared.clock)();
                 let at = LocalTime(stamp.last_read(now).unwrap_or(now));
+                if !limit.allow(now) {
+                    shared.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    if let Some(dropped) = limit.take_report(now)
+                        && !refuse(Refusal::RateLimited {
+                            dropped,
+                            per_second: PEER_FRAMES_PER_SECOND,
+                        })
+                    {
+                        return;
+                    }
+                    continue;
+                }
+                let frame = match opener.as_mut() {
+                    None => frame,
+                    Some(opener) => match opener.open_message(frame) {
+                        Ok(opened) => opened,
+                        Err(error) => {
+                            shared.auth_refused.fetch_add(1, Ordering::Relaxed);
+                            if !refuse(Refusal::Auth(error)) {
+                                return;
+                            }
+                            continue;
+                        }
+                    },
+                };
                 let message = Message::try_from(frame);
                 if shared
                     .events
@@ -367,15 +633,40 @@ async fn open_outgoing(
     addr: String,
 ) {
     let (tx, rx) = mpsc::channel(LINK_QUEUE);
-    let outbound = outbound_stream(&shared, stamp.clone(), rx);
+    let (hs_tx, hs_rx) = mpsc::channel(2);
+    let seal = SealSlot::default();
+    let outbound = outbound_stream(&shared, stamp.clone(), hs_rx, rx, seal.clone());
     // Registered now so that a close during the dial is noticed; announced to the driver only
-    // once the peer has answered.
+    // once the peer has answered (and, with a key, passed the handshake).
     let link = register_link(&shared, tx, None);
     let response = client.exchange(Request::new(outbound));
     match tokio::time::timeout(CONNECT_TIMEOUT, response).await {
         Ok(Ok(resp)) => {
             let inbound = resp.into_inner();
-            let reader = tokio::spawn(read_frames(shared.clone(), link, stamp, inbound));
+            let reader = match shared.key.clone() {
+                Some(key) => tokio::spawn(run_keyed_link(
+                    shared.clone(),
+                    link,
+                    stamp,
+                    inbound,
+                    key,
+                    hs_tx,
+                    seal,
+                    addr.clone(),
+                    Direction::Outgoing,
+                )),
+                None => {
+                    drop(hs_tx);
+                    tokio::spawn(read_frames(
+                        shared.clone(),
+                        link,
+                        addr.clone(),
+                        stamp,
+                        inbound,
+                        None,
+                    ))
+                }
+            };
             let mut links = shared.links.lock().expect("links lock");
             match links.get_mut(&link) {
                 Some(h) => h.reader = Some(reader.abort_handle()),
@@ -386,11 +677,13 @@ async fn open_outgoing(
                 }
             }
             drop(links);
-            let _ = shared.events.send(TransportEvent::LinkUp {
-                link,
-                remote_addr: addr,
-                direction: Direction::Outgoing,
-            });
+            if shared.key.is_none() {
+                let _ = shared.events.send(TransportEvent::LinkUp {
+                    link,
+                    remote_addr: addr,
+                    direction: Direction::Outgoing,
+                });
+            }
         }
         Ok(Err(status)) => {
             shared.links.lock().expect("links lock").remove(&link);
@@ -414,6 +707,37 @@ struct PeerService {
 }
 
 impl PeerService {
+    /// With a group key, a legacy call that changes playback must present the key's token
+    /// ([`GroupKey::legacy_token`]) in the `music262-auth` metadata entry; one that does not is
+    /// refused with UNAUTHENTICATED, counted and reported, and reaches nothing. Without a key
+    /// every call is let through, as in the original protocol.
+    fn authorize<T>(&self, request: &Request<T>, method: &'static str) -> Result<(), Status> {
+        let Some(key) = &self.shared.key else {
+            return Ok(());
+        };
+        let presented = request
+            .metadata()
+            .get(LEGACY_TOKEN_METADATA)
+            .and_then(|v| v.to_str().ok());
+        if presented.is_some_and(|t| key.legacy_token_matches(t)) {
+            return Ok(());
+        }
+        self.shared.legacy_refused.fetch_add(1, Ordering::Relaxed);
+        let reason = Refusal::LegacyUnauthenticated { method };
+        let caller = remote_addr(request).map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        tracing::warn!(%caller, error = %reason, "legacy call refused");
+        let _ = self.shared.events.send(TransportEvent::Refused {
+            link: None,
+            remote_addr: caller,
+            dialled: false,
+            reason,
+        });
+        Err(Status::unauthenticated(format!(
+            "{method} changes playback and this client has a group key: present the key's token \
+             in the `{LEGACY_TOKEN_METADATA}` metadata entry"
+        )))
+    }
+
     fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> LegacyCall,
@@ -461,6 +785,7 @@ impl ClientHandler for PeerService {
         &self,
         request: Request<MusicRequest>,
     ) -> Result<Response<MusicResponse>, Status> {
+        self.authorize(&request, "SendMusicCommand")?;
         let from = remote_addr(&request);
         let request = request.into_inner();
         let rx = self.ask(|reply| LegacyCall::Command {
@@ -484,6 +809,7 @@ impl ClientHandler for PeerService {
         &self,
         request: Request<GossipRequest>,
     ) -> Result<Response<GossipResponse>, Status> {
+        self.authorize(&request, "Gossip")?;
         let from = remote_addr(&request);
         let peers = request.into_inner().peer_list;
         if peers.len() > music262_proto::codec::MAX_GOSSIP_ADDRS {
@@ -499,6 +825,7 @@ impl ClientHandler for PeerService {
     }
 
     async fn exit(&self, request: Request<ExitRequest>) -> Result<Response<ExitResponse>, Status> {
+        self.authorize(&request, "Exit")?;
         let from = remote_addr(&request);
         let request = request.into_inner();
         let rx = self.ask(|reply| LegacyCall::Exit {
@@ -525,23 +852,48 @@ impl ClientHandler for PeerService {
         let stamp_out = stamp.clone();
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(LINK_QUEUE);
+        let (hs_tx, hs_rx) = mpsc::channel(2);
+        let seal = SealSlot::default();
         let shared = self.shared.clone();
         // Register before reading so that a reply to the first frame has somewhere to go.
         let (go_tx, go_rx) = oneshot::channel::<LinkId>();
         let reader_shared = shared.clone();
+        let reader_addr = remote_addr.clone();
+        let reader_seal = seal.clone();
         let reader = tokio::spawn(async move {
-            if let Ok(link) = go_rx.await {
-                read_frames(reader_shared, link, stamp, inbound).await;
+            let Ok(link) = go_rx.await else { return };
+            match reader_shared.key.clone() {
+                // With a key, the link is reported up once the handshake passes.
+                Some(key) => {
+                    run_keyed_link(
+                        reader_shared,
+                        link,
+                        stamp,
+                        inbound,
+                        key,
+                        hs_tx,
+                        reader_seal,
+                        reader_addr,
+                        Direction::Incoming,
+                    )
+                    .await
+                }
+                None => {
+                    drop(hs_tx);
+                    read_frames(reader_shared, link, reader_addr, stamp, inbound, None).await
+                }
             }
         });
         let link = register_link(&shared, tx, Some(reader.abort_handle()));
-        let _ = shared.events.send(TransportEvent::LinkUp {
-            link,
-            remote_addr,
-            direction: Direction::Incoming,
-        });
+        if shared.key.is_none() {
+            let _ = shared.events.send(TransportEvent::LinkUp {
+                link,
+                remote_addr,
+                direction: Direction::Incoming,
+            });
+        }
         let _ = go_tx.send(link);
-        let frames = outbound_stream(&shared, stamp_out, rx).map(Ok);
+        let frames = outbound_stream(&shared, stamp_out, hs_rx, rx, seal).map(Ok);
         Ok(Response::new(Box::pin(frames)))
     }
 }

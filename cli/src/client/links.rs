@@ -64,6 +64,17 @@ impl From<transport_grpc::TransportEvent> for LinkEvent {
             E::Frame { link, at, message } => LinkEvent::Frame { link, at, message },
             E::LinkDown { link, error } => LinkEvent::Down { link, error },
             E::Legacy(call) => LinkEvent::Legacy(call),
+            E::Refused {
+                link,
+                remote_addr,
+                dialled,
+                reason,
+            } => LinkEvent::Refused {
+                link,
+                remote_addr,
+                dialled,
+                reason,
+            },
         }
     }
 }
