@@ -8,15 +8,20 @@
 //! * [`scenario`]: what a run simulates, and the presets of SPEC section 6;
 //! * [`sim`]: the event loop driving unmodified sync-core nodes, checking invariants after
 //!   every event and measuring sync error, command latency and message rates;
-//! * [`report`] and [`plot`]: what the `sim` binary prints and draws.
+//! * [`report`] and [`plot`]: what the `sim` binary prints and draws;
+//! * [`relay`]: the same link model applied to real UDP datagrams and TCP streams between
+//!   processes on one host (the `relay` binary), for experiments with the real transports;
+//! * [`experiment`]: what the `experiment` binary reads from those runs' traces.
 //!
 //! One seed drives everything: the same seed and commit give the same trace.
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod experiment;
 pub mod link;
 pub mod player;
 pub mod plot;
+pub mod relay;
 pub mod report;
 pub mod scenario;
 pub mod sim;
