@@ -301,3 +301,51 @@ mod tests {
         assert_eq!(t[1].sample_rate, 44_100);
     }
 }
+
+/// Sends one legacy `SendMusicCommand` (`action`, song number `song_num`) to the peer endpoint
+/// at `addr`, as a script would, with `token` in the `music262-auth` metadata entry when given.
+/// Blocks until answered; an error is `"<gRPC code>: <message>"`.
+pub fn send_legacy_command(
+    addr: &str,
+    action: &str,
+    song_num: i32,
+    token: Option<&str>,
+) -> Result<(), String> {
+    use music262_proto::auth::LEGACY_TOKEN_METADATA;
+    use music262_proto::client::MusicRequest;
+    use music262_proto::client::client_handler_client::ClientHandlerClient;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let mut client = ClientHandlerClient::connect(format!("http://{addr}"))
+            .await
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        let mut request = tonic::Request::new(MusicRequest {
+            action: action.to_string(),
+            song_num,
+            ..MusicRequest::default()
+        });
+        if let Some(t) = token {
+            let value = t
+                .parse()
+                .map_err(|_| "the token is not valid metadata".to_string())?;
+            request.metadata_mut().insert(LEGACY_TOKEN_METADATA, value);
+        }
+        client
+            .send_music_command(request)
+            .await
+            .map(|_| ())
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+    })
+}
+
+/// The legacy-call token of the group key `key` (what a script puts in the `music262-auth`
+/// metadata entry), or why the key is not valid.
+pub fn legacy_token(key: &str) -> Result<String, String> {
+    music262_proto::auth::GroupKey::new(key.as_bytes())
+        .map(|k| k.legacy_token())
+        .map_err(|e| e.to_string())
+}

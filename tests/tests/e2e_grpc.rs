@@ -223,3 +223,137 @@ fn a_taken_peer_port_moves_to_the_next_free_one_with_one_line() {
         "{text}"
     );
 }
+
+const GROUP_KEY: &str = "e2e group key 0123456789";
+
+/// The `refused:` counts of a `status` reply: links, frames, legacy calls.
+fn refused_counts(lines: &[String]) -> (u64, u64, u64) {
+    let line = lines
+        .iter()
+        .find(|l| l.contains("refused:"))
+        .unwrap_or_else(|| panic!("no security line in {lines:?}"));
+    let n = |what: &str| -> u64 {
+        let before = line.split(what).next().unwrap_or_default();
+        before
+            .split_whitespace()
+            .last()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("no count before `{what}` in {line}"))
+    };
+    (n(" links"), n(" frames,"), n(" legacy calls"))
+}
+
+#[test]
+fn peers_with_the_same_group_key_link_and_others_are_refused_and_counted() {
+    let dir = tempfile_dir("group-key");
+    let (_server, port) = server(&dir);
+    let [sa, sb, sc] = specs();
+    let key = [("MUSIC262_GROUP_KEY", GROUP_KEY)];
+    let mut a = client_with_env(&dir, port, &sa, Transport::Grpc, &key);
+    assert!(
+        a.output().iter().any(|l| l.contains("group key") && l.contains("set")),
+        "{:?}",
+        a.output()
+    );
+    let mut b = client_with_env(&dir, port, &sb, Transport::Grpc, &key);
+    join(&mut b, &mut a);
+
+    // Another key: refused on both sides, with the reason, and counted.
+    let mut c = client_with_env(
+        &dir,
+        port,
+        &sc,
+        Transport::Grpc,
+        &[("MUSIC262_GROUP_KEY", "not the group's key at all")],
+    );
+    c.send(&format!("join {}", a.addr));
+    c.wait_for("uses a different group key", 10 * S);
+    a.wait_for("uses a different group key", 10 * S);
+
+    // No key at all: warned at start, refused by the keyed client.
+    let d_spec = ClientSpec {
+        name: "d",
+        offset_ms: 0.0,
+        drift_ppm: 0.0,
+        node_id: 0xd,
+    };
+    let mut d = client(&dir, port, &d_spec, Transport::Grpc);
+    assert!(
+        d.output()
+            .iter()
+            .any(|l| l.contains("warning: no group key")),
+        "the keyless client warns: {:?}",
+        d.output()
+    );
+    d.send(&format!("join {}", a.addr));
+    d.wait_for("uses a group key and this client has none", 10 * S);
+    a.wait_for("the peer has no group key", 10 * S);
+
+    let st = a.ask("status", S);
+    assert_eq!(refused_counts(&st).0, 2, "{st:?}");
+    // Only the keyed peer is linked.
+    let conns = a.ask("connections", S);
+    assert!(conns.iter().any(|l| l.contains(&b.addr)), "{conns:?}");
+    assert!(
+        !conns
+            .iter()
+            .any(|l| l.contains(&c.addr) || l.contains(&d.addr)),
+        "{conns:?}"
+    );
+}
+
+#[test]
+fn a_legacy_command_without_the_group_key_is_refused_and_playback_is_unchanged() {
+    let dir = tempfile_dir("legacy-key");
+    let (_server, port) = server(&dir);
+    let [sa, _, _] = specs();
+    let mut a = client_with_env(
+        &dir,
+        port,
+        &sa,
+        Transport::Grpc,
+        &[("MUSIC262_GROUP_KEY", GROUP_KEY)],
+    );
+    a.send("play 1");
+    a.wait_for("loaded", 30 * S);
+    std::thread::sleep(S);
+    let before = a.ask("status", S / 2);
+    assert_eq!(
+        status_state(&before).as_deref(),
+        Some("playing"),
+        "{before:?}"
+    );
+
+    // No token, and the key itself in place of its token: refused, nothing changes.
+    for token in [None, Some(GROUP_KEY)] {
+        let err = music262::fleet::send_legacy_command(&a.addr, "stop", 0, token).unwrap_err();
+        assert!(err.starts_with("Unauthenticated:"), "{err}");
+        assert!(err.contains("music262-auth"), "{err}");
+    }
+    std::thread::sleep(S / 2);
+    let after = a.ask("status", S / 2);
+    assert_eq!(
+        status_state(&after).as_deref(),
+        Some("playing"),
+        "{after:?}"
+    );
+    assert!(
+        status_frame(&after) > status_frame(&before),
+        "still advancing: {before:?} then {after:?}"
+    );
+    assert_eq!(refused_counts(&after).2, 2, "{after:?}");
+
+    // With the token the same command is obeyed.
+    let token = music262_proto_token(GROUP_KEY);
+    music262::fleet::send_legacy_command(&a.addr, "stop", 0, Some(&token)).unwrap();
+    std::thread::sleep(S);
+    let st = a.ask("status", S / 2);
+    assert_eq!(status_state(&st).as_deref(), Some("stopped"), "{st:?}");
+}
+
+/// The legacy-call token of a group key, as a script computes it (the formula of
+/// `docs/security.md`): hex of HMAC-SHA256(HMAC-SHA256("music262 group key v1", key),
+/// "music262 legacy calls v1").
+fn music262_proto_token(key: &str) -> String {
+    music262::fleet::legacy_token(key).expect("a valid key")
+}

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use music262_proto::audio_service::{LoadAudioRequest, SongInfo};
 use music262_proto::auth::Refusal;
 use music262_proto::client::{GetPositionResponse, PlaybackState as WireState};
+use music262_proto::codec::CodecError;
 use music262_proto::legacy::{self, LegacyAction, Position, WavLayout};
 use player::{Clock, PlaybackState, Player, PlayerEvent, SkewedClock, Song};
 use sync_core::{
@@ -47,6 +48,8 @@ pub struct Parts {
     pub trace: Option<TraceWriter>,
     pub interactive: bool,
     pub lease: Duration,
+    /// How peers are authenticated, for `status` ("group key 1a2b…" or "no group key").
+    pub key_note: String,
 }
 
 /// A command waiting for the playlist to name its song.
@@ -97,6 +100,7 @@ pub struct Driver {
     peers: BTreeMap<LinkId, String>,
     /// What the transports refused (shown by `status`).
     refused: RefusedCounts,
+    key_note: String,
 }
 
 /// Counts of refused input, by kind.
@@ -157,6 +161,7 @@ impl Driver {
             last_report: None,
             peers: BTreeMap::new(),
             refused: RefusedCounts::default(),
+            key_note: p.key_note,
         }
     }
 
@@ -592,6 +597,16 @@ impl Driver {
             }
             LinkEvent::Frame { link, at, message } => match message {
                 Ok(m) => self.node.handle_message(at, link, m),
+                Err(e @ CodecError::PeerHasKey) => {
+                    // The keyed peer refuses us in turn; say why once, here, and close.
+                    let peer = self.peer_name(link);
+                    self.refused.links += 1;
+                    tracing::warn!(%peer, error = %e, "link refused");
+                    self.say(format!("link with {peer} refused: {e}"));
+                    self.links.close(link);
+                    let now = self.now();
+                    self.node.handle_link_down(now, link);
+                }
                 Err(e) => {
                     tracing::warn!(peer = %self.peer_name(link), error = %e, "undecodable frame dropped")
                 }
@@ -977,6 +992,12 @@ impl Driver {
                     advertised: &self.advertised,
                     loading: self.fetching.as_ref(),
                 });
+                let r = self.refused;
+                let text = format!(
+                    "{text}\nsecurity: {}; refused: {} links, {} frames, {} legacy calls; \
+                     {} frames dropped by the rate limit",
+                    self.key_note, r.links, r.frames, r.legacy_calls, r.rate_limited
+                );
                 self.say(text);
                 Ok(())
             }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use clap::{Parser, ValueEnum};
+use music262_proto::auth::GroupKey;
 use player::{Clock, Player, PlayerConfig, SinkSpec};
 use sha2::{Digest, Sha256};
 use sync_core::{Config, LocalTime, Node, NodeId};
@@ -53,6 +54,7 @@ impl TransportKind {
                   music_client --p2p-port 50062 --sink null     a second client on the same machine, silent\n  \
                   music_client --sink wav:out.wav --trace t.csv  record what would be heard, and a timing trace\n\n\
                   Environment:\n  MUSIC262_CLOCK_OFFSET_MS, MUSIC262_CLOCK_DRIFT_PPM  skew this client's sync clock (and its null/wav\n                                                      sink) to emulate a separate machine\n  \
+                  MUSIC262_GROUP_KEY                                  the group key (see --group-key)\n  \
                   RUST_LOG                                            log level (e.g. debug, or sync_core=trace)\n\n\
                   Type `help` at the prompt for the commands."
 )]
@@ -73,8 +75,8 @@ pub struct ClientArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise: Option<String>,
     /// Transport for the links this client dials (`join`, gossip). Links are accepted on both:
-    /// gRPC on the TCP peer port and QUIC on the UDP port of the same number. QUIC peers are
-    /// not authenticated (any certificate is accepted), like gRPC ones.
+    /// gRPC on the TCP peer port and QUIC on the UDP port of the same number. Peers are
+    /// authenticated by the group key (`--group-key`), on both transports, or not at all.
     #[arg(long, value_enum, default_value_t = TransportKind::Grpc)]
     pub transport: TransportKind,
     /// Where the sound goes: `device` (the default sound device; falls back to `null` with one
@@ -101,11 +103,21 @@ pub struct ClientArgs {
     /// Default: random.
     #[arg(long, value_name = "HEX", hide = true)]
     pub node_id: Option<String>,
+    /// The group key: a secret shared by every client of the group (at least 12 bytes; use a
+    /// random one, e.g. `openssl rand -hex 16`). With it, every peer frame is authenticated
+    /// (HMAC-SHA256, replay-protected), peers without it cannot link, and legacy calls that
+    /// change playback need its token. Prefer the environment variable MUSIC262_GROUP_KEY, which
+    /// other users cannot read from the process list.
+    #[arg(long, value_name = "KEY", env = GROUP_KEY_ENV, hide_env_values = true)]
+    pub group_key: Option<String>,
     /// Lease asked of the server for this client's registration, in milliseconds (renewed at a
     /// third of it; a client that dies disappears from `peers` when it lapses).
     #[arg(long, value_name = "MS", default_value_t = 15_000, hide = true)]
     pub lease_ms: u64,
 }
+
+/// Environment variable holding the group key (see `--group-key`).
+pub const GROUP_KEY_ENV: &str = "MUSIC262_GROUP_KEY";
 
 fn random_node_id(port: u16) -> u64 {
     // Uniqueness, not secrecy: process, time and port are enough to tell clients apart.
@@ -195,6 +207,18 @@ pub async fn run(args: ClientArgs) -> i32 {
             }
         },
         None => random_node_id(args.p2p_port),
+    };
+    let group_key = match args
+        .group_key
+        .as_deref()
+        .map(|k| GroupKey::new(k.as_bytes()))
+    {
+        None => None,
+        Some(Ok(k)) => Some(k),
+        Some(Err(e)) => {
+            eprintln!("error: --group-key / {GROUP_KEY_ENV}: {e}");
+            return 2;
+        }
     };
     let clock = match crate::clock::sync_clock() {
         Ok(c) => c,
@@ -287,6 +311,28 @@ pub async fn run(args: ClientArgs) -> i32 {
         }
     ));
 
+    let key_note = match &group_key {
+        Some(k) => {
+            printer.println(format!(
+                "group key {} set: only peers with it can link, and legacy commands need its \
+                 token",
+                k.fingerprint()
+            ));
+            tracing::info!(key_id = %k.fingerprint(), "group key set");
+            format!("group key {}", k.fingerprint())
+        }
+        None => {
+            // Said once, at start: the one moment the user is looking.
+            let warning = format!(
+                "warning: no group key: anyone who can reach port {port} can join this client \
+                 and control playback (set {GROUP_KEY_ENV} or --group-key on every client)"
+            );
+            tracing::warn!("{warning}");
+            printer.println(warning);
+            "no group key (anyone can control playback)".to_string()
+        }
+    };
+
     // The player.
     let player_clock: Arc<dyn Clock> = clock.clone();
     let mut config = PlayerConfig::new(sink.clone());
@@ -333,13 +379,14 @@ pub async fn run(args: ClientArgs) -> i32 {
         Arc::new(move || c.now_ns())
     };
     let link_ids = Arc::new(AtomicU64::new(1));
-    let (transport, transport_events) = PeerTransport::new(clock_fn.clone(), link_ids.clone());
+    let (transport, transport_events) =
+        PeerTransport::with_group_key(clock_fn.clone(), link_ids.clone(), group_key.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let serving = transport.serve(listener, stopped(stop_rx.clone()));
-    let (quic, quic_events) = QuicTransport::new(clock_fn, link_ids);
+    let (quic, quic_events) = QuicTransport::with_group_key(clock_fn, link_ids, group_key);
     let quic_serving = match quic.serve(udp, stopped(stop_rx)) {
         Ok(s) => s,
         Err(e) => {
@@ -381,6 +428,7 @@ pub async fn run(args: ClientArgs) -> i32 {
         trace,
         interactive: console.interactive,
         lease: std::time::Duration::from_millis(args.lease_ms.max(1)),
+        key_note,
     });
     let code = driver.run(console.input).await;
     let _ = stop_tx.send(true);

@@ -128,6 +128,17 @@ impl Transport {
 /// Starts a client dialling with `transport`, with a null sink, a trace and the given clock
 /// skew.
 pub fn client(dir: &Path, server_port: u16, spec: &ClientSpec, transport: Transport) -> Client {
+    client_with_env(dir, server_port, spec, transport, &[])
+}
+
+/// As [`client`], with extra environment variables (a group key, for instance).
+pub fn client_with_env(
+    dir: &Path,
+    server_port: u16,
+    spec: &ClientSpec,
+    transport: Transport,
+    env: &[(&str, &str)],
+) -> Client {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let trace = dir.join(format!("{}.csv", spec.name));
@@ -156,7 +167,8 @@ pub fn client(dir: &Path, server_port: u16, spec: &ClientSpec, transport: Transp
     .arg(&trace)
     .env("MUSIC262_CLOCK_OFFSET_MS", spec.offset_ms.to_string())
     .env("MUSIC262_CLOCK_DRIFT_PPM", spec.drift_ppm.to_string())
-    .env("RUST_LOG", "info");
+    .env("RUST_LOG", "info")
+    .envs(env.iter().copied());
     let mut proc = spawn(spec.name, cmd);
     proc.wait_for("type `help` for commands", Duration::from_secs(30));
     Client {
