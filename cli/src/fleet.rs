@@ -259,49 +259,6 @@ pub fn sibling_binary(name: &str) -> Result<PathBuf, String> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pt(host_ns: u64, frame: f64) -> TracePoint {
-        TracePoint {
-            host_ns,
-            frame,
-            sample_rate: 48_000,
-            playing: true,
-            state: TraceState::Playing,
-        }
-    }
-
-    #[test]
-    fn sync_error_interpolates_the_other_trace_and_skips_gaps() {
-        // b is 48 frames (1 ms) behind a.
-        let a: Vec<_> = (0..10)
-            .map(|i| pt(i * 10_000_000 + 5_000_000, 480.0 * i as f64 + 240.0 + 48.0))
-            .collect();
-        let b: Vec<_> = (0..10)
-            .map(|i| pt(i * 10_000_000, 480.0 * i as f64))
-            .collect();
-        let e = sync_errors_us(&a, &b, 0, u64::MAX);
-        assert_eq!(e.len(), 9);
-        assert!(e.iter().all(|x| (x - 1_000.0).abs() < 1e-6), "{e:?}");
-        assert_eq!(quantile_abs(&e, 0.99), Some(1_000.0));
-        let gappy = vec![pt(0, 0.0), pt(100_000_000, 4_800.0)];
-        assert!(sync_errors_us(&a, &gappy, 0, u64::MAX).is_empty());
-    }
-
-    #[test]
-    fn traces_parse_and_ignore_torn_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("t.csv");
-        std::fs::write(&p, "host_monotonic_ns,frame,sample_rate,state\n10,1.5,44100,paused\n20,2.0,44100,playing\n30,2").unwrap();
-        let t = read_trace(&p);
-        assert_eq!(t.len(), 2);
-        assert_eq!(t[0].state, TraceState::Paused);
-        assert_eq!(t[1].sample_rate, 44_100);
-    }
-}
-
 /// Sends one legacy `SendMusicCommand` (`action`, song number `song_num`) to the peer endpoint
 /// at `addr`, as a script would, with `token` in the `music262-auth` metadata entry when given.
 /// Blocks until answered; an error is `"<gRPC code>: <message>"`.
@@ -348,4 +305,47 @@ pub fn legacy_token(key: &str) -> Result<String, String> {
     music262_proto::auth::GroupKey::new(key.as_bytes())
         .map(|k| k.legacy_token())
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pt(host_ns: u64, frame: f64) -> TracePoint {
+        TracePoint {
+            host_ns,
+            frame,
+            sample_rate: 48_000,
+            playing: true,
+            state: TraceState::Playing,
+        }
+    }
+
+    #[test]
+    fn sync_error_interpolates_the_other_trace_and_skips_gaps() {
+        // b is 48 frames (1 ms) behind a.
+        let a: Vec<_> = (0..10)
+            .map(|i| pt(i * 10_000_000 + 5_000_000, 480.0 * i as f64 + 240.0 + 48.0))
+            .collect();
+        let b: Vec<_> = (0..10)
+            .map(|i| pt(i * 10_000_000, 480.0 * i as f64))
+            .collect();
+        let e = sync_errors_us(&a, &b, 0, u64::MAX);
+        assert_eq!(e.len(), 9);
+        assert!(e.iter().all(|x| (x - 1_000.0).abs() < 1e-6), "{e:?}");
+        assert_eq!(quantile_abs(&e, 0.99), Some(1_000.0));
+        let gappy = vec![pt(0, 0.0), pt(100_000_000, 4_800.0)];
+        assert!(sync_errors_us(&a, &gappy, 0, u64::MAX).is_empty());
+    }
+
+    #[test]
+    fn traces_parse_and_ignore_torn_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.csv");
+        std::fs::write(&p, "host_monotonic_ns,frame,sample_rate,state\n10,1.5,44100,paused\n20,2.0,44100,playing\n30,2").unwrap();
+        let t = read_trace(&p);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].state, TraceState::Paused);
+        assert_eq!(t[1].sample_rate, 44_100);
+    }
 }
