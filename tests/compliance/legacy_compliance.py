@@ -8,7 +8,9 @@ every expected value is computed independently of the Rust code) and three real
 script, a remote control) would, with stubs generated at run time by grpcio-tools from
 `proto/*.proto`. A legacy-only caller is emulated with the ORIGINAL Music262 schema (kept
 verbatim in proto/tests/original/), so its requests carry nothing but the legacy fields and it decodes answers as an old
-client would.
+client would. Those three clients have no group key, so legacy behaviour must be exactly the original one; a fourth,
+started with MUSIC262_GROUP_KEY, checks that calls changing playback then need the key's token (computed here with
+Python's hmac, from the formula in docs/security.md) and are refused with UNAUTHENTICATED without it.
 
 Usage: legacy_compliance.py [--bin-dir DIR] [--proto-dir DIR] [--keep]
   --bin-dir    where music_server and music_client are (default: $CARGO_TARGET_DIR/debug or
@@ -133,7 +135,7 @@ def free_port():
 class Proc:
     """A started binary: stdin to type into, stdout collected line by line."""
 
-    def __init__(self, name, argv, work):
+    def __init__(self, name, argv, work, env=None):
         self.name = name
         self.argv = argv
         self.lines = []
@@ -148,6 +150,7 @@ class Proc:
             text=True,
             bufsize=1,
             cwd=work,
+            env=dict(os.environ, **(env or {})),
             preexec_fn=_die_with_parent,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -274,8 +277,8 @@ class Compliance:
                 self.files[name] = f.read()
         self.meta = {name: parse_wav(raw) for name, raw in self.files.items()}
 
-    def start(self, name, argv):
-        p = Proc(name, argv, self.work)
+    def start(self, name, argv, env=None):
+        p = Proc(name, argv, self.work, env)
         self.procs.append(p)
         return p
 
@@ -296,11 +299,11 @@ class Compliance:
                 p.stop()
         raise RuntimeError("music_server did not start (5 tries)")
 
-    def start_client(self, name):
+    def start_client(self, name, env=None):
         exe = os.path.join(self.args.bin_dir, "music_client")
         p = self.start(name, [exe, "--server", f"127.0.0.1:{self.server_port}", "--p2p-port", str(free_port()),
                               "--bind", "127.0.0.1", "--sink", "null",
-                              "--log-file", os.path.join(self.work, f"{name}.log")])
+                              "--log-file", os.path.join(self.work, f"{name}.log")], env)
         return p
 
     def client_ready(self, p):
@@ -892,6 +895,52 @@ class Compliance:
         self.a.wait_for(r"peer %s disconnected" % re.escape(self.c.addr), 5, since=m)
         ca = self.until("C gone from A's connections", lambda: self.connections(self.a), lambda s: self.c.addr not in s, timeout=5)
         expect(self.b.addr in ca, f"A dropped B too: {ca}")
+
+    def check_client_group_key_guards_commands(self):
+        # Without a key (A, B, C) every legacy call above was answered as in the original
+        # protocol, and the client said once that anyone can control it.
+        expect(any("warning: no group key" in l for l in self.a.lines), "keyless client A gave no warning")
+        # With a key: calls that change playback need the key's token in `music262-auth`
+        # metadata (UNAUTHENTICATED otherwise); read-only calls stay open.
+        import hashlib as _h
+        import hmac as _hmac
+
+        key = "compliance group key 42"
+        root = _hmac.new(b"music262 group key v1", key.encode(), _h.sha256).digest()
+        token = _hmac.new(root, b"music262 legacy calls v1", _h.sha256).hexdigest()
+        k = self.start_client("client-k", env={"MUSIC262_GROUP_KEY": key})
+        self.client_ready(k)
+        stub = self.CG.ClientHandlerStub(self.channel(k.addr))
+        unauth = self.grpc.StatusCode.UNAUTHENTICATED
+        pos = lambda: stub.GetPosition(self.C.GetPositionRequest(), timeout=RPC_TIMEOUT)
+        before = pos()
+        expect(before.state == self.C.PLAYBACK_STATE_STOPPED, f"keyed client not stopped: {self.show(before)}")
+        stub.Ping(self.C.PingRequest(), timeout=RPC_TIMEOUT)
+        name = self.playlist.song_names[0]
+        for md in [None, [("music262-auth", "0" * 64)], [("music262-auth", key)]]:
+            for fn, req in [(stub.SendMusicCommand, self.C.MusicRequest(action="load", song_name=name)),
+                            (stub.Gossip, self.C.GossipRequest(peer_list=[self.a.addr])),
+                            (stub.Exit, self.C.ExitRequest())]:
+                try:
+                    fn(req, timeout=RPC_TIMEOUT, metadata=md)
+                    raise Fail(f"{fn._method} without a valid token (metadata {md}) was accepted")
+                except self.grpc.RpcError as e:
+                    expect(e.code() == unauth, f"{fn._method}: {e.code()} {e.details()}, want UNAUTHENTICATED")
+                    expect("music262-auth" in e.details(), f"details do not say what to present: {e.details()}")
+        time.sleep(0.3)
+        after = pos()
+        expect(after.state == before.state and after.song_name == before.song_name,
+               f"a refused command changed playback: {self.show(after)}")
+        expect(self.a.addr not in self.connections(k), "a refused gossip made a link")
+        # With the token, the same command is obeyed.
+        stub.SendMusicCommand(self.C.MusicRequest(action="load", song_name=name), timeout=RPC_TIMEOUT,
+                              metadata=[("music262-auth", token)])
+        self.until(f"{name} loaded on the keyed client", pos, lambda r: r.song_name == name, timeout=15)
+        m = k.mark()
+        k.send("status")
+        k.wait_for(r"refused: \d+ links, \d+ frames, 9 legacy calls", 5, since=m)
+        k.stop()
+        return "UNAUTHENTICATED without the token, obeyed with it"
 
     def check_client_quit_unregisters(self):
         self.c.send("quit")
