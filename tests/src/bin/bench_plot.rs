@@ -23,6 +23,8 @@ struct Args {
 }
 
 type Failure = Box<dyn std::error::Error>;
+/// One sample of a real-process run: seconds after `play`, the pair, its error in µs.
+type PairSample = (f64, String, f64);
 
 fn main() {
     let args = Args::parse();
@@ -73,10 +75,7 @@ fn number(s: &str, path: &Path) -> Result<f64, Failure> {
 }
 
 /// `(time s, pair, error µs)` of one transport's run.
-fn sync_series(
-    results: &Path,
-    transport: &str,
-) -> Result<Option<Vec<(f64, String, f64)>>, Failure> {
+fn sync_series(results: &Path, transport: &str) -> Result<Option<Vec<PairSample>>, Failure> {
     let path = results.join(format!("sync-{transport}.csv"));
     let Some(rows) = read_csv(&path)? else {
         return Ok(None);
@@ -95,7 +94,7 @@ fn sync_series(
 }
 
 fn sync(results: &Path) -> Result<bool, Failure> {
-    let runs: Vec<(&str, Vec<(f64, String, f64)>)> = ["grpc", "quic"]
+    let runs: Vec<(&str, Vec<PairSample>)> = ["grpc", "quic"]
         .into_iter()
         .filter_map(|t| {
             sync_series(results, t)

@@ -1,0 +1,367 @@
+//! `as_heard`: the lag between the left and right channels of a recording, as a listener would
+//! hear two players placed one on each side (the analysis half of `bench/as-heard`).
+//!
+//! The recording is raw interleaved 16-bit little-endian stereo (what `parec --raw
+//! --format=s16le --channels=2` writes). It is cut into windows (0.5 s by default); in each,
+//! the cross-correlation of left against right is computed at every integer lag within
+//! `--max-lag-ms`, its peak found, and the peak refined to a fraction of a sample by
+//! band-limited (windowed-sinc) interpolation of the correlation around it, maximized by
+//! golden-section search. Windows where either side is near silent, or where the two sides do
+//! not look alike (normalized peak below `--min-correlation`), are not used. The lag is positive
+//! when the right channel is late.
+//!
+//! ```sh
+//! as_heard --input rec.raw --rate 48000 --csv lags.csv --json summary.json --plot lags.png
+//! ```
+
+use std::f64::consts::PI;
+use std::path::PathBuf;
+
+use clap::Parser;
+use plotters::prelude::*;
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Lag between the left and right channels of a stereo recording (cross-correlation \
+                   in windows, refined to a fraction of a sample)"
+)]
+struct Args {
+    /// Raw interleaved s16le stereo recording.
+    #[arg(long)]
+    input: PathBuf,
+    /// Sample rate of the recording (Hz).
+    #[arg(long, default_value_t = 48_000)]
+    rate: u32,
+    /// Window length in seconds.
+    #[arg(long, default_value_t = 0.5)]
+    window: f64,
+    /// Largest lag searched, milliseconds.
+    #[arg(long, default_value_t = 10.0)]
+    max_lag_ms: f64,
+    /// Seconds skipped at the start of the recording.
+    #[arg(long, default_value_t = 0.0)]
+    skip: f64,
+    /// Windows whose normalized correlation peak is below this are not used.
+    #[arg(long, default_value_t = 0.5)]
+    min_correlation: f64,
+    /// Write each used window's start time and lag (µs) here.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Write the summary as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw the lag over time to this PNG.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Title of the plot.
+    #[arg(long, default_value = "lag of the right channel behind the left")]
+    title: String,
+}
+
+/// Half-width (in samples) of the windowed-sinc kernel interpolating the correlation.
+const SINC_HALF: i64 = 32;
+
+fn main() {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("as_heard: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let bytes = std::fs::read(&args.input).map_err(|e| format!("{}: {e}", args.input.display()))?;
+    let (left, right) = deinterleave_s16le(&bytes);
+    let rate = f64::from(args.rate);
+    let skip = (args.skip * rate) as usize;
+    let window = (args.window * rate).round() as usize;
+    let max_lag = (args.max_lag_ms * 1e-3 * rate).ceil() as usize;
+    if window <= 2 * max_lag + 2 * SINC_HALF as usize {
+        return Err("--window is too short for --max-lag-ms".into());
+    }
+    let windows = analyze(
+        left.get(skip..).unwrap_or(&[]),
+        right.get(skip..).unwrap_or(&[]),
+        window,
+        max_lag,
+        args.min_correlation,
+    );
+    let total = left.len().saturating_sub(skip) / window;
+    let used: Vec<(f64, f64)> = windows
+        .iter()
+        .map(|w| ((skip + w.start) as f64 / rate, w.lag_samples / rate * 1e6))
+        .collect();
+    if used.is_empty() {
+        return Err(format!(
+            "no usable window among {total} (silence, or the two sides do not match)"
+        ));
+    }
+    let mut abs: Vec<f64> = used.iter().map(|w| w.1.abs()).collect();
+    abs.sort_by(f64::total_cmp);
+    let q = |p: f64| abs[((abs.len() - 1) as f64 * p).round() as usize];
+    let mean = used.iter().map(|w| w.1).sum::<f64>() / used.len() as f64;
+    println!(
+        "lag |right - left|: p50 {:.1} us, p99 {:.1} us, max {:.1} us; mean (signed) {:+.1} us; {} of {} windows of {} s used",
+        q(0.5),
+        q(0.99),
+        q(1.0),
+        mean,
+        used.len(),
+        total,
+        args.window
+    );
+    if let Some(path) = &args.csv {
+        let mut s = String::from("t_s,lag_us\n");
+        for (t, l) in &used {
+            s.push_str(&format!("{t:.3},{l:.3}\n"));
+        }
+        std::fs::write(path, s).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.json {
+        let s = format!(
+            "{{\"p50_us\":{:.3},\"p99_us\":{:.3},\"max_us\":{:.3},\"mean_us\":{:.3},\"windows_used\":{},\"windows\":{},\"window_s\":{}}}\n",
+            q(0.5),
+            q(0.99),
+            q(1.0),
+            mean,
+            used.len(),
+            total,
+            args.window
+        );
+        std::fs::write(path, s).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        plot(path, &args.title, &used).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Left and right samples of raw interleaved s16le stereo (a torn last frame is dropped).
+fn deinterleave_s16le(bytes: &[u8]) -> (Vec<f64>, Vec<f64>) {
+    let mut l = Vec::with_capacity(bytes.len() / 4);
+    let mut r = Vec::with_capacity(bytes.len() / 4);
+    for f in bytes.chunks_exact(4) {
+        l.push(f64::from(i16::from_le_bytes([f[0], f[1]])));
+        r.push(f64::from(i16::from_le_bytes([f[2], f[3]])));
+    }
+    (l, r)
+}
+
+/// One used window.
+#[derive(Clone, Copy, Debug)]
+struct WindowLag {
+    /// First sample of the window.
+    start: usize,
+    /// Lag of `right` behind `left`, in samples (fractional).
+    lag_samples: f64,
+}
+
+/// The lag of each usable window of `len` samples (see the module documentation).
+fn analyze(
+    left: &[f64],
+    right: &[f64],
+    len: usize,
+    max_lag: usize,
+    min_correlation: f64,
+) -> Vec<WindowLag> {
+    let n = left.len().min(right.len());
+    let reach = max_lag + SINC_HALF as usize + 2;
+    let mut out = Vec::new();
+    // The left window is compared with right windows shifted by up to `reach` samples either
+    // way, so the first and last `reach` samples only serve as context.
+    let mut start = reach;
+    while start + len + reach <= n {
+        if let Some(lag) = window_lag(left, right, start, len, max_lag, min_correlation) {
+            out.push(WindowLag {
+                start,
+                lag_samples: lag,
+            });
+        }
+        start += len;
+    }
+    out
+}
+
+/// Correlation of `left[start..start+len]` with `right` shifted by `k`: Σ l[n]·r[n+k].
+fn xcorr(left: &[f64], right: &[f64], start: usize, len: usize, k: i64) -> f64 {
+    let l = &left[start..start + len];
+    let from = (start as i64 + k) as usize;
+    let r = &right[from..from + len];
+    l.iter().zip(r).map(|(a, b)| a * b).sum()
+}
+
+fn energy(x: &[f64]) -> f64 {
+    x.iter().map(|v| v * v).sum()
+}
+
+/// The refined lag of one window, or `None` when it is not usable.
+fn window_lag(
+    left: &[f64],
+    right: &[f64],
+    start: usize,
+    len: usize,
+    max_lag: usize,
+    min_correlation: f64,
+) -> Option<f64> {
+    let el = energy(&left[start..start + len]);
+    let er = energy(&right[start..start + len]);
+    // Near-silent sides (below about -60 dBFS) carry no timing.
+    let floor = len as f64 * 32.0 * 32.0;
+    if el < floor || er < floor {
+        return None;
+    }
+    let max_lag = max_lag as i64;
+    // Correlation at every integer lag, with SINC_HALF extra on both sides for interpolation.
+    let span = max_lag + SINC_HALF + 1;
+    let c: Vec<f64> = (-span..=span)
+        .map(|k| xcorr(left, right, start, len, k))
+        .collect();
+    let at = |k: i64| c[(k + span) as usize];
+    let k0 = (-max_lag..=max_lag).max_by(|a, b| at(*a).total_cmp(&at(*b)))?;
+    if at(k0) / (el * er).sqrt() < min_correlation {
+        return None;
+    }
+    // The correlation of band-limited signals is band-limited: interpolate it with a
+    // Blackman-windowed sinc and find its maximum near k0.
+    let interp = |tau: f64| -> f64 {
+        let base = tau.floor() as i64;
+        let mut sum = 0.0;
+        for k in base - SINC_HALF + 1..=base + SINC_HALF {
+            let x = tau - k as f64;
+            let w = 0.42
+                + 0.5 * (PI * x / SINC_HALF as f64).cos()
+                + 0.08 * (2.0 * PI * x / SINC_HALF as f64).cos();
+            let s = if x.abs() < 1e-12 {
+                1.0
+            } else {
+                (PI * x).sin() / (PI * x)
+            };
+            sum += at(k) * s * w;
+        }
+        sum
+    };
+    let (mut a, mut b) = (k0 as f64 - 1.0, k0 as f64 + 1.0);
+    let g = (5f64.sqrt() - 1.0) / 2.0;
+    let mut x1 = b - g * (b - a);
+    let mut x2 = a + g * (b - a);
+    let (mut f1, mut f2) = (interp(x1), interp(x2));
+    while b - a > 1e-5 {
+        if f1 < f2 {
+            a = x1;
+            x1 = x2;
+            f1 = f2;
+            x2 = a + g * (b - a);
+            f2 = interp(x2);
+        } else {
+            b = x2;
+            x2 = x1;
+            f2 = f1;
+            x1 = b - g * (b - a);
+            f1 = interp(x1);
+        }
+    }
+    Some((a + b) / 2.0)
+}
+
+fn plot(
+    path: &std::path::Path,
+    title: &str,
+    used: &[(f64, f64)],
+) -> Result<(), Box<dyn std::error::Error>> {
+    music262_tests::plot::register_font();
+    let root = BitMapBackend::new(path, (1200, 500)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let t0 = used.first().map_or(0.0, |w| w.0);
+    let t1 = used.last().map_or(1.0, |w| w.0) + 0.5;
+    let y = used.iter().map(|w| w.1.abs()).fold(10.0, f64::max) * 1.2;
+    let mut chart = ChartBuilder::on(&root)
+        .margin(15)
+        .caption(title, ("sans-serif", 20))
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(t0..t1, -y..y)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds into the recording")
+        .y_desc("lag (us)")
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    chart.draw_series(used.iter().map(|w| Circle::new(*w, 3, BLUE.filled())))?;
+    root.present()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stereo signal of `secs` s: a sum of sinusoids below 15 kHz with irregular amplitudes
+    /// and phases, the right side delayed by `delay_s` (computed exactly, not interpolated).
+    fn synthetic(rate: f64, secs: f64, delay_s: f64, seed: u64) -> (Vec<f64>, Vec<f64>) {
+        let mut x = seed | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let tones: Vec<(f64, f64, f64)> = (0..60)
+            .map(|_| (40.0 + next() * 15_000.0, 0.2 + next(), next() * 2.0 * PI))
+            .collect();
+        let n = (secs * rate) as usize;
+        let side = |shift: f64| -> Vec<f64> {
+            (0..n)
+                .map(|i| {
+                    let t = i as f64 / rate - shift;
+                    tones
+                        .iter()
+                        .map(|(f, a, p)| a * (2.0 * PI * f * t + p).sin())
+                        .sum::<f64>()
+                        * 400.0
+                })
+                .collect()
+        };
+        (side(0.0), side(delay_s))
+    }
+
+    #[test]
+    fn known_fractional_delays_are_recovered_to_well_under_a_microsecond() {
+        let rate = 48_000.0;
+        for (i, delay_us) in [0.0, 7.3, -13.9, 20.8, 104.17, -250.5]
+            .into_iter()
+            .enumerate()
+        {
+            let (l, r) = synthetic(rate, 1.6, delay_us * 1e-6, 7 + i as u64);
+            let w = analyze(&l, &r, 24_000, 480, 0.5);
+            assert!(!w.is_empty(), "no window for {delay_us} us");
+            for x in &w {
+                let got = x.lag_samples / rate * 1e6;
+                assert!(
+                    (got - delay_us).abs() < 0.1,
+                    "delay {delay_us} us recovered as {got} us"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn silent_or_unrelated_windows_are_not_used() {
+        let rate = 48_000.0;
+        let silent = vec![0.0; 96_000];
+        let (l, _) = synthetic(rate, 2.0, 0.0, 3);
+        assert!(analyze(&l, &silent, 24_000, 480, 0.5).is_empty());
+        let (other, _) = synthetic(rate, 2.0, 0.0, 99);
+        assert!(analyze(&l, &other, 24_000, 480, 0.5).is_empty());
+    }
+
+    #[test]
+    fn raw_s16le_frames_split_into_channels_and_a_torn_frame_is_dropped() {
+        let bytes = [1u8, 0, 0xff, 0xff, 0, 0x80, 0xff, 0x7f, 9];
+        let (l, r) = deinterleave_s16le(&bytes);
+        assert_eq!(l, vec![1.0, -32768.0]);
+        assert_eq!(r, vec![-1.0, 32767.0]);
+    }
+}
