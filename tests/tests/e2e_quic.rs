@@ -132,3 +132,40 @@ fn grpc_and_quic_clients_play_in_one_group() {
         "paused frames {frames:?}"
     );
 }
+
+#[test]
+fn a_keyed_quic_group_plays_in_sync_and_a_quic_peer_with_another_key_is_refused() {
+    let dir = tempfile_dir("quic-key");
+    let (_server, port) = server(&dir);
+    let [sa, sb, sc] = specs();
+    let key = [("MUSIC262_GROUP_KEY", "quic e2e group key 9876")];
+    let mut a = client_with_env(&dir, port, &sa, Transport::Quic, &key);
+    let mut b = client_with_env(&dir, port, &sb, Transport::Quic, &key);
+    join(&mut b, &mut a);
+    let conns = b.ask("connections", S);
+    assert_eq!(vias(&conns), ["quic"], "{conns:?}");
+
+    // Every frame sealed, probes as sealed datagrams: the group still plays in sync.
+    a.send("play 2");
+    for x in [&mut a, &mut b] {
+        x.wait_for("loaded noise-groove.wav", 30 * S);
+    }
+    std::thread::sleep(8 * S);
+    assert_in_sync(&[&a, &b], 3, 1_000.0);
+
+    let mut c = client_with_env(
+        &dir,
+        port,
+        &sc,
+        Transport::Quic,
+        &[("MUSIC262_GROUP_KEY", "the key of another group")],
+    );
+    c.send(&format!("join {}", a.addr));
+    c.wait_for("uses a different group key", 10 * S);
+    a.wait_for("uses a different group key", 10 * S);
+    let conns = a.ask("connections", S);
+    assert!(!conns.iter().any(|l| l.contains(&c.addr)), "{conns:?}");
+    // Nothing the refused peer sent reached A: it still plays the same song.
+    let st = a.ask("status", S / 2);
+    assert_eq!(status_state(&st).as_deref(), Some("playing"), "{st:?}");
+}
