@@ -251,7 +251,9 @@ fn peers_with_the_same_group_key_link_and_others_are_refused_and_counted() {
     let key = [("MUSIC262_GROUP_KEY", GROUP_KEY)];
     let mut a = client_with_env(&dir, port, &sa, Transport::Grpc, &key);
     assert!(
-        a.output().iter().any(|l| l.contains("group key") && l.contains("set")),
+        a.output()
+            .iter()
+            .any(|l| l.contains("group key") && l.contains("set")),
         "{:?}",
         a.output()
     );

@@ -27,12 +27,13 @@ use music262_proto::client::{
 use music262_proto::codec::{CodecError, MAX_FRAME_LEN};
 use music262_proto::legacy::legacy_ping_millis;
 use music262_proto::limits::{PEER_FRAMES_PER_SECOND, RateLimit};
+use prost::Message as _;
 use sync_core::{Direction, LinkId, LocalTime, Message};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 
-use crate::stamp::{ConnStamps, StampedConnectInfo, StampedStream};
+use crate::stamp::{ConnStamps, Reseal, StampedConnectInfo, StampedStream};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -360,37 +361,54 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// Restamps the transmit instants of clock probes with the moment the frame is encoded, and
 /// asks the connection to rewrite them once more when their bytes reach the socket (see
-/// [`crate::stamp`] and `sync_core::ProbeReply`), then converts the message.
-///
-/// On a keyed link the frame is sealed here, and its instant is not rewritten at the socket
-/// (that would break the seal): the transmit instant is the one taken when tonic asks for the
-/// frame, as on a link that sees no socket write.
+/// [`crate::stamp`] and `sync_core::ProbeReply`), then converts the message. On a keyed link the
+/// frame is sealed here, and the connection is given what it needs to reseal the frame when it
+/// rewrites the instant.
 fn outbound_frame(
     clock: &ClockFn,
     stamps: &ConnStamps,
-    sealer: Option<&Sealer>,
+    sealer: Option<&Arc<Sealer>>,
     mut message: Message,
 ) -> PeerFrame {
-    match &mut message {
+    let provisional = match &mut message {
         Message::Probe(p) => {
             p.t0 = LocalTime(clock());
-            if sealer.is_none() {
-                stamps.stamp_on_write(p.t0.0);
-            }
+            Some(p.t0.0)
         }
         Message::ProbeReply(r) => {
             r.t2 = LocalTime(clock()).max(r.t1);
-            if sealer.is_none() {
-                stamps.stamp_on_write(r.t2.0);
-            }
+            Some(r.t2.0)
         }
-        _ => {}
-    }
+        _ => None,
+    };
     let frame = PeerFrame::from(&message);
-    match sealer {
-        Some(s) => s.seal(Channel::Stream, frame),
-        None => frame,
+    let Some(sealer) = sealer else {
+        if let Some(t) = provisional {
+            stamps.stamp_on_write(t);
+        }
+        return frame;
+    };
+    let body_len = frame.encoded_len();
+    let sealed = sealer.seal(Channel::Stream, frame);
+    if let Some(t) = provisional {
+        let bytes = sealed.encode_to_vec();
+        // The instant is the last field of the body holding these bytes (t2 follows t1, which
+        // may hold the same value).
+        let needle = t.to_le_bytes();
+        if let Some(stamp_at) = bytes[..body_len].windows(8).rposition(|w| w == needle) {
+            stamps.stamp_and_reseal_on_write(
+                t,
+                Reseal {
+                    frame: bytes,
+                    stamp_at,
+                    body_len,
+                    counter: sealed.auth.as_ref().map_or(0, |a| a.counter),
+                    sealer: sealer.clone(),
+                },
+            );
+        }
     }
+    sealed
 }
 
 /// The frames of one link: the group-key handshake's frames first (none without a key), then
@@ -403,10 +421,8 @@ fn outbound_stream(
     seal: SealSlot,
 ) -> impl Stream<Item = PeerFrame> + Send + 'static {
     let clock = shared.clock.clone();
-    ReceiverStream::new(handshake).chain(
-        ReceiverStream::new(rx)
-            .map(move |m| outbound_frame(&clock, &stamps, seal.get().map(|s| &**s), m)),
-    )
+    ReceiverStream::new(handshake)
+        .chain(ReceiverStream::new(rx).map(move |m| outbound_frame(&clock, &stamps, seal.get(), m)))
 }
 
 /// Why a handshake did not complete.

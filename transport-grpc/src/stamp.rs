@@ -16,6 +16,10 @@
 //!   eight bytes pass through `poll_write` they are overwritten with the clock at that moment.
 //!   If they are never seen (a frame split across writes), the encoding instant stays: a valid,
 //!   slightly earlier stamp.
+//! * on a link with a group key the frame is sealed, and changing the instant would break the
+//!   seal; so a sealed probe is registered with its whole encoded frame and its sealer
+//!   ([`Reseal`]), and when the frame is found whole in one write, both the instant and the
+//!   tag are rewritten. A frame not found whole keeps its instant and its valid tag.
 
 use std::io;
 use std::net::SocketAddr;
@@ -24,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use music262_proto::auth::{Channel, Sealer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -32,12 +37,16 @@ use crate::peer::ClockFn;
 /// Pending transmit stamps: a connection rarely has more than a couple in flight.
 const MAX_PENDING: usize = 16;
 
+/// Registered instants: the provisional value, and what to reseal for a sealed frame.
+type Pending = Vec<(u64, Option<Arc<Reseal>>)>;
+
 /// A connection's stamping state, shared between the socket wrapper and the frame codec.
 #[derive(Clone, Debug, Default)]
 pub struct ConnStamps {
     last_read: Arc<AtomicU64>,
-    /// Provisional transmit instants to overwrite when their bytes are written.
-    pending: Arc<Mutex<Vec<u64>>>,
+    /// Provisional transmit instants to overwrite when their bytes are written (with what to
+    /// reseal, for a sealed frame).
+    pending: Arc<Mutex<Pending>>,
 }
 
 impl ConnStamps {
@@ -53,15 +62,51 @@ impl ConnStamps {
     /// Asks for the `fixed64` instant `provisional` to be rewritten with the clock when its bytes
     /// are written to the socket.
     pub fn stamp_on_write(&self, provisional: u64) {
+        self.register(provisional, None);
+    }
+
+    /// As [`ConnStamps::stamp_on_write`], for a sealed frame: its tag is recomputed with the
+    /// rewritten instant, if the whole frame is found in one write.
+    pub fn stamp_and_reseal_on_write(&self, provisional: u64, reseal: Reseal) {
+        self.register(provisional, Some(Arc::new(reseal)));
+    }
+
+    fn register(&self, provisional: u64, reseal: Option<Arc<Reseal>>) {
         let mut p = self.pending.lock().expect("stamps lock");
         if p.len() >= MAX_PENDING {
             p.remove(0);
         }
-        p.push(provisional);
+        p.push((provisional, reseal));
     }
 
     fn record_read(&self, t: u64) {
         self.last_read.store(t, Ordering::Release);
+    }
+}
+
+/// A sealed frame whose transmit instant is to be rewritten on its way out, and how to reseal it.
+#[derive(Debug)]
+pub struct Reseal {
+    /// The frame's encoding as the codec will write it (a `PeerFrame`, sealed).
+    pub frame: Vec<u8>,
+    /// Offset in `frame` of the instant's eight bytes.
+    pub stamp_at: usize,
+    /// Length of the frame's body bytes (what the tag covers, with the counter).
+    pub body_len: usize,
+    /// The frame's counter on the link's stream.
+    pub counter: u64,
+    /// The link's sealer.
+    pub sealer: Arc<Sealer>,
+}
+
+impl Reseal {
+    /// The frame with `instant` in place of the provisional one and its tag recomputed.
+    fn resealed(&self, instant: u64) -> Vec<u8> {
+        let mut frame = self.frame.clone();
+        frame[self.stamp_at..self.stamp_at + 8].copy_from_slice(&instant.to_le_bytes());
+        self.sealer
+            .reseal_in_place(Channel::Stream, self.counter, &mut frame, self.body_len);
+        frame
     }
 }
 
@@ -80,9 +125,9 @@ pub struct StampedStream {
     inner: TcpStream,
     clock: ClockFn,
     stamps: ConnStamps,
-    /// A rewritten instant that the last write cut short: its value, and how many of its bytes
-    /// went out. The rest leads the next write.
-    carry: Option<([u8; 8], usize)>,
+    /// Rewritten bytes that the last write cut short: their value, and how many of them went
+    /// out. The rest leads the next write.
+    carry: Option<(Vec<u8>, usize)>,
     scratch: Vec<u8>,
 }
 
@@ -113,16 +158,34 @@ impl StampedStream {
     }
 }
 
+/// A registered instant found in a write: where, its provisional value, and what to reseal.
+type Found = (usize, u64, Option<Arc<Reseal>>);
+
 /// Positions in `buf` of the registered instants it contains.
-fn find_pending(buf: &[u8], pending: &[u64]) -> Vec<(usize, u64)> {
+fn find_pending(buf: &[u8], pending: &Pending) -> Vec<Found> {
     let mut found = Vec::new();
-    for &p in pending {
+    for (p, reseal) in pending {
         let needle = p.to_le_bytes();
         if let Some(pos) = buf.windows(8).position(|w| w == needle) {
-            found.push((pos, p));
+            found.push((pos, *p, reseal.clone()));
         }
     }
     found
+}
+
+/// The bytes to write from `pos` on for a found instant: the new instant, or for a sealed
+/// frame found whole at the expected place, the rest of the frame with the new instant and its
+/// new tag. `None`: leave the bytes as they are (a sealed frame not found whole).
+fn rewrite(buf: &[u8], pos: usize, instant: u64, reseal: Option<&Reseal>) -> Option<Vec<u8>> {
+    let Some(r) = reseal else {
+        return Some(instant.to_le_bytes().to_vec());
+    };
+    let start = pos.checked_sub(r.stamp_at)?;
+    let end = start + r.frame.len();
+    if buf.get(start..end)? != r.frame.as_slice() {
+        return None;
+    }
+    Some(r.resealed(instant)[r.stamp_at..].to_vec())
 }
 
 impl AsyncRead for StampedStream {
@@ -164,30 +227,35 @@ impl AsyncWrite for StampedStream {
         // Write a copy with the instants rewritten to now.
         this.scratch.clear();
         this.scratch.extend_from_slice(buf);
-        if let Some((value, done)) = this.carry {
-            let rest = (8 - done).min(this.scratch.len());
-            this.scratch[..rest].copy_from_slice(&value[done..done + rest]);
+        if let Some((value, done)) = &this.carry {
+            let rest = (value.len() - done).min(this.scratch.len());
+            this.scratch[..rest].copy_from_slice(&value[*done..done + rest]);
         }
         let now = (this.clock)();
         let mut written_values = Vec::new();
-        for &(pos, provisional) in &found {
-            let value = now.max(provisional).to_le_bytes();
-            this.scratch[pos..pos + 8].copy_from_slice(&value);
+        for (pos, provisional, reseal) in found {
+            let instant = now.max(provisional);
+            let value = rewrite(buf, pos, instant, reseal.as_deref());
+            if let Some(v) = &value {
+                this.scratch[pos..pos + v.len()].copy_from_slice(v);
+            }
             written_values.push((pos, provisional, value));
         }
         let r = Pin::new(&mut this.inner).poll_write(cx, &this.scratch);
         if let Poll::Ready(Ok(n)) = r {
-            if let Some((value, done)) = this.carry {
-                let total = done + n.min(8 - done);
-                this.carry = (total < 8).then_some((value, total));
+            if let Some((value, done)) = this.carry.take() {
+                let total = done + n.min(value.len() - done);
+                this.carry = (total < value.len()).then_some((value, total));
             }
             let mut pending = this.stamps.pending.lock().expect("stamps lock");
             for (pos, provisional, value) in written_values {
                 if pos < n {
-                    // At least part of it went out with this value: it is settled.
-                    pending.retain(|p| *p != provisional);
-                    if pos + 8 > n {
-                        this.carry = Some((value, n - pos));
+                    // At least part of it went out (rewritten or not): it is settled.
+                    pending.retain(|(p, _)| *p != provisional);
+                    if let Some(v) = value
+                        && pos + v.len() > n
+                    {
+                        this.carry = Some((v, n - pos));
                     }
                 }
             }
@@ -224,6 +292,87 @@ impl tonic::transport::server::Connected for StampedStream {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_sealed_probe_is_restamped_and_resealed_as_it_is_written_and_still_opens() {
+        use music262_proto::auth::{self, GroupKey, LinkKeys, Role};
+        use music262_proto::client::PeerFrame;
+        use prost::Message as _;
+        use sync_core::{Announce, ClockMapping, GroupTime, LocalTime, Message, NodeId, Probe};
+
+        let key = GroupKey::new(b"stamp test group key").unwrap();
+        let (na, nb) = ([1; auth::NONCE_LEN], [2; auth::NONCE_LEN]);
+        let ours = LinkKeys::derive(&key, Role::Dialler, &na, &nb, b"");
+        let theirs = LinkKeys::derive(&key, Role::Acceptor, &nb, &na, b"");
+        let sealer = Arc::new(ours.sealer());
+        let probe = Message::Probe(Probe {
+            seq: 3,
+            t0: LocalTime(5_000),
+            announce: Announce {
+                root: NodeId(1),
+                stratum: 0,
+                root_seq: 0,
+                root_delay: 0,
+                parent: None,
+                state_version: Default::default(),
+                mapping: ClockMapping {
+                    local: LocalTime(1),
+                    group: GroupTime(1),
+                    rate_ppm: 0.0,
+                    timebase: 1,
+                },
+                radius: 0,
+                subtree_delay: 0,
+            },
+        });
+        let body = PeerFrame::from(&probe);
+        let body_len = body.encoded_len();
+        let sealed = sealer.seal(Channel::Stream, body);
+        let bytes = sealed.encode_to_vec();
+        let stamp_at = bytes
+            .windows(8)
+            .position(|w| w == 5_000u64.to_le_bytes())
+            .unwrap();
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let t = Arc::new(AtomicU64::new(7_777));
+        let tc = t.clone();
+        let clock: ClockFn = Arc::new(move || tc.load(Ordering::SeqCst));
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let mut tx = StampedStream::new(client, clock);
+        tx.stamps().stamp_and_reseal_on_write(
+            5_000,
+            Reseal {
+                frame: bytes.clone(),
+                stamp_at,
+                body_len,
+                counter: 0,
+                sealer,
+            },
+        );
+        // Framed as a codec would: a header, the frame, a trailer.
+        let mut wire = b"hdr".to_vec();
+        wire.extend_from_slice(&bytes);
+        wire.extend_from_slice(b"end");
+        tx.write_all(&wire).await.unwrap();
+        let mut got = vec![0u8; wire.len()];
+        server.read_exact(&mut got).await.unwrap();
+        let frame = PeerFrame::decode(&got[3..3 + bytes.len()]).unwrap();
+        let opened = theirs
+            .opener(Channel::Stream)
+            .open_message(frame)
+            .expect("the resealed frame opens");
+        match Message::try_from(opened).unwrap() {
+            Message::Probe(p) => assert_eq!(p.t0, LocalTime(7_777), "restamped at the write"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            (&got[..3], &got[got.len() - 3..]),
+            (&b"hdr"[..], &b"end"[..])
+        );
+    }
 
     #[tokio::test]
     async fn registered_instants_are_rewritten_as_they_are_written_and_reads_are_stamped() {

@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use music262_proto::auth::GroupKey;
 use sync_core::{Command, Config, LocalTime, Node, NodeId, Output};
 use tokio::sync::mpsc;
 use transport_grpc::{ClockFn, PeerTransport, TransportEvent};
@@ -23,6 +24,7 @@ fn skewed(base: Instant, offset_s: f64, drift_ppm: f64) -> ClockFn {
 struct Peer {
     node: Arc<Mutex<Node>>,
     clock: ClockFn,
+    transport: PeerTransport,
 }
 
 /// Runs one node: transport events in, outputs out, timeouts.
@@ -80,6 +82,7 @@ async fn peer(
     id: u64,
     offset_s: f64,
     drift_ppm: f64,
+    key: Option<GroupKey>,
 ) -> (Peer, SocketAddr, mpsc::UnboundedSender<Command>) {
     let clock = skewed(base, offset_s, drift_ppm);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -87,18 +90,46 @@ async fn peer(
     let mut cfg = Config::new(NodeId(id));
     cfg.listen_addr = Some(addr.to_string());
     let node = Arc::new(Mutex::new(Node::new(cfg, id, LocalTime(clock()))));
-    let (transport, events) = PeerTransport::new(clock.clone(), Arc::new(AtomicU64::new(1)));
+    let (transport, events) =
+        PeerTransport::with_group_key(clock.clone(), Arc::new(AtomicU64::new(1)), key);
     let _server = transport.serve(listener, std::future::pending());
     let (tx, rx) = mpsc::unbounded_channel();
-    drive(node.clone(), clock.clone(), transport, events, rx);
-    (Peer { node, clock }, addr, tx)
+    drive(node.clone(), clock.clone(), transport.clone(), events, rx);
+    (
+        Peer {
+            node,
+            clock,
+            transport,
+        },
+        addr,
+        tx,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_over_grpc_agree_on_group_time() {
+    agree_on_group_time(None).await;
+}
+
+/// With a group key every probe is sealed, and its transmit instant is still rewritten at the
+/// socket with the seal recomputed: a wrong seal would show as refused frames and lost probes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_keyed_nodes_over_grpc_agree_on_group_time_with_probes_resealed_at_the_socket() {
+    let key = GroupKey::new(b"clock sync loopback key").unwrap();
+    let (a, b) = agree_on_group_time(Some(key)).await;
+    for p in [&a, &b] {
+        assert_eq!(
+            p.transport.counters().auth_refused,
+            0,
+            "every seal verified"
+        );
+    }
+}
+
+async fn agree_on_group_time(key: Option<GroupKey>) -> (Peer, Peer) {
     let base = Instant::now();
-    let (a, a_addr, _a_cmd) = peer(base, 1, 0.0, 0.0).await;
-    let (b, _b_addr, b_cmd) = peer(base, 2, 1.5, 150.0).await;
+    let (a, a_addr, _a_cmd) = peer(base, 1, 0.0, 0.0, key.clone()).await;
+    let (b, _b_addr, b_cmd) = peer(base, 2, 1.5, 150.0, key).await;
     b_cmd
         .send(Command::Join {
             addr: a_addr.to_string(),
@@ -135,6 +166,7 @@ async fn two_nodes_over_grpc_agree_on_group_time() {
     }
     assert_eq!(b.node.lock().unwrap().sync_status().root, NodeId(1));
     assert!(p99 < 1_000.0, "p99 {p99} us");
+    (a, b)
 }
 
 /// Diagnostic: one-way delays of the dialler→acceptor and acceptor→dialler directions of an
