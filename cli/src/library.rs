@@ -9,7 +9,7 @@ use player::{Song, WavEncoding, decode_wav_bytes, encode_wav};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
-use transport_grpc::{LibrarySong, SongSource};
+use transport_grpc::{LibrarySong, MAX_SONG_BYTES, SongSource};
 
 /// Metadata of a WAV file's bytes, as the playlist lists it. Fails (one line) if the bytes are
 /// not a WAV file the players can decode.
@@ -46,8 +46,18 @@ pub struct Scan {
 
 /// Scans `dir` (not recursively) for `.wav` files. Only files that really live inside `dir`
 /// are taken: a symbolic link leading out of it is skipped, so the server never opens a path
-/// outside its audio folder. `progress(done, total, name)` is called per file.
-pub fn scan(dir: &Path, mut progress: impl FnMut(usize, usize, &str)) -> Result<Scan, String> {
+/// outside its audio folder; so is a file over [`MAX_SONG_BYTES`] (it is not even read).
+/// `progress(done, total, name)` is called per file.
+pub fn scan(dir: &Path, progress: impl FnMut(usize, usize, &str)) -> Result<Scan, String> {
+    scan_with_limit(dir, MAX_SONG_BYTES, progress)
+}
+
+/// [`scan`] with another song size limit, in bytes.
+pub fn scan_with_limit(
+    dir: &Path,
+    max_song_bytes: u64,
+    mut progress: impl FnMut(usize, usize, &str),
+) -> Result<Scan, String> {
     let root = dir
         .canonicalize()
         .map_err(|e| format!("audio folder {}: {e}", dir.display()))?;
@@ -86,6 +96,21 @@ pub fn scan(dir: &Path, mut progress: impl FnMut(usize, usize, &str)) -> Result<
                 "{name}: skipped, it leads outside the audio folder"
             ));
             continue;
+        }
+        match std::fs::metadata(&real) {
+            Ok(m) if m.len() > max_song_bytes => {
+                scan.skipped.push(format!(
+                    "{name}: skipped, {} bytes is over the song size limit of {max_song_bytes} \
+                     bytes",
+                    m.len()
+                ));
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                scan.skipped.push(format!("{name}: {e}"));
+                continue;
+            }
         }
         let bytes = match std::fs::read(&real) {
             Ok(b) => b,
@@ -244,5 +269,107 @@ mod tests {
                 .any(|s| s.contains("outside the audio folder"))
         );
         assert!(super::scan(&dir.path().join("missing"), |_, _, _| {}).is_err());
+    }
+
+    #[test]
+    fn songs_over_the_size_limit_are_skipped_when_the_folder_is_scanned() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = encode_wav(&sweep(), WavEncoding::Pcm16).unwrap();
+        std::fs::write(dir.path().join("big.wav"), &good).unwrap();
+        let limit = good.len() as u64 - 1;
+        let scan = scan_with_limit(dir.path(), limit, |_, _, _| {}).unwrap();
+        assert!(scan.songs.is_empty());
+        assert_eq!(
+            scan.skipped,
+            vec![format!(
+                "big.wav: skipped, {} bytes is over the song size limit of {limit} bytes",
+                good.len()
+            )]
+        );
+        let scan = scan_with_limit(dir.path(), good.len() as u64, |_, _, _| {}).unwrap();
+        assert_eq!(scan.songs.len(), 1, "a song at the limit is taken");
+    }
+
+    /// Serves `songs` on a free port; returns a client for it.
+    async fn serve(songs: Vec<LibrarySong>) -> transport_grpc::AudioClient {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = transport_grpc::AudioServer::new(transport_grpc::MusicLibrary::new(songs));
+        let _ = server.serve(listener, std::future::pending());
+        transport_grpc::AudioClient::new(&addr.to_string()).unwrap()
+    }
+
+    fn by_name(name: &str) -> music262_proto::audio_service::LoadAudioRequest {
+        music262_proto::audio_service::LoadAudioRequest {
+            song_name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_song_replaced_by_a_link_leading_out_after_the_scan_is_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let good = encode_wav(&sweep(), WavEncoding::Pcm16).unwrap();
+        std::fs::write(dir.path().join("a.wav"), &good).unwrap();
+        std::fs::write(outside.path().join("secret.wav"), b"not for you").unwrap();
+        let scan = scan(dir.path(), |_, _, _| {}).unwrap();
+        let client = serve(scan.songs).await;
+        assert_eq!(
+            client.load_song(by_name("a.wav"), |_, _| {}).await.unwrap(),
+            good
+        );
+        std::fs::remove_file(dir.path().join("a.wav")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret.wav"), dir.path().join("a.wav"))
+            .unwrap();
+        let err = client
+            .load_song(by_name("a.wav"), |_, _| {})
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("song `a.wav` now leads outside the audio folder; not served"),
+            "{err}"
+        );
+        // Names that are paths never name a song.
+        for name in ["../secret.wav", "/etc/passwd", "a.wav/..", "./a.wav"] {
+            let err = client
+                .load_song(by_name(name), |_, _| {})
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("no song named `{name}`")),
+                "{name}: {err}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_refuses_a_song_over_its_size_limit() {
+        let client = serve(builtin()).await;
+        let size = client.playlist().await.unwrap().songs[0].size_bytes;
+        let small = client.clone().with_max_song_bytes(size - 1);
+        let err = small
+            .load_song(by_name("chimes.wav"), |_, _| {})
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!(
+                "song of {size} bytes exceeds the limit of {} bytes",
+                size - 1
+            )),
+            "{err}"
+        );
+        let exact = client.with_max_song_bytes(size);
+        assert_eq!(
+            exact
+                .load_song(by_name("chimes.wav"), |_, _| {})
+                .await
+                .unwrap()
+                .len() as u64,
+            size
+        );
     }
 }

@@ -24,6 +24,10 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
+/// Largest song (WAV file) a server offers or a client downloads, in bytes: 1 GiB, about 93
+/// minutes of 48 kHz 16-bit stereo. A client holds a song in memory, so a bigger one (or a
+/// server that streams without end) must not be taken.
+pub const MAX_SONG_BYTES: u64 = 1 << 30;
 /// Size of the pieces a song is streamed in.
 pub const CHUNK_SIZE: usize = 64 * 1024;
 /// Chunks buffered per stream ahead of the network: beyond this the reader waits for the
@@ -311,14 +315,32 @@ impl AudioService for AudioServer {
                 tokio::spawn(stream_song(std::io::Cursor::new(bytes), total, tx, stats));
             }
             SongSource::File(path) => {
-                let file = tokio::fs::File::open(&path).await.map_err(|e| {
+                // The path was checked when the folder was scanned; the folder may have changed
+                // since. It was canonical then, so it must still be: a file replaced by a
+                // symbolic link (or a folder on the way by one) leading out is not opened.
+                let unreadable = |e: std::io::Error| {
                     Status::not_found(format!("song `{}` cannot be read: {e}", song.info.name))
-                })?;
+                };
+                let now = tokio::fs::canonicalize(&path).await.map_err(unreadable)?;
+                if now != path {
+                    return Err(Status::permission_denied(format!(
+                        "song `{}` now leads outside the audio folder; not served",
+                        song.info.name
+                    )));
+                }
+                let file = tokio::fs::File::open(&path).await.map_err(unreadable)?;
                 let total = file
                     .metadata()
                     .await
                     .map_err(|e| Status::internal(format!("song `{}`: {e}", song.info.name)))?
                     .len();
+                if total > MAX_SONG_BYTES {
+                    return Err(Status::failed_precondition(format!(
+                        "song `{}` has grown to {total} bytes, over the limit of {MAX_SONG_BYTES} \
+                         bytes",
+                        song.info.name
+                    )));
+                }
                 stats.active_streams.fetch_add(1, Ordering::Relaxed);
                 stats.streams_started.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(stream_song(file, total, tx, stats));
@@ -434,6 +456,7 @@ impl ServerError {
 pub struct AudioClient {
     addr: String,
     client: AudioServiceClient<Channel>,
+    max_song_bytes: u64,
 }
 
 impl AudioClient {
@@ -452,7 +475,14 @@ impl AudioClient {
             addr: addr.to_string(),
             client: AudioServiceClient::new(endpoint.connect_lazy())
                 .max_decoding_message_size(2 * CHUNK_SIZE),
+            max_song_bytes: MAX_SONG_BYTES,
         })
+    }
+
+    /// The same client with another song size limit (default [`MAX_SONG_BYTES`]).
+    pub fn with_max_song_bytes(mut self, max: u64) -> Self {
+        self.max_song_bytes = max;
+        self
     }
 
     /// The server's address.
@@ -496,6 +526,14 @@ impl AudioClient {
                 )));
             }
             total = chunk.total_size;
+            let after = bytes.len() as u64 + chunk.data.len() as u64;
+            if total > self.max_song_bytes || after > self.max_song_bytes {
+                return Err(ServerError::Other(format!(
+                    "song of {} bytes exceeds the limit of {} bytes",
+                    total.max(after),
+                    self.max_song_bytes
+                )));
+            }
             if bytes.is_empty() && total > 0 {
                 bytes.reserve(total.min(1 << 30) as usize);
             }

@@ -12,5 +12,7 @@ pub mod audio;
 pub mod peer;
 pub mod stamp;
 
-pub use audio::{AudioClient, AudioServer, LibrarySong, MusicLibrary, ServerError, SongSource};
+pub use audio::{
+    AudioClient, AudioServer, LibrarySong, MAX_SONG_BYTES, MusicLibrary, ServerError, SongSource,
+};
 pub use peer::{ClockFn, Counters, LegacyCall, PeerTransport, TransportEvent, error_chain};
