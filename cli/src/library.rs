@@ -295,7 +295,8 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = transport_grpc::AudioServer::new(transport_grpc::MusicLibrary::new(songs));
-        let _ = server.serve(listener, std::future::pending());
+        // The task serves for the rest of the test.
+        drop(server.serve(listener, std::future::pending()));
         transport_grpc::AudioClient::new(&addr.to_string()).unwrap()
     }
 
