@@ -359,3 +359,42 @@ fn a_legacy_command_without_the_group_key_is_refused_and_playback_is_unchanged()
 fn music262_proto_token(key: &str) -> String {
     music262::fleet::legacy_token(key).expect("a valid key")
 }
+
+#[test]
+fn a_bad_group_key_or_link_limit_stops_the_client_with_one_line() {
+    for (args, env, want) in [
+        (
+            vec![],
+            Some("short"),
+            "error: --group-key / MUSIC262_GROUP_KEY: the group key is too short: 5 bytes \
+             (at least 12; use a random one)",
+        ),
+        (
+            vec!["--group-key", "tiny"],
+            None,
+            "error: --group-key / MUSIC262_GROUP_KEY: the group key is too short: 4 bytes \
+             (at least 12; use a random one)",
+        ),
+        (
+            vec!["--max-links", "0"],
+            None,
+            "error: --max-links must be at least 1",
+        ),
+    ] {
+        let mut cmd = std::process::Command::new(binary("music_client"));
+        cmd.args(["--p2p-port", &free_port().to_string(), "--log-file", "-"])
+            .args(&args)
+            .env_remove("MUSIC262_GROUP_KEY")
+            .stdin(std::process::Stdio::null());
+        if let Some(k) = env {
+            cmd.env("MUSIC262_GROUP_KEY", k);
+        }
+        let out = cmd.output().expect("music_client runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.lines().any(|l| l == want),
+            "{args:?}: want `{want}` in {stderr}"
+        );
+    }
+}

@@ -5,6 +5,12 @@
 //! - [`audio`]: the music server's protocol (`audio_service`): the server over a library and a
 //!   lease registry, and the client a music client uses.
 //!
+//! With a group key ([`PeerTransport::with_group_key`]) every `Exchange` link runs the
+//! group-key handshake of `music262_proto::auth` before it is reported up, every frame is
+//! sealed and checked, and the legacy calls that change playback need the key's token; what
+//! fails is reported as [`TransportEvent::Refused`] and counted. Each link's incoming frames are
+//! rate-limited (`music262_proto::limits`). See `docs/security.md`.
+//!
 //! Transports move frames and stamp receive instants; they take no protocol decision.
 #![forbid(unsafe_code)]
 
