@@ -60,6 +60,10 @@ pub struct RelayConfig {
     pub segment_bytes: usize,
     /// A UDP session with no datagram either way for this long is forgotten.
     pub udp_idle: Duration,
+    /// Datagrams of one flow and direction leave in the order they came (a FIFO queue: a
+    /// datagram behind a late one waits for it), instead of each taking its own delay and
+    /// overtaking one another (a held-back datagram then holds back those behind it).
+    pub udp_in_order: bool,
 }
 
 /// Counters of one direction, since the relay started.
@@ -510,12 +514,36 @@ impl Scheduler {
     }
 }
 
+/// One direction of one UDP flow: its model, and the last instant it released a datagram at
+/// (for in-order delivery).
+struct DatagramPath {
+    model: LinkModel,
+    last_due: u64,
+}
+
+impl DatagramPath {
+    fn new(model: LinkModel) -> Self {
+        DatagramPath { model, last_due: 0 }
+    }
+
+    fn decide(&mut self, now: u64, len: usize, in_order: bool) -> Vec<u64> {
+        let mut arrivals = self.model.decide(now, len);
+        if in_order {
+            for a in &mut arrivals {
+                *a = (*a).max(self.last_due);
+                self.last_due = *a;
+            }
+        }
+        arrivals
+    }
+}
+
 /// Runs a datagram through a direction's model and queues its deliveries.
 #[allow(clippy::too_many_arguments)]
 fn impair_datagram(
     shared: &Arc<Shared>,
     scheduler: &Scheduler,
-    model: &mut LinkModel,
+    path: &mut DatagramPath,
     direction: Direction,
     socket: &Arc<UdpSocket>,
     to: Option<SocketAddr>,
@@ -525,7 +553,7 @@ fn impair_datagram(
     let c = shared.counters(direction);
     Counters::add(&c.datagrams_in, 1);
     Counters::add(&c.udp_bytes_in, bytes.len() as u64);
-    let arrivals = model.decide(received, bytes.len());
+    let arrivals = path.decide(received, bytes.len(), shared.config.udp_in_order);
     if arrivals.is_empty() {
         Counters::add(&c.datagrams_dropped, 1);
         return;
@@ -551,7 +579,7 @@ fn impair_datagram(
 /// One client address's flow towards the target.
 struct Session {
     upstream: Arc<UdpSocket>,
-    model: LinkModel,
+    path: DatagramPath,
     last_active: Arc<AtomicU64>,
     closed: Arc<AtomicBool>,
 }
@@ -603,7 +631,7 @@ fn udp_listen(shared: Arc<Shared>, scheduler: Arc<Scheduler>, socket: Arc<UdpSoc
         impair_datagram(
             &shared,
             &scheduler,
-            &mut s.model,
+            &mut s.path,
             Direction::ToTarget,
             &s.upstream,
             None,
@@ -644,10 +672,10 @@ fn open_session(
         let listen = listen.clone();
         let last_active = last_active.clone();
         let closed = closed.clone();
-        let mut model = LinkModel::new(
+        let mut path = DatagramPath::new(LinkModel::new(
             shared.link(Direction::FromTarget),
             flow_seed(seed, 0, flow, Direction::FromTarget),
-        );
+        ));
         spawn("relay-udp-session", move || {
             let mut buf = vec![0u8; MAX_DATAGRAM];
             let idle = shared.config.udp_idle.as_nanos() as u64;
@@ -659,7 +687,7 @@ fn open_session(
                         impair_datagram(
                             &shared,
                             &scheduler,
-                            &mut model,
+                            &mut path,
                             Direction::FromTarget,
                             &listen,
                             Some(client),
@@ -688,14 +716,14 @@ fn open_session(
             closed.store(true, Ordering::Relaxed);
         })?
     };
-    let model = LinkModel::new(
+    let path = DatagramPath::new(LinkModel::new(
         shared.link(Direction::ToTarget),
         flow_seed(seed, 0, flow, Direction::ToTarget),
-    );
+    ));
     Ok((
         Session {
             upstream,
-            model,
+            path,
             last_active,
             closed,
         },

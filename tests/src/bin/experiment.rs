@@ -52,6 +52,10 @@ struct Args {
     /// First retransmission timeout the relays model for TCP, milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 200.0)]
     rto_ms: f64,
+    /// Relays deliver each flow's datagrams in order, as one FIFO queue (`relay --in-order`),
+    /// instead of letting each take its own delay and overtake others.
+    #[arg(long)]
+    in_order: bool,
     /// Seed of the relays (each relay and loss rate derives its own).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -216,6 +220,7 @@ fn write_json(path: &Path, args: &Args, cells: &[Cell]) -> Result<(), String> {
         jitter_ms: f64,
         max_delay_ms: f64,
         rto_ms: f64,
+        in_order: bool,
         seed: u64,
         phase_scale: f64,
         cells: &'a [Cell],
@@ -225,6 +230,7 @@ fn write_json(path: &Path, args: &Args, cells: &[Cell]) -> Result<(), String> {
         jitter_ms: args.jitter_ms,
         max_delay_ms: args.max_delay_ms,
         rto_ms: args.rto_ms,
+        in_order: args.in_order,
         seed: args.seed,
         phase_scale: args.phase_scale,
         cells,
@@ -492,6 +498,9 @@ fn start_relay(
         "--stats-file",
     ])
     .arg(dir.join(format!("relay-{name}.json")));
+    if args.in_order {
+        cmd.arg("--in-order");
+    }
     let mut relay = Proc::spawn(&format!("relay {name}"), cmd)?;
     let line = relay.expect("relay listening on", Duration::from_secs(10))?;
     let addr = line
@@ -591,7 +600,7 @@ fn plot(path: &Path, cells: &[Cell]) -> Result<(), String> {
             .y_label_area_size(70);
     }
     let mut chart = b
-        .build_cartesian_2d(0.0..max_loss * 1.05, (1.0..y_max).log_scale())
+        .build_cartesian_2d(0.0..max_loss * 1.05, (10.0..y_max).log_scale())
         .map_err(|e| err(&e))?;
     if has_font {
         chart
@@ -608,7 +617,7 @@ fn plot(path: &Path, cells: &[Cell]) -> Result<(), String> {
             cells
                 .iter()
                 .filter(|c| c.transport == *t)
-                .filter_map(|c| c.sync.map(|s| (c.loss_percent, q(&s).max(1.0))))
+                .filter_map(|c| c.sync.map(|s| (c.loss_percent, q(&s).max(10.0))))
                 .collect()
         };
         let p99 = pts(|s| s.p99_us);
@@ -705,7 +714,11 @@ fn plot(path: &Path, cells: &[Cell]) -> Result<(), String> {
                 4,
                 color.mix(0.5).stroke_width(1),
             ))
-            .map_err(|e| err(&e))?;
+            .map_err(|e| err(&e))?
+            .label(format!("{t}: lead + 1 s"))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.mix(0.5).stroke_width(1))
+            });
     }
     if has_font {
         chart

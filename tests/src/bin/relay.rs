@@ -85,6 +85,11 @@ struct Args {
     /// overtake it, percent (UDP only).
     #[arg(long, value_name = "PCT", default_value_t = 0.0)]
     reorder_percent: f64,
+    /// Datagrams leave in the order they came, as from one FIFO queue: one behind a late
+    /// datagram waits for it (delays are then correlated, as in a real queue), instead of
+    /// each taking its own delay and overtaking the others (UDP only).
+    #[arg(long, conflicts_with = "reorder_percent")]
+    in_order: bool,
     /// Extra delay of a held-back datagram, milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 5.0)]
     reorder_delay_ms: f64,
@@ -271,6 +276,7 @@ fn main() {
         },
         segment_bytes: args.segment_bytes,
         udp_idle: Duration::from_secs(args.udp_idle_secs),
+        udp_in_order: args.in_order,
     };
     let relay = match Relay::start(config) {
         Ok(r) => r,
