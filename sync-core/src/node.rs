@@ -293,7 +293,8 @@ pub enum DisconnectReason {
 /// Why a message from a peer was dropped.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum BadInput {
-    /// A message other than hello before the handshake.
+    /// A message other than hello before the handshake (clock probes excepted: as datagrams
+    /// they may overtake the hello, and are dropped quietly).
     BeforeHandshake,
     /// A second hello.
     RepeatedHello,
@@ -992,6 +993,9 @@ impl Node {
                     self.on_hello(now, link, h);
                 }
             }
+            // Probes travel as datagrams beside the stream that carries the hello, so one can
+            // overtake a hello that is being retransmitted: that is not a misbehaving peer.
+            Message::Probe(_) | Message::ProbeReply(_) if !handshaken => {}
             _ if !handshaken => self.bad(link, BadInput::BeforeHandshake),
             Message::Probe(p) => self.on_probe(now, link, p),
             Message::ProbeReply(r) => self.on_probe_reply(now, link, r),

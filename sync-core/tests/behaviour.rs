@@ -1150,6 +1150,44 @@ fn impossible_messages_are_dropped_and_reported() {
 }
 
 #[test]
+fn a_probe_overtaking_the_hello_is_dropped_quietly_but_a_state_before_it_is_refused() {
+    let t = LocalTime::from_nanos(SEC as u64);
+    let mut n = Node::new(Config::new(NodeId(9)), 1, t);
+    n.handle_link_up(t, LinkId(1), "peer:1".into(), Direction::Incoming);
+    let announce = Announce {
+        root: NodeId(3),
+        stratum: 1,
+        root_seq: 0,
+        root_delay: 0,
+        parent: None,
+        state_version: n.state().version,
+        mapping: ClockMapping::identity(t, n.sync_status().mapping.timebase),
+        subtree_delay: 0,
+        radius: 0,
+    };
+    n.handle_message(
+        t,
+        LinkId(1),
+        Message::Probe(Probe {
+            seq: 1,
+            t0: t,
+            announce,
+        }),
+    );
+    assert_eq!(n.counters().bad_messages, 0, "a datagram may overtake the hello");
+    let state = n.state().clone();
+    n.handle_message(t, LinkId(1), Message::State(state));
+    assert_eq!(n.counters().bad_messages, 1);
+    let mut refused = Vec::new();
+    while let Some(o) = n.poll_output() {
+        if let Output::Event(Event::BadMessage { reason, .. }) = o {
+            refused.push(reason);
+        }
+    }
+    assert_eq!(refused, vec![BadInput::BeforeHandshake]);
+}
+
+#[test]
 fn refused_commands_change_nothing() {
     let mut net = Net::new(&skewed_clocks(1));
     let before = net.nodes[0].node.state().clone();
