@@ -1174,7 +1174,11 @@ fn a_probe_overtaking_the_hello_is_dropped_quietly_but_a_state_before_it_is_refu
             announce,
         }),
     );
-    assert_eq!(n.counters().bad_messages, 0, "a datagram may overtake the hello");
+    assert_eq!(
+        n.counters().bad_messages,
+        0,
+        "a datagram may overtake the hello"
+    );
     let state = n.state().clone();
     n.handle_message(t, LinkId(1), Message::State(state));
     assert_eq!(n.counters().bad_messages, 1);
