@@ -307,6 +307,111 @@ pub fn legacy_token(key: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A hand-driven peer of a keyed client, over gRPC, for tests that play a misbehaving peer:
+/// it runs the group-key handshake with the key it is given, then sends frames sealed, forged
+/// or replayed as told. Blocking (it owns a runtime with one worker thread).
+pub struct RawKeyedPeer {
+    runtime: tokio::runtime::Runtime,
+    out: tokio::sync::mpsc::Sender<music262_proto::PeerFrame>,
+    /// Held so that the link stays open.
+    _inbound: tonic::Streaming<music262_proto::PeerFrame>,
+    sealer: music262_proto::auth::Sealer,
+    sent: Vec<music262_proto::PeerFrame>,
+}
+
+impl RawKeyedPeer {
+    /// Opens an `Exchange` link to the peer endpoint at `addr` and passes the group-key
+    /// handshake with `key` (which fails, with the reason, if the keys differ).
+    pub fn connect(addr: &str, key: &str) -> Result<Self, String> {
+        use music262_proto::auth::{self, Channel, GroupKey, LinkKeys, Role};
+        use music262_proto::client::client_handler_client::ClientHandlerClient;
+
+        let key = GroupKey::new(key.as_bytes()).map_err(|e| e.to_string())?;
+        // A worker thread keeps the connection going between calls.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let (out, inbound, sealer) = runtime.block_on(async {
+            let mut client = ClientHandlerClient::connect(format!("http://{addr}"))
+                .await
+                .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+            let (out, rx) = tokio::sync::mpsc::channel(16);
+            let mut nonce = [0u8; auth::NONCE_LEN];
+            getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
+            out.send(auth::opening_frame(&key, nonce))
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut inbound = client
+                .exchange(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .map_err(|s| s.message().to_string())?
+                .into_inner();
+            let mut next = async || match inbound.message().await {
+                Ok(Some(f)) => Ok(f),
+                Ok(None) => Err("the peer closed the link".to_string()),
+                Err(s) => Err(s.message().to_string()),
+            };
+            let theirs = next().await?;
+            let their_nonce = auth::read_opening(&key, &theirs).map_err(|e| e.to_string())?;
+            let keys = LinkKeys::derive(&key, Role::Dialler, &nonce, &their_nonce, b"");
+            let sealer = keys.sealer();
+            out.send(sealer.proof()).await.map_err(|e| e.to_string())?;
+            let proof = next().await?;
+            keys.opener(Channel::Stream)
+                .open_proof(proof)
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((out, inbound, sealer))
+        })?;
+        Ok(RawKeyedPeer {
+            runtime,
+            out,
+            _inbound: inbound,
+            sealer,
+            sent: Vec::new(),
+        })
+    }
+
+    fn send(&mut self, frame: music262_proto::PeerFrame) -> Result<(), String> {
+        self.sent.push(frame.clone());
+        self.runtime
+            .block_on(self.out.send(frame))
+            .map_err(|_| "the link is closed".to_string())
+    }
+
+    /// Sends `message` sealed, as a peer holding the key does.
+    pub fn send_sealed(&mut self, message: &sync_core::Message) -> Result<(), String> {
+        let frame = self.sealer.seal(
+            music262_proto::auth::Channel::Stream,
+            music262_proto::PeerFrame::from(message),
+        );
+        self.send(frame)
+    }
+
+    /// Sends `message` under a tag that is not its own (the next counter, a made-up tag), as
+    /// a forger without the key would.
+    pub fn send_forged(&mut self, message: &sync_core::Message) -> Result<(), String> {
+        let mut frame = self.sealer.seal(
+            music262_proto::auth::Channel::Stream,
+            music262_proto::PeerFrame::from(message),
+        );
+        frame.mac = vec![0x5a; music262_proto::auth::MAC_LEN];
+        self.send(frame)
+    }
+
+    /// Sends again, byte for byte, the frame sent `back` frames ago (1: the last one).
+    pub fn replay(&mut self, back: usize) -> Result<(), String> {
+        let frame = self
+            .sent
+            .len()
+            .checked_sub(back)
+            .map(|i| self.sent[i].clone())
+            .ok_or("nothing that far back to replay")?;
+        self.send(frame)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

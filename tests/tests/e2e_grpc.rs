@@ -398,3 +398,70 @@ fn a_bad_group_key_or_link_limit_stops_the_client_with_one_line() {
         );
     }
 }
+
+#[test]
+fn forged_and_replayed_frames_from_a_keyed_peer_are_refused_counted_logged_and_change_nothing() {
+    use sync_core::{GroupState, GroupTime, Hello, Message, Mode, NodeId, StateVersion};
+    let dir = tempfile_dir("forged");
+    let (_server, port) = server(&dir);
+    let [sa, _, _] = specs();
+    let mut a = client_with_env(
+        &dir,
+        port,
+        &sa,
+        Transport::Grpc,
+        &[("MUSIC262_GROUP_KEY", GROUP_KEY)],
+    );
+    a.send("play 1");
+    a.wait_for("loaded", 30 * S);
+    std::thread::sleep(S);
+    let before = a.ask("status", S / 2);
+    assert_eq!(
+        status_state(&before).as_deref(),
+        Some("playing"),
+        "{before:?}"
+    );
+
+    // A peer that passed the handshake: its sealed hello is taken.
+    let mut raw = music262::fleet::RawKeyedPeer::connect(&a.addr, GROUP_KEY).unwrap();
+    raw.send_sealed(&Message::Hello(Hello {
+        node_id: NodeId(0xfe),
+        protocol_version: sync_core::PROTOCOL_VERSION,
+        listen_addr: None,
+    }))
+    .unwrap();
+    a.wait_for("connected to peer", 10 * S);
+    // A forged stop (a tag that is not its own), then the hello replayed.
+    raw.send_forged(&Message::State(GroupState {
+        version: StateVersion::new(1_000_000, NodeId(0xfe)),
+        song: None,
+        mode: Mode::Stopped { at: GroupTime(0) },
+        timebase: 0,
+    }))
+    .unwrap();
+    raw.replay(2).unwrap();
+    std::thread::sleep(S);
+
+    let after = a.ask("status", S / 2);
+    assert_eq!(
+        status_state(&after).as_deref(),
+        Some("playing"),
+        "{after:?}"
+    );
+    assert!(
+        status_frame(&after) > status_frame(&before),
+        "still advancing: {before:?} then {after:?}"
+    );
+    assert_eq!(refused_counts(&after), (0, 2, 0), "{after:?}");
+    let log = std::fs::read_to_string(dir.join("a.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("frame refused") && l.contains("fails authentication")),
+        "the forged frame is logged"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("frame refused") && l.contains("(replay)")),
+        "the replay is logged"
+    );
+}
