@@ -165,6 +165,15 @@ pub enum Refusal {
         /// The sustained limit.
         per_second: u32,
     },
+    /// A caller made legacy calls that change playback or links faster than
+    /// [`crate::limits::LEGACY_CALLS_PER_SECOND`]; `dropped` were refused since the last report.
+    #[error("the caller exceeds {per_second} legacy calls per second; {dropped} calls refused")]
+    LegacyRateLimited {
+        /// Calls refused since the last report.
+        dropped: u64,
+        /// The sustained limit.
+        per_second: u32,
+    },
     /// A legacy call that changes playback came without the group key's token.
     #[error("legacy `{method}` call without the group key refused (UNAUTHENTICATED)")]
     LegacyUnauthenticated {

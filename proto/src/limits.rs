@@ -1,6 +1,7 @@
 //! Per-peer rate limits, pure (the caller passes the time): a token bucket that both
 //! transports apply to each link's incoming frames before any decoding or tag check, so that a
-//! flooding peer costs little and cannot starve the others.
+//! flooding peer costs little and cannot starve the others, and that the gRPC peer endpoint
+//! applies to each caller of the legacy methods that change anything.
 
 /// Frames a peer may send per second, sustained. A healthy link carries at most about 45: clock
 /// probes and replies at 20 per second each while a link is refined, plus states, readiness and
@@ -9,6 +10,12 @@ pub const PEER_FRAMES_PER_SECOND: u32 = 200;
 /// Frames a peer may send in one burst above the sustained rate (a link's opening burst of
 /// probes, a flurry of commands).
 pub const PEER_FRAME_BURST: u32 = 400;
+
+/// Legacy calls that change playback or links (`SendMusicCommand`, `Gossip`, `Exit`) one caller
+/// (IP address) may make per second, sustained: a remote control or a script sends a few.
+pub const LEGACY_CALLS_PER_SECOND: u32 = 20;
+/// Such calls one caller may make in one burst.
+pub const LEGACY_CALL_BURST: u32 = 40;
 
 /// A token bucket: `burst` tokens at most, refilled at `per_second`.
 #[derive(Clone, Debug)]

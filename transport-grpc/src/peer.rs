@@ -8,7 +8,7 @@
 //! readings. No protocol decision is taken here.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -26,7 +26,9 @@ use music262_proto::client::{
 };
 use music262_proto::codec::{CodecError, MAX_FRAME_LEN};
 use music262_proto::legacy::legacy_ping_millis;
-use music262_proto::limits::{PEER_FRAMES_PER_SECOND, RateLimit};
+use music262_proto::limits::{
+    LEGACY_CALL_BURST, LEGACY_CALLS_PER_SECOND, PEER_FRAMES_PER_SECOND, RateLimit,
+};
 use prost::Message as _;
 use sync_core::{Direction, LinkId, LocalTime, Message};
 use tokio::net::{TcpListener, TcpStream};
@@ -168,7 +170,13 @@ struct Shared {
     auth_refused: AtomicU64,
     rate_limited: AtomicU64,
     legacy_refused: AtomicU64,
+    /// Rate limits of the callers of legacy methods that change anything, by IP address.
+    legacy_rates: Mutex<BTreeMap<IpAddr, RateLimit>>,
 }
+
+/// Legacy callers whose rates are remembered at once; beyond this the table starts afresh (a
+/// flood of sources must not grow memory).
+const MAX_LEGACY_CALLERS: usize = 1024;
 
 /// A keyed link's sealer, set once the peer's opening frame is read (no message is sent
 /// before: the link is reported up only after the handshake).
@@ -216,6 +224,7 @@ impl PeerTransport {
             auth_refused: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
             legacy_refused: AtomicU64::new(0),
+            legacy_rates: Mutex::new(BTreeMap::new()),
         });
         (PeerTransport { shared }, rx)
     }
@@ -754,6 +763,45 @@ impl PeerService {
         )))
     }
 
+    /// A caller (by IP address) may make [`LEGACY_CALLS_PER_SECOND`] calls that change anything,
+    /// in bursts of [`LEGACY_CALL_BURST`]; beyond, RESOURCE_EXHAUSTED, counted, and reported at
+    /// most once a second.
+    fn within_rate<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let ip = remote_addr(request).map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let now = (self.shared.clock)();
+        let report = {
+            let mut callers = self.shared.legacy_rates.lock().expect("legacy rates lock");
+            if callers.len() >= MAX_LEGACY_CALLERS && !callers.contains_key(&ip) {
+                callers.clear();
+            }
+            let limit = callers
+                .entry(ip)
+                .or_insert_with(|| RateLimit::new(LEGACY_CALLS_PER_SECOND, LEGACY_CALL_BURST, now));
+            if limit.allow(now) {
+                return Ok(());
+            }
+            limit.take_report(now)
+        };
+        self.shared.legacy_refused.fetch_add(1, Ordering::Relaxed);
+        if let Some(dropped) = report {
+            let reason = Refusal::LegacyRateLimited {
+                dropped,
+                per_second: LEGACY_CALLS_PER_SECOND,
+            };
+            tracing::warn!(caller = %ip, error = %reason, "legacy calls refused");
+            let _ = self.shared.events.send(TransportEvent::Refused {
+                link: None,
+                remote_addr: ip.to_string(),
+                dialled: false,
+                reason,
+            });
+        }
+        Err(Status::resource_exhausted(format!(
+            "too many calls: at most {LEGACY_CALLS_PER_SECOND} per second from one caller, in \
+             bursts of {LEGACY_CALL_BURST}"
+        )))
+    }
+
     fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> LegacyCall,
@@ -801,6 +849,8 @@ impl ClientHandler for PeerService {
         &self,
         request: Request<MusicRequest>,
     ) -> Result<Response<MusicResponse>, Status> {
+        // The rate first: a flood of unauthenticated calls is then cut before it is logged.
+        self.within_rate(&request)?;
         self.authorize(&request, "SendMusicCommand")?;
         let from = remote_addr(&request);
         let request = request.into_inner();
@@ -825,6 +875,8 @@ impl ClientHandler for PeerService {
         &self,
         request: Request<GossipRequest>,
     ) -> Result<Response<GossipResponse>, Status> {
+        // The rate first: a flood of unauthenticated calls is then cut before it is logged.
+        self.within_rate(&request)?;
         self.authorize(&request, "Gossip")?;
         let from = remote_addr(&request);
         let peers = request.into_inner().peer_list;
@@ -841,6 +893,8 @@ impl ClientHandler for PeerService {
     }
 
     async fn exit(&self, request: Request<ExitRequest>) -> Result<Response<ExitResponse>, Status> {
+        // The rate first: a flood of unauthenticated calls is then cut before it is logged.
+        self.within_rate(&request)?;
         self.authorize(&request, "Exit")?;
         let from = remote_addr(&request);
         let request = request.into_inner();

@@ -150,3 +150,79 @@ async fn a_legacy_gossip_beyond_the_address_limit_is_invalid_argument() {
     );
     assert!(next(&mut ev).await.is_none(), "nothing reached the driver");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_flooding_legacy_commands_gets_resource_exhausted_beyond_its_rate() {
+    use music262_proto::client::MusicRequest;
+    use music262_proto::limits::{LEGACY_CALL_BURST, LEGACY_CALLS_PER_SECOND};
+    use transport_grpc::LegacyCall;
+    let (t, mut ev, addr) = serving().await;
+    // The driver's part: obey every command, count the refusals reported.
+    let reported = Arc::new(AtomicU64::new(0));
+    let seen = reported.clone();
+    tokio::spawn(async move {
+        while let Some(e) = ev.recv().await {
+            match e {
+                TransportEvent::Legacy(LegacyCall::Command { reply, .. }) => {
+                    let _ = reply.send(Ok(()));
+                }
+                TransportEvent::Refused {
+                    reason:
+                        Refusal::LegacyRateLimited {
+                            dropped,
+                            per_second,
+                        },
+                    ..
+                } => {
+                    assert_eq!(per_second, LEGACY_CALLS_PER_SECOND);
+                    seen.fetch_add(dropped, std::sync::atomic::Ordering::SeqCst);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    let mut client = ClientHandlerClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let calls = 3 * LEGACY_CALL_BURST as usize;
+    let (mut ok, mut exhausted) = (0usize, 0usize);
+    for _ in 0..calls {
+        let req = MusicRequest {
+            action: "stop".into(),
+            ..Default::default()
+        };
+        match client.send_music_command(req).await {
+            Ok(_) => ok += 1,
+            Err(s) => {
+                assert_eq!(s.code(), Code::ResourceExhausted);
+                assert_eq!(
+                    s.message(),
+                    format!(
+                        "too many calls: at most {LEGACY_CALLS_PER_SECOND} per second from one \
+                         caller, in bursts of {LEGACY_CALL_BURST}"
+                    )
+                );
+                exhausted += 1;
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let allowed = LEGACY_CALL_BURST as f64 + LEGACY_CALLS_PER_SECOND as f64 * elapsed + 1.0;
+    assert!(
+        exhausted > 0,
+        "{calls} calls in {elapsed:.2} s were all let through"
+    );
+    assert!(
+        (ok as f64) <= allowed,
+        "{ok} calls obeyed in {elapsed:.2} s, at most {allowed:.0} allowed"
+    );
+    assert_eq!(t.counters().legacy_refused as usize, exhausted);
+    // The first refusal is reported at once (later ones at most once a second).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reported = reported.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (1..=exhausted as u64).contains(&reported),
+        "{reported} refusals reported of {exhausted}"
+    );
+}

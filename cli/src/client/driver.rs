@@ -654,6 +654,10 @@ impl Driver {
                 self.refused.rate_limited += dropped;
                 tracing::warn!(%peer, error = %reason, "frames dropped by the rate limit");
             }
+            Refusal::LegacyRateLimited { dropped, .. } => {
+                self.refused.legacy_calls += dropped;
+                tracing::warn!(%peer, error = %reason, "legacy calls refused");
+            }
             Refusal::LegacyUnauthenticated { .. } => {
                 self.refused.legacy_calls += 1;
                 tracing::warn!(%peer, error = %reason, "legacy call refused");
