@@ -54,6 +54,7 @@ impl TransportKind {
                   music_client --p2p-port 50062 --sink null     a second client on the same machine, silent\n  \
                   music_client --sink wav:out.wav --trace t.csv  record what would be heard, and a timing trace\n\n\
                   Environment:\n  MUSIC262_CLOCK_OFFSET_MS, MUSIC262_CLOCK_DRIFT_PPM  skew this client's sync clock (and its null/wav\n                                                      sink) to emulate a separate machine\n  \
+                  MUSIC262_CLOCK_STEP_AT_S, MUSIC262_CLOCK_STEP_MS    step that clock forward once, by STEP_MS milliseconds,\n                                                      STEP_AT_S seconds after start (fault injection)\n  \
                   MUSIC262_GROUP_KEY                                  the group key (see --group-key)\n  \
                   RUST_LOG                                            log level (e.g. debug, or sync_core=trace)\n\n\
                   Type `help` at the prompt for the commands."
