@@ -72,8 +72,11 @@ impl Clock for SteppedClock {
         // fault was injected; the load first keeps later readings free of a write.
         if !self.announced.load(Ordering::Relaxed) && !self.announced.swap(true, Ordering::Relaxed)
         {
+            // The host instant lets a test put the trace back on the host clock (the trace
+            // is dated through this clock too).
             tracing::warn!(
                 step_ms = self.step_ns as f64 / 1e6,
+                host_ns = self.at_ns,
                 "sync clock stepped forward ({STEP_AT_ENV} / {STEP_MS_ENV})"
             );
         }

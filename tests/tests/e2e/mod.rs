@@ -65,6 +65,11 @@ fn spawn(name: &str, cmd: Command) -> Proc {
 /// A music server on a free port.
 pub fn server(dir: &Path) -> (Proc, u16) {
     let port = free_port();
+    (server_on(dir, port, "server"), port)
+}
+
+/// A music server on `port` (again, after a restart), logging to `<name>.log`.
+pub fn server_on(dir: &Path, port: u16, name: &str) -> Proc {
     let mut cmd = Command::new(binary("music_server"));
     cmd.args([
         "--port",
@@ -73,10 +78,10 @@ pub fn server(dir: &Path) -> (Proc, u16) {
         "127.0.0.1",
         "--log-file",
     ])
-    .arg(dir.join("server.log"));
-    let mut p = spawn("server", cmd);
+    .arg(dir.join(format!("{name}.log")));
+    let mut p = spawn(name, cmd);
     p.wait_for("music server listening", Duration::from_secs(60));
-    (p, port)
+    p
 }
 
 /// How a client is started.
@@ -139,7 +144,18 @@ pub fn client_with_env(
     transport: Transport,
     env: &[(&str, &str)],
 ) -> Client {
-    let port = free_port();
+    client_on(dir, server_port, spec, transport, env, free_port())
+}
+
+/// As [`client_with_env`], on peer port `port` (a restarted client takes its old one).
+pub fn client_on(
+    dir: &Path,
+    server_port: u16,
+    spec: &ClientSpec,
+    transport: Transport,
+    env: &[(&str, &str)],
+    port: u16,
+) -> Client {
     let addr = format!("127.0.0.1:{port}");
     let trace = dir.join(format!("{}.csv", spec.name));
     let mut cmd = Command::new(binary("music_client"));
@@ -300,4 +316,91 @@ pub fn vias(lines: &[String]) -> Vec<String> {
         .take_while(|l| l.contains(':'))
         .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
         .collect()
+}
+
+/// The process id of a running client, found in `/proc` by its trace path (unique per test and
+/// client): `Proc` keeps its child to itself, and a test that stops a client needs the pid.
+#[cfg(target_os = "linux")]
+pub fn pid_of(c: &Client) -> u32 {
+    let needle = c.trace.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmd| cmd.split(|&b| b == 0).any(|arg| arg == needle.as_bytes()))
+        })
+        .unwrap_or_else(|| panic!("no process of {} in /proc", c.name))
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to a client, as `kill -<signal>` would.
+#[cfg(target_os = "linux")]
+pub fn signal(c: &Client, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid_of(c).to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {} failed", c.name);
+}
+
+/// The host instant (`host_ns=`) at which a client's sync clock stepped, from its log (the
+/// client logs it once, at the step).
+pub fn clock_step_instant(log: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.contains("sync clock stepped forward"))?;
+    let i = line.find("host_ns=")? + "host_ns=".len();
+    line[i..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A trace of a client whose sync clock stepped forward by `step_ns` at host instant `at_ns`,
+/// put back on the host clock. The client dates its trace lines through its sync clock, so
+/// after the step they read `step_ns` late: those are moved back, and the lines dated inside
+/// the skipped span (the frames its paced sink rendered in one burst to catch up with the
+/// jump) are dropped, since no host instant of theirs is known.
+pub fn unstep_trace(t: &[TracePoint], at_ns: u64, step_ns: u64) -> Vec<TracePoint> {
+    t.iter()
+        .filter(|p| p.host_ns < at_ns || p.host_ns >= at_ns + step_ns)
+        .map(|p| {
+            let mut p = *p;
+            if p.host_ns >= at_ns + step_ns {
+                p.host_ns -= step_ns;
+            }
+            p
+        })
+        .collect()
+}
+
+/// The sync errors (us) of `b` against `a` over the last `seconds` they share, asserting
+/// there are enough points; returns (p50, p99, max) of their absolute values.
+pub fn sync_error_stats(
+    a: &[TracePoint],
+    b: &[TracePoint],
+    seconds: u64,
+    what: &str,
+) -> (f64, f64, f64) {
+    let end = last_instant(a).min(last_instant(b));
+    let e = sync_errors_us(a, b, end - seconds * 1_000_000_000, end);
+    assert!(
+        e.len() > 50,
+        "{what}: too few common playing instants: {}",
+        e.len()
+    );
+    let q = |x| quantile_abs(&e, x).unwrap();
+    let stats = (q(0.5), q(0.99), q(1.0));
+    eprintln!(
+        "sync error {what}: p50 {:.1} us, p99 {:.1} us, max {:.1} us over {} points",
+        stats.0,
+        stats.1,
+        stats.2,
+        e.len()
+    );
+    stats
 }
