@@ -176,6 +176,7 @@ fn run(args: &Args) -> Result<(), String> {
     }
     // Pause and resume, typed on other clients: how long until each client is in the new state.
     let mut applied = Vec::new();
+    let mut pause_frames: Vec<Option<f64>> = Vec::new();
     for (who, command, state) in [
         (2, "pause", TraceState::Paused),
         (1, "resume", TraceState::Playing),
@@ -192,6 +193,18 @@ fn run(args: &Args) -> Result<(), String> {
                     .map(|x| (x.host_ns - typed) as f64 / 1e6)
             })
             .collect();
+        if state == TraceState::Paused {
+            // The frame each client holds once paused: the pause must land on the same one.
+            pause_frames = peers
+                .iter()
+                .map(|p| {
+                    read_trace(&p.trace)
+                        .iter()
+                        .find(|x| x.host_ns >= typed && x.state == state)
+                        .map(|x| x.frame)
+                })
+                .collect();
+        }
         applied.push((command, per_peer));
     }
     peers[0].proc.send("stop");
@@ -265,6 +278,21 @@ fn run(args: &Args) -> Result<(), String> {
             )
         })
         .collect();
+    let held: Vec<f64> = pause_frames.iter().flatten().copied().collect();
+    let pause_spread = (held.len() == pause_frames.len() && !held.is_empty()).then(|| {
+        held.iter().copied().fold(f64::MIN, f64::max)
+            - held.iter().copied().fold(f64::MAX, f64::min)
+    });
+    println!(
+        "{:5} pause held at frames {} (spread {} frames)",
+        args.transport,
+        pause_frames
+            .iter()
+            .map(|f| f.map_or("-".to_string(), |f| format!("{f:.0}")))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        pause_spread.map_or("-".to_string(), |s| format!("{s:.0}"))
+    );
     println!(
         "{:5} all pairs: p50 {:.1} us  p99 {:.1} us  max {:.1} us; command lead {} ms (status of A); typed to applied on A / B / C: {}",
         args.transport,
@@ -277,7 +305,7 @@ fn run(args: &Args) -> Result<(), String> {
     let json = format!(
         "{{\"transport\":\"{}\",\"seconds\":{},\"offsets_ms\":[0,2000,-2000],\"drifts_ppm\":[0,200,-200],\
          \"p50_us\":{:.2},\"p99_us\":{:.2},\"max_us\":{:.2},\"n\":{},\"pairs\":[{}],\
-         \"lead_ms\":[{}],\"typed_to_applied_ms\":{{{}}}}}\n",
+         \"pause_frame_spread\":{},\"lead_ms\":[{}],\"typed_to_applied_ms\":{{{}}}}}\n",
         args.transport,
         args.seconds,
         q(0.5),
@@ -285,6 +313,7 @@ fn run(args: &Args) -> Result<(), String> {
         q(1.0),
         all.len(),
         pairs.join(","),
+        pause_spread.map_or("null".to_string(), |s| format!("{s:.0}")),
         leads
             .iter()
             .map(|l| fmt_opt(l, 1e6))
