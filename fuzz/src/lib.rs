@@ -20,6 +20,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("wav_decode", wav_decode),
     ("node_inputs", node_inputs),
     ("sim_group", sim_group),
+    ("auth_open", auth_open),
 ];
 
 /// Bytes off the wire into a peer message: never a panic; whatever decodes re-encodes and
@@ -30,6 +31,139 @@ pub fn frame_decode(data: &[u8]) {
             .unwrap_or_else(|e| panic!("a decoded message does not encode: {e}: {msg:?}"));
         let again = music262_proto::decode_from_bytes(&bytes).expect("re-decodes");
         assert_eq!(again, msg, "round trip changed the message");
+    }
+}
+
+/// One step of [`auth_open`]: what reaches the receiving end of a keyed link.
+#[derive(Debug, Arbitrary)]
+enum AuthStep {
+    /// Any bytes, decoded as a frame by the real codec (a forger's frame).
+    Raw { datagram: bool, bytes: Vec<u8> },
+    /// A message (any decodable body) sealed by the genuine sender, then delivered.
+    Sealed { datagram: bool, body: Vec<u8> },
+    /// A frame sealed earlier delivered again, byte for byte (a replay, or a late datagram).
+    Replay { index: u16 },
+    /// A frame sealed earlier with one byte of its encoding changed (a tamperer).
+    Tamper { index: u16, at: u16, xor: u8 },
+    /// A sealed frame offered to the handshake checks (a proof, an opening).
+    Handshake { index: u16 },
+}
+
+/// Frames to the receiving end of a keyed link: the genuine sender's (sealed, replayed,
+/// reordered, tampered with) and a forger's (any bytes). Never a panic; a frame is accepted
+/// only if the genuine sender sealed exactly that body under that counter on that channel,
+/// and each sealed frame is accepted at most once (on the stream, only in increasing order).
+pub fn auth_open(data: &[u8]) {
+    use music262_proto::PeerFrame;
+    use music262_proto::auth::{Channel, GroupKey, LinkKeys, Role};
+    use prost::Message as _;
+    use std::collections::BTreeSet;
+
+    let Ok(steps) = Vec::<AuthStep>::arbitrary(&mut Unstructured::new(data)) else {
+        return;
+    };
+    let key = GroupKey::new(b"fuzz group key 0123").expect("a valid key");
+    let (na, nb) = ([1u8; 16], [2u8; 16]);
+    let sender = LinkKeys::derive(&key, Role::Dialler, &na, &nb, b"").sealer();
+    let receiver = LinkKeys::derive(&key, Role::Acceptor, &nb, &na, b"");
+    let mut stream = receiver.opener(Channel::Stream);
+    let mut datagrams = receiver.opener(Channel::Datagram);
+    let channel = |datagram: bool| {
+        if datagram {
+            Channel::Datagram
+        } else {
+            Channel::Stream
+        }
+    };
+    // What the genuine sender sealed: (channel, counter, body bytes), and the frames themselves.
+    let mut sealed: BTreeSet<(bool, u64, Vec<u8>)> = BTreeSet::new();
+    let mut sent: Vec<(bool, PeerFrame)> = Vec::new();
+    let mut accepted: BTreeSet<(bool, u64)> = BTreeSet::new();
+    let mut stream_top: Option<u64> = None;
+    let body_bytes = |f: &PeerFrame| {
+        PeerFrame {
+            body: f.body.clone(),
+            auth: None,
+            mac: Vec::new(),
+        }
+        .encode_to_vec()
+    };
+
+    for step in steps.into_iter().take(64) {
+        let (datagram, frame) = match step {
+            AuthStep::Raw { datagram, bytes } => match PeerFrame::decode(bytes.as_slice()) {
+                Ok(f) => (datagram, f),
+                Err(_) => continue,
+            },
+            AuthStep::Sealed { datagram, body } => {
+                let Ok(f) = PeerFrame::decode(body.as_slice()) else {
+                    continue;
+                };
+                let f = sender.seal(channel(datagram), f);
+                let counter = f.auth.as_ref().expect("sealed").counter;
+                sealed.insert((datagram, counter, body_bytes(&f)));
+                sent.push((datagram, f.clone()));
+                (datagram, f)
+            }
+            AuthStep::Replay { index } => {
+                let Some(x) = sent.get(usize::from(index) % sent.len().max(1)) else {
+                    continue;
+                };
+                x.clone()
+            }
+            AuthStep::Tamper { index, at, xor } => {
+                let Some((datagram, f)) = sent.get(usize::from(index) % sent.len().max(1)) else {
+                    continue;
+                };
+                let mut bytes = f.encode_to_vec();
+                if bytes.is_empty() {
+                    continue;
+                }
+                let i = usize::from(at) % bytes.len();
+                bytes[i] ^= xor.max(1);
+                match PeerFrame::decode(bytes.as_slice()) {
+                    Ok(f) => (*datagram, f),
+                    Err(_) => continue,
+                }
+            }
+            AuthStep::Handshake { index } => {
+                if let Some((_, f)) = sent.get(usize::from(index) % sent.len().max(1)) {
+                    let _ = music262_proto::auth::read_opening(&key, f);
+                    // A fresh opener: the handshake's own checks, on a copy of the state.
+                    let _ = receiver.opener(Channel::Stream).open_proof(f.clone());
+                }
+                continue;
+            }
+        };
+        let counter = frame.auth.as_ref().map(|a| a.counter);
+        let bytes = body_bytes(&frame);
+        let opener = if datagram {
+            &mut datagrams
+        } else {
+            &mut stream
+        };
+        if let Ok(opened) = opener.open(frame) {
+            let counter = counter.expect("an accepted frame carried a counter");
+            assert!(
+                sealed.contains(&(datagram, counter, bytes.clone())),
+                "accepted a frame the sender never sealed: counter {counter} on {:?}",
+                channel(datagram)
+            );
+            assert!(
+                accepted.insert((datagram, counter)),
+                "accepted counter {counter} on {:?} twice (a replay)",
+                channel(datagram)
+            );
+            if !datagram {
+                assert!(
+                    stream_top.is_none_or(|t| counter > t),
+                    "stream counter {counter} accepted after {stream_top:?}"
+                );
+                stream_top = Some(counter);
+            }
+            assert_eq!(body_bytes(&opened), bytes, "opening changed the body");
+            assert!(opened.auth.is_none() && opened.mac.is_empty());
+        }
     }
 }
 
