@@ -1151,7 +1151,7 @@ fn impossible_messages_are_dropped_and_reported() {
 
 #[test]
 fn a_probe_overtaking_the_hello_is_dropped_quietly_but_a_state_before_it_is_refused() {
-    let t = LocalTime::from_nanos(SEC as u64);
+    let t = LocalTime::from_nanos(SEC);
     let mut n = Node::new(Config::new(NodeId(9)), 1, t);
     n.handle_link_up(t, LinkId(1), "peer:1".into(), Direction::Incoming);
     let announce = Announce {
