@@ -256,9 +256,9 @@ fn a_peer_whose_sync_clock_steps_forward_does_not_disturb_the_others() {
 
 /// Back on the group's timeline 15 s after its clock stepped: within a millisecond of A, not
 /// half a second off, and steady over the last three seconds (a peer still slewing at the
-/// controller's limit would move by 1.5 ms over them). Fails in some runs today (measured, 4
-/// runs: once C was still 499.85 ms ahead 15 s after the step; three times it re-stepped its
-/// group time about 4 s after and held within 115 us): sync-core's clock filter keeps the samples from
+/// controller's limit would move by 1.5 ms over them). Fails in some runs today (measured, 5
+/// runs: twice C was still 499.85-499.88 ms ahead 15 s after the step; three times it
+/// re-stepped its group time about 4 s after and held within 115 us): sync-core's clock filter keeps the samples from
 /// before the step for its whole span (300 s) and clamps its offset to the lowest-delay sample
 /// of that span, so when that sample predates the step the node keeps its old offset to the
 /// reference; see the report in issue 8.
