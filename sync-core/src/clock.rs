@@ -309,7 +309,21 @@ pub struct ClockFilter {
     /// Lower hull of `t3 - t2` (return delay minus offset) over the span.
     down: LowerHull,
     estimate: Option<LinkEstimate>,
+    /// Consecutive samples that the fitted line cannot explain, held back: when there are
+    /// [`STEP_SAMPLES`] of them, one of the two clocks has stepped.
+    unexplained: Vec<ClockSample>,
+    /// How many steps were detected (each restarted the fit).
+    steps: u64,
 }
+
+/// Consecutive samples off the fitted line that mean a clock stepped (one alone may be a
+/// corrupted timestamp; it is dropped).
+pub const STEP_SAMPLES: usize = 3;
+/// A sample whose offset is further than its half round trip plus this (and plus four times
+/// the estimate's uncertainty) from the fitted line cannot be explained by queueing, ns.
+const STEP_MARGIN: f64 = 2_000_000.0;
+/// Frequency error allowed to the fitted line when judging a sample (100 ppm).
+const STEP_RATE_SLACK: f64 = 100e-6;
 
 impl ClockFilter {
     /// An empty filter.
@@ -320,7 +334,15 @@ impl ClockFilter {
             up: LowerHull::default(),
             down: LowerHull::default(),
             estimate: None,
+            unexplained: Vec::new(),
+            steps: 0,
         }
+    }
+
+    /// How many clock steps the filter detected: [`STEP_SAMPLES`] samples in a row that the
+    /// fitted line could not explain, after which it kept only those and fitted afresh.
+    pub fn steps(&self) -> u64 {
+        self.steps
     }
 
     /// The current estimate, once at least one sample arrived.
@@ -336,6 +358,7 @@ impl ClockFilter {
 
     /// Forgets every sample (for instance when the peer's clock is known to have changed).
     pub fn reset(&mut self) {
+        self.unexplained.clear();
         self.samples.clear();
         self.up = LowerHull::default();
         self.down = LowerHull::default();
@@ -361,7 +384,45 @@ impl ClockFilter {
 
     /// Adds a sample and refits. Samples should arrive in order of `at`; an out-of-order one is
     /// inserted where it belongs.
+    ///
+    /// A sample the fitted line cannot explain (its offset off the line by more than its half
+    /// round trip, the estimate's uncertainty and a margin) is held back; a few in a row mean
+    /// that one of the clocks stepped, and the filter then forgets the samples from before the
+    /// step (they would pin the envelopes, and the frequency, to the old clock for minutes).
     pub fn add(&mut self, sample: ClockSample) -> &LinkEstimate {
+        if let Some(est) = self.estimate {
+            let off = (sample.offset - est.offset_at(sample.at)).abs();
+            // The line's slope may be off by tens of ppm early on: allow for that over the
+            // time since the estimate's anchor.
+            let drift = sample.at.since(est.at).unsigned_abs() as f64 * STEP_RATE_SLACK;
+            let allowed = sample.delay as f64 / 2.0 + 4.0 * est.uncertainty + drift + STEP_MARGIN;
+            if off > allowed {
+                // A step moves every later sample the same way: held samples that disagree
+                // with this one were something else, and are dropped.
+                if self.unexplained.last().is_some_and(|last| {
+                    (last.offset - sample.offset).abs()
+                        > (last.delay + sample.delay) as f64 / 2.0 + STEP_MARGIN
+                }) {
+                    self.unexplained.clear();
+                }
+                self.unexplained.push(sample);
+                if self.unexplained.len() < STEP_SAMPLES {
+                    return self.estimate.as_ref().expect("checked above");
+                }
+                let after = std::mem::take(&mut self.unexplained);
+                self.reset();
+                self.steps += 1;
+                for s in after {
+                    self.insert(s);
+                }
+                return self.estimate.as_ref().expect("samples were added");
+            }
+        }
+        self.unexplained.clear();
+        self.insert(sample)
+    }
+
+    fn insert(&mut self, sample: ClockSample) -> &LinkEstimate {
         let in_order = self.samples.back().is_none_or(|b| b.at <= sample.at);
         let pos = self
             .samples
@@ -510,6 +571,39 @@ mod tests {
         let t2 = peer(t + up + 20_000);
         let t3 = LocalTime(t + up + 20_000 + down);
         ClockSample::from_timestamps(t0, t1, t2, t3).expect("valid")
+    }
+
+    #[test]
+    fn a_clock_step_restarts_the_fit_after_a_few_samples_and_a_lone_outlier_is_dropped() {
+        let mut f = ClockFilter::new(FilterConfig::default());
+        let drift = 150e-6;
+        let base = 1_000 * SECOND as u64;
+        let half = SECOND as u64 / 2;
+        let ms = MILLISECOND as u64;
+        for i in 0..240u64 {
+            f.add(exchange(base + i * half, 5e9, drift, ms, ms));
+        }
+        // One wild sample (a corrupted timestamp): dropped, the estimate does not move.
+        let t = base + 240 * half;
+        let before = f.estimate().unwrap().offset_at(LocalTime(t));
+        f.add(exchange(t, 5e9 + 3e9, drift, ms, ms));
+        assert_eq!(f.steps(), 0);
+        assert!((f.estimate().unwrap().offset_at(LocalTime(t)) - before).abs() < 1.0);
+        // The peer's clock steps by 500 ms for good: after STEP_SAMPLES samples the filter
+        // follows, and fits the drift afresh from the new samples only.
+        for i in 241..300u64 {
+            f.add(exchange(base + i * half, 5.5e9, drift, ms, ms));
+        }
+        assert_eq!(f.steps(), 1);
+        let e = f.estimate().unwrap();
+        let t = LocalTime(base + 299 * half);
+        let truth = 5.5e9 + t.0 as f64 * drift;
+        assert!(
+            (e.offset_at(t) - truth).abs() < 1_000.0,
+            "offset error {}",
+            e.offset_at(t) - truth
+        );
+        assert!((e.rate - drift).abs() < 1e-6, "rate {}", e.rate);
     }
 
     #[test]

@@ -1230,7 +1230,15 @@ impl Node {
             return;
         }
         l.probes_answered += 1;
+        let steps = l.filter.steps();
         l.filter.add(sample);
+        if l.filter.steps() > steps {
+            // One of the two clocks stepped and the estimate starts afresh: probe as quickly
+            // as on a new link until it is good again.
+            l.burst_left = self.config.burst_probes;
+            l.refine_left = self.config.refine_probes;
+            l.next_probe = now;
+        }
         if self.on_announce(now, link, r.announce).is_err() {
             return;
         }

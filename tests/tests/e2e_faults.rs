@@ -234,9 +234,11 @@ fn clock_step_case(name: &str, c_drift_ppm: f64) -> AfterStep {
     let ta = read_trace(&a.trace);
     let tb = read_trace(&b.trace);
     let tc = unstep_trace(&read_trace(&c.trace), at, STEP_MS * 1_000_000);
+    // The traces reach about 12-14 s past the step on a loaded machine (the files are written
+    // in blocks and the clients are stopped right after `status`).
     assert!(
-        last_instant(&tc) > at + 13_000_000_000,
-        "C's trace does not reach 13 s past the step"
+        last_instant(&tc) > at + 10_000_000_000,
+        "C's trace does not reach 10 s past the step"
     );
     let (_, ab_p99, _) = sync_error_stats(&ta, &tb, 3, "a vs b");
     let (_, ac_p99, ac_max) = sync_error_stats(&ta, &tc, 3, "a vs c (after the step)");
@@ -254,16 +256,14 @@ fn a_peer_whose_sync_clock_steps_forward_does_not_disturb_the_others() {
     assert!(r.ab_p99 < 1_000.0, "a vs b: p99 {:.0} us", r.ab_p99);
 }
 
-/// Back on the group's timeline 15 s after its clock stepped: within a millisecond of A, not
-/// half a second off, and steady over the last three seconds (a peer still slewing at the
-/// controller's limit would move by 1.5 ms over them). Fails in some runs today (measured, 5
-/// runs: twice C was still 499.85-499.88 ms ahead 15 s after the step; three times it
-/// re-stepped its group time about 4 s after and held within 115 us): sync-core's clock filter keeps the samples from
-/// before the step for its whole span (300 s) and clamps its offset to the lowest-delay sample
-/// of that span, so when that sample predates the step the node keeps its old offset to the
-/// reference; see the report in issue 8.
+/// Back on the group's timeline after its clock stepped: within a millisecond of A, not half
+/// a second off, and steady over the last three seconds (a peer still slewing at the
+/// controller's limit would move by 1.5 ms over them). The clock filter sees three probe
+/// samples in a row that its fitted line cannot explain, forgets the samples from before the
+/// step and probes quickly again; the node then re-steps its group time (measured: about 1 s
+/// after the step, then within 12 us of A). Before that fix, the filter kept the pre-step
+/// samples for its whole 300 s span and C stayed 499.9 ms ahead in 2 runs of 5.
 #[test]
-#[ignore = "sync-core bug: the clock filter keeps pre-step samples, so a stepped peer stays off"]
 fn a_peer_whose_sync_clock_steps_half_a_second_forward_comes_back_in_sync() {
     let r = clock_step_case("fault-clock-step", 0.0);
     assert!(
@@ -274,12 +274,11 @@ fn a_peer_whose_sync_clock_steps_half_a_second_forward_comes_back_in_sync() {
     );
 }
 
-/// The same step on a peer whose crystal also runs 200 ppm slow. Fails today differently
-/// (measured, 3 runs of 3): the node re-steps its group time 2-3 s after the step, but its
-/// frequency estimate is then off by its own drift, so it drifts away at about 200 us/s (2 ms
-/// 15 s later) instead of holding.
+/// The same step on a peer whose crystal also runs 200 ppm slow: its frequency is fitted
+/// afresh from the post-step samples (measured: 320 us off 1.4 s after the step, 10 us after
+/// 12 s). Before the fix it drifted away at about 200 us/s after re-stepping, its frequency
+/// estimate spoilt by fitting across the step.
 #[test]
-#[ignore = "sync-core bug: after a peer's clock step its frequency estimate is lost"]
 fn a_drifting_peer_whose_sync_clock_steps_forward_comes_back_in_sync() {
     let r = clock_step_case("fault-clock-step-drift", -200.0);
     assert!(
