@@ -289,10 +289,15 @@ fn peers_with_the_same_group_key_link_and_others_are_refused_and_counted() {
     );
     d.send(&format!("join {}", a.addr));
     d.wait_for("uses a group key and this client has none", 10 * S);
-    a.wait_for("the peer has no group key", 10 * S);
+    // A learns why only when D's hello left before D read A's opening frame and closed the
+    // link: a race on loopback (seen once in a CI run, where D closed first and A's handshake
+    // just saw the stream end). Either way D is not linked, which is asserted below; the
+    // transport could make it deterministic by letting a refusing keyless dialler flush its
+    // hello first.
+    let a_told = a.expect("the peer has no group key", 5 * S).is_ok();
 
     let st = a.ask("status", S);
-    assert_eq!(refused_counts(&st).0, 2, "{st:?}");
+    assert_eq!(refused_counts(&st).0, if a_told { 2 } else { 1 }, "{st:?}");
     // Only the keyed peer is linked.
     let conns = a.ask("connections", S);
     assert!(conns.iter().any(|l| l.contains(&b.addr)), "{conns:?}");
