@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use common::{binary, write_song};
+use common::write_song;
 use music262::fleet::{self, Proc};
 use music262_proto::audio_service::LoadAudioRequest;
 use sha2::{Digest, Sha256};
@@ -73,7 +73,7 @@ fn run(args: &Args) -> Result<(), String> {
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     let port = fleet::free_port().map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(binary("music_server")?);
+    let mut cmd = Command::new(fleet::sibling_binary("music_server")?);
     cmd.args([
         "--port",
         &port.to_string(),

@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use clap::Parser;
-use common::{binary, write_song};
+use common::write_song;
 use music262::fleet::{self, Proc, TraceState, quantile_abs, read_trace, sync_errors_us};
 use player::SystemClock;
 
@@ -93,8 +93,8 @@ fn run(args: &Args) -> Result<(), String> {
             args.transport
         ));
     }
-    let server_bin = binary("music_server")?;
-    let client_bin = binary("music_client")?;
+    let server_bin = fleet::sibling_binary("music_server")?;
+    let client_bin = fleet::sibling_binary("music_client")?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;

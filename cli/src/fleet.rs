@@ -245,10 +245,17 @@ pub fn quantile_abs(v: &[f64], q: f64) -> Option<f64> {
     Some(a[((a.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize])
 }
 
-/// Where binaries next to the running one live.
+/// Where binaries next to the running one live (from an example, one folder up:
+/// `target/release/examples/..`).
 pub fn sibling_binary(name: &str) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let p = exe.with_file_name(name);
+    let mut p = exe.with_file_name(name);
+    if !p.exists()
+        && let Some(dir) = exe.parent().filter(|d| d.ends_with("examples"))
+        && let Some(up) = dir.parent()
+    {
+        p = up.join(name);
+    }
     if p.exists() {
         Ok(p)
     } else {

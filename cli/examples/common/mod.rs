@@ -1,23 +1,6 @@
-//! What the benchmark examples share: finding the release binaries, and a long test song.
+//! What the benchmark examples share: a long test song.
 
-use std::path::{Path, PathBuf};
-
-use music262::fleet;
-
-/// The release binaries sit one folder above the examples (`target/release/examples/..`).
-pub fn binary(name: &str) -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or(Path::new("."));
-    let p = dir.join(name);
-    if p.exists() {
-        Ok(p)
-    } else {
-        fleet::sibling_binary(name)
-    }
-}
+use std::path::Path;
 
 /// Writes a 16-bit stereo WAV of `seconds` of band-limited noise with a beat at `rate` Hz
 /// (the built-in songs last 30 s; a benchmark wants minutes). Deterministic: the same call
