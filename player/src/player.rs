@@ -228,6 +228,16 @@ impl Player {
         self.control.set_rate_ppm(ppm);
     }
 
+    /// See [`Control::set_output_latency_ns`].
+    pub fn set_output_latency_ns(&self, ns: u64) {
+        self.control.set_output_latency_ns(ns);
+    }
+
+    /// See [`Control::output_latency_ns`].
+    pub fn output_latency_ns(&self) -> u64 {
+        self.control.output_latency_ns()
+    }
+
     /// See [`Control::set_channel`].
     pub fn set_channel(&self, mode: ChannelMode) {
         self.control.set_channel(mode);

@@ -169,6 +169,9 @@ struct Shared {
     state: AtomicU64,
     paused_frame: AtomicU64,
     generation: AtomicU64,
+    /// Output delay the sink does not know about (see [`Control::set_output_latency_ns`]);
+    /// outside the seqlock: it is one word, read once per buffer.
+    extra_latency_ns: AtomicU64,
 }
 
 const STATE_NONE: u64 = 0;
@@ -408,6 +411,21 @@ impl Control {
         self.send(&mut inner, Command::SetRate(ppm));
     }
 
+    /// Declares how much later than the sink believes the sound is really heard (a Bluetooth
+    /// or HDMI receiver's own buffer, which no audio API reports). Every slot is then taken to
+    /// be heard `ns` later: commands land that much earlier in the output, so the sound leaves
+    /// the far end on time, and positions are reported at the instant they are heard. Applied
+    /// from the next buffer; while playing, a change makes the output jump by the difference
+    /// (the caller's sync loop sees it as an error and re-cues).
+    pub fn set_output_latency_ns(&self, ns: u64) {
+        self.shared.extra_latency_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// The latency set by [`Control::set_output_latency_ns`].
+    pub fn output_latency_ns(&self) -> u64 {
+        self.shared.extra_latency_ns.load(Ordering::Relaxed)
+    }
+
     /// Selects which of the song's channels are played.
     pub fn set_channel(&self, mode: ChannelMode) {
         let mut inner = self.lock();
@@ -510,6 +528,10 @@ impl Renderer {
     /// `first_slot_ns` and each next one `1e9 / sink_rate` ns later. Applies every command
     /// whose slot falls in the buffer at that exact slot, then publishes the position.
     pub fn render(&mut self, out: &mut [f32], first_slot_ns: u64) {
+        // The sink's instant is when the slot leaves it; a declared external latency moves
+        // the instant it is heard, which is what the timeline is about.
+        let first_slot_ns =
+            first_slot_ns.saturating_add(self.shared.extra_latency_ns.load(Ordering::Relaxed));
         self.drain_commands();
         let ch = self.channels;
         let frames = out.len() / ch;

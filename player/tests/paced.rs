@@ -117,6 +117,48 @@ fn wav_sink_records_the_song_from_the_slot_of_its_start_instant() {
 }
 
 #[test]
+fn a_declared_output_latency_starts_the_song_that_much_earlier_and_reports_it_heard_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heard.wav");
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut config = PlayerConfig::new(SinkSpec::Wav(path.clone()));
+    config.resampling = Resampling::Cubic;
+    let player = Player::open(config, clock.clone()).unwrap();
+    // A receiver that adds 30 ms (1440 slots at 48 kHz) behind the sink.
+    player.set_output_latency_ns(30_000_000);
+    assert_eq!(player.output_latency_ns(), 30_000_000);
+    let origin = player.paced_origin_ns().unwrap();
+    let song = noise_song(48_000, 48_000);
+    player.load(song.clone());
+    player.start_at(0, origin + 100_000_000);
+    std::thread::sleep(Duration::from_millis(400));
+    // The report says which frame is heard when: 30 ms after the sink's slot.
+    let pos = player.position().unwrap();
+    let slot_heard = (pos.instant_ns - origin) as f64 * 48_000.0 / 1e9;
+    let slot_left_sink = slot_heard - 1440.0;
+    assert!(
+        (slot_left_sink - (pos.frame + 3360.0)).abs() < 1.0,
+        "frame {} reported at slot {slot_heard:.1} of the heard timeline",
+        pos.frame
+    );
+    player.close();
+    let heard = decode_wav_file(&path).unwrap();
+    let first = 4800 - 1440;
+    for slot in 0..first + 2000 {
+        let got = heard.frame(slot).unwrap();
+        if slot < first {
+            assert_eq!(got, &[0.0, 0.0], "slot {slot} before the start");
+        } else {
+            let want = song.frame(slot - first).unwrap();
+            assert!(
+                (got[0] - want[0]).abs() < 1e-4 && (got[1] - want[1]).abs() < 1e-4,
+                "slot {slot}: {got:?} vs {want:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn an_unopenable_device_falls_back_to_null_with_a_one_line_note() {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut config = PlayerConfig::new(SinkSpec::Device(Some("no-such-device-music262".into())));
