@@ -12,3 +12,4 @@ pub mod library;
 pub mod logging;
 pub mod server;
 pub mod trace;
+pub mod web;

@@ -128,6 +128,46 @@ fn a_late_joiner_plays_in_sync_and_departures_are_seen_on_both_sides() {
 }
 
 #[test]
+fn a_declared_device_latency_re_cues_that_client_early_and_it_stays_in_sync_as_heard() {
+    let dir = tempfile_dir("latency");
+    let (_server, port) = server(&dir);
+    let [sa, sb, _] = specs();
+    let mut a = client(&dir, port, &sa, Transport::Grpc);
+    let mut b = client(&dir, port, &sb, Transport::Grpc);
+    join(&mut b, &mut a);
+    a.send("play 1");
+    for x in [&mut a, &mut b] {
+        x.wait_for("loaded chimes.wav", 30 * S);
+    }
+    std::thread::sleep(4 * S);
+    b.send("latency 40");
+    b.wait_for("output latency 40.0 ms", 2 * S);
+    std::thread::sleep(5 * S);
+    // Traces say what is heard: B's speakers now play 40 ms after its sink, and B is heard in
+    // step with A because its sink runs 40 ms ahead.
+    assert_in_sync(&[&a, &b], 2, 1_000.0);
+    // The change moved B's output at once; its sync loop saw a 40 ms lag and re-cued.
+    let log = std::fs::read_to_string(dir.join("b.log")).unwrap();
+    let recue = log
+        .lines()
+        .filter(|l| l.contains("re-seeking onto the timeline"))
+        .filter_map(|l| l.split("error_us=").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse::<i64>().ok())
+        .find(|us| (-41_000..=-39_000).contains(us));
+    assert!(recue.is_some(), "no re-cue by -40 ms in b.log");
+    let st = b.ask("status", S / 2);
+    assert!(
+        st.iter().any(|l| l.contains("output latency 40.0 ms")),
+        "{st:?}"
+    );
+    // A bad value is one line and changes nothing.
+    b.send("latency 9000");
+    b.wait_for("latency goes from 0 to 2000 ms", 2 * S);
+    b.send("latency");
+    b.wait_for("output latency 40.0 ms (set it with `latency <ms>`)", 2 * S);
+}
+
+#[test]
 fn peers_lists_only_live_clients() {
     let dir = tempfile_dir("peers");
     let (_server, port) = server(&dir);

@@ -42,6 +42,8 @@ pub enum UserCommand {
     Channel(ChannelMode),
     /// Volume, 0 to 100 %.
     Volume(f32),
+    /// Extra delay of this client's output device, in milliseconds (`None`: show it).
+    Latency(Option<f64>),
     /// The list of commands.
     Help,
     /// Leave the group and exit.
@@ -68,6 +70,9 @@ this client only:
   status                   what plays, where, and how well this client is in sync
   channel left|right|both  which channel(s) this client plays
   volume <0-100>           this client's volume
+  latency <ms>             extra delay of this client's speakers that the sound card does not
+                           report (Bluetooth, HDMI receivers): playback starts that much earlier
+                           so it is heard in sync; `latency` alone shows it
   help                     this list
   quit                     leave the group and exit (also: exit)";
 
@@ -167,10 +172,37 @@ pub fn parse(line: &str) -> Result<Option<UserCommand>, String> {
             }
             Ok(Some(UserCommand::Volume(v / 100.0)))
         }
+        "latency" => {
+            if rest.is_empty() {
+                return Ok(Some(UserCommand::Latency(None)));
+            }
+            let ms = parse_latency_ms(rest)?;
+            Ok(Some(UserCommand::Latency(Some(ms))))
+        }
         "help" | "?" => none(UserCommand::Help),
         "quit" | "exit" => none(UserCommand::Quit),
         _ => Err(format!("unknown command `{word}`; type `help`")),
     }
+}
+
+/// Largest output latency accepted, in milliseconds (Bluetooth stays well under half a second).
+pub const MAX_LATENCY_MS: f64 = 2_000.0;
+
+/// Parses a device latency in milliseconds (`40`, `40ms`, `12.5`), 0 to [`MAX_LATENCY_MS`].
+pub fn parse_latency_ms(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .trim_end_matches("ms")
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a latency; give milliseconds, like `latency 40`"))?;
+    if !v.is_finite() || !(0.0..=MAX_LATENCY_MS).contains(&v) {
+        return Err(format!(
+            "latency goes from 0 to {MAX_LATENCY_MS:.0} ms (measure your speakers' delay, e.g. \
+             with a phone recording both)"
+        ));
+    }
+    Ok(v)
 }
 
 /// Checks that `addr` looks like `host:port` with a valid port; one line if not.
@@ -222,6 +254,11 @@ mod tests {
             Some(UserCommand::Channel(ChannelMode::Left))
         );
         assert_eq!(parse("volume 50").unwrap(), Some(UserCommand::Volume(0.5)));
+        assert_eq!(
+            parse("latency 40ms").unwrap(),
+            Some(UserCommand::Latency(Some(40.0)))
+        );
+        assert_eq!(parse("latency").unwrap(), Some(UserCommand::Latency(None)));
         for (w, c) in [
             ("pause", UserCommand::Pause),
             ("resume", UserCommand::Resume),
@@ -266,6 +303,15 @@ mod tests {
             ),
             ("pause now", "`pause` takes no argument"),
             ("volume 120", "volume goes from 0 to 100"),
+            (
+                "latency soon",
+                "`soon` is not a latency; give milliseconds, like `latency 40`",
+            ),
+            (
+                "latency -5",
+                "latency goes from 0 to 2000 ms (measure your speakers' delay, e.g. with a phone \
+                 recording both)",
+            ),
             (
                 "channel middle",
                 "`middle` is not a channel; use left, right or both",

@@ -3,7 +3,8 @@
 //! timeouts), drains every output (`poll_output` until empty) into the transport, the player
 //! and the console, and sleeps until `poll_timeout` or the next input.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,15 +19,17 @@ use sync_core::{
     BadInput, Command, CommandError, Correction, DisconnectReason, Event, LinkId, LocalTime, Node,
     Output, PlaybackAction, PlayerReport, SongRef, Timeline,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tonic::Status;
 use transport_grpc::{AudioClient, LegacyCall, ServerError};
 
+use super::TransportKind;
 use super::commands::{self, SongChoice, UserCommand};
 use super::format;
 use super::links::{LinkEvent, Links};
 use crate::console::{Input, Printer};
 use crate::trace::TraceWriter;
+use crate::web::{HistoryPoint, PeerView, PlaylistEntry, Snapshot, SongView, SyncView, WebCommand};
 
 /// How often the player is polled (trace lines, position reports).
 const TICK: Duration = Duration::from_millis(10);
@@ -34,6 +37,22 @@ const TICK: Duration = Duration::from_millis(10);
 const REPORT_EVERY: u32 = 5;
 /// Decoded songs kept in memory.
 const SONG_CACHE: usize = 3;
+/// Every how many ticks the web page gets a new snapshot (4 a second).
+const WEB_EVERY: u32 = 25;
+/// Every how many ticks a point is added to the web page's plot.
+const HISTORY_EVERY: u32 = 50;
+/// Points kept for the plot: five minutes at two a second.
+const HISTORY_LEN: usize = 600;
+/// Console lines kept for the web page.
+const MESSAGES_LEN: usize = 30;
+
+/// The driver's end of the web page (see [`crate::web`]).
+pub struct WebLink {
+    /// Where snapshots are published.
+    pub state: watch::Sender<Arc<Snapshot>>,
+    /// Commands clicked on the page.
+    pub commands: mpsc::UnboundedReceiver<WebCommand>,
+}
 
 /// Everything the driver needs, built by `run`.
 pub struct Parts {
@@ -50,6 +69,10 @@ pub struct Parts {
     pub lease: Duration,
     /// How peers are authenticated, for `status` ("group key 1a2b…" or "no group key").
     pub key_note: String,
+    /// The transport joins dial.
+    pub transport: TransportKind,
+    /// The web page, when `--web` is given.
+    pub web: Option<WebLink>,
 }
 
 /// A command waiting for the playlist to name its song.
@@ -101,6 +124,20 @@ pub struct Driver {
     /// What the transports refused (shown by `status`).
     refused: RefusedCounts,
     key_note: String,
+    transport: TransportKind,
+    web_state: Option<watch::Sender<Arc<Snapshot>>>,
+    web_commands: Option<mpsc::UnboundedReceiver<WebCommand>>,
+    /// The plot's points, oldest first.
+    history: VecDeque<HistoryPoint>,
+    /// Recent console lines, for the page (only kept with a page).
+    messages: RefCell<VecDeque<String>>,
+    /// While a page's command runs: what it printed, to answer the page with.
+    capture: RefCell<Option<Vec<String>>>,
+    started: Instant,
+    ticks: u32,
+    volume: f32,
+    /// The lease renewal task, and its stop signal.
+    registration: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>,
 }
 
 /// Counts of refused input, by kind.
@@ -162,6 +199,16 @@ impl Driver {
             peers: BTreeMap::new(),
             refused: RefusedCounts::default(),
             key_note: p.key_note,
+            transport: p.transport,
+            web_state: p.web.as_ref().map(|w| w.state.clone()),
+            web_commands: p.web.map(|w| w.commands),
+            history: VecDeque::new(),
+            messages: RefCell::new(VecDeque::new()),
+            capture: RefCell::new(None),
+            started: Instant::now(),
+            ticks: 0,
+            volume: 1.0,
+            registration: None,
         }
     }
 
@@ -170,6 +217,17 @@ impl Driver {
     }
 
     fn say(&self, text: impl AsRef<str>) {
+        let text = text.as_ref();
+        if let Some(lines) = self.capture.borrow_mut().as_mut() {
+            lines.push(text.to_string());
+        }
+        if self.web_state.is_some() {
+            let mut m = self.messages.borrow_mut();
+            m.extend(text.lines().map(str::to_string));
+            while m.len() > MESSAGES_LEN {
+                m.pop_front();
+            }
+        }
         self.printer.println(text);
     }
 
@@ -210,6 +268,7 @@ impl Driver {
                     }
                 },
                 Some(msg) = self.internal_rx.recv() => self.on_internal(msg),
+                Some(cmd) = next_web_command(&mut self.web_commands) => self.on_web(cmd),
                 _ = sleep_until(wake) => {
                     let now = self.now();
                     self.node.handle_timeout(now);
@@ -501,6 +560,15 @@ impl Driver {
     // Player
 
     fn on_tick(&mut self, report: bool) {
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.web_state.is_some() {
+            if self.ticks.is_multiple_of(HISTORY_EVERY) {
+                self.record_history();
+            }
+            if self.ticks.is_multiple_of(WEB_EVERY) {
+                self.publish_web();
+            }
+        }
         for e in self.player.take_events() {
             match e {
                 PlayerEvent::SinkError(m) => {
@@ -942,17 +1010,46 @@ impl Driver {
 
     /// Handles a typed line; returns true to quit.
     fn on_line(&mut self, line: &str) -> bool {
+        let (quit, result) = self.execute(line);
+        if let Err(e) = result {
+            self.say(e);
+        }
+        quit
+    }
+
+    /// A line clicked on the web page: run exactly as if typed (so it reaches the group the
+    /// same way), echoed on the console, and answered with what it printed or its error.
+    fn on_web(&mut self, cmd: WebCommand) {
+        self.printer.println(format!("(web page) {}", cmd.line));
+        *self.capture.borrow_mut() = Some(Vec::new());
+        let (quit, result) = self.execute(&cmd.line);
+        // What the node says about it at once (the new state, for instance) is part of the
+        // answer.
+        self.drain();
+        let printed = self.capture.borrow_mut().take().unwrap_or_default();
+        let answer = match result {
+            // The page refuses quit before it gets here; never let it end the client.
+            Ok(()) if quit => Err("quit is only taken at the client's own prompt".to_string()),
+            Ok(()) => Ok(printed.join("\n")),
+            Err(e) => {
+                self.say(&e);
+                Err(e)
+            }
+        };
+        let _ = cmd.reply.send(answer);
+        self.publish_web();
+    }
+
+    /// Runs one line of the command language; returns whether to quit, and the error line.
+    fn execute(&mut self, line: &str) -> (bool, Result<(), String>) {
         let cmd = match commands::parse(line) {
             Ok(Some(c)) => c,
-            Ok(None) => return false,
-            Err(e) => {
-                self.say(e);
-                return false;
-            }
+            Ok(None) => return (false, Ok(())),
+            Err(e) => return (false, Err(e)),
         };
         let now = self.now();
         let result: Result<(), String> = match cmd {
-            UserCommand::Quit => return true,
+            UserCommand::Quit => return (true, Ok(())),
             UserCommand::Help => {
                 self.say(commands::HELP);
                 Ok(())
@@ -997,6 +1094,12 @@ impl Driver {
                     loading: self.fetching.as_ref(),
                 });
                 let r = self.refused;
+                let latency = self.player.output_latency_ns();
+                let text = if latency > 0 {
+                    format!("{text}, output latency {:.1} ms", latency as f64 / 1e6)
+                } else {
+                    text
+                };
                 let text = format!(
                     "{text}\nsecurity: {}; refused: {} links, {} frames, {} legacy calls; \
                      {} frames dropped by the rate limit",
@@ -1062,14 +1165,138 @@ impl Driver {
             }
             UserCommand::Volume(v) => {
                 self.player.set_volume(v);
+                self.volume = v;
                 self.say(format!("volume {:.0}%", v * 100.0));
                 Ok(())
             }
+            UserCommand::Latency(None) => {
+                self.say(format!(
+                    "output latency {:.1} ms (set it with `latency <ms>`)",
+                    self.player.output_latency_ns() as f64 / 1e6
+                ));
+                Ok(())
+            }
+            UserCommand::Latency(Some(ms)) => {
+                self.player.set_output_latency_ns((ms * 1e6).round() as u64);
+                // While playing, the output moves by the change at once; the sync loop sees it
+                // as an error and re-cues onto the group's timeline.
+                self.say(format!(
+                    "output latency {ms:.1} ms: this client starts that much early to be heard \
+                     in sync"
+                ));
+                Ok(())
+            }
         };
-        if let Err(e) = result {
-            self.say(e);
+        (false, result)
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Web page
+
+    fn record_history(&mut self) {
+        let now = self.now();
+        let (rate_ppm, error) = self.node.correction_status();
+        let playing = matches!(self.node.timeline_at(now), Timeline::Playing { .. });
+        self.history.push_back(HistoryPoint {
+            t_s: self.started.elapsed().as_secs_f64(),
+            error_us: error.filter(|_| playing).map(|e| e as f64 / 1e3),
+            rate_ppm,
+        });
+        while self.history.len() > HISTORY_LEN {
+            self.history.pop_front();
         }
-        false
+    }
+
+    fn publish_web(&self) {
+        if let Some(tx) = &self.web_state {
+            let snapshot = self.snapshot();
+            tx.send_replace(Arc::new(snapshot));
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let now = self.now();
+        let (song, state, frame) = match format::heard_state(&self.node, now, &self.player) {
+            Some((song, what, frame)) => (
+                Some(SongView {
+                    name: song.name.clone(),
+                    sample_rate: song.sample_rate,
+                    frames: song.frames,
+                    duration_ms: song.frames as f64 * 1e3 / f64::from(song.sample_rate.max(1)),
+                }),
+                what,
+                frame,
+            ),
+            None => (None, "stopped", 0.0),
+        };
+        let position_ms = song
+            .as_ref()
+            .map_or(0.0, |s| frame * 1e3 / f64::from(s.sample_rate.max(1)));
+        let sync = self.node.sync_status();
+        let (rate_ppm, error) = self.node.correction_status();
+        let ms = |ns: f64| ns / 1e6;
+        Snapshot {
+            node_id: sync.node_id.to_string(),
+            advertised: self.advertised.clone(),
+            transport: self.transport.name().to_string(),
+            server: self.audio.addr().to_string(),
+            server_up: self.server_up,
+            song,
+            state: state.to_string(),
+            position_ms,
+            frame,
+            loading: self.fetching.as_ref().map(|s| s.name.clone()),
+            playlist: self
+                .playlist
+                .iter()
+                .enumerate()
+                .map(|(i, s)| PlaylistEntry {
+                    index: i + 1,
+                    name: s.name.clone(),
+                    duration_ms: s.duration_ms,
+                    sample_rate: s.sample_rate,
+                    channels: s.channels,
+                })
+                .collect(),
+            peers: self
+                .node
+                .links()
+                .iter()
+                .map(|l| PeerView {
+                    name: l
+                        .listen_addr
+                        .clone()
+                        .unwrap_or_else(|| l.remote_addr.clone()),
+                    node_id: l.peer.map(|p| p.to_string()),
+                    via: self.links.via(l.link).map_or("-", |v| v.name()).to_string(),
+                    role: format::role(l.role).to_string(),
+                    stratum: l.stratum,
+                    rtt_ms: l.rtt.map(|r| ms(r as f64)),
+                    offset_ms: l.offset.map(ms),
+                    drift_ppm: l.drift_ppm,
+                    last_contact_s: l.last_contact as f64 / 1e9,
+                    suspect: l.suspect,
+                })
+                .collect(),
+            sync: SyncView {
+                is_reference: sync.root == sync.node_id,
+                reference: sync.root.to_string(),
+                stratum: sync.stratum,
+                parent: sync.parent.map(|p| p.to_string()),
+                lead_ms: ms(sync.lead as f64),
+                rate_ppm,
+                error_us: error.filter(|_| state == "playing").map(|e| e as f64 / 1e3),
+            },
+            latency_ms: self.player.output_latency_ns() as f64 / 1e6,
+            volume: f64::from(self.volume),
+            output: format!(
+                "{} at {} Hz",
+                self.player.sink_kind(),
+                self.player.sink_rate()
+            ),
+            history: self.history.iter().copied().collect(),
+            messages: self.messages.borrow().iter().cloned().collect(),
+        }
     }
 
     fn play(&mut self, choice: Option<SongChoice>, may_fetch: bool) {
@@ -1216,14 +1443,15 @@ impl Driver {
         }
     }
 
-    fn spawn_registration(&self) {
+    fn spawn_registration(&mut self) {
         let audio = self.audio.clone();
         let tx = self.internal_tx.clone();
         let addr = self.advertised.clone();
         let node = self.node.id().0;
         let lease = self.lease;
-        tokio::spawn(async move {
-            loop {
+        let (stop_tx, mut stop) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            while !*stop.borrow() {
                 let r = audio
                     .register(&addr, node, lease)
                     .await
@@ -1232,14 +1460,18 @@ impl Driver {
                 if tx.send(Internal::Registered(r)).is_err() {
                     return;
                 }
-                tokio::time::sleep(if ok {
+                let pause = if ok {
                     lease / 3
                 } else {
                     Duration::from_secs(2)
-                })
-                .await;
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.changed() => {}
+                }
             }
         });
+        self.registration = Some((task, stop_tx));
     }
 
     async fn shutdown(mut self) {
@@ -1247,18 +1479,42 @@ impl Driver {
         self.node.shutdown(now);
         self.drain();
         self.say("leaving the group");
+        // A renewal still in flight must land before the unregistration, or the server would
+        // list this client again until the lease lapses.
+        if let Some((task, stop)) = self.registration.take() {
+            let _ = stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
         let node = self.node.id().0;
-        let _ = tokio::time::timeout(
-            Duration::from_millis(800),
+        // Bounded, so that a dead server cannot hold the exit; generous, because a busy machine
+        // may take a while to open the connection, and a client that is not unregistered stays
+        // listed (as joinable) until its lease lapses.
+        match tokio::time::timeout(
+            Duration::from_secs(3),
             self.audio.unregister(&self.advertised, node),
         )
-        .await;
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(%e, "could not unregister from the music server"),
+            Err(_) => tracing::warn!("the music server did not answer the unregistration in 3 s"),
+        }
         // Give the transport a moment to write the goodbyes.
         tokio::time::sleep(Duration::from_millis(100)).await;
         if let Some(t) = &mut self.trace {
             t.flush();
         }
         self.player.stop_at(self.now().0);
+    }
+}
+
+/// The page's next command, or never without a page.
+async fn next_web_command(
+    rx: &mut Option<mpsc::UnboundedReceiver<WebCommand>>,
+) -> Option<WebCommand> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -84,7 +84,8 @@ pub fn peers(list: &PeerListResponse, me: &str) -> String {
     out
 }
 
-fn role(r: PeerRole) -> &'static str {
+/// A link's role in clock sync, as the `connections` table and the web page name it.
+pub fn role(r: PeerRole) -> &'static str {
     match r {
         PeerRole::Parent => "parent",
         PeerRole::Child => "child",
@@ -139,6 +140,25 @@ pub fn connections(
     out
 }
 
+/// The group's song, what it does (`playing`, `paused`, `loading`, `finished`, `stopped`) and
+/// the frame being heard (the player's own report while playing), or `None` without a song.
+pub fn heard_state<'a>(
+    node: &'a Node,
+    now: LocalTime,
+    player: &Player,
+) -> Option<(&'a SongRef, &'static str, f64)> {
+    let song = node.state().song.as_ref()?;
+    let heard = player.position().map(|p| p.frame);
+    let (what, frame) = match node.timeline_at(now) {
+        Timeline::Playing { frame } => ("playing", heard.unwrap_or(frame)),
+        Timeline::Paused { frame } => ("paused", frame as f64),
+        Timeline::Loading => ("loading", 0.0),
+        Timeline::Finished => ("finished", song.frames as f64),
+        Timeline::Stopped => ("stopped", 0.0),
+    };
+    Some((song, what, frame))
+}
+
 /// What `status` needs.
 pub struct StatusInput<'a> {
     /// The node.
@@ -159,20 +179,11 @@ pub struct StatusInput<'a> {
 
 /// The `status` text.
 pub fn status(s: &StatusInput<'_>) -> String {
-    let state = s.node.state();
     let mut out = String::new();
-    match (&state.song, s.node.timeline_at(s.now)) {
-        (None, _) => out.push_str("state: stopped, no song"),
-        (Some(song), t) => {
+    match heard_state(s.node, s.now, s.player) {
+        None => out.push_str("state: stopped, no song"),
+        Some((song, what, frame)) => {
             let total = clock_time(song.frames * 1000 / u64::from(song.sample_rate.max(1)));
-            let heard = s.player.position().map(|p| p.frame);
-            let (what, frame) = match t {
-                Timeline::Playing { frame } => ("playing", heard.unwrap_or(frame)),
-                Timeline::Paused { frame } => ("paused", frame as f64),
-                Timeline::Loading => ("loading", 0.0),
-                Timeline::Finished => ("finished", song.frames as f64),
-                Timeline::Stopped => ("stopped", 0.0),
-            };
             out.push_str(&format!(
                 "state: {what}  song: {}  position {} / {total} (frame {:.0})",
                 song.name,

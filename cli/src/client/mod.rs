@@ -52,7 +52,9 @@ impl TransportKind {
     after_help = "Examples:\n  music_client                                  server on localhost:50051, peers on port 50052\n  \
                   music_client --server 192.168.1.2:50051       use a server on another machine\n  \
                   music_client --p2p-port 50062 --sink null     a second client on the same machine, silent\n  \
-                  music_client --sink wav:out.wav --trace t.csv  record what would be heard, and a timing trace\n\n\
+                  music_client --sink wav:out.wav --trace t.csv  record what would be heard, and a timing trace\n  \
+                  music_client --web                            also serve a control page on http://127.0.0.1:8080/\n  \
+                  music_client --latency-ms 180                 Bluetooth speakers: start 180 ms early\n\n\
                   Environment:\n  MUSIC262_CLOCK_OFFSET_MS, MUSIC262_CLOCK_DRIFT_PPM  skew this client's sync clock (and its null/wav\n                                                      sink) to emulate a separate machine\n  \
                   MUSIC262_CLOCK_STEP_AT_S, MUSIC262_CLOCK_STEP_MS    step that clock forward once, by STEP_MS milliseconds,\n                                                      STEP_AT_S seconds after start (fault injection)\n  \
                   MUSIC262_GROUP_KEY                                  the group key (see --group-key)\n  \
@@ -111,10 +113,29 @@ pub struct ClientArgs {
     /// other users cannot read from the process list.
     #[arg(long, value_name = "KEY", env = GROUP_KEY_ENV, hide_env_values = true)]
     pub group_key: Option<String>,
+    /// Serve a web page to watch and control the group at this address (default
+    /// 127.0.0.1:8080 when given without a value). It binds to loopback unless told otherwise;
+    /// with a group key, the page needs the token printed at start.
+    #[arg(
+        long,
+        value_name = "IP:PORT",
+        num_args = 0..=1,
+        default_missing_value = "127.0.0.1:8080"
+    )]
+    pub web: Option<SocketAddr>,
+    /// Extra delay of this client's speakers that the sound card does not report (Bluetooth,
+    /// HDMI receivers), in milliseconds: playback starts that much earlier so it is heard in
+    /// sync. Also the `latency` command.
+    #[arg(long, value_name = "MS", default_value_t = 0.0, value_parser = parse_latency_arg)]
+    pub latency_ms: f64,
     /// Lease asked of the server for this client's registration, in milliseconds (renewed at a
     /// third of it; a client that dies disappears from `peers` when it lapses).
     #[arg(long, value_name = "MS", default_value_t = 15_000, hide = true)]
     pub lease_ms: u64,
+}
+
+fn parse_latency_arg(s: &str) -> Result<f64, String> {
+    commands::parse_latency_ms(s)
 }
 
 /// Environment variable holding the group key (see `--group-key`).
@@ -353,6 +374,35 @@ pub async fn run(args: ClientArgs) -> i32 {
         player.sink_kind(),
         player.sink_rate()
     ));
+    if args.latency_ms > 0.0 {
+        player.set_output_latency_ns((args.latency_ms * 1e6).round() as u64);
+        printer.println(format!(
+            "output latency {:.1} ms: playback starts that much early",
+            args.latency_ms
+        ));
+    }
+
+    // The web page, bound before anything else listens so that a taken port stops the client
+    // with one line instead of leaving it half started.
+    let web = match args.web {
+        Some(addr) => match crate::web::bind(addr, group_key.clone()).await {
+            Ok(w) => {
+                printer.println(format!("web page: {}", w.url()));
+                if !addr.ip().is_loopback() && group_key.is_none() {
+                    printer.println(
+                        "warning: the web page is reachable from the network and there is no \
+                         group key: anyone who can reach it can control playback",
+                    );
+                }
+                Some(w)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 2;
+            }
+        },
+        None => None,
+    };
 
     let trace = match &args.trace {
         Some(p) => match crate::trace::TraceWriter::create(p) {
@@ -388,7 +438,7 @@ pub async fn run(args: ClientArgs) -> i32 {
     };
     let serving = transport.serve(listener, stopped(stop_rx.clone()));
     let (quic, quic_events) = QuicTransport::with_group_key(clock_fn, link_ids, group_key);
-    let quic_serving = match quic.serve(udp, stopped(stop_rx)) {
+    let quic_serving = match quic.serve(udp, stopped(stop_rx.clone())) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: QUIC peer endpoint on port {port}: {e}");
@@ -396,6 +446,16 @@ pub async fn run(args: ClientArgs) -> i32 {
         }
     };
 
+    let web = web.map(|w| {
+        let (state_tx, state_rx) =
+            tokio::sync::watch::channel(Arc::new(crate::web::Snapshot::default()));
+        let (cmd_tx, cmd_rx) = tokio::sync::mpsc::unbounded_channel();
+        w.serve(state_rx, cmd_tx, stopped(stop_rx.clone()));
+        driver::WebLink {
+            state: state_tx,
+            commands: cmd_rx,
+        }
+    });
     let audio = match AudioClient::new(&args.server) {
         Ok(a) => a,
         Err(e) => {
@@ -430,6 +490,8 @@ pub async fn run(args: ClientArgs) -> i32 {
         interactive: console.interactive,
         lease: std::time::Duration::from_millis(args.lease_ms.max(1)),
         key_note,
+        transport: args.transport,
+        web,
     });
     let code = driver.run(console.input).await;
     let _ = stop_tx.send(true);
@@ -438,4 +500,30 @@ pub async fn run(args: ClientArgs) -> i32 {
     })
     .await;
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn web_defaults_to_loopback_8080_when_given_without_an_address() {
+        let args = ClientArgs::try_parse_from(["music_client"]).unwrap();
+        assert_eq!(args.web, None);
+        let args = ClientArgs::try_parse_from(["music_client", "--web"]).unwrap();
+        assert_eq!(args.web, Some("127.0.0.1:8080".parse().unwrap()));
+        let args = ClientArgs::try_parse_from(["music_client", "--web", "0.0.0.0:9000"]).unwrap();
+        assert_eq!(args.web, Some("0.0.0.0:9000".parse().unwrap()));
+        assert!(ClientArgs::try_parse_from(["music_client", "--web", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn latency_option_takes_milliseconds_within_range() {
+        let args = ClientArgs::try_parse_from(["music_client", "--latency-ms", "180"]).unwrap();
+        assert_eq!(args.latency_ms, 180.0);
+        let err = ClientArgs::try_parse_from(["music_client", "--latency-ms", "5000"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("latency goes from 0 to 2000 ms"), "{err}");
+    }
 }
