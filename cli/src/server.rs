@@ -21,7 +21,8 @@ use crate::logging::{self, LogTarget};
              registry of joinable clients.",
     after_help = "Examples:\n  music_server                          serve the built-in songs on port 50051\n  \
                   music_server --audio-dir ~/Music      serve every .wav file of a folder\n  \
-                  music_server --port 6000 --bind 127.0.0.1\n\n\
+                  music_server --port 6000 --bind 127.0.0.1  only this machine's clients, on port 6000\n  \
+                  music_server --log-file /tmp/server.log  log to a file (RUST_LOG=debug for more)\n\n\
                   Console commands: status, help, exit."
 )]
 pub struct ServerArgs {
@@ -100,7 +101,10 @@ pub async fn run(args: ServerArgs) -> i32 {
                     scan.songs
                 }
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprintln!(
+                        "error: {e}; give a folder of .wav files with --audio-dir, or leave it \
+                         out to serve the built-in songs"
+                    );
                     return 2;
                 }
             }

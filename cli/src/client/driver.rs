@@ -659,7 +659,10 @@ impl Driver {
             }
             LinkEvent::ConnectFailed { addr, error } => {
                 tracing::warn!(peer = %addr, %error, "connection failed");
-                self.say(format!("cannot join {addr}: {error}"));
+                self.say(format!(
+                    "cannot join {addr}: {error}; check that a client runs there (`peers` lists \
+                     the joinable ones) and that its peer port is reachable"
+                ));
                 let now = self.now();
                 self.node.handle_connect_failed(now, &addr);
             }

@@ -54,7 +54,14 @@ impl TransportKind {
                   music_client --p2p-port 50062 --sink null     a second client on the same machine, silent\n  \
                   music_client --sink wav:out.wav --trace t.csv  record what would be heard, and a timing trace\n  \
                   music_client --web                            also serve a control page on http://127.0.0.1:8080/\n  \
-                  music_client --latency-ms 180                 Bluetooth speakers: start 180 ms early\n\n\
+                  music_client --latency-ms 180                 Bluetooth speakers: start 180 ms early\n  \
+                  music_client --transport quic                 join peers over QUIC (better on lossy Wi-Fi)\n  \
+                  music_client --bind 192.168.1.5 --advertise 192.168.1.5:50052\n  \
+                  \x20                                             listen on one interface, registered under that address\n  \
+                  MUSIC262_GROUP_KEY=$(cat ~/.music262-key) music_client\n  \
+                  \x20                                             only peers with the same key can join or control\n  \
+                  music_client --max-links 4 --min-lead-ms 50   fewer links; commands take effect 50 ms later or more\n  \
+                  music_client --log-file -                     log to the terminal instead of a file\n\n\
                   Environment:\n  MUSIC262_CLOCK_OFFSET_MS, MUSIC262_CLOCK_DRIFT_PPM  skew this client's sync clock (and its null/wav\n                                                      sink) to emulate a separate machine\n  \
                   MUSIC262_CLOCK_STEP_AT_S, MUSIC262_CLOCK_STEP_MS    step that clock forward once, by STEP_MS milliseconds,\n                                                      STEP_AT_S seconds after start (fault injection)\n  \
                   MUSIC262_GROUP_KEY                                  the group key (see --group-key)\n  \
