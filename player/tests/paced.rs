@@ -102,12 +102,18 @@ fn wav_sink_records_the_song_from_the_slot_of_its_start_instant() {
         "only {} frames recorded",
         heard.frames
     );
-    for slot in 0..heard.frames {
+    assert_song_starts_at_slot(&heard, &song, 4800, heard.frames);
+}
+
+/// Asserts that the recording is silent before `first` and is the song from there, up to slot
+/// `until`.
+fn assert_song_starts_at_slot(heard: &Song, song: &Song, first: u64, until: u64) {
+    for slot in 0..until {
         let got = heard.frame(slot).unwrap();
-        if slot < 4800 {
+        if slot < first {
             assert_eq!(got, &[0.0, 0.0], "slot {slot} before the start");
         } else {
-            let want = song.frame(slot - 4800).unwrap();
+            let want = song.frame(slot - first).unwrap();
             assert!(
                 (got[0] - want[0]).abs() < 1e-4 && (got[1] - want[1]).abs() < 1e-4,
                 "slot {slot}: {got:?} vs {want:?}"
@@ -144,18 +150,7 @@ fn a_declared_output_latency_starts_the_song_that_much_earlier_and_reports_it_he
     player.close();
     let heard = decode_wav_file(&path).unwrap();
     let first = 4800 - 1440;
-    for slot in 0..first + 2000 {
-        let got = heard.frame(slot).unwrap();
-        if slot < first {
-            assert_eq!(got, &[0.0, 0.0], "slot {slot} before the start");
-        } else {
-            let want = song.frame(slot - first).unwrap();
-            assert!(
-                (got[0] - want[0]).abs() < 1e-4 && (got[1] - want[1]).abs() < 1e-4,
-                "slot {slot}: {got:?} vs {want:?}"
-            );
-        }
-    }
+    assert_song_starts_at_slot(&heard, &song, first, first + 2000);
 }
 
 #[test]
