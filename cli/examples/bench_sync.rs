@@ -16,7 +16,6 @@
 //! Results go to `<out>/sync-<transport>.json` and the error series to `sync-<transport>.csv`.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use clap::Parser;
@@ -103,43 +102,30 @@ fn run(args: &Args) -> Result<(), String> {
     std::fs::create_dir_all(&songs).map_err(|e| e.to_string())?;
     let song_seconds = u32::try_from(args.seconds + 30).map_err(|_| "--seconds is too large")?;
     write_song(&songs.join("bench.wav"), song_seconds, 48_000)?;
-    let mut cmd = Command::new(&server_bin);
-    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .arg("--audio-dir")
-        .arg(&songs)
-        .arg("--log-file")
-        .arg(dir.path().join("server.log"));
-    let mut server = Proc::spawn("server", cmd)?;
-    server.expect("music server listening", Duration::from_secs(30))?;
+    let mut server = fleet::start_server(
+        &server_bin,
+        port,
+        Some(&songs),
+        &dir.path().join("server.log"),
+    )?;
 
     let mut peers = Vec::new();
     for (name, offset_ms, drift_ppm) in PEERS {
         let p2p = fleet::free_port().map_err(|e| e.to_string())?;
         let addr = format!("127.0.0.1:{p2p}");
-        let trace = dir.path().join(format!("{name}.csv"));
-        let mut cmd = Command::new(&client_bin);
-        cmd.args([
-            "--server",
-            &format!("127.0.0.1:{port}"),
-            "--p2p-port",
-            &p2p.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--advertise",
-            &addr,
-            "--sink",
-            "null",
-            "--transport",
-            &args.transport,
-        ])
-        .arg("--log-file")
-        .arg(dir.path().join(format!("{name}.log")))
-        .arg("--trace")
-        .arg(&trace)
-        .env("MUSIC262_CLOCK_OFFSET_MS", offset_ms.to_string())
-        .env("MUSIC262_CLOCK_DRIFT_PPM", drift_ppm.to_string());
-        let mut proc = Proc::spawn(name, cmd)?;
-        proc.expect("playing through", Duration::from_secs(30))?;
+        let client = fleet::SkewedClient {
+            name,
+            server_port: port,
+            p2p_port: p2p,
+            advertise: &addr,
+            transport: &args.transport,
+            sink: "null",
+            dir: dir.path(),
+            offset_ms,
+            drift_ppm,
+        };
+        let trace = client.trace();
+        let (proc, _) = client.start(&client_bin)?;
         peers.push(Peer {
             name,
             proc,

@@ -5,7 +5,6 @@
 //! summary, and cleans up.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -92,50 +91,31 @@ fn demo_in(args: &DemoArgs, dir: &std::path::Path) -> Result<(), String> {
     let client_bin = fleet::sibling_binary("music_client")?;
     let port = fleet::free_port().map_err(|e| e.to_string())?;
     println!("== Music262 demo: one music server and three music clients on this machine");
-    let mut cmd = Command::new(&server_bin);
-    cmd.args([
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--log-file",
-    ])
-    .arg(dir.join("server.log"));
-    let mut server = Proc::spawn("server", cmd)?;
-    server.expect("music server listening", Duration::from_secs(30))?;
+    let mut server = fleet::start_server(&server_bin, port, None, &dir.join("server.log"))?;
     println!("server      127.0.0.1:{port}, built-in songs");
 
     let mut peers = Vec::new();
     for (i, (name, offset_ms, drift_ppm)) in PEERS.into_iter().enumerate() {
         let p2p = fleet::free_port().map_err(|e| e.to_string())?;
         let addr = format!("127.0.0.1:{p2p}");
-        let trace = dir.join(format!("{name}.csv"));
         let sink = if i == 0 {
             args.sink.clone()
         } else {
             "null".to_string()
         };
-        let mut cmd = Command::new(&client_bin);
-        cmd.args([
-            "--server",
-            &format!("127.0.0.1:{port}"),
-            "--p2p-port",
-            &p2p.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--advertise",
-            &addr,
-            "--sink",
-            &sink,
-            "--log-file",
-        ])
-        .arg(dir.join(format!("{name}.log")))
-        .arg("--trace")
-        .arg(&trace)
-        .env("MUSIC262_CLOCK_OFFSET_MS", offset_ms.to_string())
-        .env("MUSIC262_CLOCK_DRIFT_PPM", drift_ppm.to_string());
-        let mut proc = Proc::spawn(name, cmd)?;
-        let through = proc.expect("playing through", Duration::from_secs(30))?;
+        let client = fleet::SkewedClient {
+            name,
+            server_port: port,
+            p2p_port: p2p,
+            advertise: &addr,
+            transport: "grpc",
+            sink: &sink,
+            dir,
+            offset_ms,
+            drift_ppm,
+        };
+        let trace = client.trace();
+        let (proc, through) = client.start(&client_bin)?;
         println!(
             "client {name}    {addr}, clock {offset_ms:+.0} ms and {drift_ppm:+.0} ppm off, {}",
             through.trim_start_matches("playing ")

@@ -17,6 +17,89 @@ pub fn free_port() -> std::io::Result<u16> {
         .map(|a| a.port())
 }
 
+/// Starts a `music_server` (binary `bin`) on loopback port `port`, serving `audio_dir` or the
+/// built-in songs, logging to `log`, and waits until it listens.
+pub fn start_server(
+    bin: &Path,
+    port: u16,
+    audio_dir: Option<&Path>,
+    log: &Path,
+) -> Result<Proc, String> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"]);
+    if let Some(dir) = audio_dir {
+        cmd.arg("--audio-dir").arg(dir);
+    }
+    cmd.arg("--log-file").arg(log);
+    let mut server = Proc::spawn("server", cmd)?;
+    server.expect("music server listening", Duration::from_secs(30))?;
+    Ok(server)
+}
+
+/// How the demo and the benchmarks start a client on loopback: its sync clock skewed like a
+/// separate machine's, its log and `--trace` in `dir`, named after it.
+pub struct SkewedClient<'a> {
+    /// Name of the client (and of its files).
+    pub name: &'a str,
+    /// The music server's port on loopback.
+    pub server_port: u16,
+    /// The client's peer port.
+    pub p2p_port: u16,
+    /// The address it registers and others join (a relay's, in the experiment).
+    pub advertise: &'a str,
+    /// `grpc` or `quic`.
+    pub transport: &'a str,
+    /// `--sink` value.
+    pub sink: &'a str,
+    /// Folder of its log and trace.
+    pub dir: &'a Path,
+    /// Offset of its sync clock, in milliseconds.
+    pub offset_ms: f64,
+    /// Drift of its sync clock, in ppm.
+    pub drift_ppm: f64,
+}
+
+impl SkewedClient<'_> {
+    /// Its trace file.
+    pub fn trace(&self) -> PathBuf {
+        self.dir.join(format!("{}.csv", self.name))
+    }
+
+    /// The command that starts it with `music_client` binary `bin`.
+    pub fn command(&self, bin: &Path) -> Command {
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "--server",
+            &format!("127.0.0.1:{}", self.server_port),
+            "--p2p-port",
+            &self.p2p_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--advertise",
+            self.advertise,
+            "--transport",
+            self.transport,
+            "--sink",
+            self.sink,
+            "--log-file",
+        ])
+        .arg(self.dir.join(format!("{}.log", self.name)))
+        .arg("--trace")
+        .arg(self.trace())
+        .env("MUSIC262_CLOCK_OFFSET_MS", self.offset_ms.to_string())
+        .env("MUSIC262_CLOCK_DRIFT_PPM", self.drift_ppm.to_string());
+        cmd
+    }
+
+    /// Starts it and waits until its player is open; returns the process and the line saying
+    /// where it plays.
+    pub fn start(&self, bin: &Path) -> Result<(Proc, String), String> {
+        let mut proc = Proc::spawn(self.name, self.command(bin))?;
+        let through = proc.expect("playing through", Duration::from_secs(30))?;
+        Ok((proc, through))
+    }
+}
+
 /// A running process whose output is collected line by line.
 pub struct Proc {
     /// Name used in messages.

@@ -306,43 +306,25 @@ fn run_cell(
     let server_bin = fleet::sibling_binary("music_server")?;
     let client_bin = fleet::sibling_binary("music_client")?;
     let port = fleet::free_port().map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(&server_bin);
-    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .arg("--audio-dir")
-        .arg(songs)
-        .arg("--log-file")
-        .arg(dir.join("server.log"));
-    let mut server = Proc::spawn("server", cmd)?;
-    server.expect("music server listening", Duration::from_secs(30))?;
+    let mut server = fleet::start_server(&server_bin, port, Some(songs), &dir.join("server.log"))?;
 
     let mut peers: Vec<Peer> = Vec::new();
     for (i, (name, offset_ms, drift_ppm)) in PEERS.into_iter().enumerate() {
         let p2p = fleet::free_port().map_err(|e| e.to_string())?;
         let (relay, relay_addr) = start_relay(args, dir, name, p2p, loss, seed + i as u64)?;
-        let trace = dir.join(format!("{name}.csv"));
-        let mut cmd = Command::new(&client_bin);
-        cmd.args([
-            "--server",
-            &format!("127.0.0.1:{port}"),
-            "--p2p-port",
-            &p2p.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--advertise",
-            &relay_addr,
-            "--transport",
+        let client = fleet::SkewedClient {
+            name,
+            server_port: port,
+            p2p_port: p2p,
+            advertise: &relay_addr,
             transport,
-            "--sink",
-            "null",
-            "--log-file",
-        ])
-        .arg(dir.join(format!("{name}.log")))
-        .arg("--trace")
-        .arg(&trace)
-        .env("MUSIC262_CLOCK_OFFSET_MS", offset_ms.to_string())
-        .env("MUSIC262_CLOCK_DRIFT_PPM", drift_ppm.to_string());
-        let mut proc = Proc::spawn(name, cmd)?;
-        proc.expect("playing through", Duration::from_secs(30))?;
+            sink: "null",
+            dir,
+            offset_ms,
+            drift_ppm,
+        };
+        let trace = client.trace();
+        let (proc, _) = client.start(&client_bin)?;
         // The client moves to the next port if its own was taken: the relay must follow.
         if let Some(l) = proc.output().iter().find(|l| l.contains("instead of")) {
             return Err(format!("client {name} changed its port ({l}); retry"));
