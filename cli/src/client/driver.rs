@@ -401,6 +401,11 @@ impl Driver {
                     }
                     None => {
                         tracing::info!(version = %state.version, %what, in_ms, "command issued here");
+                        // The prompt needs no echo of what was just typed; a click on the page
+                        // is answered with what it does.
+                        if let Some(lines) = self.capture.borrow_mut().as_mut() {
+                            lines.push(format!("{what}, in {in_ms:.0} ms on every peer"));
+                        }
                     }
                 }
             }
