@@ -7,9 +7,12 @@
 //!   Frames travel length-delimited on one reliable bidirectional stream per link
 //!   ([`framing`]); clock probes and replies travel as QUIC datagrams, so a lost probe is
 //!   simply lost and nothing waits behind it.
-//! - [`stamp`]: probe instants taken as close to the socket as quinn allows (receive: when
-//!   `recvmsg` returns, through a wrapper of quinn's UDP socket; transmit: rewritten in the
-//!   encoded frame just before it is handed to quinn).
+//! - [`stamp`]: probe instants taken as close to the socket as quinn allows, through a wrapper
+//!   of quinn's UDP socket. A receive is stamped when `recvmsg` returns. A transmit instant is
+//!   written into the frame when it is handed to quinn. When the reply to our probe comes back,
+//!   its echoed `t0` is replaced by the instant our socket sent the probe. A reply's `t2` is
+//!   moved on by the wait measured between hand-off and `sendmsg` for the link's recent
+//!   replies.
 //! - [`tls`]: our ALPN (`music262/1`) and self-signed certificates; any certificate is
 //!   accepted. Without a group key peers are not authenticated (encryption against passive
 //!   observers only). With one ([`QuicTransport::with_group_key`]) every link runs the

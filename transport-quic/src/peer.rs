@@ -32,7 +32,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::ClockFn;
 use crate::framing::{FrameReader, delimit};
-use crate::stamp::{RxStamps, StampedSocket, find_tx_stamp, restamp, stamp_message};
+use crate::stamp::{
+    ProbeTx, RxStamps, StampedSocket, TxStamps, find_tx_stamp, restamp, stamp_message,
+};
 use crate::tls::{self, SERVER_NAME, TlsError};
 
 /// Frames queued towards one peer's stream before new ones are dropped (the sync protocol
@@ -164,6 +166,8 @@ struct LinkHandle {
     readers: Vec<tokio::task::AbortHandle>,
     /// Seals this end's frames, on a keyed link.
     sealer: Option<Arc<Sealer>>,
+    /// The socket's transmit instants of this link's probes and replies.
+    probe_tx: Arc<Mutex<ProbeTx>>,
 }
 
 struct Shared {
@@ -174,6 +178,7 @@ struct Shared {
     /// The endpoint that dials: the serving one, or a client-only one made on demand.
     endpoint: Mutex<Option<Endpoint>>,
     stamps: RxStamps,
+    tx_stamps: TxStamps,
     counters: AtomicCounters,
     /// The group key: with one, every link is authenticated and every frame sealed.
     key: Option<GroupKey>,
@@ -230,6 +235,7 @@ impl QuicTransport {
             next_link: link_ids,
             endpoint: Mutex::new(None),
             stamps: RxStamps::default(),
+            tx_stamps: TxStamps::default(),
             counters: AtomicCounters::default(),
             key,
         });
@@ -296,16 +302,21 @@ impl QuicTransport {
     /// when the link is unknown, its queue is full, or the message cannot be encoded (the
     /// message is then dropped).
     pub fn send(&self, link: LinkId, message: Message) -> bool {
-        let (conn, outbound, sealer) = {
+        let (conn, outbound, sealer, probe_tx) = {
             let links = self.shared.links.lock().expect("links lock");
             match links.get(&link) {
-                Some(h) => (h.conn.clone(), h.outbound.clone(), h.sealer.clone()),
+                Some(h) => (
+                    h.conn.clone(),
+                    h.outbound.clone(),
+                    h.sealer.clone(),
+                    h.probe_tx.clone(),
+                ),
                 None => return false,
             }
         };
         let message = match message {
             m @ (Message::Probe(_) | Message::ProbeReply(_)) => {
-                match send_datagram(&self.shared, &conn, sealer.as_deref(), m) {
+                match send_datagram(&self.shared, &conn, sealer.as_deref(), &probe_tx, m) {
                     Datagram::Sent => return true,
                     Datagram::UseStream(m) => m,
                     Datagram::Unencodable => return false,
@@ -369,6 +380,7 @@ fn make_endpoint(
         inner,
         shared.clock.clone(),
         shared.stamps.clone(),
+        shared.tx_stamps.clone(),
     ));
     let server_config = if serve {
         let mut config = ServerConfig::with_crypto(Arc::new(tls::server_crypto()?));
@@ -624,6 +636,7 @@ fn start_link(
         None => (None, None, None, FrameReader::default()),
     };
     let limit = Arc::new(Mutex::new(RateLimit::per_peer((shared.clock)())));
+    let probe_tx = Arc::new(Mutex::new(ProbeTx::default()));
     let link = LinkId(shared.next_link.fetch_add(1, Ordering::Relaxed));
     let (tx, rx) = mpsc::channel(LINK_QUEUE);
     {
@@ -635,6 +648,7 @@ fn start_link(
                 outbound: tx,
                 readers: Vec::new(),
                 sealer: sealer.clone(),
+                probe_tx: probe_tx.clone(),
             },
         );
         // Sent under the lock so that nothing about this link can precede it.
@@ -651,6 +665,7 @@ fn start_link(
         link,
         remote_addr,
         limit,
+        probe_tx,
     };
     let stream = tokio::spawn(read_stream(
         inbound.clone(),
@@ -684,15 +699,21 @@ enum Datagram {
 }
 
 /// Sends a probe or reply as a datagram, its transmit instant rewritten just before it is
-/// handed to quinn.
+/// handed to quinn (a reply's `t2` moved on by the delay its predecessors took to reach the
+/// socket), and a ticket taken for the instant the socket really sends it ([`ProbeTx`]).
 fn send_datagram(
     shared: &Shared,
     conn: &Connection,
     sealer: Option<&Sealer>,
+    probe_tx: &Mutex<ProbeTx>,
     mut message: Message,
 ) -> Datagram {
     let Some(max) = conn.max_datagram_size() else {
         return Datagram::UseStream(message);
+    };
+    let lead = match message {
+        Message::ProbeReply(_) => probe_tx.lock().expect("probe tx lock").reply_lead(),
+        _ => 0,
     };
     stamp_message(&mut message, (shared.clock)());
     let mut bytes = match codec::encode_to_vec(&message) {
@@ -706,14 +727,23 @@ fn send_datagram(
         return Datagram::UseStream(message);
     }
     let stamp = find_tx_stamp(&message, &bytes);
-    restamp(&mut bytes, stamp, (shared.clock)());
+    let handoff = (shared.clock)();
+    let written = restamp(&mut bytes, stamp, handoff + lead);
     // Sealed after the instant is final, so that the tag covers what is sent.
     if let Some(sealer) = sealer {
         bytes = sealer.seal_bytes(Channel::Datagram, bytes);
     }
+    // Taken before the hand-off: quinn's driver may send the packet at once, on another thread.
+    let ticket = shared.tx_stamps.ticket(conn.remote_address());
     match conn.send_datagram(bytes.into()) {
         Ok(()) => {
             bump(&shared.counters.datagrams_sent);
+            let mut probe_tx = probe_tx.lock().expect("probe tx lock");
+            match (&message, written) {
+                (Message::Probe(p), Some(t0)) => probe_tx.probe_sent(p.seq, t0, ticket),
+                (Message::ProbeReply(_), Some(_)) => probe_tx.reply_sent(handoff, ticket),
+                _ => {}
+            }
             Datagram::Sent
         }
         Err(e) => {
@@ -794,6 +824,8 @@ struct Inbound {
     remote_addr: String,
     /// The per-peer rate limit, over both channels.
     limit: Arc<Mutex<RateLimit>>,
+    /// The socket's transmit instants of our probes, put into their replies.
+    probe_tx: Arc<Mutex<ProbeTx>>,
 }
 
 impl Inbound {
@@ -826,7 +858,7 @@ impl Inbound {
 
     /// Checks (with a key) and decodes one frame's bytes, and hands it to the driver.
     fn deliver(&self, at: u64, bytes: Result<Vec<u8>, CodecError>, opener: Option<&mut Opener>) {
-        let message = match (bytes, opener) {
+        let mut message = match (bytes, opener) {
             (Err(e), _) => Err(e),
             (Ok(b), None) => codec::decode_from_bytes(&b),
             (Ok(b), Some(opener)) => match PeerFrame::decode(b.as_slice()) {
@@ -841,8 +873,16 @@ impl Inbound {
                 },
             },
         };
-        if message.is_err() {
-            bump(&self.shared.counters.undecodable);
+        match &mut message {
+            Err(_) => bump(&self.shared.counters.undecodable),
+            // The echo of our probe's `t0` becomes the instant our socket really sent it.
+            Ok(Message::ProbeReply(r)) => {
+                self.probe_tx
+                    .lock()
+                    .expect("probe tx lock")
+                    .fix_reply(r.seq, &mut r.t0.0);
+            }
+            Ok(_) => {}
         }
         let _ = self.shared.events.send(TransportEvent::Frame {
             link: self.link,
