@@ -396,7 +396,7 @@ impl ClockFilter {
             // time since the estimate's anchor.
             let drift = sample.at.since(est.at).unsigned_abs() as f64 * STEP_RATE_SLACK;
             let allowed = sample.delay as f64 / 2.0 + 4.0 * est.uncertainty + drift + STEP_MARGIN;
-            if off > allowed {
+            if off > allowed && !self.consistent_with_samples(&sample) {
                 // A step moves every later sample the same way: held samples that disagree
                 // with this one were something else, and are dropped.
                 if self.unexplained.last().is_some_and(|last| {
@@ -420,6 +420,29 @@ impl ClockFilter {
         }
         self.unexplained.clear();
         self.insert(sample)
+    }
+
+    /// Whether `sample` could be true together with every sample held, if no clock stepped:
+    /// each sample proves the offset at its instant to within half its round trip, and the
+    /// offset cannot move faster than the largest frequency error allowed. A line fitted to
+    /// noisy samples may extrapolate far off (a slope from jitter); a precise sample that
+    /// contradicts the line but not the samples is news, not a step.
+    fn consistent_with_samples(&self, sample: &ClockSample) -> bool {
+        let max_rate = self.config.max_rate_ppm * 1e-6;
+        let (mut lo, mut hi) = (f64::NEG_INFINITY, f64::INFINITY);
+        for s in &self.samples {
+            let reach =
+                s.delay as f64 / 2.0 + sample.at.since(s.at).unsigned_abs() as f64 * max_rate;
+            lo = lo.max(s.offset - reach);
+            hi = hi.min(s.offset + reach);
+        }
+        // Held samples that contradict each other already (a step among them, or a frequency
+        // beyond the bound) prove nothing about the new one.
+        if lo > hi {
+            return false;
+        }
+        let half = sample.delay as f64 / 2.0;
+        sample.offset + half >= lo - 1.0 && sample.offset - half <= hi + 1.0
     }
 
     fn insert(&mut self, sample: ClockSample) -> &LinkEstimate {
