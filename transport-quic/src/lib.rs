@@ -8,7 +8,8 @@
 //!   ([`framing`]); clock probes and replies travel as QUIC datagrams, so a lost probe is
 //!   simply lost and nothing waits behind it.
 //! - [`stamp`]: probe instants taken as close to the socket as quinn allows, through a wrapper
-//!   of quinn's UDP socket. A receive is stamped when `recvmsg` returns. A transmit instant is
+//!   of quinn's UDP socket. A receive is stamped with the kernel's instant (`SO_TIMESTAMPNS`,
+//!   peeked at before quinn reads the datagram; where refused, when `recvmsg` returns). A transmit instant is
 //!   written into the frame when it is handed to quinn. When the reply to our probe comes back,
 //!   its echoed `t0` is replaced by the instant our socket sent the probe. A reply's `t2` is
 //!   moved on by the wait measured between hand-off and `sendmsg` for the link's recent

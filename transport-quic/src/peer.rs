@@ -375,13 +375,16 @@ fn make_endpoint(
 ) -> Result<Endpoint, QuicError> {
     socket.set_nonblocking(true)?;
     let runtime: Arc<dyn Runtime> = Arc::new(quinn::TokioRuntime);
-    let inner = runtime.wrap_udp_socket(socket)?;
-    let socket = Arc::new(StampedSocket::new(
-        inner,
+    // Cloned before quinn takes it: receive instants are peeked at on the clone.
+    let stamped = StampedSocket::new(
+        runtime.wrap_udp_socket(socket.try_clone()?)?,
         shared.clock.clone(),
         shared.stamps.clone(),
         shared.tx_stamps.clone(),
-    ));
+    )
+    .with_kernel_stamps(&socket);
+    drop(socket);
+    let socket = Arc::new(stamped);
     let server_config = if serve {
         let mut config = ServerConfig::with_crypto(Arc::new(tls::server_crypto()?));
         config.transport_config(transport_config());

@@ -2,13 +2,16 @@
 //!
 //! * **Receive.** quinn reads the UDP socket in its endpoint driver and hands a datagram to the
 //!   application only after decryption, in another task. The endpoint is therefore built on
-//!   [`StampedSocket`], a wrapper of quinn's own tokio socket that reads the sync clock as soon
-//!   as a `recvmsg` batch returns and records it per source address ([`RxStamps`]). A frame read
-//!   from a connection is stamped with the last receive instant of that connection's address:
-//!   the packet that carried it, unless more packets from the same peer arrived in between,
-//!   which only makes the sample's delay look larger (the clock filter trusts such samples
-//!   less). quinn-udp parses the control messages of `recvmsg` itself and exposes no receive
-//!   time, so kernel timestamps (`SO_TIMESTAMPNS`) are out of reach without patching it.
+//!   [`StampedSocket`], a wrapper of quinn's own tokio socket that records a receive instant
+//!   per source address ([`RxStamps`]). A frame read from a connection is stamped with the
+//!   last receive instant of that connection's address: the packet that carried it, unless
+//!   more packets from the same peer arrived in between, which only makes the sample's delay
+//!   look larger (the clock filter trusts such samples less). The instant is the kernel's
+//!   (`SO_TIMESTAMPNS`, taken when the datagram reached the socket): quinn-udp parses the
+//!   control messages of `recvmsg` itself and exposes no receive time, so the wrapper peeks at
+//!   each datagram first ([`kernel`]). Where the kernel gives none, the sync clock is read as
+//!   soon as the `recvmsg` batch returns, which is late by however long the runtime took to
+//!   wake (see the end of this comment).
 //! * **Transmit.** The bytes of a QUIC packet are encrypted, so a probe's `t0`/`t2` cannot be
 //!   rewritten at the socket as the TCP transport does. They are written into the encoded frame
 //!   (the `fixed64` field, found by its tag and provisional value) just before the frame is
@@ -45,15 +48,15 @@
 //!   Probes that go on the stream (a peer taking no datagrams) are stamped before quinn as
 //!   before; all our peers take datagrams.
 //!
-//!   What remains is on the receive side, and this transport cannot remove it. A receive
-//!   instant is read when the runtime's thread wakes and calls `recvmsg`. A responder that
-//!   has been idle between probes 0.5 s apart wakes slowly. In the same runs the least
-//!   one-way delay of probes was 13–60 µs while they came every 50 ms, and 70–125 µs once
-//!   they came every 0.5 s. The least delay of replies stayed at 20–45 µs, because the
-//!   requester had just sent and was still awake. That floor is uneven and changes over
-//!   time, so it still biases the offset and tilts the filter's fitted frequency. Only kernel
-//!   receive timestamps (`SO_TIMESTAMPNS`) would remove it, and quinn-udp does not expose
-//!   them.
+//!   The receive side had the same kind of bias. Read when the runtime's thread wakes and
+//!   calls `recvmsg`, a probe reaching a responder that idled 0.5 s since the last one was
+//!   stamped late: in the same runs the least one-way delay of probes was 13–60 µs while they
+//!   came every 50 ms, and 70–125 µs once they came every 0.5 s, against 20–45 µs for replies
+//!   (the requester had just sent and was still awake). That floor is uneven and changes over
+//!   time, so it biased the offset and tilted the filter's fitted frequency. Kernel receive
+//!   timestamps ([`kernel`]) remove it: `tests/rx_stamps.rs` blocks the reading thread for
+//!   2 ms after each datagram is sent; stamped when read, every datagram is 2.1 ms late,
+//!   stamped by the kernel 7–70 µs after the clock read before `sendto` (unoptimised build).
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io::{self, IoSliceMut};
@@ -189,13 +192,15 @@ impl TxStamps {
     }
 }
 
-/// quinn's UDP socket, stamping every receive batch with the sync clock and filling transmit
-/// tickets ([`TxStamps`]) when it sends.
+/// quinn's UDP socket, stamping every received datagram (with the kernel's instant when
+/// [`StampedSocket::with_kernel_stamps`] could enable it, else with the sync clock when the
+/// `recvmsg` batch returns) and filling transmit tickets ([`TxStamps`]) when it sends.
 pub struct StampedSocket {
     inner: Arc<dyn AsyncUdpSocket>,
     clock: ClockFn,
     stamps: RxStamps,
     tx: TxStamps,
+    kernel: Option<kernel::Peeker>,
 }
 
 impl fmt::Debug for StampedSocket {
@@ -220,7 +225,25 @@ impl StampedSocket {
             clock,
             stamps,
             tx,
+            kernel: None,
         }
+    }
+
+    /// Stamps received datagrams with the kernel's receive instant, read from `socket` (the
+    /// UDP socket `inner` wraps, or a clone of it): see [`kernel`]. Where the kernel refuses
+    /// (or this is not Linux, or the socket is not IPv4), receives stay stamped when `recvmsg`
+    /// returns; this is logged once at debug level.
+    pub fn with_kernel_stamps(mut self, socket: &std::net::UdpSocket) -> Self {
+        match kernel::Peeker::new(socket) {
+            Ok(peeker) => self.kernel = Some(peeker),
+            Err(e) => kernel::unavailable(&e),
+        }
+        self
+    }
+
+    /// Whether received datagrams are stamped by the kernel.
+    pub fn kernel_stamps(&self) -> bool {
+        self.kernel.is_some()
     }
 }
 
@@ -250,11 +273,26 @@ impl AsyncUdpSocket for StampedSocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
+        // With kernel stamps, the next datagram is peeked at for its instant and source, then
+        // quinn reads that datagram alone (this task is the socket's only reader, so it is the
+        // one peeked at). With nothing to peek at, quinn's read registers for readiness.
+        let peeked = match &self.kernel {
+            Some(k) if !bufs.is_empty() && !meta.is_empty() => k.peek(&self.clock),
+            _ => None,
+        };
+        let (bufs, meta) = match peeked {
+            Some(_) => (&mut bufs[..1], &mut meta[..1]),
+            None => (bufs, meta),
+        };
         let r = self.inner.poll_recv(cx, bufs, meta);
         if let Poll::Ready(Ok(n)) = &r {
             let now = (self.clock)();
             for m in meta.iter().take(*n) {
-                self.stamps.record(m.addr, now);
+                let at = match peeked {
+                    Some(p) if canonical(p.from) == canonical(m.addr) => p.at.unwrap_or(now),
+                    _ => now,
+                };
+                self.stamps.record(m.addr, at);
             }
         }
         r
@@ -274,6 +312,167 @@ impl AsyncUdpSocket for StampedSocket {
 
     fn may_fragment(&self) -> bool {
         self.inner.may_fragment()
+    }
+}
+
+/// The sync-clock instant of a datagram the kernel stamped `kernel_ns` (`CLOCK_REALTIME`, ns
+/// since the epoch), given the realtime clock `realtime_ns` and the sync clock `now` read
+/// together after it was received. The two clocks are never compared: the datagram's age on
+/// the realtime clock is taken back from the sync clock. An age below zero or above
+/// [`MAX_KERNEL_AGE_NS`] (the realtime clock stepped, or a stale stamp) gives `now`.
+pub fn kernel_instant(kernel_ns: i128, realtime_ns: i128, now: u64) -> u64 {
+    let age = realtime_ns - kernel_ns;
+    if (0..=i128::from(MAX_KERNEL_AGE_NS)).contains(&age) {
+        now.saturating_sub(age as u64)
+    } else {
+        now
+    }
+}
+
+/// The oldest kernel receive stamp believed: a datagram read later than this after it arrived
+/// is stamped when read (its delay is large either way, and a realtime step stays bounded).
+pub const MAX_KERNEL_AGE_NS: u64 = 1_000_000_000;
+
+/// Kernel receive timestamps (`SO_TIMESTAMPNS`) of quinn's socket.
+///
+/// quinn-udp reads the socket with `recvmmsg` and parses the control messages itself; it
+/// exposes no receive time. So [`StampedSocket`] peeks at the next datagram first
+/// (`recvmsg(MSG_PEEK | MSG_DONTWAIT)` on the same socket, one byte of payload) for its
+/// `SCM_TIMESTAMPNS` and source, and then lets quinn read that one datagram, with everything
+/// quinn-udp parses (ECN, destination address, GRO segments) untouched. It costs one more
+/// system call per datagram and reads one datagram per call instead of a batch; the peer
+/// links carry far fewer packets than that could limit.
+///
+/// Linux enables receive timestamping for the whole stack from a work queue, and stamps a
+/// datagram that arrived before that when it is read: the first few datagrams after start-up
+/// may be stamped as before.
+///
+/// Only IPv4 sockets. The timestamp takes 32 bytes of quinn-udp's 88-byte control buffer and
+/// comes first. On an IPv4 socket the rest is `IP_PKTINFO` (32) and `IP_TOS` (24), which
+/// still fit; a GRO batch adds `UDP_GRO` (24) before them, and then the kernel drops
+/// `IP_TOS` whole (ECN unknown for that batch, which quinn tolerates). On an IPv6 socket
+/// `IPV6_PKTINFO` (40) and `IPV6_TCLASS` (24) would not fit and the kernel would cut the last
+/// one short, so kernel stamps are not enabled there.
+pub mod kernel {
+    use super::*;
+
+    /// Logs, once per process, that receives are stamped when read.
+    pub(super) fn unavailable(why: &dyn fmt::Display) {
+        static LOGGED: std::sync::Once = std::sync::Once::new();
+        LOGGED.call_once(|| {
+            tracing::debug!(%why, "no kernel receive timestamps on the QUIC socket; receives are stamped when read");
+        });
+    }
+
+    /// A datagram peeked at: its source and, if the kernel stamped it, its instant on the sync
+    /// clock.
+    #[derive(Clone, Copy, Debug)]
+    pub(super) struct Peeked {
+        pub(super) from: SocketAddr,
+        pub(super) at: Option<u64>,
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(super) use linux::Peeker;
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    mod linux {
+        use std::io::IoSliceMut;
+        use std::net::{SocketAddr, SocketAddrV4};
+        use std::os::fd::AsRawFd;
+        use std::time::{SystemTime, UNIX_EPOCH};
+
+        use nix::sys::socket::{
+            ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, setsockopt, sockopt,
+        };
+
+        use super::Peeked;
+        use crate::ClockFn;
+
+        /// Control messages of one datagram: the timestamp and what quinn-udp enables.
+        const CMSG_BUF: usize = 256;
+
+        /// A control-message buffer aligned for `cmsghdr`.
+        #[repr(C, align(16))]
+        struct CmsgBuf([u8; CMSG_BUF]);
+
+        /// A clone of quinn's socket with `SO_TIMESTAMPNS` on, to peek at the next datagram.
+        #[derive(Debug)]
+        pub struct Peeker {
+            socket: std::net::UdpSocket,
+            missing: std::sync::atomic::AtomicBool,
+        }
+
+        impl Peeker {
+            pub(in super::super) fn new(socket: &std::net::UdpSocket) -> std::io::Result<Self> {
+                if !socket.local_addr()?.is_ipv4() {
+                    return Err(std::io::Error::other("not an IPv4 socket"));
+                }
+                let socket = socket.try_clone()?;
+                setsockopt(&socket, sockopt::ReceiveTimestampns, &true)?;
+                Ok(Peeker {
+                    socket,
+                    missing: false.into(),
+                })
+            }
+
+            /// The next datagram's source and instant, without reading it; `None` if there
+            /// is none yet (or the peek failed: quinn's own read then reports the error).
+            pub(in super::super) fn peek(&self, clock: &ClockFn) -> Option<Peeked> {
+                let mut byte = [0u8; 1];
+                let mut iov = [IoSliceMut::new(&mut byte)];
+                let mut cmsg = CmsgBuf([0; CMSG_BUF]);
+                let msg = recvmsg::<SockaddrIn>(
+                    self.socket.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut cmsg.0),
+                    MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+                )
+                .ok()?;
+                let now = clock();
+                let realtime = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i128);
+                let from = SocketAddr::V4(SocketAddrV4::from(msg.address?));
+                let kernel = msg.cmsgs().ok().and_then(|mut cmsgs| {
+                    cmsgs.find_map(|c| match c {
+                        ControlMessageOwned::ScmTimestampns(ts) => {
+                            Some(i128::from(ts.tv_sec()) * 1_000_000_000 + i128::from(ts.tv_nsec()))
+                        }
+                        _ => None,
+                    })
+                });
+                let at = match kernel {
+                    Some(k) => Some(super::super::kernel_instant(k, realtime, now)),
+                    None => {
+                        if !self
+                            .missing
+                            .swap(true, std::sync::atomic::Ordering::Relaxed)
+                        {
+                            super::unavailable(&"a datagram came without SO_TIMESTAMPNS");
+                        }
+                        None
+                    }
+                };
+                Some(Peeked { from, at })
+            }
+        }
+    }
+
+    /// Elsewhere: no kernel stamps.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[derive(Debug)]
+    pub(super) struct Peeker;
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    impl Peeker {
+        pub(super) fn new(_: &std::net::UdpSocket) -> io::Result<Self> {
+            Err(io::Error::other("kernel receive timestamps need Linux"))
+        }
+
+        pub(super) fn peek(&self, _: &ClockFn) -> Option<Peeked> {
+            None
+        }
     }
 }
 
@@ -521,6 +720,70 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_kernel_stamp_is_taken_back_from_the_sync_clock_by_its_age() {
+        let sec = 1_700_000_000_000_000_000i128;
+        // Arrived 30 us before the clocks were read: 30 us before `now` on the sync clock,
+        // however far apart the two clocks are.
+        assert_eq!(kernel_instant(sec - 30_000, sec, 5_000_000), 4_970_000);
+        assert_eq!(kernel_instant(sec, sec, 5_000_000), 5_000_000);
+        // Never before the sync clock's zero.
+        assert_eq!(kernel_instant(sec - 30_000, sec, 10_000), 0);
+        // At most a second old is believed.
+        let max = i128::from(MAX_KERNEL_AGE_NS);
+        assert_eq!(kernel_instant(sec - max, sec, 2_000_000_000), 1_000_000_000);
+    }
+
+    #[test]
+    fn an_implausible_kernel_stamp_gives_now() {
+        let sec = 1_700_000_000_000_000_000i128;
+        let max = i128::from(MAX_KERNEL_AGE_NS);
+        // From the future (the realtime clock stepped back after it), or too old (stepped
+        // forward, or a stale stamp), or none at all (zero).
+        assert_eq!(kernel_instant(sec + 1, sec, 5_000_000), 5_000_000);
+        assert_eq!(kernel_instant(sec - max - 1, sec, 5_000_000), 5_000_000);
+        assert_eq!(kernel_instant(0, sec, 5_000_000), 5_000_000);
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn kernel_stamps_are_not_enabled_on_ipv6_sockets() {
+        let Ok(v6) = std::net::UdpSocket::bind("[::1]:0") else {
+            return; // no IPv6 here
+        };
+        let s = StampedSocket::new(
+            Arc::new(FakeSocket {
+                would_block: false.into(),
+            }),
+            Arc::new(|| 1),
+            RxStamps::default(),
+            TxStamps::default(),
+        )
+        .with_kernel_stamps(&v6);
+        assert!(!s.kernel_stamps());
+        let v4 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let s = s.with_kernel_stamps(&v4);
+        assert!(s.kernel_stamps());
+    }
+
+    #[test]
+    fn without_kernel_stamps_a_batch_is_stamped_when_read() {
+        let fake = Arc::new(FakeSocket {
+            would_block: false.into(),
+        });
+        let stamps = RxStamps::default();
+        let socket =
+            StampedSocket::new(fake, Arc::new(|| 777), stamps.clone(), TxStamps::default());
+        assert!(!socket.kernel_stamps());
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut buf = [0u8; 16];
+        let mut bufs = [IoSliceMut::new(&mut buf)];
+        let mut meta = [RecvMeta::default()];
+        assert!(socket.poll_recv(&mut cx, &mut bufs, &mut meta).is_pending());
+        assert_eq!(stamps.stamp(addr("127.0.0.1:1"), 1_000), 1_000);
     }
 
     #[test]

@@ -26,6 +26,8 @@ const HOLD: Duration = Duration::from_millis(2);
 /// Exchanges measured, after [`WARM_UP`] ones that let the responder learn its waits.
 const EXCHANGES: usize = 40;
 const WARM_UP: usize = 10;
+/// How far a reply's predicted `t2` may fall after the true arrival `t3`.
+const T2_OVERSHOOT_NS: u64 = 50_000;
 
 fn announce() -> Announce {
     Announce {
@@ -223,7 +225,15 @@ async fn a_probe_held_back_by_a_busy_requester_does_not_bias_the_offset() {
 async fn a_reply_held_back_by_a_busy_responder_does_not_bias_the_offset() {
     let measured = exchanges(Slow::Responder, None).await;
     for e in &measured {
-        assert!(e.t1 <= e.t2 && e.t2 <= e.t3, "impossible t2");
+        // `t2` is predicted (hand-off plus the second least recent wait), so a reply that left
+        // sooner than predicted carries a `t2` a little after its departure; `t3` is the
+        // kernel's arrival instant, only microseconds after it. The prediction may overshoot
+        // by that much, not by a hold.
+        assert!(
+            e.t1 <= e.t2 && e.t2 <= e.t3 + T2_OVERSHOOT_NS,
+            "impossible t2: {} ns after t3",
+            e.t2 as i64 - e.t3 as i64
+        );
     }
     assert_unbiased(Slow::Responder, &measured);
 }
