@@ -313,8 +313,11 @@ pub fn vias(lines: &[String]) -> Vec<String> {
         .iter()
         .skip_while(|l| !l.starts_with("Peer "))
         .skip(1)
-        .take_while(|l| l.contains(':'))
+        // The client may print something else (a server status line) while the table comes:
+        // rows are the lines with the table's ten columns and a transport in the third.
+        .filter(|l| l.split_whitespace().count() >= 10)
         .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .filter(|via| matches!(via.as_str(), "grpc" | "quic" | "-"))
         .collect()
 }
 
