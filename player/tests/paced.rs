@@ -76,14 +76,19 @@ fn null_sink_paced_by_a_fast_clock_consumes_frames_faster_in_host_time() {
     }
 }
 
+/// A player recording into `path`, paced by the host clock, with the cubic interpolator.
+fn open_wav_player(path: &std::path::Path) -> Player {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut config = PlayerConfig::new(SinkSpec::Wav(path.to_path_buf()));
+    config.resampling = Resampling::Cubic;
+    Player::open(config, clock).unwrap()
+}
+
 #[test]
 fn wav_sink_records_the_song_from_the_slot_of_its_start_instant() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("heard.wav");
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let mut config = PlayerConfig::new(SinkSpec::Wav(path.clone()));
-    config.resampling = Resampling::Cubic;
-    let player = Player::open(config, clock.clone()).unwrap();
+    let player = open_wav_player(&path);
     assert_eq!(player.sink_kind(), &SinkKind::Wav(path.clone()));
     let origin = player.paced_origin_ns().unwrap();
     let song = noise_song(48_000, 48_000);
@@ -123,10 +128,7 @@ fn assert_song_starts_at_slot(heard: &Song, song: &Song, first: u64, until: u64)
 fn a_declared_output_latency_starts_the_song_that_much_earlier_and_reports_it_heard_later() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("heard.wav");
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let mut config = PlayerConfig::new(SinkSpec::Wav(path.clone()));
-    config.resampling = Resampling::Cubic;
-    let player = Player::open(config, clock.clone()).unwrap();
+    let player = open_wav_player(&path);
     // A receiver that adds 30 ms (1440 slots at 48 kHz) behind the sink.
     player.set_output_latency_ns(30_000_000);
     assert_eq!(player.output_latency_ns(), 30_000_000);

@@ -237,7 +237,6 @@ impl Driver {
         self.fetch_playlist(None, false);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut ticks = 0u32;
         let mut stdin_open = true;
         let signal = crate::server::shutdown_signal();
         tokio::pin!(signal);
@@ -274,8 +273,7 @@ impl Driver {
                     self.node.handle_timeout(now);
                 }
                 _ = tick.tick() => {
-                    ticks = ticks.wrapping_add(1);
-                    self.on_tick(ticks.is_multiple_of(REPORT_EVERY));
+                    self.on_tick();
                 }
                 _ = &mut signal => break,
             }
@@ -564,8 +562,9 @@ impl Driver {
     // ----------------------------------------------------------------------------------------
     // Player
 
-    fn on_tick(&mut self, report: bool) {
+    fn on_tick(&mut self) {
         self.ticks = self.ticks.wrapping_add(1);
+        let report = self.ticks.is_multiple_of(REPORT_EVERY);
         if self.web_state.is_some() {
             if self.ticks.is_multiple_of(HISTORY_EVERY) {
                 self.record_history();
