@@ -29,7 +29,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "device")]
     pub sink: String,
     /// Playlist number of the song to play (built-in library: 1 chimes, 2 noise groove,
-    /// 3 sweep).
+    /// 3 sweep, 4 sample song).
     #[arg(long, default_value_t = 1)]
     pub song: usize,
     /// Keep the folder with logs and traces.

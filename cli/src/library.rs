@@ -208,12 +208,52 @@ fn sweep() -> Song {
     Song::from_interleaved(rate, 1, samples).expect("valid song")
 }
 
-/// The built-in library: three generated songs.
+/// The song the peer-to-peer guide's example plays (`play sample_song.wav`): a short tune
+/// (a melody over a bass line at 120 beats a minute), 45 s, stereo, so the guide works as
+/// written on a server started without any files.
+fn sample_song() -> Song {
+    let frames = 45 * RATE as usize;
+    let eighth = RATE as usize / 4;
+    // A minor pentatonic phrase, eight bars of eight eighth notes, repeated; 0 is a rest.
+    let melody = [
+        440.0, 523.25, 587.33, 659.25, 587.33, 523.25, 440.0, 0.0, //
+        392.0, 440.0, 523.25, 440.0, 392.0, 329.63, 392.0, 0.0, //
+        440.0, 523.25, 659.25, 783.99, 659.25, 587.33, 523.25, 587.33, //
+        659.25, 587.33, 523.25, 440.0, 392.0, 440.0, 440.0, 0.0,
+    ];
+    let bass = [110.0, 98.0, 87.31, 98.0];
+    let mut samples = vec![0f32; frames * 2];
+    let mut add = |start: usize, len: usize, f: f32, gain: f32, pan: f32, bright: f32| {
+        for i in 0..len.min(frames.saturating_sub(start)) {
+            let t = i as f32 / RATE as f32;
+            // A fast attack avoids a click at the onset; the decay makes it a plucked note.
+            let env = (1.0 - (-400.0 * t).exp()) * (-4.0 * t).exp() * gain;
+            let w = 2.0 * std::f32::consts::PI * f * t;
+            let v = env * (w.sin() + bright * (2.0 * w).sin() + bright * 0.5 * (3.0 * w).sin());
+            samples[(start + i) * 2] += v * (1.0 - pan);
+            samples[(start + i) * 2 + 1] += v * pan;
+        }
+    };
+    for step in 0..frames / eighth {
+        let f = melody[step % melody.len()];
+        if f > 0.0 {
+            add(step * eighth, 2 * eighth, f, 0.16, 0.6, 0.3);
+        }
+        if step % 2 == 0 {
+            let root = bass[(step / 16) % bass.len()];
+            add(step * eighth, 2 * eighth, root, 0.22, 0.4, 0.5);
+        }
+    }
+    Song::from_interleaved(RATE, 2, samples).expect("valid song")
+}
+
+/// The built-in library: four generated songs.
 pub fn builtin() -> Vec<LibrarySong> {
     vec![
         to_library("chimes.wav", chimes()),
         to_library("noise-groove.wav", noise_groove()),
         to_library("sweep-44k-mono.wav", sweep()),
+        to_library("sample_song.wav", sample_song()),
     ]
 }
 
@@ -224,7 +264,7 @@ mod tests {
     #[test]
     fn builtin_songs_have_consistent_metadata() {
         let lib = builtin();
-        assert_eq!(lib.len(), 3);
+        assert_eq!(lib.len(), 4);
         for s in &lib {
             let SongSource::Memory(bytes) = &s.source else {
                 panic!("built-in songs live in memory")
@@ -240,6 +280,8 @@ mod tests {
         assert_eq!(lib[2].info.sample_rate, 44_100);
         assert_eq!(lib[2].info.channels, 1);
         assert_eq!(lib[0].info.duration_ms, 30_000);
+        assert_eq!(lib[3].info.name, "sample_song.wav");
+        assert_eq!(lib[3].info.duration_ms, 45_000);
     }
 
     #[test]

@@ -81,8 +81,9 @@ fn a_late_joiner_plays_in_sync_and_departures_are_seen_on_both_sides() {
     let mut a = client(&dir, port, &sa, Transport::Grpc);
     let mut b = client(&dir, port, &sb, Transport::Grpc);
     join(&mut b, &mut a);
-    a.send("play 1");
-    b.wait_for("loaded chimes.wav", 30 * S);
+    // By name, as the peer-to-peer guide's example does it.
+    a.send("play sample_song.wav");
+    b.wait_for("loaded sample_song.wav", 30 * S);
     std::thread::sleep(3 * S);
 
     // C joins mid-song.
@@ -91,7 +92,7 @@ fn a_late_joiner_plays_in_sync_and_departures_are_seen_on_both_sides() {
     assert!(peers.iter().any(|l| l.contains(&a.addr)), "{peers:?}");
     assert!(peers.iter().any(|l| l.contains(&b.addr)), "{peers:?}");
     join(&mut c, &mut a);
-    c.wait_for("loaded chimes.wav", 30 * S);
+    c.wait_for("loaded sample_song.wav", 30 * S);
     std::thread::sleep(8 * S);
     assert_in_sync(&[&a, &b, &c], 3, 1_000.0);
 
