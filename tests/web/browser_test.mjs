@@ -499,7 +499,16 @@ async function main(ctx) {
   const p2 = await waitUntil('page: #plot changes over time', 15_000,
     async () => { const p = await plotInfo(); return p.url !== p1.url ? p : null; },
     async () => 'the same image');
-  ok('plot', `${p1.width}x${p1.height} canvas; series pixels error ${p1.count.error}, rate ${p1.count.rate}; then changed (error ${p2.count.error}, rate ${p2.count.rate})`);
+  // The stream sends only new points after its first event: the page must have added them up
+  // to the history the client holds (a point or two behind at most, between pushes).
+  const held = async () => {
+    const onPage = Number(await page.evaluate(() => document.getElementById('plot').dataset.points));
+    return { onPage, inClient: (await getState(a)).history.length };
+  };
+  const h = await waitUntil('page: #plot holds the whole history that client-a holds', 10_000,
+    async () => { const x = await held(); return x.onPage >= 10 && Math.abs(x.onPage - x.inClient) <= 2 ? x : null; },
+    async () => show(await held()));
+  ok('plot', `${p1.width}x${p1.height} canvas; series pixels error ${p1.count.error}, rate ${p1.count.rate}; then changed (error ${p2.count.error}, rate ${p2.count.rate}); ${h.onPage} points on the page, ${h.inClient} in the client`);
 
   // --- pause from the page: both clients on the same frame ---
   await page.click('#btn-pause');

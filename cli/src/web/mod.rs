@@ -228,11 +228,35 @@ async fn state(State(app): State<App>) -> impl IntoResponse {
 async fn events(
     State(app): State<App>,
 ) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>> {
-    let stream = WatchStream::new(app.state.clone()).map(|snapshot| {
-        let data = serde_json::to_string(&*snapshot).unwrap_or_else(|_| "{}".to_string());
+    let mut sent_until = None;
+    let stream = WatchStream::new(app.state.clone()).map(move |snapshot| {
+        let data = push_json(&snapshot, &mut sent_until);
         Ok(Event::default().event("state").data(data))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// One snapshot as an event of a stream that has already carried the history up to
+/// `sent_until` (seconds; `None` for the stream's first event). The history is most of a
+/// snapshot (up to 600 points) and gains about one point per push, so after the first event only
+/// the newer points are sent, with `"history_append": true` telling the page to add them to what
+/// it holds. `/state` always answers the whole history.
+fn push_json(snapshot: &Snapshot, sent_until: &mut Option<f64>) -> String {
+    let Ok(mut value) = serde_json::to_value(snapshot) else {
+        return "{}".to_string();
+    };
+    if let Some(until) = *sent_until {
+        let newer: Vec<&HistoryPoint> = snapshot.history.iter().filter(|p| p.t_s > until).collect();
+        value["history"] = json!(newer);
+        value["history_append"] = json!(true);
+    }
+    if let Some(last) = snapshot.history.last() {
+        *sent_until = Some(last.t_s);
+    } else if sent_until.is_none() {
+        // Nothing recorded yet: the page holds an empty history, so later points can be appended.
+        *sent_until = Some(f64::NEG_INFINITY);
+    }
+    value.to_string()
 }
 
 async fn command(
@@ -468,6 +492,55 @@ mod tests {
         assert_eq!(states, ["playing", "paused"], "{body}");
         assert!(body.contains("event: state"), "{body}");
         pusher.abort();
+    }
+
+    #[test]
+    fn an_event_stream_sends_the_whole_history_first_and_then_only_newer_points() {
+        let point = |t_s: f64| HistoryPoint {
+            t_s,
+            error_us: Some(t_s * 10.0),
+            rate_ppm: 1.0,
+        };
+        let mut snapshot = Snapshot {
+            history: vec![point(1.0), point(2.0)],
+            ..Snapshot::default()
+        };
+        let mut sent = None;
+        let parse = |s: String| serde_json::from_str::<serde_json::Value>(&s).unwrap();
+        let times = |v: &serde_json::Value| -> Vec<f64> {
+            v["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["t_s"].as_f64().unwrap())
+                .collect()
+        };
+
+        let first = parse(push_json(&snapshot, &mut sent));
+        assert_eq!(times(&first), [1.0, 2.0]);
+        assert!(first.get("history_append").is_none(), "{first}");
+
+        snapshot.history.push(point(3.0));
+        let second = parse(push_json(&snapshot, &mut sent));
+        assert_eq!(times(&second), [3.0]);
+        assert_eq!(second["history_append"], true);
+        assert_eq!(
+            second["state"], first["state"],
+            "the rest of the snapshot is whole"
+        );
+
+        // No new point: nothing to append, and the oldest points dropping out changes nothing.
+        snapshot.history.remove(0);
+        let third = parse(push_json(&snapshot, &mut sent));
+        assert!(times(&third).is_empty(), "{third}");
+
+        // A stream opened before anything was recorded appends from the first point on.
+        let mut fresh = None;
+        let empty = parse(push_json(&Snapshot::default(), &mut fresh));
+        assert!(times(&empty).is_empty());
+        let next = parse(push_json(&snapshot, &mut fresh));
+        assert_eq!(times(&next), [2.0, 3.0]);
+        assert_eq!(next["history_append"], true);
     }
 
     #[test]

@@ -39,7 +39,8 @@ pub struct Snapshot {
     pub volume: f64,
     /// Where the sound goes (`device`, `null`, `wav`) and its rate in Hz.
     pub output: String,
-    /// Measured sync error and rate correction over the last minutes, oldest first.
+    /// Measured sync error and rate correction over the last minutes, oldest first. (In the
+    /// event stream, events after the first carry only newer points and `"history_append": true`.)
     pub history: Vec<HistoryPoint>,
     /// Lines the client printed recently (newest last), as on the console.
     pub messages: Vec<String>,
