@@ -101,9 +101,53 @@ pub fn format_nanos(ns: Nanos) -> String {
     }
 }
 
+/// The oldest kernel receive stamp a driver should believe: something read later than this
+/// after it arrived is stamped when read (its delay is large either way, and a realtime clock
+/// step stays bounded).
+pub const MAX_KERNEL_AGE_NS: u64 = 1_000_000_000;
+
+/// For drivers: the local instant of a packet the kernel stamped `kernel_ns` (`CLOCK_REALTIME`,
+/// ns since the epoch), given the realtime clock `realtime_ns` and the local clock `now` (ns)
+/// read together after it was received. The two clocks are never compared: the packet's age on
+/// the realtime clock is taken back from the local clock. An age below zero or above
+/// [`MAX_KERNEL_AGE_NS`] (the realtime clock stepped, or a stale stamp) gives `now`.
+pub fn kernel_instant(kernel_ns: i128, realtime_ns: i128, now: u64) -> u64 {
+    let age = realtime_ns - kernel_ns;
+    if (0..=i128::from(MAX_KERNEL_AGE_NS)).contains(&age) {
+        now.saturating_sub(age as u64)
+    } else {
+        now
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kernel_stamp_is_taken_back_from_the_local_clock_by_its_age() {
+        let sec = 1_700_000_000_000_000_000i128;
+        // Arrived 30 us before the clocks were read: 30 us before `now` on the local clock,
+        // however far apart the two clocks are.
+        assert_eq!(kernel_instant(sec - 30_000, sec, 5_000_000), 4_970_000);
+        assert_eq!(kernel_instant(sec, sec, 5_000_000), 5_000_000);
+        // Never before the local clock's zero.
+        assert_eq!(kernel_instant(sec - 30_000, sec, 10_000), 0);
+        // At most a second old is believed.
+        let max = i128::from(MAX_KERNEL_AGE_NS);
+        assert_eq!(kernel_instant(sec - max, sec, 2_000_000_000), 1_000_000_000);
+    }
+
+    #[test]
+    fn an_implausible_kernel_stamp_gives_now() {
+        let sec = 1_700_000_000_000_000_000i128;
+        let max = i128::from(MAX_KERNEL_AGE_NS);
+        // From the future (the realtime clock stepped back after it), or too old (stepped
+        // forward, or a stale stamp), or none at all (zero).
+        assert_eq!(kernel_instant(sec + 1, sec, 5_000_000), 5_000_000);
+        assert_eq!(kernel_instant(sec - max - 1, sec, 5_000_000), 5_000_000);
+        assert_eq!(kernel_instant(0, sec, 5_000_000), 5_000_000);
+    }
 
     #[test]
     fn arithmetic_saturates_instead_of_wrapping() {

@@ -7,10 +7,14 @@
 //! directions. Half the difference of the two directions becomes clock offset error. So the
 //! TCP stream under tonic is wrapped:
 //!
-//! * every read that brings bytes records the sync clock, and a frame is stamped with the
-//!   instant of the last read before it was decoded (the read that brought it, unless more
-//!   bytes arrived in between, which only makes the sample's delay look larger, and the clock
-//!   filter trusts such samples less);
+//! * every read that brings bytes records an instant, and a frame is stamped with the instant
+//!   of the last read before it was decoded (the read that brought it, unless more bytes
+//!   arrived in between, which only makes the sample's delay look larger, and the clock filter
+//!   trusts such samples less). On Linux the instant is the kernel's (`SO_TIMESTAMPNS`: when
+//!   the last segment the read took reached the socket), so the reading task's wake-up delay,
+//!   tens of microseconds on a busy machine and not the same on both ends of a link, is not
+//!   counted as network delay; elsewhere, or if the kernel gives no stamp, it is the clock at
+//!   the read;
 //! * a probe's transmit instant (`t0`, `t2`, encoded as `fixed64` so that it can be rewritten
 //!   in place) is registered with its connection when the frame is encoded, and when those
 //!   eight bytes pass through `poll_write` they are overwritten with the clock at that moment.
@@ -124,6 +128,8 @@ pub struct StampedConnectInfo {
 pub struct StampedStream {
     inner: TcpStream,
     clock: ClockFn,
+    /// Whether reads ask the kernel for its receive stamps.
+    kernel_stamps: bool,
     stamps: ConnStamps,
     /// Rewritten bytes that the last write cut short: their value, and how many of them went
     /// out. The rest leads the next write.
@@ -141,11 +147,14 @@ impl std::fmt::Debug for StampedStream {
 
 impl StampedStream {
     /// Wraps `inner`; Nagle's algorithm is turned off (frames are small and latency matters).
+    /// Receive stamps come from the kernel where it gives them (see the module's text).
     pub fn new(inner: TcpStream, clock: ClockFn) -> Self {
         let _ = inner.set_nodelay(true);
+        let kernel_stamps = kernel::enable(&inner);
         StampedStream {
             inner,
             clock,
+            kernel_stamps,
             stamps: ConnStamps::default(),
             carry: None,
             scratch: Vec::new(),
@@ -194,8 +203,11 @@ impl AsyncRead for StampedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
         let this = &mut *self;
+        if this.kernel_stamps {
+            return kernel::poll_read(&this.inner, &this.clock, &this.stamps, cx, buf);
+        }
+        let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = r
             && buf.filled().len() > before
@@ -285,6 +297,126 @@ impl tonic::transport::server::Connected for StampedStream {
             remote_addr: self.inner.peer_addr().ok(),
             stamps: self.stamps.clone(),
         }
+    }
+}
+
+/// Kernel receive stamps on the TCP socket: `SO_TIMESTAMPNS`, read with each `recvmsg`.
+///
+/// For TCP the kernel hands back the stamp of the last segment the read took, so a read that
+/// also took bytes which came after a probe stamps it late (a larger delay, trusted less),
+/// never early.
+mod kernel {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(super) use linux::{enable, poll_read};
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    mod linux {
+        use std::io::{self, IoSliceMut};
+        use std::os::fd::AsRawFd;
+        use std::task::{Context, Poll, ready};
+        use std::time::{SystemTime, UNIX_EPOCH};
+
+        use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
+        use tokio::io::{Interest, ReadBuf};
+        use tokio::net::TcpStream;
+
+        use super::super::ConnStamps;
+        use crate::peer::ClockFn;
+
+        /// Room for the timestamp's control message (32 bytes with its header).
+        const CMSG_BUF: usize = 64;
+
+        /// At most this much is read per call, so that the part of a large buffer that must be
+        /// zeroed first stays small (peer links carry small frames).
+        const READ_CHUNK: usize = 64 * 1024;
+
+        /// A control-message buffer aligned for `cmsghdr`.
+        #[repr(C, align(16))]
+        struct CmsgBuf([u8; CMSG_BUF]);
+
+        /// Turns receive timestamps on; `false` if the kernel refuses.
+        pub(in super::super) fn enable(socket: &TcpStream) -> bool {
+            match setsockopt(socket, sockopt::ReceiveTimestampns, &true) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(error = %e, "no kernel receive timestamps on a peer link; reads are stamped when they happen");
+                    false
+                }
+            }
+        }
+
+        /// `AsyncRead::poll_read` through `recvmsg`, recording the kernel's stamp of what it
+        /// read (or the clock, if it gave none).
+        pub(in super::super) fn poll_read(
+            socket: &TcpStream,
+            clock: &ClockFn,
+            stamps: &ConnStamps,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            loop {
+                ready!(socket.poll_read_ready(cx))?;
+                let want = buf.remaining().min(READ_CHUNK);
+                let dst = buf.initialize_unfilled_to(want);
+                let read = socket.try_io(Interest::READABLE, || {
+                    let mut iov = [IoSliceMut::new(dst)];
+                    let mut cmsg = CmsgBuf([0; CMSG_BUF]);
+                    let msg = recvmsg::<()>(
+                        socket.as_raw_fd(),
+                        &mut iov,
+                        Some(&mut cmsg.0),
+                        MsgFlags::MSG_DONTWAIT,
+                    )
+                    .map_err(io::Error::from)?;
+                    let kernel = msg.cmsgs().ok().and_then(|mut cmsgs| {
+                        cmsgs.find_map(|c| match c {
+                            ControlMessageOwned::ScmTimestampns(ts) => Some(
+                                i128::from(ts.tv_sec()) * 1_000_000_000 + i128::from(ts.tv_nsec()),
+                            ),
+                            _ => None,
+                        })
+                    });
+                    Ok((msg.bytes, kernel))
+                });
+                match read {
+                    Ok((n, kernel)) => {
+                        buf.advance(n);
+                        if n > 0 {
+                            let now = clock();
+                            let at = kernel.map_or(now, |k| {
+                                let realtime = SystemTime::now()
+                                    .duration_since(UNIX_EPOCH)
+                                    .map_or(0, |d| d.as_nanos() as i128);
+                                sync_core::time::kernel_instant(k, realtime, now)
+                            });
+                            // 0 means "nothing read yet" to `ConnStamps`.
+                            stamps.record_read(at.max(1));
+                        }
+                        return Poll::Ready(Ok(()));
+                    }
+                    // Readiness was stale: `try_io` has cleared it; wait again.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+        }
+    }
+
+    /// Elsewhere: reads are stamped when they happen.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub(super) fn enable(_: &tokio::net::TcpStream) -> bool {
+        false
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub(super) fn poll_read(
+        _: &tokio::net::TcpStream,
+        _: &crate::peer::ClockFn,
+        _: &super::ConnStamps,
+        _: &mut std::task::Context<'_>,
+        _: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        unreachable!("kernel stamps are never enabled here")
     }
 }
 
@@ -399,7 +531,14 @@ mod tests {
         assert_eq!(&got[..4], b"head");
         assert_eq!(u64::from_le_bytes(got[4..12].try_into().unwrap()), 7_777);
         assert_eq!(&got[12..], b"tail");
-        assert_eq!(rx.stamps().last_read(10_000), Some(9_000));
+        // Read at 9 000 on this made-up clock; a kernel stamp takes the bytes' real age (some
+        // microseconds) back from it (see the next test).
+        let read_at = rx.stamps().last_read(10_000).expect("a read instant");
+        if rx.kernel_stamps {
+            assert!((1..=9_000).contains(&read_at), "{read_at}");
+        } else {
+            assert_eq!(read_at, 9_000);
+        }
         assert!(
             stamps.pending.lock().unwrap().is_empty(),
             "settled once written"
@@ -413,5 +552,42 @@ mod tests {
         let mut got = vec![0u8; 9];
         rx.read_exact(&mut got).await.unwrap();
         assert_eq!(u64::from_le_bytes(got[..8].try_into().unwrap()), 8_000);
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[tokio::test]
+    async fn bytes_read_late_are_stamped_when_they_reached_the_socket_not_when_read() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let epoch = std::time::Instant::now();
+        // A sync clock far from the realtime clock, as a skewed client's is.
+        let clock: ClockFn = Arc::new(move || 10_000_000_000 + epoch.elapsed().as_nanos() as u64);
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut tx = StampedStream::new(client, clock.clone());
+        let mut rx = StampedStream::new(server, clock.clone());
+        assert!(rx.kernel_stamps, "Linux gives TCP receive stamps");
+
+        let sent = clock();
+        tx.write_all(b"probe").await.unwrap();
+        // The reader is busy for 30 ms before it reads.
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let mut got = [0u8; 5];
+        rx.read_exact(&mut got).await.unwrap();
+        let read = clock();
+        assert_eq!(&got, b"probe");
+        let stamped = rx.stamps().last_read(read).expect("a read instant");
+        assert!(
+            stamped >= sent && stamped + 25_000_000 <= read,
+            "stamped {} us after sending and {} us before the read",
+            (stamped as i64 - sent as i64) / 1_000,
+            (read as i64 - stamped as i64) / 1_000
+        );
+
+        // The end of the stream still reads as the end.
+        drop(tx);
+        let mut rest = Vec::new();
+        rx.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
     }
 }
