@@ -315,8 +315,6 @@ impl AsyncUdpSocket for StampedSocket {
     }
 }
 
-pub use sync_core::time::{MAX_KERNEL_AGE_NS, kernel_instant};
-
 /// Kernel receive timestamps (`SO_TIMESTAMPNS`) of quinn's socket.
 ///
 /// quinn-udp reads the socket with `recvmmsg` and parses the control messages itself; it
@@ -427,7 +425,7 @@ pub mod kernel {
                     })
                 });
                 let at = match kernel {
-                    Some(k) => Some(super::super::kernel_instant(k, realtime, now)),
+                    Some(k) => Some(sync_core::time::kernel_instant(k, realtime, now)),
                     None => {
                         if !self
                             .missing
