@@ -18,6 +18,7 @@ pub mod render;
 mod resample;
 pub mod sink;
 pub mod song;
+mod timeline;
 
 pub use clock::{Clock, ManualClock, SkewedClock, SystemClock};
 pub use player::{DEFAULT_PACED_RATE, Player, PlayerConfig, PlayerError};

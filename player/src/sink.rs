@@ -1,8 +1,11 @@
 //! Sinks: what consumes the renderer's frames and says when each is heard.
 //!
-//! - `device`: a cpal output stream. Each callback maps the stream's own timestamps to the
-//!   sync clock: `playback - callback` is the latency still ahead of this buffer, added to the
-//!   clock read at callback time.
+//! - `device`: a cpal output stream. Each callback's buffer is timed on the sync clock by the
+//!   device timeline (`timeline.rs`): the rhythm of the callbacks themselves, plus the long-run
+//!   average of the latency the stream reports (`playback - callback`), because the reported
+//!   latency alone wanders by hundreds of microseconds through ALSA's pulse plugin.
+//!   `MUSIC262_DEVICE_TIMING=reported` uses the clock read at callback time plus the reported
+//!   latency as they are, for comparison.
 //! - `null`: a thread that consumes frames in real time as a DAC would, paced by the injected
 //!   clock (a skewed clock makes it run fast or slow, like a crystal). Slot `k` is heard at
 //!   `origin + k * 1e9 / rate`.
@@ -22,6 +25,7 @@ use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use crate::clock::Clock;
 use crate::render::{PlayerEvent, Renderer};
 use crate::song::{WavEncoding, wav_spec};
+use crate::timeline::DeviceTimeline;
 
 /// Where the audio goes, as given on a command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,6 +317,12 @@ pub(crate) fn push_coalesced(events: &Mutex<Vec<PlayerEvent>>, event: PlayerEven
 /// Largest block rendered at once inside a callback; bigger callbacks are split.
 const CALLBACK_BLOCK_FRAMES: usize = 4096;
 
+/// Whether `MUSIC262_DEVICE_TIMING=reported` asks for the stack's reported latency to be used
+/// as it is, instead of the device timeline (for comparing the two, as BENCHMARKS.md does).
+fn reported_timing() -> bool {
+    std::env::var("MUSIC262_DEVICE_TIMING").is_ok_and(|v| v.trim() == "reported")
+}
+
 /// Builds and starts the stream; the renderer moves into the data callback.
 pub(crate) fn start_device(
     choice: &DeviceChoice,
@@ -343,6 +353,7 @@ where
     let channels = usize::from(choice.config.channels);
     let ns_per_frame = 1e9 / f64::from(choice.config.sample_rate);
     let mut scratch = vec![0.0f32; CALLBACK_BLOCK_FRAMES * channels];
+    let mut timeline = (!reported_timing()).then(|| DeviceTimeline::new(choice.config.sample_rate));
     let data_callback = move |data: &mut [T], info: &cpal::OutputCallbackInfo| {
         let now = clock.now_ns();
         let ts = info.timestamp();
@@ -351,7 +362,11 @@ where
             .playback
             .saturating_duration_since(ts.callback)
             .as_nanos() as u64;
-        let first_slot_ns = now + latency;
+        let frames = data.len() / channels.max(1);
+        let first_slot_ns = match timeline.as_mut() {
+            Some(timeline) => timeline.first_slot(now, latency, frames),
+            None => now + latency,
+        };
         let mut offset_frames = 0usize;
         for block in data.chunks_mut(scratch.len()) {
             let scratch = &mut scratch[..block.len()];

@@ -65,6 +65,7 @@ impl TransportKind {
                   Environment:\n  MUSIC262_CLOCK_OFFSET_MS, MUSIC262_CLOCK_DRIFT_PPM  skew this client's sync clock (and its null/wav\n                                                      sink) to emulate a separate machine\n  \
                   MUSIC262_CLOCK_STEP_AT_S, MUSIC262_CLOCK_STEP_MS    step that clock forward once, by STEP_MS milliseconds,\n                                                      STEP_AT_S seconds after start (fault injection)\n  \
                   MUSIC262_GROUP_KEY                                  the group key (see --group-key)\n  \
+                  MUSIC262_DEVICE_TIMING=reported                     time the sound device by the latency it reports, not\n                                                      by its callbacks (for comparison; see BENCHMARKS.md)\n  \
                   RUST_LOG                                            log level (e.g. debug, or sync_core=trace)\n\n\
                   Type `help` at the prompt for the commands."
 )]

@@ -1,0 +1,583 @@
+//! When a sound device really plays each buffer, estimated from its callbacks rather than taken
+//! from the latency the audio stack reports.
+//!
+//! A device callback gives two facts: the instant it ran (our clock, read in the callback) and
+//! the latency the stack reports for the buffer (cpal's `playback - callback`). The obvious
+//! estimate of when the buffer's first frame is heard is their sum. Through ALSA's PulseAudio
+//! plugin that sum wanders: the latency is interpolated by PulseAudio's client-side smoother,
+//! which drifts by ±100–400 µs over seconds, jumps by a millisecond or more for a few seconds
+//! now and then, and takes about ten seconds to settle after the stream starts. The drift
+//! controller followed all of it into the sound (BENCHMARKS.md, "as heard").
+//!
+//! The callbacks themselves keep better time. A callback runs when the device (or the sound
+//! server) has taken a buffer's worth of frames, plus however long the thread took to wake up,
+//! which is never negative. So the earliest of the last few callbacks, carried forward by the
+//! frames handed over since, follows the device's own clock to within tens of microseconds
+//! (the rig measured ±20 µs between two players). What the callbacks cannot tell is the
+//! constant delay from a callback to the moment its buffer is heard: that comes from the
+//! reports, averaged over the later half of the stream's life (at most its last two and a half minutes), where
+//! their wander averages out and their start-up error is forgotten.
+//!
+//! When the callbacks stop for a while (an underrun: the stream is prepared and started again),
+//! the callbacks' line starts over but the delay and the rate are kept: the buffers and the
+//! crystal are the same, while the first reports after a restart are often milliseconds off.
+//! Where the timeline and the reports disagree by more than [`REANCHOR_NS`] for
+//! [`REANCHOR_AFTER_S`] of audio, or the callbacks do not keep a clock's pace (ALSA's `null` PCM
+//! takes frames as fast as they come), everything starts over and the reports are used as they
+//! are until the delay has been learnt again.
+
+/// How many recent callbacks the wake-up envelope looks back over: about 85 ms at the
+/// 512-frame buffers PulseAudio asks for. Longer windows follow the device's rate changes
+/// late; shorter ones are more often all late together.
+const ENVELOPE_CALLBACKS: usize = 8;
+
+/// Audio seconds per block: the rate fit's earliest-callback samples and the delay's medians
+/// are taken per block.
+const BLOCK_S: f64 = 0.5;
+
+/// Blocks in the rate fit: 20 s.
+const RATE_BLOCKS: usize = 40;
+
+/// Blocks before the rate fit is trusted (until then the nominal rate is used).
+const RATE_MIN_BLOCKS: usize = 4;
+
+/// A fitted rate further than this from nominal is not a sound card's crystal.
+const MAX_RATE_FRACTION: f64 = 1e-3;
+
+/// A block whose callbacks spanned a clock time this far (as a fraction) from the audio they
+/// took was not paced by a clock: ALSA's `null` PCM takes frames as fast as they come.
+const MAX_PACE_ERROR: f64 = 0.1;
+
+/// A block's earliest callback this far from the rate fit's line means the stream's timing
+/// stepped (an underrun, a restart): the fit starts over from there.
+const RATE_STEP_NS: f64 = 1_000_000.0;
+
+/// Blocks of delay history kept: five minutes, of which the later half is used.
+const DELAY_BLOCKS: usize = 600;
+
+/// The delay is the trimmed mean of the block medians over the later half of the stream's
+/// life: this fraction of the lowest and of the highest of them are dropped first, so that a
+/// glitch of the reports lasting seconds does not move it.
+const DELAY_TRIM: f64 = 0.25;
+
+/// Reports are used as they are until the stream has played this long.
+const DELAY_MIN_AGE_S: f64 = 4.0;
+
+/// Reports per block kept for its median; a device with tiny buffers fills this early in the
+/// block and the rest of the block's reports are left out.
+const BLOCK_REPORTS: usize = 256;
+
+/// A timeline this far from the reports...
+const REANCHOR_NS: f64 = 2_000_000.0;
+
+/// ...for this many seconds of audio is wrong: the stream restarted or is not paced.
+const REANCHOR_AFTER_S: f64 = 0.5;
+
+/// A pause between callbacks longer than this (plus twice the buffer) means the stream
+/// stalled: whatever was learnt of its timing is stale.
+const STALL_NS: f64 = 100_000_000.0;
+
+/// The device timeline of one output stream. Fed once per callback; allocates nothing (the
+/// audio callback must not), so its history lives in fixed arrays.
+#[derive(Debug)]
+pub(crate) struct DeviceTimeline {
+    /// Nominal nanoseconds per frame.
+    ns_per_frame: f64,
+    /// False before the first callback and after a restart is detected.
+    running: bool,
+    /// Clock instant (ns) of the first callback since the (re)start. Instants are kept as
+    /// offsets `u = callback instant - origin - frames * ns_per_frame`, so a device at exactly
+    /// the nominal rate has constant `u` and the numbers stay small.
+    origin_ns: f64,
+    /// Clock instant of the last callback.
+    last_ns: f64,
+    /// Frames handed over since the first callback.
+    frames: f64,
+    /// Audio seconds played since the first callback.
+    age_s: f64,
+    /// Last callbacks as (frames before it, u) (ring).
+    recent: [(f64, f64); ENVELOPE_CALLBACKS],
+    recent_len: usize,
+    recent_next: usize,
+    /// Frames handed over before the callback that started the current block, and its
+    /// instant; the block's earliest callback as (frames, u).
+    block_start: f64,
+    block_start_ns: f64,
+    block_min: Option<(f64, f64)>,
+    /// Earliest callback of each finished block (ring).
+    rate_points: [(f64, f64); RATE_BLOCKS],
+    rate_len: usize,
+    rate_next: usize,
+    /// How much longer than nominal the device takes per frame, as a fraction of the nominal
+    /// frame (2e-4: it runs 200 ppm slow against our clock).
+    rate: f64,
+    /// Reported minus envelope instants of this block's callbacks.
+    block_delays: [f64; BLOCK_REPORTS],
+    block_delays_len: usize,
+    /// Median of each finished block's delays (ring).
+    delays: [f64; DELAY_BLOCKS],
+    delays_len: usize,
+    delays_next: usize,
+    /// Scratch for the trimmed mean.
+    scratch: [f64; DELAY_BLOCKS],
+    /// Delay from the envelope to the heard instant; `None` until learnt.
+    delay_ns: Option<f64>,
+    /// Audio seconds for which the timeline has been further than `REANCHOR_NS` from the
+    /// reports, without a break.
+    disagreeing_s: f64,
+}
+
+/// Median of a small slice, reordering it.
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_unstable_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+impl DeviceTimeline {
+    /// A timeline for a stream of `sample_rate` frames per second.
+    pub(crate) fn new(sample_rate: u32) -> Self {
+        DeviceTimeline {
+            ns_per_frame: 1e9 / f64::from(sample_rate.max(1)),
+            running: false,
+            origin_ns: 0.0,
+            last_ns: 0.0,
+            frames: 0.0,
+            age_s: 0.0,
+            recent: [(0.0, 0.0); ENVELOPE_CALLBACKS],
+            recent_len: 0,
+            recent_next: 0,
+            block_start: 0.0,
+            block_start_ns: 0.0,
+            block_min: None,
+            rate_points: [(0.0, 0.0); RATE_BLOCKS],
+            rate_len: 0,
+            rate_next: 0,
+            rate: 0.0,
+            block_delays: [0.0; BLOCK_REPORTS],
+            block_delays_len: 0,
+            delays: [0.0; DELAY_BLOCKS],
+            delays_len: 0,
+            delays_next: 0,
+            scratch: [0.0; DELAY_BLOCKS],
+            delay_ns: None,
+            disagreeing_s: 0.0,
+        }
+    }
+
+    /// Forgets everything learnt and starts a new timeline at this callback.
+    fn restart(&mut self, now: f64) {
+        self.restart_clock(now);
+        self.running = true;
+        self.age_s = 0.0;
+        self.rate = 0.0;
+        self.delays_len = 0;
+        self.delays_next = 0;
+        self.delay_ns = None;
+    }
+
+    /// Starts the callbacks' line over at this callback, after the stream stalled, but keeps
+    /// the delay from callback to sound and the device's rate: a stream that underran and
+    /// restarted still has the same buffers and the same crystal, while the reports it gives
+    /// for its first buffers after a restart can be many milliseconds off.
+    fn restart_clock(&mut self, now: f64) {
+        self.origin_ns = now;
+        self.last_ns = now;
+        self.frames = 0.0;
+        self.recent_len = 0;
+        self.recent_next = 0;
+        self.block_start = 0.0;
+        self.block_start_ns = now;
+        self.block_min = None;
+        self.rate_len = 0;
+        self.rate_next = 0;
+        self.block_delays_len = 0;
+        self.disagreeing_s = 0.0;
+    }
+
+    /// The instant the first of this callback's `frames` is heard, given the clock read in the
+    /// callback (`now_ns`) and the latency the stack reports for the buffer.
+    pub(crate) fn first_slot(&mut self, now_ns: u64, latency_ns: u64, frames: usize) -> u64 {
+        let reported = now_ns.saturating_add(latency_ns);
+        let now = now_ns as f64;
+        let p = self.ns_per_frame;
+        let buffer_ns = frames as f64 * p;
+        if !self.running || now < self.last_ns {
+            self.restart(now);
+        } else if now - self.last_ns > STALL_NS + 2.0 * buffer_ns {
+            self.restart_clock(now);
+        }
+        let before = self.frames;
+        let u = now - self.origin_ns - before * p;
+        self.last_ns = now;
+        self.frames += frames as f64;
+        self.age_s += buffer_ns * 1e-9;
+
+        // The earliest recent callback, carried forward to this one at the device's rate.
+        self.recent[self.recent_next] = (before, u);
+        self.recent_next = (self.recent_next + 1) % ENVELOPE_CALLBACKS;
+        self.recent_len = (self.recent_len + 1).min(ENVELOPE_CALLBACKS);
+        let rate = self.rate;
+        let envelope_u = self.recent[..self.recent_len]
+            .iter()
+            .map(|&(f, uj)| uj + (before - f) * p * rate)
+            .fold(f64::INFINITY, f64::min);
+        let envelope = self.origin_ns + before * p + envelope_u;
+        let delay = reported as f64 - envelope;
+
+        if self.block_min.is_none_or(|(_, m)| u < m) {
+            self.block_min = Some((before, u));
+        }
+        if self.block_delays_len < BLOCK_REPORTS {
+            self.block_delays[self.block_delays_len] = delay;
+            self.block_delays_len += 1;
+        }
+        if self.frames - self.block_start >= BLOCK_S * 1e9 / p {
+            self.finish_block(now, before);
+        }
+        let Some(learnt_delay) = self.delay_ns.filter(|_| self.running) else {
+            return reported;
+        };
+        let heard = envelope + learnt_delay;
+        if (heard - reported as f64).abs() > REANCHOR_NS {
+            // A few reports far off are the reports' fault (the first ones after a restart
+            // often are); half a second of them is a change the callbacks cannot show.
+            self.disagreeing_s += buffer_ns * 1e-9;
+            if self.disagreeing_s >= REANCHOR_AFTER_S {
+                self.running = false;
+                return reported;
+            }
+        } else {
+            self.disagreeing_s = 0.0;
+        }
+        heard.max(0.0).round() as u64
+    }
+
+    /// Closes the current block: its earliest callback joins the rate fit, its median delay
+    /// the delay history.
+    /// `now` and `before` are this callback's instant and the frames handed over before it.
+    fn finish_block(&mut self, now: f64, before: f64) {
+        // From the callback that started the block to this one, the device took the frames
+        // handed over in between: as much clock time as audio, if it is paced by a clock.
+        let audio_ns = (before - self.block_start) * self.ns_per_frame;
+        let clock_ns = now - self.block_start_ns;
+        self.block_start = before;
+        self.block_start_ns = now;
+        if audio_ns > 0.0 && (clock_ns / audio_ns - 1.0).abs() > MAX_PACE_ERROR {
+            self.running = false;
+            return;
+        }
+        if let Some(point) = self.block_min.take() {
+            if self.rate_len > 0 {
+                let last = (self.rate_next + RATE_BLOCKS - 1) % RATE_BLOCKS;
+                let (f, u) = self.rate_points[last];
+                let expected = u + (point.0 - f) * self.ns_per_frame * self.rate;
+                if (point.1 - expected).abs() > RATE_STEP_NS {
+                    self.rate_len = 0;
+                    self.rate_next = 0;
+                }
+            }
+            self.rate_points[self.rate_next] = point;
+            self.rate_next = (self.rate_next + 1) % RATE_BLOCKS;
+            self.rate_len = (self.rate_len + 1).min(RATE_BLOCKS);
+        }
+        if self.rate_len >= RATE_MIN_BLOCKS {
+            match self.fit_rate() {
+                Some(rate) => self.rate = rate,
+                None => {
+                    // Not paced by a clock: start over, using the reports meanwhile.
+                    self.running = false;
+                    return;
+                }
+            }
+        }
+        if self.block_delays_len > 0 {
+            let m = median(&mut self.block_delays[..self.block_delays_len]);
+            self.block_delays_len = 0;
+            self.delays[self.delays_next] = m;
+            self.delays_next = (self.delays_next + 1) % DELAY_BLOCKS;
+            self.delays_len = (self.delays_len + 1).min(DELAY_BLOCKS);
+        }
+        if self.age_s >= DELAY_MIN_AGE_S && self.delays_len > 0 {
+            self.delay_ns = Some(self.learn_delay());
+        }
+    }
+
+    /// Least-squares slope of the blocks' earliest callbacks: the device's rate against the
+    /// clock. `None` if it is no crystal's.
+    fn fit_rate(&self) -> Option<f64> {
+        let points = &self.rate_points[..self.rate_len];
+        let n = points.len() as f64;
+        let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
+        let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
+        let (mut sxx, mut sxy) = (0.0, 0.0);
+        for &(x, y) in points {
+            sxx += (x - mean_x) * (x - mean_x);
+            sxy += (x - mean_x) * (y - mean_y);
+        }
+        if sxx <= 0.0 {
+            return None;
+        }
+        // u grows by `rate * ns_per_frame` per frame.
+        let rate = sxy / sxx / self.ns_per_frame;
+        (rate.abs() <= MAX_RATE_FRACTION).then_some(rate)
+    }
+
+    /// Trimmed mean of the block medians over the later half of the history.
+    fn learn_delay(&mut self) -> f64 {
+        let n = (self.delays_len / 2).max(1);
+        for i in 0..n {
+            let back = (self.delays_next + DELAY_BLOCKS - 1 - i) % DELAY_BLOCKS;
+            self.scratch[i] = self.delays[back];
+        }
+        let kept = &mut self.scratch[..n];
+        kept.sort_unstable_by(f64::total_cmp);
+        let trim = (n as f64 * DELAY_TRIM) as usize;
+        let kept = &kept[trim..n - trim];
+        kept.iter().sum::<f64>() / kept.len() as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RATE: u32 = 48_000;
+    const BUFFER: usize = 512;
+
+    /// A paced sound device behind a sound server: buffers are heard on a straight line at the
+    /// device's rate; each callback runs a fixed delay before its buffer is heard plus a
+    /// wake-up delay (20–80 µs, and 1–5 ms once in a hundred); the reported latency is right
+    /// on average but wanders by `wander(t)` and is quantized to a frame.
+    ///
+    /// The timeline cannot beat the spread of the earliest of eight wake-ups (about 30 µs
+    /// here) nor, early on, the mean of the reports' wander over the time it has heard them:
+    /// the bounds below are those, with room.
+    struct Device {
+        ns_per_frame: f64,
+        heard_ns: f64,
+        delay_ns: f64,
+        t_s: f64,
+        seed: u64,
+    }
+
+    impl Device {
+        fn new(slow_ppm: f64) -> Self {
+            Device {
+                ns_per_frame: 1e9 / f64::from(RATE) * (1.0 + slow_ppm * 1e-6),
+                heard_ns: 5e9,
+                delay_ns: 21e6,
+                t_s: 0.0,
+                seed: 0x9E37_79B9_7F4A_7C15,
+            }
+        }
+
+        fn random(&mut self) -> f64 {
+            self.seed ^= self.seed << 13;
+            self.seed ^= self.seed >> 7;
+            self.seed ^= self.seed << 17;
+            (self.seed >> 11) as f64 / (1u64 << 53) as f64
+        }
+
+        /// One callback: (clock instant, reported latency, true heard instant of its first frame).
+        fn callback(&mut self, wander_ns: f64) -> (u64, u64, f64) {
+            let wake = if self.random() < 0.01 {
+                1e6 + 4e6 * self.random()
+            } else {
+                20e3 + 60e3 * self.random()
+            };
+            let heard = self.heard_ns;
+            let now = heard - self.delay_ns + wake;
+            let frame = 1e9 / f64::from(RATE);
+            let latency = ((heard + wander_ns - now) / frame).round() * frame;
+            self.heard_ns += BUFFER as f64 * self.ns_per_frame;
+            self.t_s += BUFFER as f64 / f64::from(RATE);
+            (now as u64, latency.max(0.0) as u64, heard)
+        }
+    }
+
+    /// Slow wander of the reports: ±150 µs over 20 s plus ±100 µs over 7 s.
+    fn wander(t_s: f64) -> f64 {
+        use std::f64::consts::TAU;
+        150e3 * (TAU * t_s / 20.0).sin() + 100e3 * (TAU * t_s / 7.0 + 1.0).sin()
+    }
+
+    /// Worst |timeline - truth| and |report - truth| (µs) between `from_s` and `to_s`.
+    fn run(
+        timeline: &mut DeviceTimeline,
+        device: &mut Device,
+        to_s: f64,
+        from_s: f64,
+        wander: impl Fn(f64) -> f64,
+    ) -> (f64, f64) {
+        let (mut worst, mut worst_report) = (0f64, 0f64);
+        while device.t_s < to_s {
+            let t = device.t_s;
+            let (now, latency, heard) = device.callback(wander(t));
+            let slot = timeline.first_slot(now, latency, BUFFER) as f64;
+            if t >= from_s {
+                worst = worst.max((slot - heard).abs() / 1e3);
+                worst_report = worst_report.max(((now + latency) as f64 - heard).abs() / 1e3);
+            }
+        }
+        (worst, worst_report)
+    }
+
+    #[test]
+    fn the_timeline_follows_the_callbacks_and_not_the_wander_of_the_reported_latency() {
+        let mut timeline = DeviceTimeline::new(RATE);
+        let mut device = Device::new(378.0);
+        let (early, report) = run(&mut timeline, &mut device, 60.0, 25.0, wander);
+        assert!(report > 200.0, "the reports wander by {report} us");
+        assert!(
+            early < 100.0,
+            "25-60 s: off by up to {early} us (reports: {report} us)"
+        );
+        let (late, _) = run(&mut timeline, &mut device, 240.0, 120.0, wander);
+        assert!(
+            late < 50.0,
+            "120-240 s: off by up to {late} us (reports: {report} us)"
+        );
+        // It found the device's rate (378 ppm slow).
+        assert!(
+            (timeline.rate - 378e-6).abs() < 5e-6,
+            "rate {}",
+            timeline.rate
+        );
+    }
+
+    #[test]
+    fn a_stream_that_starts_with_a_burst_and_a_pause_is_timed_from_after_the_pause() {
+        // cpal fills the buffer with a few callbacks at once, then the stream starts 1.5 s
+        // later.
+        let mut timeline = DeviceTimeline::new(RATE);
+        for i in 0..3u64 {
+            timeline.first_slot(1_000_000_000 + i * 500_000, i * 10_000_000, BUFFER);
+        }
+        let mut device = Device::new(0.0);
+        device.heard_ns = 2.5e9 + 21e6;
+        let (worst, report) = run(&mut timeline, &mut device, 60.0, 25.0, wander);
+        assert!(
+            worst < 100.0,
+            "off by up to {worst} us (reports: {report} us)"
+        );
+    }
+
+    #[test]
+    fn a_glitch_of_the_reports_lasting_seconds_barely_moves_the_timeline() {
+        let mut timeline = DeviceTimeline::new(RATE);
+        let mut device = Device::new(-120.0);
+        let calm = |_: f64| 0.0;
+        run(&mut timeline, &mut device, 60.0, 60.0, calm);
+        // 1.5 ms off for 3 s, then a single report 5 ms off.
+        let glitch = |t: f64| {
+            if (60.0..63.0).contains(&t) {
+                1.5e6
+            } else {
+                0.0
+            }
+        };
+        let (worst, report) = run(&mut timeline, &mut device, 64.0, 59.0, glitch);
+        assert!(report > 1_400.0, "the glitch: {report} us");
+        assert!(
+            worst < 40.0,
+            "off by up to {worst} us during a {report} us glitch"
+        );
+        let spike = |t: f64| if (64.0..64.01).contains(&t) { 5e6 } else { 0.0 };
+        let (worst, _) = run(&mut timeline, &mut device, 66.0, 64.0, spike);
+        assert!(worst < 40.0, "off by up to {worst} us after a 5 ms report");
+    }
+
+    #[test]
+    fn an_underrun_that_delays_the_stream_is_followed_within_a_tenth_of_a_second() {
+        let mut timeline = DeviceTimeline::new(RATE);
+        let mut device = Device::new(50.0);
+        run(&mut timeline, &mut device, 40.0, 40.0, |_| 0.0);
+        // Everything from here on is heard 20 ms later: the callbacks and the reports move too.
+        device.heard_ns += 20e6;
+        let restart_at = device.t_s;
+        let (worst, _) = run(
+            &mut timeline,
+            &mut device,
+            restart_at + 0.1,
+            restart_at + 0.1,
+            |_| 0.0,
+        );
+        let (after, _) = run(&mut timeline, &mut device, 50.0, restart_at + 0.1, |_| 0.0);
+        assert!(
+            worst.max(after) < 40.0,
+            "off by up to {after} us after the underrun"
+        );
+    }
+
+    #[test]
+    fn after_a_stall_the_first_buffers_are_timed_by_the_delay_learnt_before_it() {
+        let mut timeline = DeviceTimeline::new(RATE);
+        let mut device = Device::new(200.0);
+        run(&mut timeline, &mut device, 40.0, 40.0, |_| 0.0);
+        // The stream stops for 2 s and starts again; its first report is 10 ms short and the
+        // next second's are a millisecond off, as PulseAudio's are after an underrun.
+        device.heard_ns += 2e9;
+        let at = device.t_s;
+        let restarting = move |t: f64| {
+            if t < at + 0.011 {
+                -10e6
+            } else if t < at + 1.0 {
+                1e6
+            } else {
+                0.0
+            }
+        };
+        let (worst, report) = run(&mut timeline, &mut device, at + 5.0, at, restarting);
+        assert!(report > 9_000.0, "the reports are off by up to {report} us");
+        // The first callbacks after it have fewer wake-ups to take the earliest of.
+        assert!(worst < 100.0, "off by up to {worst} us after the stall");
+    }
+
+    #[test]
+    fn a_lasting_change_of_the_reported_latency_is_taken_within_half_a_second() {
+        let mut timeline = DeviceTimeline::new(RATE);
+        let mut device = Device::new(0.0);
+        run(&mut timeline, &mut device, 40.0, 40.0, |_| 0.0);
+        // The server buffers 10 ms more from here on: the callbacks cannot show it, the
+        // reports do.
+        device.delay_ns += 10e6;
+        device.heard_ns += 10e6;
+        let change = device.t_s;
+        run(
+            &mut timeline,
+            &mut device,
+            change + 0.6,
+            change + 0.6,
+            |_| 0.0,
+        );
+        let (reports, _) = run(
+            &mut timeline,
+            &mut device,
+            change + 10.0,
+            change + 0.6,
+            |_| 0.0,
+        );
+        assert!(reports < 40.0, "off by up to {reports} us after the change");
+    }
+
+    #[test]
+    fn an_unpaced_device_gets_the_reported_instants_as_they_are() {
+        // ALSA's null PCM: callbacks as fast as the thread runs, whatever the latency says.
+        let mut timeline = DeviceTimeline::new(RATE);
+        let mut now = 1_000_000_000u64;
+        for i in 0..20_000u64 {
+            now += 3_000 + (i * 7919) % 2_000;
+            let latency = 10_000_000 + (i * 104_729) % 1_000_000;
+            assert_eq!(
+                timeline.first_slot(now, latency, BUFFER),
+                now + latency,
+                "callback {i}"
+            );
+        }
+    }
+}
