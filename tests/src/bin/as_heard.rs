@@ -10,6 +10,12 @@
 //! not look alike (normalized peak below `--min-correlation`), are not used. The lag is positive
 //! when the right channel is late.
 //!
+//! Given the two players' `--trace` files and the host `CLOCK_MONOTONIC` instant at which the
+//! recording started, each window's lag is also split in two: the **sync** part is the lag the
+//! players believe they have (the difference of the song frames their traces give for the
+//! window's instants: clock sync and drift control), and the **device** part is the rest (what
+//! their sound devices' timing adds).
+//!
 //! ```sh
 //! as_heard --input rec.raw --rate 48000 --csv lags.csv --json summary.json --plot lags.png
 //! ```
@@ -56,6 +62,16 @@ struct Args {
     /// Title of the plot.
     #[arg(long, default_value = "lag of the right channel behind the left")]
     title: String,
+    /// The left-hand player's `--trace` file (with `--right-trace` and `--start-ns`: split each
+    /// window's lag into its sync and device parts).
+    #[arg(long, requires_all = ["right_trace", "start_ns"])]
+    left_trace: Option<PathBuf>,
+    /// The right-hand player's `--trace` file.
+    #[arg(long, requires_all = ["left_trace", "start_ns"])]
+    right_trace: Option<PathBuf>,
+    /// Host `CLOCK_MONOTONIC` instant (ns) of the recording's first sample.
+    #[arg(long, requires_all = ["left_trace", "right_trace"])]
+    start_ns: Option<u64>,
 }
 
 /// Half-width (in samples) of the windowed-sinc kernel interpolating the correlation.
@@ -113,16 +129,45 @@ fn run(args: &Args) -> Result<(), String> {
         total,
         args.window
     );
+    // The sync part of each window (None where a trace does not cover it).
+    let sync: Vec<Option<f64>> = match (&args.left_trace, &args.right_trace, args.start_ns) {
+        (Some(l), Some(r), Some(start_ns)) => {
+            let (l, r) = (Trace::read(l)?, Trace::read(r)?);
+            used.iter()
+                .map(|(t, _)| {
+                    let from = start_ns as f64 + t * 1e9;
+                    believed_lag_us(&l, &r, from, from + args.window * 1e9)
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    let parts = split_summary(&used, &sync);
+    if let Some(p) = &parts {
+        println!(
+            "of which sync (what the players believe): mean {:+.1} us, p99 |.| {:.1} us; device: mean {:+.1} us, p99 |.| {:.1} us; {} windows",
+            p.sync_mean, p.sync_p99, p.device_mean, p.device_p99, p.windows
+        );
+    }
     if let Some(path) = &args.csv {
-        let mut s = String::from("t_s,lag_us\n");
-        for (t, l) in &used {
-            s.push_str(&format!("{t:.3},{l:.3}\n"));
+        let mut s = String::from("t_s,lag_us,sync_us,device_us\n");
+        for (i, (t, l)) in used.iter().enumerate() {
+            match sync.get(i).copied().flatten() {
+                Some(y) => s.push_str(&format!("{t:.3},{l:.3},{y:.3},{:.3}\n", l - y)),
+                None => s.push_str(&format!("{t:.3},{l:.3},,\n")),
+            }
         }
         std::fs::write(path, s).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     if let Some(path) = &args.json {
+        let split = parts.as_ref().map_or(String::new(), |p| {
+            format!(
+                ",\"sync_mean_us\":{:.3},\"sync_p99_us\":{:.3},\"device_mean_us\":{:.3},\"device_p99_us\":{:.3},\"split_windows\":{}",
+                p.sync_mean, p.sync_p99, p.device_mean, p.device_p99, p.windows
+            )
+        });
         let s = format!(
-            "{{\"p50_us\":{:.3},\"p99_us\":{:.3},\"max_us\":{:.3},\"mean_us\":{:.3},\"windows_used\":{},\"windows\":{},\"window_s\":{}}}\n",
+            "{{\"p50_us\":{:.3},\"p99_us\":{:.3},\"max_us\":{:.3},\"mean_us\":{:.3},\"windows_used\":{},\"windows\":{},\"window_s\":{}{split}}}\n",
             q(0.5),
             q(0.99),
             q(1.0),
@@ -134,9 +179,115 @@ fn run(args: &Args) -> Result<(), String> {
         std::fs::write(path, s).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     if let Some(path) = &args.plot {
-        plot(path, &args.title, &used).map_err(|e| format!("{}: {e}", path.display()))?;
+        plot(path, &args.title, &used, &sync).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// A player's `--trace` file: the song frame it believes is heard at host instants, while
+/// playing.
+#[derive(Debug)]
+struct Trace {
+    /// (host CLOCK_MONOTONIC ns, frame), in time order.
+    points: Vec<(f64, f64)>,
+    /// The song's sample rate.
+    rate: f64,
+}
+
+/// Trace lines further apart than this (a pause, a seek) are not interpolated across.
+const TRACE_GAP_NS: f64 = 100e6;
+
+impl Trace {
+    fn read(path: &std::path::Path) -> Result<Trace, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    fn parse(text: &str) -> Result<Trace, String> {
+        let mut points = Vec::new();
+        let mut rate = None;
+        for (n, line) in text.lines().enumerate().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            let [host, frame, sample_rate, state] = f[..] else {
+                return Err(format!("line {}: expected 4 fields", n + 1));
+            };
+            if state != "playing" {
+                continue;
+            }
+            let bad = |what: &str| format!("line {}: bad {what}", n + 1);
+            let host: f64 = host.parse().map_err(|_| bad("instant"))?;
+            let frame: f64 = frame.parse().map_err(|_| bad("frame"))?;
+            let sample_rate: f64 = sample_rate.parse().map_err(|_| bad("sample rate"))?;
+            if points.last().is_some_and(|&(t, _)| host <= t) {
+                return Err(format!("line {}: instants go backwards", n + 1));
+            }
+            rate = Some(sample_rate);
+            points.push((host, frame));
+        }
+        match rate {
+            Some(rate) if rate > 0.0 => Ok(Trace { points, rate }),
+            _ => Err("no line while playing".into()),
+        }
+    }
+
+    /// The frame heard at `t` (host ns), interpolated between the lines around it.
+    fn frame_at(&self, t: f64) -> Option<f64> {
+        let i = self.points.partition_point(|&(h, _)| h <= t);
+        let (&(h0, f0), &(h1, f1)) = (self.points.get(i.checked_sub(1)?)?, self.points.get(i)?);
+        if h1 - h0 > TRACE_GAP_NS {
+            return None;
+        }
+        Some(f0 + (f1 - f0) * (t - h0) / (h1 - h0))
+    }
+}
+
+/// The lag (µs) of the right-hand player behind the left that their traces give, averaged over
+/// host instants `from..to` (ns); `None` unless both traces cover all of it with one song rate.
+fn believed_lag_us(left: &Trace, right: &Trace, from: f64, to: f64) -> Option<f64> {
+    if left.rate != right.rate {
+        return None;
+    }
+    const STEPS: usize = 50;
+    let mut sum = 0.0;
+    for k in 0..=STEPS {
+        let t = from + (to - from) * k as f64 / STEPS as f64;
+        // The right side late: it plays an earlier frame at the same instant.
+        sum += (left.frame_at(t)? - right.frame_at(t)?) / left.rate * 1e6;
+    }
+    Some(sum / (STEPS + 1) as f64)
+}
+
+/// The sync and device parts of the lag, summarized over the windows that have both.
+#[derive(Debug)]
+struct SplitSummary {
+    sync_mean: f64,
+    sync_p99: f64,
+    device_mean: f64,
+    device_p99: f64,
+    windows: usize,
+}
+
+fn split_summary(used: &[(f64, f64)], sync: &[Option<f64>]) -> Option<SplitSummary> {
+    let pairs: Vec<(f64, f64)> = used
+        .iter()
+        .zip(sync)
+        .filter_map(|(&(_, lag), s)| s.map(|s| (s, lag - s)))
+        .collect();
+    if pairs.is_empty() {
+        return None;
+    }
+    let p99 = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[((v.len() - 1) as f64 * 0.99).round() as usize]
+    };
+    let n = pairs.len() as f64;
+    Some(SplitSummary {
+        sync_mean: pairs.iter().map(|p| p.0).sum::<f64>() / n,
+        sync_p99: p99(pairs.iter().map(|p| p.0.abs()).collect()),
+        device_mean: pairs.iter().map(|p| p.1).sum::<f64>() / n,
+        device_p99: p99(pairs.iter().map(|p| p.1.abs()).collect()),
+        windows: pairs.len(),
+    })
 }
 
 /// Left and right samples of raw interleaved s16le stereo (a torn last frame is dropped).
@@ -270,6 +421,7 @@ fn plot(
     path: &std::path::Path,
     title: &str,
     used: &[(f64, f64)],
+    sync: &[Option<f64>],
 ) -> Result<(), Box<dyn std::error::Error>> {
     music262_tests::plot::register_font();
     let root = BitMapBackend::new(path, (1200, 500)).into_drawing_area();
@@ -289,7 +441,33 @@ fn plot(
         .y_desc("lag (us)")
         .label_style(("sans-serif", 14))
         .draw()?;
-    chart.draw_series(used.iter().map(|w| Circle::new(*w, 3, BLUE.filled())))?;
+    chart
+        .draw_series(used.iter().map(|w| Circle::new(*w, 3, BLUE.filled())))?
+        .label("lag heard")
+        .legend(|(x, y)| Circle::new((x + 10, y), 3, BLUE.filled()));
+    if sync.iter().any(Option::is_some) {
+        // The two parts, where the traces cover the window.
+        let parts = |device: bool| {
+            used.iter()
+                .zip(sync)
+                .filter_map(move |(&(t, lag), s)| s.map(|s| (t, if device { lag - s } else { s })))
+                .collect::<Vec<_>>()
+        };
+        chart
+            .draw_series(LineSeries::new(parts(false), GREEN.stroke_width(2)))?
+            .label("sync (what the players believe)")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN.stroke_width(2)));
+        chart
+            .draw_series(LineSeries::new(parts(true), RED.stroke_width(2)))?
+            .label("device (the rest)")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()?;
+    }
     root.present()?;
     Ok(())
 }
@@ -355,6 +533,63 @@ mod tests {
         assert!(analyze(&l, &silent, 24_000, 480, 0.5).is_empty());
         let (other, _) = synthetic(rate, 2.0, 0.0, 99);
         assert!(analyze(&l, &other, 24_000, 480, 0.5).is_empty());
+    }
+
+    /// A trace file of a player heard `late_us` behind the host's timeline, playing from
+    /// `from_ns` to `to_ns` after 1 s paused, with lines every 10 ms.
+    fn trace(late_us: f64, from_ns: u64, to_ns: u64) -> String {
+        let mut s = String::from("host_monotonic_ns,frame,sample_rate,state\n");
+        s.push_str(&format!("{},0.000,48000,paused\n", from_ns - 1_000_000_000));
+        let mut t = from_ns;
+        while t <= to_ns {
+            let frame = ((t - from_ns) as f64 * 1e-9 - late_us * 1e-6) * 48_000.0;
+            s.push_str(&format!("{t},{frame:.3},48000,playing\n"));
+            t += 10_000_000;
+        }
+        s
+    }
+
+    #[test]
+    fn the_traces_give_the_lag_the_players_believe_they_have() {
+        let start = 5_000_000_000u64;
+        let left = Trace::parse(&trace(12.0, start, start + 3_000_000_000)).unwrap();
+        let right = Trace::parse(&trace(-30.5, start, start + 3_000_000_000)).unwrap();
+        let from = start as f64 + 1e9;
+        let got = believed_lag_us(&left, &right, from, from + 0.5e9).unwrap();
+        // The right side is 30.5 us early, the left 12 us late: the right is 42.5 us ahead.
+        assert!((got + 42.5).abs() < 0.01, "{got}");
+        // Outside what both traces cover while playing: no answer.
+        assert_eq!(
+            believed_lag_us(&left, &right, from + 2.8e9, from + 3.3e9),
+            None
+        );
+        assert_eq!(
+            believed_lag_us(&left, &right, start as f64 - 0.5e9, start as f64),
+            None
+        );
+    }
+
+    #[test]
+    fn the_split_gives_each_windows_rest_to_the_device() {
+        let used = [(0.0, 50.0), (0.5, -10.0), (1.0, 30.0)];
+        let sync = [Some(20.0), None, Some(40.0)];
+        let s = split_summary(&used, &sync).unwrap();
+        assert_eq!(s.windows, 2);
+        assert!((s.sync_mean - 30.0).abs() < 1e-9 && (s.device_mean - 10.0).abs() < 1e-9);
+        assert!((s.sync_p99 - 40.0).abs() < 1e-9 && (s.device_p99 - 30.0).abs() < 1e-9);
+        assert!(split_summary(&used, &[None, None, None]).is_none());
+    }
+
+    #[test]
+    fn a_trace_that_goes_backwards_or_never_plays_is_refused() {
+        let back = "h\n10,0,48000,playing\n5,1,48000,playing\n";
+        assert!(Trace::parse(back).unwrap_err().contains("backwards"));
+        assert!(Trace::parse("h\n10,0,48000,stopped\n").is_err());
+        assert!(
+            Trace::parse("h\n10,x,48000,playing\n")
+                .unwrap_err()
+                .contains("frame")
+        );
     }
 
     #[test]
