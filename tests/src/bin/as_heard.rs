@@ -131,15 +131,20 @@ fn run(args: &Args) -> Result<(), String> {
     );
     // The sync part of each window (None where a trace does not cover it).
     let sync: Vec<Option<f64>> = match (&args.left_trace, &args.right_trace, args.start_ns) {
-        (Some(l), Some(r), Some(start_ns)) => {
-            let (l, r) = (Trace::read(l)?, Trace::read(r)?);
-            used.iter()
+        (Some(l), Some(r), Some(start_ns)) => match (Trace::read(l), Trace::read(r)) {
+            (Ok(l), Ok(r)) => used
+                .iter()
                 .map(|(t, _)| {
                     let from = start_ns as f64 + t * 1e9;
                     believed_lag_us(&l, &r, from, from + args.window * 1e9)
                 })
-                .collect()
-        }
+                .collect(),
+            // The lag heard stands without the split.
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("as_heard: no sync/device split: {e}");
+                Vec::new()
+            }
+        },
         _ => Vec::new(),
     };
     let parts = split_summary(&used, &sync);
@@ -218,8 +223,10 @@ impl Trace {
             let host: f64 = host.parse().map_err(|_| bad("instant"))?;
             let frame: f64 = frame.parse().map_err(|_| bad("frame"))?;
             let sample_rate: f64 = sample_rate.parse().map_err(|_| bad("sample rate"))?;
-            if points.last().is_some_and(|&(t, _)| host <= t) {
-                return Err(format!("line {}: instants go backwards", n + 1));
+            // A player that restarted its device or re-seeked can write instants earlier than
+            // its last ones: the newer lines are what it believes from then on.
+            while points.last().is_some_and(|&(t, _)| host <= t) {
+                points.pop();
             }
             rate = Some(sample_rate);
             points.push((host, frame));
@@ -581,9 +588,15 @@ mod tests {
     }
 
     #[test]
-    fn a_trace_that_goes_backwards_or_never_plays_is_refused() {
-        let back = "h\n10,0,48000,playing\n5,1,48000,playing\n";
-        assert!(Trace::parse(back).unwrap_err().contains("backwards"));
+    fn a_trace_that_goes_back_in_time_is_read_from_its_newer_lines() {
+        let back = "h\n10,0,48000,playing\n20,480,48000,playing\n30,960,48000,playing\n\
+                    15,100,48000,playing\n25,580,48000,playing\n";
+        let t = Trace::parse(back).unwrap();
+        assert_eq!(t.points, vec![(10.0, 0.0), (15.0, 100.0), (25.0, 580.0)]);
+    }
+
+    #[test]
+    fn a_trace_that_never_plays_or_is_garbled_is_refused() {
         assert!(Trace::parse("h\n10,0,48000,stopped\n").is_err());
         assert!(
             Trace::parse("h\n10,x,48000,playing\n")
