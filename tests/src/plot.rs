@@ -36,6 +36,26 @@ pub fn register_font() -> bool {
     false
 }
 
+/// Draws the series labels of `chart` the way every plot here does: a framed, mostly opaque
+/// box at `position`, labels of `size` points.
+pub fn draw_legend<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    size: u32,
+    position: SeriesLabelPosition,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
+where
+    DB: DrawingBackend + 'a,
+    CT: CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", size))
+        .position(position)
+        .draw()
+}
+
 /// Draws `series` (true time in s, peer, error in µs) to a PNG at `path`; `gap_s` is the
 /// sampling interval, beyond twice which a peer's line is broken (excluded samples). Returns a
 /// note for the user when the plot has no text.
@@ -117,13 +137,7 @@ pub fn draw(
         flush(&mut segment, &mut first)?;
     }
     if has_font && by_peer.len() <= 16 {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .draw()
-            .map_err(|e| err(&e))?;
+        draw_legend(&mut chart, 14, SeriesLabelPosition::MiddleRight).map_err(|e| err(&e))?;
     }
     root.present().map_err(|e| err(&e))?;
     Ok((!has_font).then(|| {

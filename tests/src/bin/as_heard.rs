@@ -468,12 +468,7 @@ fn plot(
             .draw_series(LineSeries::new(parts(true), RED.stroke_width(2)))?
             .label("device (the rest)")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .draw()?;
+        music262_tests::plot::draw_legend(&mut chart, 14, SeriesLabelPosition::MiddleRight)?;
     }
     root.present()?;
     Ok(())

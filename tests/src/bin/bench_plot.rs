@@ -140,12 +140,7 @@ fn sync(results: &Path) -> Result<bool, Failure> {
                 .label(*pair)
                 .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .draw()?;
+        music262_tests::plot::draw_legend(&mut chart, 14, SeriesLabelPosition::MiddleRight)?;
     }
     root.present()?;
     Ok(true)

@@ -629,13 +629,7 @@ fn plot(path: &Path, cells: &[Cell]) -> Result<(), String> {
         .label("1 ms target")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.4)));
     if has_font {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 15))
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
+        music262_tests::plot::draw_legend(&mut chart, 15, SeriesLabelPosition::UpperLeft)
             .map_err(|e| err(&e))?;
     }
 
@@ -703,13 +697,7 @@ fn plot(path: &Path, cells: &[Cell]) -> Result<(), String> {
             });
     }
     if has_font {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 15))
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
+        music262_tests::plot::draw_legend(&mut chart, 15, SeriesLabelPosition::UpperLeft)
             .map_err(|e| err(&e))?;
     }
     root.present().map_err(|e| err(&e))
