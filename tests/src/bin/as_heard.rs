@@ -24,6 +24,7 @@ use std::f64::consts::PI;
 use std::path::PathBuf;
 
 use clap::Parser;
+use music262::fleet::{TracePoint, quantile_abs, read_trace, sync_errors_us};
 use plotters::prelude::*;
 
 #[derive(Parser, Debug)]
@@ -115,9 +116,8 @@ fn run(args: &Args) -> Result<(), String> {
             "no usable window among {total} (silence, or the two sides do not match)"
         ));
     }
-    let mut abs: Vec<f64> = used.iter().map(|w| w.1.abs()).collect();
-    abs.sort_by(f64::total_cmp);
-    let q = |p: f64| abs[((abs.len() - 1) as f64 * p).round() as usize];
+    let lags: Vec<f64> = used.iter().map(|w| w.1).collect();
+    let q = |p: f64| quantile_abs(&lags, p).unwrap_or(0.0);
     let mean = used.iter().map(|w| w.1).sum::<f64>() / used.len() as f64;
     println!(
         "lag |right - left|: p50 {:.1} us, p99 {:.1} us, max {:.1} us; mean (signed) {:+.1} us; {} of {} windows of {} s used",
@@ -131,20 +131,19 @@ fn run(args: &Args) -> Result<(), String> {
     );
     // The sync part of each window (None where a trace does not cover it).
     let sync: Vec<Option<f64>> = match (&args.left_trace, &args.right_trace, args.start_ns) {
-        (Some(l), Some(r), Some(start_ns)) => match (Trace::read(l), Trace::read(r)) {
-            (Ok(l), Ok(r)) => used
-                .iter()
-                .map(|(t, _)| {
-                    let from = start_ns as f64 + t * 1e9;
-                    believed_lag_us(&l, &r, from, from + args.window * 1e9)
-                })
-                .collect(),
-            // The lag heard stands without the split.
-            (Err(e), _) | (_, Err(e)) => {
-                eprintln!("as_heard: no sync/device split: {e}");
-                Vec::new()
+        (Some(l), Some(r), Some(start_ns)) => {
+            let (l, r) = (read_trace(l), read_trace(r));
+            if !l.iter().any(|p| p.playing) || !r.iter().any(|p| p.playing) {
+                // The lag heard stands without the split.
+                eprintln!("as_heard: no sync/device split: a trace has no line while playing");
             }
-        },
+            used.iter()
+                .map(|(t, _)| {
+                    let from = start_ns + (t * 1e9) as u64;
+                    believed_lag_us(&l, &r, from, from + (args.window * 1e9) as u64)
+                })
+                .collect()
+        }
         _ => Vec::new(),
     };
     let parts = split_summary(&used, &sync);
@@ -189,79 +188,34 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// A player's `--trace` file: the song frame it believes is heard at host instants, while
-/// playing.
-#[derive(Debug)]
-struct Trace {
-    /// (host CLOCK_MONOTONIC ns, frame), in time order.
-    points: Vec<(f64, f64)>,
-    /// The song's sample rate.
-    rate: f64,
-}
-
-/// Trace lines further apart than this (a pause, a seek) are not interpolated across.
-const TRACE_GAP_NS: f64 = 100e6;
-
-impl Trace {
-    fn read(path: &std::path::Path) -> Result<Trace, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
-    }
-
-    fn parse(text: &str) -> Result<Trace, String> {
-        let mut points = Vec::new();
-        let mut rate = None;
-        for (n, line) in text.lines().enumerate().skip(1) {
-            let f: Vec<&str> = line.split(',').collect();
-            let [host, frame, sample_rate, state] = f[..] else {
-                return Err(format!("line {}: expected 4 fields", n + 1));
-            };
-            if state != "playing" {
-                continue;
-            }
-            let bad = |what: &str| format!("line {}: bad {what}", n + 1);
-            let host: f64 = host.parse().map_err(|_| bad("instant"))?;
-            let frame: f64 = frame.parse().map_err(|_| bad("frame"))?;
-            let sample_rate: f64 = sample_rate.parse().map_err(|_| bad("sample rate"))?;
-            // A player that restarted its device or re-seeked can write instants earlier than
-            // its last ones: the newer lines are what it believes from then on.
-            while points.last().is_some_and(|&(t, _)| host <= t) {
-                points.pop();
-            }
-            rate = Some(sample_rate);
-            points.push((host, frame));
-        }
-        match rate {
-            Some(rate) if rate > 0.0 => Ok(Trace { points, rate }),
-            _ => Err("no line while playing".into()),
-        }
-    }
-
-    /// The frame heard at `t` (host ns), interpolated between the lines around it.
-    fn frame_at(&self, t: f64) -> Option<f64> {
-        let i = self.points.partition_point(|&(h, _)| h <= t);
-        let (&(h0, f0), &(h1, f1)) = (self.points.get(i.checked_sub(1)?)?, self.points.get(i)?);
-        if h1 - h0 > TRACE_GAP_NS {
-            return None;
-        }
-        Some(f0 + (f1 - f0) * (t - h0) / (h1 - h0))
-    }
-}
+/// Trace lines further apart than this are a pause or a seek: a window with such a hole is not
+/// covered.
+const TRACE_GAP_NS: u64 = 50_000_000;
 
 /// The lag (µs) of the right-hand player behind the left that their traces give, averaged over
-/// host instants `from..to` (ns); `None` unless both traces cover all of it with one song rate.
-fn believed_lag_us(left: &Trace, right: &Trace, from: f64, to: f64) -> Option<f64> {
-    if left.rate != right.rate {
-        return None;
-    }
-    const STEPS: usize = 50;
-    let mut sum = 0.0;
-    for k in 0..=STEPS {
-        let t = from + (to - from) * k as f64 / STEPS as f64;
-        // The right side late: it plays an earlier frame at the same instant.
-        sum += (left.frame_at(t)? - right.frame_at(t)?) / left.rate * 1e6;
-    }
-    Some(sum / (STEPS + 1) as f64)
+/// the left trace's playing lines in host instants `from_ns..=to_ns`; `None` unless those lines
+/// cover the whole window and the right trace covers every one of them.
+fn believed_lag_us(
+    left: &[TracePoint],
+    right: &[TracePoint],
+    from_ns: u64,
+    to_ns: u64,
+) -> Option<f64> {
+    let instants: Vec<u64> = left
+        .iter()
+        .filter(|p| p.playing && (from_ns..=to_ns).contains(&p.host_ns))
+        .map(|p| p.host_ns)
+        .collect();
+    let covered = instants.first()? - from_ns <= TRACE_GAP_NS
+        && to_ns - instants.last()? <= TRACE_GAP_NS
+        && instants
+            .windows(2)
+            // Lines going back in time (a restart or re-seek) do not cover it either.
+            .all(|w| w[0] < w[1] && w[1] - w[0] <= TRACE_GAP_NS);
+    // The left side's error against the right: positive when the right one is late.
+    let errors = sync_errors_us(left, right, from_ns, to_ns);
+    (covered && errors.len() == instants.len())
+        .then(|| errors.iter().sum::<f64>() / errors.len() as f64)
 }
 
 /// The sync and device parts of the lag, summarized over the windows that have both.
@@ -283,16 +237,13 @@ fn split_summary(used: &[(f64, f64)], sync: &[Option<f64>]) -> Option<SplitSumma
     if pairs.is_empty() {
         return None;
     }
-    let p99 = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[((v.len() - 1) as f64 * 0.99).round() as usize]
-    };
+    let (sync, device): (Vec<f64>, Vec<f64>) = pairs.iter().copied().unzip();
     let n = pairs.len() as f64;
     Some(SplitSummary {
-        sync_mean: pairs.iter().map(|p| p.0).sum::<f64>() / n,
-        sync_p99: p99(pairs.iter().map(|p| p.0.abs()).collect()),
-        device_mean: pairs.iter().map(|p| p.1).sum::<f64>() / n,
-        device_p99: p99(pairs.iter().map(|p| p.1.abs()).collect()),
+        sync_mean: sync.iter().sum::<f64>() / n,
+        sync_p99: quantile_abs(&sync, 0.99)?,
+        device_mean: device.iter().sum::<f64>() / n,
+        device_p99: quantile_abs(&device, 0.99)?,
         windows: pairs.len(),
     })
 }
@@ -537,36 +488,47 @@ mod tests {
         assert!(analyze(&l, &other, 24_000, 480, 0.5).is_empty());
     }
 
-    /// A trace file of a player heard `late_us` behind the host's timeline, playing from
-    /// `from_ns` to `to_ns` after 1 s paused, with lines every 10 ms.
-    fn trace(late_us: f64, from_ns: u64, to_ns: u64) -> String {
-        let mut s = String::from("host_monotonic_ns,frame,sample_rate,state\n");
-        s.push_str(&format!("{},0.000,48000,paused\n", from_ns - 1_000_000_000));
-        let mut t = from_ns;
-        while t <= to_ns {
-            let frame = ((t - from_ns) as f64 * 1e-9 - late_us * 1e-6) * 48_000.0;
-            s.push_str(&format!("{t},{frame:.3},48000,playing\n"));
-            t += 10_000_000;
-        }
-        s
+    /// A playing trace heard `late_us` behind a timeline that starts at host instant 5 s, with
+    /// a line every 10 ms from `from_ns` to `to_ns`.
+    fn trace(late_us: f64, from_ns: u64, to_ns: u64) -> Vec<TracePoint> {
+        (from_ns..=to_ns)
+            .step_by(10_000_000)
+            .map(|t| TracePoint {
+                host_ns: t,
+                frame: ((t - 5_000_000_000) as f64 * 1e-9 - late_us * 1e-6) * 48_000.0,
+                sample_rate: 48_000,
+                playing: true,
+                state: music262::fleet::TraceState::Playing,
+            })
+            .collect()
     }
 
     #[test]
     fn the_traces_give_the_lag_the_players_believe_they_have() {
         let start = 5_000_000_000u64;
-        let left = Trace::parse(&trace(12.0, start, start + 3_000_000_000)).unwrap();
-        let right = Trace::parse(&trace(-30.5, start, start + 3_000_000_000)).unwrap();
-        let from = start as f64 + 1e9;
-        let got = believed_lag_us(&left, &right, from, from + 0.5e9).unwrap();
+        let left = trace(12.0, start, start + 3_000_000_000);
+        let right = trace(-30.5, start + 5_000_000, start + 3_000_000_000);
+        let from = start + 1_000_000_000;
+        let got = believed_lag_us(&left, &right, from, from + 500_000_000).unwrap();
         // The right side is 30.5 us early, the left 12 us late: the right is 42.5 us ahead.
         assert!((got + 42.5).abs() < 0.01, "{got}");
         // Outside what both traces cover while playing: no answer.
         assert_eq!(
-            believed_lag_us(&left, &right, from + 2.8e9, from + 3.3e9),
+            believed_lag_us(&left, &right, from + 1_800_000_000, from + 2_300_000_000),
             None
         );
         assert_eq!(
-            believed_lag_us(&left, &right, start as f64 - 0.5e9, start as f64),
+            believed_lag_us(&left, &right, start - 500_000_000, start),
+            None
+        );
+        // A hole in the right-hand trace (a pause) leaves the window without an answer.
+        let holed: Vec<_> = right
+            .iter()
+            .filter(|p| !(from + 100_000_000..from + 300_000_000).contains(&p.host_ns))
+            .copied()
+            .collect();
+        assert_eq!(
+            believed_lag_us(&left, &holed, from, from + 500_000_000),
             None
         );
     }
@@ -580,24 +542,6 @@ mod tests {
         assert!((s.sync_mean - 30.0).abs() < 1e-9 && (s.device_mean - 10.0).abs() < 1e-9);
         assert!((s.sync_p99 - 40.0).abs() < 1e-9 && (s.device_p99 - 30.0).abs() < 1e-9);
         assert!(split_summary(&used, &[None, None, None]).is_none());
-    }
-
-    #[test]
-    fn a_trace_that_goes_back_in_time_is_read_from_its_newer_lines() {
-        let back = "h\n10,0,48000,playing\n20,480,48000,playing\n30,960,48000,playing\n\
-                    15,100,48000,playing\n25,580,48000,playing\n";
-        let t = Trace::parse(back).unwrap();
-        assert_eq!(t.points, vec![(10.0, 0.0), (15.0, 100.0), (25.0, 580.0)]);
-    }
-
-    #[test]
-    fn a_trace_that_never_plays_or_is_garbled_is_refused() {
-        assert!(Trace::parse("h\n10,0,48000,stopped\n").is_err());
-        assert!(
-            Trace::parse("h\n10,x,48000,playing\n")
-                .unwrap_err()
-                .contains("frame")
-        );
     }
 
     #[test]
