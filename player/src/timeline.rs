@@ -95,29 +95,23 @@ pub(crate) struct DeviceTimeline {
     frames: f64,
     /// Audio seconds played since the first callback.
     age_s: f64,
-    /// Last callbacks as (frames before it, u) (ring).
-    recent: [(f64, f64); ENVELOPE_CALLBACKS],
-    recent_len: usize,
-    recent_next: usize,
+    /// Last callbacks as (frames before it, u).
+    recent: Ring<(f64, f64), ENVELOPE_CALLBACKS>,
     /// Frames handed over before the callback that started the current block, and its
     /// instant; the block's earliest callback as (frames, u).
     block_start: f64,
     block_start_ns: f64,
     block_min: Option<(f64, f64)>,
     /// Earliest callback of each finished block (ring).
-    rate_points: [(f64, f64); RATE_BLOCKS],
-    rate_len: usize,
-    rate_next: usize,
+    rate_points: Ring<(f64, f64), RATE_BLOCKS>,
     /// How much longer than nominal the device takes per frame, as a fraction of the nominal
     /// frame (2e-4: it runs 200 ppm slow against our clock).
     rate: f64,
     /// Reported minus envelope instants of this block's callbacks.
     block_delays: [f64; BLOCK_REPORTS],
     block_delays_len: usize,
-    /// Median of each finished block's delays (ring).
-    delays: [f64; DELAY_BLOCKS],
-    delays_len: usize,
-    delays_next: usize,
+    /// Median of each finished block's delays.
+    delays: Ring<f64, DELAY_BLOCKS>,
     /// Scratch for the trimmed mean.
     scratch: [f64; DELAY_BLOCKS],
     /// Delay from the envelope to the heard instant; `None` until learnt.
@@ -125,6 +119,46 @@ pub(crate) struct DeviceTimeline {
     /// Audio seconds for which the timeline has been further than `REANCHOR_NS` from the
     /// reports, without a break.
     disagreeing_s: f64,
+}
+
+/// The last `N` values pushed, in fixed storage (the audio callback must not allocate).
+#[derive(Debug)]
+struct Ring<T, const N: usize> {
+    items: [T; N],
+    len: usize,
+    next: usize,
+}
+
+impl<T: Copy, const N: usize> Ring<T, N> {
+    fn new(fill: T) -> Self {
+        Ring {
+            items: [fill; N],
+            len: 0,
+            next: 0,
+        }
+    }
+
+    fn push(&mut self, value: T) {
+        self.items[self.next] = value;
+        self.next = (self.next + 1) % N;
+        self.len = (self.len + 1).min(N);
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+        self.next = 0;
+    }
+
+    /// The values held, in no particular order: pushes fill the storage from the front
+    /// until it is full.
+    fn items(&self) -> &[T] {
+        &self.items[..self.len]
+    }
+
+    /// The values held, newest first.
+    fn newest(&self) -> impl Iterator<Item = T> + '_ {
+        (1..=self.len).map(move |back| self.items[(self.next + N - back) % N])
+    }
 }
 
 /// Median of a small slice, reordering it.
@@ -148,21 +182,15 @@ impl DeviceTimeline {
             last_ns: 0.0,
             frames: 0.0,
             age_s: 0.0,
-            recent: [(0.0, 0.0); ENVELOPE_CALLBACKS],
-            recent_len: 0,
-            recent_next: 0,
+            recent: Ring::new((0.0, 0.0)),
             block_start: 0.0,
             block_start_ns: 0.0,
             block_min: None,
-            rate_points: [(0.0, 0.0); RATE_BLOCKS],
-            rate_len: 0,
-            rate_next: 0,
+            rate_points: Ring::new((0.0, 0.0)),
             rate: 0.0,
             block_delays: [0.0; BLOCK_REPORTS],
             block_delays_len: 0,
-            delays: [0.0; DELAY_BLOCKS],
-            delays_len: 0,
-            delays_next: 0,
+            delays: Ring::new(0.0),
             scratch: [0.0; DELAY_BLOCKS],
             delay_ns: None,
             disagreeing_s: 0.0,
@@ -175,8 +203,7 @@ impl DeviceTimeline {
         self.running = true;
         self.age_s = 0.0;
         self.rate = 0.0;
-        self.delays_len = 0;
-        self.delays_next = 0;
+        self.delays.clear();
         self.delay_ns = None;
     }
 
@@ -188,13 +215,11 @@ impl DeviceTimeline {
         self.origin_ns = now;
         self.last_ns = now;
         self.frames = 0.0;
-        self.recent_len = 0;
-        self.recent_next = 0;
+        self.recent.clear();
         self.block_start = 0.0;
         self.block_start_ns = now;
         self.block_min = None;
-        self.rate_len = 0;
-        self.rate_next = 0;
+        self.rate_points.clear();
         self.block_delays_len = 0;
         self.disagreeing_s = 0.0;
     }
@@ -218,11 +243,11 @@ impl DeviceTimeline {
         self.age_s += buffer_ns * 1e-9;
 
         // The earliest recent callback, carried forward to this one at the device's rate.
-        self.recent[self.recent_next] = (before, u);
-        self.recent_next = (self.recent_next + 1) % ENVELOPE_CALLBACKS;
-        self.recent_len = (self.recent_len + 1).min(ENVELOPE_CALLBACKS);
+        self.recent.push((before, u));
         let rate = self.rate;
-        let envelope_u = self.recent[..self.recent_len]
+        let envelope_u = self
+            .recent
+            .items()
             .iter()
             .map(|&(f, uj)| uj + (before - f) * p * rate)
             .fold(f64::INFINITY, f64::min);
@@ -272,20 +297,16 @@ impl DeviceTimeline {
             return;
         }
         if let Some(point) = self.block_min.take() {
-            if self.rate_len > 0 {
-                let last = (self.rate_next + RATE_BLOCKS - 1) % RATE_BLOCKS;
-                let (f, u) = self.rate_points[last];
+            let last = self.rate_points.newest().next();
+            if let Some((f, u)) = last {
                 let expected = u + (point.0 - f) * self.ns_per_frame * self.rate;
                 if (point.1 - expected).abs() > RATE_STEP_NS {
-                    self.rate_len = 0;
-                    self.rate_next = 0;
+                    self.rate_points.clear();
                 }
             }
-            self.rate_points[self.rate_next] = point;
-            self.rate_next = (self.rate_next + 1) % RATE_BLOCKS;
-            self.rate_len = (self.rate_len + 1).min(RATE_BLOCKS);
+            self.rate_points.push(point);
         }
-        if self.rate_len >= RATE_MIN_BLOCKS {
+        if self.rate_points.items().len() >= RATE_MIN_BLOCKS {
             match self.fit_rate() {
                 Some(rate) => self.rate = rate,
                 None => {
@@ -298,11 +319,9 @@ impl DeviceTimeline {
         if self.block_delays_len > 0 {
             let m = median(&mut self.block_delays[..self.block_delays_len]);
             self.block_delays_len = 0;
-            self.delays[self.delays_next] = m;
-            self.delays_next = (self.delays_next + 1) % DELAY_BLOCKS;
-            self.delays_len = (self.delays_len + 1).min(DELAY_BLOCKS);
+            self.delays.push(m);
         }
-        if self.age_s >= DELAY_MIN_AGE_S && self.delays_len > 0 {
+        if self.age_s >= DELAY_MIN_AGE_S && !self.delays.items().is_empty() {
             self.delay_ns = Some(self.learn_delay());
         }
     }
@@ -310,7 +329,7 @@ impl DeviceTimeline {
     /// Least-squares slope of the blocks' earliest callbacks: the device's rate against the
     /// clock. `None` if it is no crystal's.
     fn fit_rate(&self) -> Option<f64> {
-        let points = &self.rate_points[..self.rate_len];
+        let points = self.rate_points.items();
         let n = points.len() as f64;
         let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
         let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
@@ -329,10 +348,9 @@ impl DeviceTimeline {
 
     /// Trimmed mean of the block medians over the later half of the history.
     fn learn_delay(&mut self) -> f64 {
-        let n = (self.delays_len / 2).max(1);
-        for i in 0..n {
-            let back = (self.delays_next + DELAY_BLOCKS - 1 - i) % DELAY_BLOCKS;
-            self.scratch[i] = self.delays[back];
+        let n = (self.delays.items().len() / 2).max(1);
+        for (slot, d) in self.scratch.iter_mut().zip(self.delays.newest().take(n)) {
+            *slot = d;
         }
         let kept = &mut self.scratch[..n];
         kept.sort_unstable_by(f64::total_cmp);
