@@ -282,12 +282,34 @@ pub fn assert_in_sync(clients: &[&Client], seconds: u64, max_us: f64) {
     }
 }
 
-/// A fresh folder for one test's logs and traces.
-pub fn tempfile_dir(name: &str) -> std::path::PathBuf {
+/// A test's folder of logs and traces: removed when the test passes, kept (and named on
+/// stderr) when it fails, because the logs are what explains a failure.
+pub struct WorkDir(std::path::PathBuf);
+
+impl std::ops::Deref for WorkDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("logs kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A fresh folder for one test's logs and traces (see [`WorkDir`]). Declare it first in the
+/// test, so it is dropped after the processes writing into it.
+pub fn tempfile_dir(name: &str) -> WorkDir {
     let d = std::env::temp_dir().join(format!("music262-e2e-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    WorkDir(d)
 }
 
 /// The `status` frame of every client, asserting that each is in `state`.
