@@ -263,6 +263,11 @@ impl Player {
         self.control.song()
     }
 
+    /// See [`Control::output_breaks`].
+    pub fn output_breaks(&self) -> u64 {
+        self.control.output_breaks()
+    }
+
     /// See [`Control::take_events`].
     pub fn take_events(&self) -> Vec<PlayerEvent> {
         self.control.take_events()

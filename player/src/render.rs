@@ -172,6 +172,8 @@ struct Shared {
     /// Output delay the sink does not know about (see [`Control::set_output_latency_ns`]);
     /// outside the seqlock: it is one word, read once per buffer.
     extra_latency_ns: AtomicU64,
+    /// How many times the sink's output broke (see [`Renderer::note_output_break`]).
+    output_breaks: AtomicU64,
 }
 
 const STATE_NONE: u64 = 0;
@@ -449,6 +451,13 @@ impl Control {
         self.shared.read()
     }
 
+    /// How many times the output broke since the player opened (a sound device that ran dry
+    /// and was restarted): a change means the sound has glitched and the position may have
+    /// stepped by milliseconds.
+    pub fn output_breaks(&self) -> u64 {
+        self.shared.output_breaks.load(Ordering::Relaxed)
+    }
+
     /// The state at the latest rendered slot.
     pub fn state(&self) -> PlaybackState {
         self.position().map(|r| r.state).unwrap_or_default()
@@ -521,6 +530,13 @@ impl Renderer {
     /// Output channels.
     pub fn channels(&self) -> usize {
         self.channels
+    }
+
+    /// Records that the sink's output broke before the next buffer (the device ran dry and
+    /// was restarted), for [`Control::output_breaks`]. The renderer itself carries on from
+    /// where it was: putting it back on the timeline is the caller's sync loop's decision.
+    pub fn note_output_break(&mut self) {
+        self.shared.output_breaks.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Fills `out` (interleaved, `channels()` per frame; a trailing partial frame is zeroed)

@@ -25,7 +25,7 @@ use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use crate::clock::Clock;
 use crate::render::{PlayerEvent, Renderer};
 use crate::song::{WavEncoding, wav_spec};
-use crate::timeline::DeviceTimeline;
+use crate::timeline::{DeviceTimeline, is_stall};
 
 /// Where the audio goes, as given on a command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -352,17 +352,43 @@ where
 {
     let channels = usize::from(choice.config.channels);
     let ns_per_frame = 1e9 / f64::from(choice.config.sample_rate);
+    let choice_rate = choice.config.sample_rate;
     let mut scratch = vec![0.0f32; CALLBACK_BLOCK_FRAMES * channels];
     let mut timeline = (!reported_timing()).then(|| DeviceTimeline::new(choice.config.sample_rate));
+    // Set by the error callback when the device ran dry; cpal calls both callbacks from the
+    // stream's one thread, the error before the refill that follows it.
+    let xrun = Arc::new(AtomicBool::new(false));
+    let xrun_seen = xrun.clone();
+    let mut last_callback_ns: Option<u64> = None;
+    let mut frames_handed = 0u64;
     let data_callback = move |data: &mut [T], info: &cpal::OutputCallbackInfo| {
         let now = clock.now_ns();
+        let frames = data.len() / channels.max(1);
+        // The output broke if the stack says the device ran dry, or if the callbacks stopped
+        // for longer than any buffer lasts (a thread stopped for a while: not every stack
+        // reports that underrun). A new stream's first buffers are queued before it starts,
+        // a second or so later: that pause is no break.
+        let started = frames_handed >= u64::from(choice_rate);
+        frames_handed += frames as u64;
+        let stalled = last_callback_ns.replace(now).is_some_and(|last| {
+            started
+                && is_stall(
+                    now.saturating_sub(last) as f64,
+                    frames as f64 * ns_per_frame,
+                )
+        });
+        if xrun_seen.swap(false, Ordering::Relaxed) || stalled {
+            if let Some(timeline) = timeline.as_mut() {
+                timeline.output_broke();
+            }
+            renderer.note_output_break();
+        }
         let ts = info.timestamp();
         // How long until the first frame of this buffer reaches the DAC.
         let latency = ts
             .playback
             .saturating_duration_since(ts.callback)
             .as_nanos() as u64;
-        let frames = data.len() / channels.max(1);
         let first_slot_ns = match timeline.as_mut() {
             Some(timeline) => timeline.first_slot(now, latency, frames),
             None => now + latency,
@@ -379,6 +405,9 @@ where
         }
     };
     let error_callback = move |err: cpal::Error| {
+        if err.kind() == cpal::ErrorKind::Xrun {
+            xrun.store(true, Ordering::Relaxed);
+        }
         let lost = matches!(
             err.kind(),
             cpal::ErrorKind::DeviceNotAvailable

@@ -18,13 +18,17 @@
 //! reports, averaged over the later half of the stream's life (at most its last two and a half minutes), where
 //! their wander averages out and their start-up error is forgotten.
 //!
-//! When the callbacks stop for a while (an underrun: the stream is prepared and started again),
-//! the callbacks' line starts over but the delay and the rate are kept: the buffers and the
-//! crystal are the same, while the first reports after a restart are often milliseconds off.
-//! Where the timeline and the reports disagree by more than [`REANCHOR_NS`] for
-//! [`REANCHOR_AFTER_S`] of audio, or the callbacks do not keep a clock's pace (ALSA's `null` PCM
-//! takes frames as fast as they come), everything starts over and the reports are used as they
-//! are until the delay has been learnt again.
+//! When the output breaks (an underrun: the device ran dry, and the stream is prepared and
+//! started again), the restarted stream first takes a burst of buffers to refill the device,
+//! a few callbacks within a couple of milliseconds whose reports are meaningless; those
+//! buffers are timed by the delay learnt before, and the callbacks' line starts over at the
+//! first steady callback after them, keeping the rate and, until the restarted stream has
+//! taught its own, the delay: the crystal is the same and the buffering usually is. Where the timeline and the reports disagree by more than
+//! [`REANCHOR_NS`] for [`REANCHOR_AFTER_S`] of audio ([`REANCHOR_AFTER_BREAK_S`] just after a
+//! break, when the stream may well have come back with a buffer more or less: a period, 10 ms,
+//! was measured), or the callbacks do not keep a clock's pace (ALSA's `null` PCM takes frames
+//! as fast as they come), everything starts over and the reports are used as they are until
+//! the delay has been learnt again.
 
 /// How many recent callbacks the wake-up envelope looks back over: about 85 ms at the
 /// 512-frame buffers PulseAudio asks for. Longer windows follow the device's rate changes
@@ -60,7 +64,8 @@ const DELAY_BLOCKS: usize = 600;
 /// glitch of the reports lasting seconds does not move it.
 const DELAY_TRIM: f64 = 0.25;
 
-/// Reports are used as they are until the stream has played this long.
+/// Reports are used as they are until the stream has played this long; after an output break,
+/// the delay learnt before it is used until the restarted stream has played this long.
 const DELAY_MIN_AGE_S: f64 = 4.0;
 
 /// Reports per block kept for its median; a device with tiny buffers fills this early in the
@@ -73,9 +78,25 @@ const REANCHOR_NS: f64 = 2_000_000.0;
 /// ...for this many seconds of audio is wrong: the stream restarted or is not paced.
 const REANCHOR_AFTER_S: f64 = 0.5;
 
-/// A pause between callbacks longer than this (plus twice the buffer) means the stream
-/// stalled: whatever was learnt of its timing is stale.
+/// ...or, for this long after the line restarted at an output break...
+const REANCHOR_AFTER_BREAK_S: f64 = 0.05;
+
+/// ...of the first this many seconds of audio after it.
+const BREAK_VERIFY_S: f64 = 1.0;
+
+/// A pause between callbacks longer than this (plus twice the buffer) means the output broke,
+/// whether or not the audio stack said so.
 const STALL_NS: f64 = 100_000_000.0;
+
+/// Whether a pause of `gap_ns` between two callbacks of `buffer_ns` each means the output broke
+/// (see [`STALL_NS`]).
+pub(crate) fn is_stall(gap_ns: f64, buffer_ns: f64) -> bool {
+    gap_ns > STALL_NS + 2.0 * buffer_ns
+}
+
+/// The most callbacks after an output break taken as the refill burst (through ALSA's pulse
+/// plugin it was three); the first callback with a steady spacing ends it sooner.
+const BURST_CALLBACKS: usize = 8;
 
 /// The device timeline of one output stream. Fed once per callback; allocates nothing (the
 /// audio callback must not), so its history lives in fixed arrays.
@@ -119,6 +140,10 @@ pub(crate) struct DeviceTimeline {
     /// Audio seconds for which the timeline has been further than `REANCHOR_NS` from the
     /// reports, without a break.
     disagreeing_s: f64,
+    /// Callbacks left that may still be the refill burst after an output break (0: none).
+    settling: usize,
+    /// The callbacks' line was restarted at an output break (and not since from scratch).
+    after_break: bool,
 }
 
 /// The last `N` values pushed, in fixed storage (the audio callback must not allocate).
@@ -194,23 +219,30 @@ impl DeviceTimeline {
             scratch: [0.0; DELAY_BLOCKS],
             delay_ns: None,
             disagreeing_s: 0.0,
+            settling: 0,
+            after_break: false,
         }
+    }
+
+    /// The output broke before the next callback: the device ran dry and the stream was
+    /// restarted (cpal reports it as an xrun).
+    pub(crate) fn output_broke(&mut self) {
+        self.settling = BURST_CALLBACKS;
     }
 
     /// Forgets everything learnt and starts a new timeline at this callback.
     fn restart(&mut self, now: f64) {
         self.restart_clock(now);
         self.running = true;
-        self.age_s = 0.0;
         self.rate = 0.0;
-        self.delays.clear();
         self.delay_ns = None;
+        self.after_break = false;
     }
 
-    /// Starts the callbacks' line over at this callback, after the stream stalled, but keeps
+    /// Starts the callbacks' line over at this callback, after the output broke, but keeps
     /// the delay from callback to sound and the device's rate: a stream that underran and
-    /// restarted still has the same buffers and the same crystal, while the reports it gives
-    /// for its first buffers after a restart can be many milliseconds off.
+    /// restarted usually still has the same buffers and the same crystal, while the reports it
+    /// gives for its first buffers after a restart can be many milliseconds off.
     fn restart_clock(&mut self, now: f64) {
         self.origin_ns = now;
         self.last_ns = now;
@@ -222,6 +254,10 @@ impl DeviceTimeline {
         self.rate_points.clear();
         self.block_delays_len = 0;
         self.disagreeing_s = 0.0;
+        // The delay is kept, but learnt again from the restarted stream alone: its callbacks
+        // can fall a few hundred microseconds differently against the sound than before.
+        self.delays.clear();
+        self.age_s = 0.0;
     }
 
     /// The instant the first of this callback's `frames` is heard, given the clock read in the
@@ -231,10 +267,30 @@ impl DeviceTimeline {
         let now = now_ns as f64;
         let p = self.ns_per_frame;
         let buffer_ns = frames as f64 * p;
+        let gap = now - self.last_ns;
+        if self.running && is_stall(gap, buffer_ns) {
+            self.output_broke();
+        }
+        if self.settling > 0 {
+            // The refill burst: the first callback after the break, and any that follow it
+            // closer than half a buffer. Their buffers are queued, not yet timed by anything.
+            let burst = self.settling == BURST_CALLBACKS || gap < buffer_ns / 2.0;
+            if burst && self.settling > 1 && now >= self.last_ns {
+                self.settling -= 1;
+                self.last_ns = now;
+                return match self.delay_ns.filter(|_| self.running) {
+                    Some(delay) => (now + delay).max(0.0).round() as u64,
+                    None => reported,
+                };
+            }
+            self.settling = 0;
+            if self.running && now >= self.last_ns {
+                self.restart_clock(now);
+                self.after_break = true;
+            }
+        }
         if !self.running || now < self.last_ns {
             self.restart(now);
-        } else if now - self.last_ns > STALL_NS + 2.0 * buffer_ns {
-            self.restart_clock(now);
         }
         let before = self.frames;
         let u = now - self.origin_ns - before * p;
@@ -272,7 +328,13 @@ impl DeviceTimeline {
             // A few reports far off are the reports' fault (the first ones after a restart
             // often are); half a second of them is a change the callbacks cannot show.
             self.disagreeing_s += buffer_ns * 1e-9;
-            if self.disagreeing_s >= REANCHOR_AFTER_S {
+            let verifying = self.after_break && self.frames * p < BREAK_VERIFY_S * 1e9;
+            let window = if verifying {
+                REANCHOR_AFTER_BREAK_S
+            } else {
+                REANCHOR_AFTER_S
+            };
+            if self.disagreeing_s >= window {
                 self.running = false;
                 return reported;
             }
@@ -548,6 +610,26 @@ mod tests {
         assert!(report > 9_000.0, "the reports are off by up to {report} us");
         // The first callbacks after it have fewer wake-ups to take the earliest of.
         assert!(worst < 100.0, "off by up to {worst} us after the stall");
+    }
+
+    #[test]
+    fn after_an_output_break_a_buffer_less_of_delay_is_taken_within_a_tenth_of_a_second() {
+        let mut timeline = DeviceTimeline::new(RATE);
+        let mut device = Device::new(-80.0);
+        advance(&mut timeline, &mut device, 40.0);
+        // The device runs dry for 12 ms; the stream is restarted with three buffers queued in
+        // a burst (their latencies meaningless) and from then on buffers one period less, as
+        // measured through ALSA's pulse plugin.
+        timeline.output_broke();
+        let t = device.heard_ns - device.delay_ns + 42e6;
+        for (i, latency) in [0u64, 6_000_000, 16_000_000].into_iter().enumerate() {
+            timeline.first_slot(t as u64 + i as u64 * 600_000, latency, BUFFER);
+        }
+        device.delay_ns -= 10.5e6;
+        device.heard_ns += 12e6 + 3.0 * BUFFER as f64 * device.ns_per_frame - 10.5e6;
+        let from = device.t_s + 0.1;
+        let (after, _) = run(&mut timeline, &mut device, from + 5.0, from, |_| 0.0);
+        assert!(after < 100.0, "off by up to {after} us after the break");
     }
 
     #[test]

@@ -412,3 +412,12 @@ fn position_reports_match_what_was_written() {
         assert_eq!(checked, 39);
     }
 }
+
+#[test]
+fn output_breaks_noted_by_the_sink_are_counted_for_the_control_side() {
+    let mut rig = Rig::new(48_000, 2, Resampling::Cubic);
+    assert_eq!(rig.control.output_breaks(), 0);
+    rig.renderer.note_output_break();
+    rig.renderer.note_output_break();
+    assert_eq!(rig.control.output_breaks(), 2);
+}

@@ -23,6 +23,10 @@ pub struct ControllerConfig {
     pub max_rate_ppm: f64,
     /// Errors beyond this are corrected by a jump (a re-seek), not by a rate change.
     pub jump_threshold: Nanos,
+    /// The same, shortly after the player's output broke: the sound has glitched already, so
+    /// a re-seek costs nothing more, while a 10 ms error slewed at the rate limit would be
+    /// heard as an echo for twenty seconds.
+    pub break_jump_threshold: Nanos,
     /// Proportional gain, per second: a 1 ms error asks for `kp * 1000` ppm.
     pub kp: f64,
     /// Time constant over which the player's own rate error is averaged.
@@ -36,6 +40,7 @@ impl Default for ControllerConfig {
         ControllerConfig {
             max_rate_ppm: 500.0,
             jump_threshold: 20 * crate::time::MILLISECOND,
+            break_jump_threshold: 500 * crate::time::MICROSECOND,
             kp: 0.5,
             observer_time_constant: 4 * SECOND,
             min_rate_step_ppm: 0.05,
@@ -108,16 +113,24 @@ impl DriftController {
     /// at local instant `at`; `previous` is the previous report's instant and error, evaluated
     /// against the *same* timeline estimate as `error` (so that an update of the group-time
     /// estimate between the two reports is not mistaken for the player's own drift);
-    /// `feed_forward_ppm` is the rate of group time relative to the local clock.
+    /// `feed_forward_ppm` is the rate of group time relative to the local clock;
+    /// `after_break` says the player's output broke a moment ago, which lowers the jump
+    /// threshold to [`ControllerConfig::break_jump_threshold`].
     pub fn update(
         &mut self,
         at: LocalTime,
         error: Nanos,
         previous: Option<(LocalTime, Nanos)>,
         feed_forward_ppm: f64,
+        after_break: bool,
     ) -> ControlDecision {
         self.last_error = Some(error);
-        if error.unsigned_abs() > self.config.jump_threshold.unsigned_abs() {
+        let threshold = if after_break {
+            self.config.break_jump_threshold
+        } else {
+            self.config.jump_threshold
+        };
+        if error.unsigned_abs() > threshold.unsigned_abs() {
             return ControlDecision::Jump;
         }
         let ff = feed_forward_ppm * 1e-6;
@@ -126,9 +139,14 @@ impl DriftController {
         {
             let dt = at.since(t0) as f64;
             // The error drifted by (applied rate + disturbance - group rate) over dt.
-            let observed = (error - e0) as f64 / dt - (self.applied - ff);
-            let alpha = (dt / self.config.observer_time_constant as f64).min(1.0);
             let max = self.config.max_rate_ppm * 1e-6;
+            // A step of the measured error (the player's timing re-learnt after its output
+            // broke, say: a millisecond between two reports 50 ms apart) would read as a rate
+            // of thousands of ppm and drag the estimate to its limit for seconds; no crystal is
+            // that far off, so no observation counts for more than twice the limit.
+            let observed =
+                ((error - e0) as f64 / dt - (self.applied - ff)).clamp(-2.0 * max, 2.0 * max);
+            let alpha = (dt / self.config.observer_time_constant as f64).min(1.0);
             self.disturbance =
                 (self.disturbance + alpha * (observed - self.disturbance)).clamp(-max, max);
         }
@@ -169,7 +187,7 @@ mod tests {
             err += step as f64 * ((rate + device_ppm - feed_forward) * 1e-6);
             t = t + step;
             let e = err.round() as Nanos;
-            let decision = c.update(t, e, prev, feed_forward);
+            let decision = c.update(t, e, prev, feed_forward, false);
             prev = Some((t, e));
             match decision {
                 ControlDecision::Rate(r) => rate = r,
@@ -224,12 +242,50 @@ mod tests {
     fn large_errors_ask_for_a_jump_and_rates_stay_bounded() {
         let mut c = DriftController::new(ControllerConfig::default());
         assert_eq!(
-            c.update(LocalTime(0), 25 * MILLISECOND, None, 0.0),
+            c.update(LocalTime(0), 25 * MILLISECOND, None, 0.0, false),
             ControlDecision::Jump
         );
-        match c.update(LocalTime(SECOND as u64), 15 * MILLISECOND, None, 0.0) {
+        match c.update(LocalTime(SECOND as u64), 15 * MILLISECOND, None, 0.0, false) {
             ControlDecision::Rate(r) => assert_eq!(r, -500.0),
             other => panic!("expected a bounded rate, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_step_of_the_measured_error_barely_moves_the_rate_estimate() {
+        let mut c = DriftController::new(ControllerConfig::default());
+        let step = 50 * MILLISECOND;
+        let mut t = LocalTime(SECOND as u64);
+        let mut prev = None;
+        // The player keeps the timeline; then its measured error steps by 2 ms once.
+        for k in 0..200 {
+            t = t + step;
+            let e = if k < 100 { 0 } else { 2 * MILLISECOND };
+            let _ = c.update(t, e, prev, 0.0, false);
+            prev = Some((t, e));
+            if k == 100 {
+                assert!(
+                    c.disturbance_ppm().abs() < 20.0,
+                    "estimate moved to {} ppm",
+                    c.disturbance_ppm()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn after_an_output_break_a_millisecond_error_asks_for_a_jump() {
+        let mut c = DriftController::new(ControllerConfig::default());
+        let (t, e) = (LocalTime(0), MILLISECOND);
+        assert!(matches!(
+            c.update(t, e, None, 0.0, false),
+            ControlDecision::Rate(_)
+        ));
+        assert_eq!(c.update(t, e, None, 0.0, true), ControlDecision::Jump);
+        // Below the break threshold the error is still slewed.
+        assert!(matches!(
+            c.update(t, 300 * crate::time::MICROSECOND, None, 0.0, true),
+            ControlDecision::Rate(_)
+        ));
     }
 }

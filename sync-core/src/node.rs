@@ -273,6 +273,16 @@ pub enum PlayerReport {
         /// Song frame heard then.
         frame: f64,
     },
+    /// The player's output broke at local instant `at` (the sound device ran dry and was
+    /// restarted): the sound has already glitched, and the player may now be milliseconds off
+    /// the timeline, with a device latency that changed. The node lets the restarted stream
+    /// settle, then re-seeks for any error above
+    /// [`ControllerConfig::break_jump_threshold`](crate::control::ControllerConfig) instead of
+    /// slewing it out over many seconds at the inaudible rate limit.
+    OutputBreak {
+        /// Local instant of the first output after the break.
+        at: LocalTime,
+    },
 }
 
 /// Why a link ended.
@@ -605,6 +615,8 @@ pub struct Node {
     plan: Option<PlanKey>,
     playing: bool,
     jump_until: Option<LocalTime>,
+    /// Until this instant, after the player's output broke, small errors are re-seeked.
+    break_until: Option<LocalTime>,
     ready_from: BTreeSet<NodeId>,
     /// Set while accepting a state whose timeline matches what the player already plays
     /// (within a millisecond): the controller absorbs the difference instead of a re-seek.
@@ -625,6 +637,12 @@ pub struct Node {
 }
 
 const MAX_OUTSTANDING_PROBES: usize = 8;
+/// After the player's output breaks, its reports are ignored this long: a restarted sound
+/// stream first takes a burst of buffers whose reported instants are meaningless (measured
+/// through ALSA's pulse plugin: three callbacks within 2 ms, then steady ones).
+const OUTPUT_BREAK_SETTLE: Nanos = 150 * MILLISECOND;
+/// ...and for this long after the break, errors above the break threshold are re-seeked.
+const OUTPUT_BREAK_WINDOW: Nanos = 2 * SECOND;
 const MAX_GOSSIP_ADDRS: usize = 256;
 const MAX_CONVERSIONS: usize = 16;
 
@@ -659,6 +677,7 @@ impl Node {
             plan: None,
             playing: false,
             jump_until: None,
+            break_until: None,
             ready_from: BTreeSet::new(),
             smooth_retime: false,
             pause_on_timeline: false,
@@ -2152,6 +2171,16 @@ impl Node {
                 self.event(Event::LoadFailed { song, reason });
             }
             PlayerReport::Position { at, frame } => self.on_position(now, at, frame),
+            PlayerReport::OutputBreak { at } => {
+                // The first reports after a restart describe buffers queued in a burst before
+                // the stream ran again; they are not worth a decision.
+                let settled = at + OUTPUT_BREAK_SETTLE;
+                self.jump_until = Some(self.jump_until.map_or(settled, |t| t.max(settled)));
+                self.break_until = Some(at + OUTPUT_BREAK_WINDOW);
+                // Errors from before the break say nothing of the player's rate.
+                self.last_report = None;
+                self.controller.restart();
+            }
         }
     }
 
@@ -2177,7 +2206,8 @@ impl Node {
         });
         self.last_report = Some((at, frame));
         let ff = self.mapping.rate_ppm;
-        match self.controller.update(at, error, previous, ff) {
+        let after_break = self.break_until.is_some_and(|t| at < t);
+        match self.controller.update(at, error, previous, ff, after_break) {
             ControlDecision::Hold => {}
             ControlDecision::Rate(ppm) => self.emit(Output::Correction(Correction::Rate { ppm })),
             ControlDecision::Jump => {

@@ -1017,6 +1017,62 @@ fn a_large_error_is_corrected_by_a_jump() {
     assert_eq!(net.nodes[1].node.counters().jumps, 1);
 }
 
+/// Two playing peers; node 1's player then comes back from a broken output 8 ms behind, as a
+/// sound stream that ran dry does. Returns the net and node 1's error 1 s later, in frames.
+fn after_an_output_break(reported: bool) -> (Net, f64) {
+    let mut net = Net::new(&skewed_clocks(2));
+    net.connect(LinkSpec {
+        a: 0,
+        b: 1,
+        delay_ab: MS,
+        delay_ba: MS,
+    });
+    net.run_until(3 * SEC);
+    net.command(
+        0,
+        Command::Play {
+            song: Some(song(48_000 * 300)),
+            frame: 0,
+        },
+    )
+    .unwrap();
+    net.run_until(5 * SEC);
+    if let Some((f, t0)) = net.nodes[1].player.anchor {
+        net.nodes[1].player.anchor = Some((f - 384.0, t0));
+    }
+    if reported {
+        let at = net.local(1);
+        net.nodes[1]
+            .node
+            .handle_player(at, PlayerReport::OutputBreak { at });
+        net.drain(1);
+    }
+    net.run_until(6 * SEC);
+    let error = net.frame(0).unwrap() - net.frame(1).unwrap();
+    (net, error)
+}
+
+#[test]
+fn after_an_output_break_a_few_milliseconds_off_are_re_seeked_at_once() {
+    let (net, error) = after_an_output_break(true);
+    assert_eq!(net.nodes[1].player.jumps, 1);
+    assert!(
+        error.abs() < 2.0,
+        "{error} frames off a second after the break"
+    );
+}
+
+#[test]
+fn a_few_milliseconds_off_without_an_output_break_are_slewed_not_jumped() {
+    let (net, error) = after_an_output_break(false);
+    assert_eq!(net.nodes[1].player.jumps, 0);
+    // At the 500 ppm limit a second removes half a millisecond of the eight.
+    assert!(
+        (300.0..384.0).contains(&error),
+        "{error} frames off a second later"
+    );
+}
+
 // 8. Bad input ----------------------------------------------------------------------------
 
 #[test]

@@ -120,6 +120,8 @@ pub struct Driver {
     loads: u64,
     server_up: Option<bool>,
     last_report: Option<u64>,
+    /// The player's count of output breaks, as last passed on to the node.
+    output_breaks: u64,
     peers: BTreeMap<LinkId, String>,
     /// What the transports refused (shown by `status`).
     refused: RefusedCounts,
@@ -196,6 +198,7 @@ impl Driver {
             loads: 0,
             server_up: None,
             last_report: None,
+            output_breaks: 0,
             peers: BTreeMap::new(),
             refused: RefusedCounts::default(),
             key_note: p.key_note,
@@ -601,6 +604,19 @@ impl Driver {
             return;
         };
         let current = self.generation == Some(pos.song_generation);
+        let breaks = self.player.output_breaks();
+        if breaks != self.output_breaks {
+            // Checked every tick, so the node hears of it before the next position.
+            self.output_breaks = breaks;
+            tracing::info!(breaks, "sound output broke and restarted");
+            let now = self.now();
+            self.node.handle_player(
+                now,
+                PlayerReport::OutputBreak {
+                    at: LocalTime(pos.instant_ns),
+                },
+            );
+        }
         if report
             && current
             && pos.state == PlaybackState::Playing
