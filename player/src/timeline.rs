@@ -22,8 +22,10 @@
 //! started again), the restarted stream first takes a burst of buffers to refill the device,
 //! a few callbacks within a couple of milliseconds whose reports are meaningless; those
 //! buffers are timed by the delay learnt before, and the callbacks' line starts over at the
-//! first steady callback after them, keeping the rate and, until the restarted stream has
-//! taught its own, the delay: the crystal is the same and the buffering usually is. Where the timeline and the reports disagree by more than
+//! first steady callback after them, keeping the delay and the rate: the crystal is the same
+//! and the buffering usually is, while the reports of a restarted stream can be milliseconds
+//! off for seconds (learning the delay from them alone after a break was tried: one run in
+//! four was 4 ms off for 20 s). Where the timeline and the reports disagree by more than
 //! [`REANCHOR_NS`] for [`REANCHOR_AFTER_S`] of audio ([`REANCHOR_AFTER_BREAK_S`] just after a
 //! break, when the stream may well have come back with a buffer more or less: a period, 10 ms,
 //! was measured), or the callbacks do not keep a clock's pace (ALSA's `null` PCM takes frames
@@ -64,8 +66,7 @@ const DELAY_BLOCKS: usize = 600;
 /// glitch of the reports lasting seconds does not move it.
 const DELAY_TRIM: f64 = 0.25;
 
-/// Reports are used as they are until the stream has played this long; after an output break,
-/// the delay learnt before it is used until the restarted stream has played this long.
+/// Reports are used as they are until the stream has played this long.
 const DELAY_MIN_AGE_S: f64 = 4.0;
 
 /// Reports per block kept for its median; a device with tiny buffers fills this early in the
@@ -234,7 +235,9 @@ impl DeviceTimeline {
     fn restart(&mut self, now: f64) {
         self.restart_clock(now);
         self.running = true;
+        self.age_s = 0.0;
         self.rate = 0.0;
+        self.delays.clear();
         self.delay_ns = None;
         self.after_break = false;
     }
@@ -254,10 +257,6 @@ impl DeviceTimeline {
         self.rate_points.clear();
         self.block_delays_len = 0;
         self.disagreeing_s = 0.0;
-        // The delay is kept, but learnt again from the restarted stream alone: its callbacks
-        // can fall a few hundred microseconds differently against the sound than before.
-        self.delays.clear();
-        self.age_s = 0.0;
     }
 
     /// The instant the first of this callback's `frames` is heard, given the clock read in the

@@ -48,6 +48,11 @@ impl Default for ControllerConfig {
     }
 }
 
+/// An observed rate further than this many rate limits from the estimate is a step of the
+/// measurement, not the player's rate (at the 500 ppm limit and 50 ms between reports: a step
+/// of 250 µs).
+const OUTLIER_RATE_LIMITS: f64 = 10.0;
+
 /// What the controller asks of the player after a report.
 #[derive(Clone, Copy, PartialEq, Debug)]
 pub enum ControlDecision {
@@ -140,15 +145,17 @@ impl DriftController {
             let dt = at.since(t0) as f64;
             // The error drifted by (applied rate + disturbance - group rate) over dt.
             let max = self.config.max_rate_ppm * 1e-6;
+            let observed = (error - e0) as f64 / dt - (self.applied - ff);
             // A step of the measured error (the player's timing re-learnt after its output
-            // broke, say: a millisecond between two reports 50 ms apart) would read as a rate
-            // of thousands of ppm and drag the estimate to its limit for seconds; no crystal is
-            // that far off, so no observation counts for more than twice the limit.
-            let observed =
-                ((error - e0) as f64 / dt - (self.applied - ff)).clamp(-2.0 * max, 2.0 * max);
-            let alpha = (dt / self.config.observer_time_constant as f64).min(1.0);
-            self.disturbance =
-                (self.disturbance + alpha * (observed - self.disturbance)).clamp(-max, max);
+            // broke, say: a millisecond between two reports 50 ms apart) reads as a rate of
+            // thousands of ppm and would drag the estimate to its limit for seconds. No crystal
+            // is that far off, so such an observation is left out, not clipped: clipping near
+            // the reports' own noise (±20 µs in 50 ms is ±800 ppm) would bias the estimate.
+            if (observed - self.disturbance).abs() <= OUTLIER_RATE_LIMITS * max {
+                let alpha = (dt / self.config.observer_time_constant as f64).min(1.0);
+                self.disturbance =
+                    (self.disturbance + alpha * (observed - self.disturbance)).clamp(-max, max);
+            }
         }
         let err_s = error as f64 / SECOND as f64;
         let wanted = (ff - self.disturbance - self.config.kp * err_s) * 1e6;
@@ -249,6 +256,37 @@ mod tests {
             ControlDecision::Rate(r) => assert_eq!(r, -500.0),
             other => panic!("expected a bounded rate, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn noisy_reports_leave_no_steady_error_behind() {
+        // A player 78 ppm fast whose reports are each up to ±40 µs off, 50 ms apart.
+        let mut c = DriftController::new(ControllerConfig::default());
+        let (mut err, mut rate) = (0.0f64, 0.0);
+        let step = 50 * MILLISECOND;
+        let mut t = LocalTime(SECOND as u64);
+        let mut prev = None;
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let (mut sum, mut n) = (0.0, 0.0);
+        for k in 0..4000 {
+            err += step as f64 * ((rate + 78.0) * 1e-6);
+            t = t + step;
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let noise = ((seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 80_000.0;
+            let e = (err + noise).round() as Nanos;
+            if let ControlDecision::Rate(r) = c.update(t, e, prev, 0.0, false) {
+                rate = r;
+            }
+            prev = Some((t, e));
+            if k >= 1000 {
+                sum += err;
+                n += 1.0;
+            }
+        }
+        let mean_us = sum / n / 1e3;
+        assert!(mean_us.abs() < 3.0, "steady error {mean_us:.1} us");
     }
 
     #[test]
