@@ -985,8 +985,9 @@ fn drift_correction_absorbs_a_sound_card_running_fast() {
     assert!(tail.windows(2).all(|w| (w[0] - w[1]).abs() < 10.0));
 }
 
-#[test]
-fn a_large_error_is_corrected_by_a_jump() {
+/// Two linked peers playing a long song since 3 s, at 5 s; node 1's player is then moved
+/// `frames` ahead (behind when negative) of where it was.
+fn two_playing_peers_then_moved(frames: f64) -> Net {
     let mut net = Net::new(&skewed_clocks(2));
     net.connect(LinkSpec {
         a: 0,
@@ -1004,12 +1005,16 @@ fn a_large_error_is_corrected_by_a_jump() {
     )
     .unwrap();
     net.run_until(5 * SEC);
-    // Knock node 1's player 100 ms ahead.
-    let t = net.local(1);
     if let Some((f, t0)) = net.nodes[1].player.anchor {
-        net.nodes[1].player.anchor = Some((f + 4_800.0, t0));
+        net.nodes[1].player.anchor = Some((f + frames, t0));
     }
-    let _ = t;
+    net
+}
+
+#[test]
+fn a_large_error_is_corrected_by_a_jump() {
+    // 100 ms ahead.
+    let mut net = two_playing_peers_then_moved(4_800.0);
     net.run_until(6 * SEC);
     assert_eq!(net.nodes[1].player.jumps, 1);
     let (a, b) = (net.frame(0).unwrap(), net.frame(1).unwrap());
@@ -1020,26 +1025,7 @@ fn a_large_error_is_corrected_by_a_jump() {
 /// Two playing peers; node 1's player then comes back from a broken output 8 ms behind, as a
 /// sound stream that ran dry does. Returns the net and node 1's error 1 s later, in frames.
 fn after_an_output_break(reported: bool) -> (Net, f64) {
-    let mut net = Net::new(&skewed_clocks(2));
-    net.connect(LinkSpec {
-        a: 0,
-        b: 1,
-        delay_ab: MS,
-        delay_ba: MS,
-    });
-    net.run_until(3 * SEC);
-    net.command(
-        0,
-        Command::Play {
-            song: Some(song(48_000 * 300)),
-            frame: 0,
-        },
-    )
-    .unwrap();
-    net.run_until(5 * SEC);
-    if let Some((f, t0)) = net.nodes[1].player.anchor {
-        net.nodes[1].player.anchor = Some((f - 384.0, t0));
-    }
+    let mut net = two_playing_peers_then_moved(-384.0);
     if reported {
         let at = net.local(1);
         net.nodes[1]
