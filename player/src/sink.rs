@@ -351,10 +351,10 @@ where
     T: cpal::SizedSample + cpal::FromSample<f32>,
 {
     let channels = usize::from(choice.config.channels);
-    let ns_per_frame = 1e9 / f64::from(choice.config.sample_rate);
-    let choice_rate = choice.config.sample_rate;
+    let sample_rate = choice.config.sample_rate;
+    let ns_per_frame = 1e9 / f64::from(sample_rate);
     let mut scratch = vec![0.0f32; CALLBACK_BLOCK_FRAMES * channels];
-    let mut timeline = (!reported_timing()).then(|| DeviceTimeline::new(choice.config.sample_rate));
+    let mut timeline = (!reported_timing()).then(|| DeviceTimeline::new(sample_rate));
     // Set by the error callback when the device ran dry; cpal calls both callbacks from the
     // stream's one thread, the error before the refill that follows it.
     let xrun = Arc::new(AtomicBool::new(false));
@@ -368,7 +368,7 @@ where
         // for longer than any buffer lasts (a thread stopped for a while: not every stack
         // reports that underrun). A new stream's first buffers are queued before it starts,
         // a second or so later: that pause is no break.
-        let started = frames_handed >= u64::from(choice_rate);
+        let started = frames_handed >= u64::from(sample_rate);
         frames_handed += frames as u64;
         let stalled = last_callback_ns.replace(now).is_some_and(|last| {
             started
