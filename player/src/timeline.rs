@@ -22,19 +22,15 @@
 //! started again), the restarted stream first takes a burst of buffers to refill the device,
 //! a few callbacks within a couple of milliseconds whose reports are meaningless; those
 //! buffers are timed by the delay learnt before, and the callbacks' line starts over at the
-//! first steady callback after them, keeping the delay and the rate: the crystal is the same.
-//! The buffering may not be: the restarted stream can hold a whole buffer more or less (a
-//! period less, 31.5 → 21 ms, was measured twice), and that is all the first reports after it
-//! are trusted for. The median of their first [`VERIFY_CALLBACKS`] disagreements with the
-//! timeline, rounded to whole buffers, shifts the delay (and its history); anything less is left
-//! to the usual learning, because a restarted stream's reports settle for seconds, by about a
-//! millisecond, and following them at once put the sound as far off (learning the delay from
-//! them alone after a break was tried too: one run in four sat 4 ms off for 20 s; so was
-//! keeping them out of the history for 15 s: of four runs, one had a median lag of 1.6 ms).
-//! Where the timeline and the reports disagree by more than [`REANCHOR_NS`] for
-//! [`REANCHOR_AFTER_S`] of audio, or the callbacks do not keep a clock's pace (ALSA's `null`
-//! PCM takes frames as fast as they come), everything starts over and the reports are used as
-//! they are until the delay has been learnt again.
+//! first steady callback after them, keeping the delay and the rate: the crystal is the same
+//! and the buffering usually is, while the reports of a restarted stream can be milliseconds
+//! off for seconds (learning the delay from them alone after a break was tried: one run in
+//! four was 4 ms off for 20 s). Where the timeline and the reports disagree by more than
+//! [`REANCHOR_NS`] for [`REANCHOR_AFTER_S`] of audio ([`REANCHOR_AFTER_BREAK_S`] just after a
+//! break, when the stream may well have come back with a buffer more or less: a period, 10 ms,
+//! was measured), or the callbacks do not keep a clock's pace (ALSA's `null` PCM takes frames
+//! as fast as they come), everything starts over and the reports are used as they are until
+//! the delay has been learnt again.
 
 /// How many recent callbacks the wake-up envelope looks back over: about 85 ms at the
 /// 512-frame buffers PulseAudio asks for. Longer windows follow the device's rate changes
@@ -83,9 +79,11 @@ const REANCHOR_NS: f64 = 2_000_000.0;
 /// ...for this many seconds of audio is wrong: the stream restarted or is not paced.
 const REANCHOR_AFTER_S: f64 = 0.5;
 
-/// Steady callbacks after an output break whose reports decide whether the restarted stream
-/// holds whole buffers more or less than before (about 85 ms at 512-frame buffers).
-const VERIFY_CALLBACKS: usize = 8;
+/// ...or, for this long after the line restarted at an output break...
+const REANCHOR_AFTER_BREAK_S: f64 = 0.05;
+
+/// ...of the first this many seconds of audio after it.
+const BREAK_VERIFY_S: f64 = 1.0;
 
 /// A pause between callbacks longer than this (plus twice the buffer) means the output broke,
 /// whether or not the audio stack said so.
@@ -145,9 +143,8 @@ pub(crate) struct DeviceTimeline {
     disagreeing_s: f64,
     /// Callbacks left that may still be the refill burst after an output break (0: none).
     settling: usize,
-    /// Reported minus timeline instants of the first steady callbacks after an output break;
-    /// `None` when not verifying one.
-    verify: Option<([f64; VERIFY_CALLBACKS], usize)>,
+    /// The callbacks' line was restarted at an output break (and not since from scratch).
+    after_break: bool,
 }
 
 /// The last `N` values pushed, in fixed storage (the audio callback must not allocate).
@@ -171,15 +168,6 @@ impl<T: Copy, const N: usize> Ring<T, N> {
         self.items[self.next] = value;
         self.next = (self.next + 1) % N;
         self.len = (self.len + 1).min(N);
-    }
-
-    fn shift(&mut self, by: T)
-    where
-        T: std::ops::AddAssign,
-    {
-        for item in &mut self.items[..self.len] {
-            *item += by;
-        }
     }
 
     fn clear(&mut self) {
@@ -233,7 +221,7 @@ impl DeviceTimeline {
             delay_ns: None,
             disagreeing_s: 0.0,
             settling: 0,
-            verify: None,
+            after_break: false,
         }
     }
 
@@ -251,7 +239,7 @@ impl DeviceTimeline {
         self.rate = 0.0;
         self.delays.clear();
         self.delay_ns = None;
-        self.verify = None;
+        self.after_break = false;
     }
 
     /// Starts the callbacks' line over at this callback, after the output broke, but keeps
@@ -297,11 +285,7 @@ impl DeviceTimeline {
             self.settling = 0;
             if self.running && now >= self.last_ns {
                 self.restart_clock(now);
-                // Only a stream that had learnt its delay has one to verify and keep (the
-                // pause after a new stream's first buffers is taken for a break too).
-                if self.delay_ns.is_some() {
-                    self.verify = Some(([0.0; VERIFY_CALLBACKS], 0));
-                }
+                self.after_break = true;
             }
         }
         if !self.running || now < self.last_ns {
@@ -338,27 +322,18 @@ impl DeviceTimeline {
         let Some(learnt_delay) = self.delay_ns.filter(|_| self.running) else {
             return reported;
         };
-        let mut heard = envelope + learnt_delay;
-        if let Some((mut seen, mut n)) = self.verify.take() {
-            seen[n] = reported as f64 - heard;
-            n += 1;
-            if n < VERIFY_CALLBACKS {
-                self.verify = Some((seen, n));
-            } else {
-                let buffers = (median(&mut seen) / buffer_ns).round();
-                if buffers != 0.0 {
-                    let shift = buffers * buffer_ns;
-                    self.delay_ns = Some(learnt_delay + shift);
-                    self.delays.shift(shift);
-                    heard += shift;
-                }
-            }
-        }
+        let heard = envelope + learnt_delay;
         if (heard - reported as f64).abs() > REANCHOR_NS {
             // A few reports far off are the reports' fault (the first ones after a restart
             // often are); half a second of them is a change the callbacks cannot show.
             self.disagreeing_s += buffer_ns * 1e-9;
-            if self.disagreeing_s >= REANCHOR_AFTER_S {
+            let verifying = self.after_break && self.frames * p < BREAK_VERIFY_S * 1e9;
+            let window = if verifying {
+                REANCHOR_AFTER_BREAK_S
+            } else {
+                REANCHOR_AFTER_S
+            };
+            if self.disagreeing_s >= window {
                 self.running = false;
                 return reported;
             }
@@ -637,28 +612,23 @@ mod tests {
     }
 
     #[test]
-    fn after_an_output_break_a_buffer_less_is_taken_at_once_and_the_settling_reports_are_not() {
+    fn after_an_output_break_a_buffer_less_of_delay_is_taken_within_a_tenth_of_a_second() {
         let mut timeline = DeviceTimeline::new(RATE);
         let mut device = Device::new(-80.0);
         advance(&mut timeline, &mut device, 40.0);
         // The device runs dry for 12 ms; the stream is restarted with three buffers queued in
-        // a burst (their latencies meaningless) and from then on holds one buffer less, while
-        // its reports sag by a millisecond and come back over 12 s: both as measured through
-        // ALSA's pulse plugin.
+        // a burst (their latencies meaningless) and from then on buffers one period less, as
+        // measured through ALSA's pulse plugin.
         timeline.output_broke();
         let t = device.heard_ns - device.delay_ns + 42e6;
         for (i, latency) in [0u64, 6_000_000, 16_000_000].into_iter().enumerate() {
             timeline.first_slot(t as u64 + i as u64 * 600_000, latency, BUFFER);
         }
-        let buffer_ns = BUFFER as f64 * device.ns_per_frame;
-        device.delay_ns -= buffer_ns;
-        device.heard_ns += 12e6 + 2.0 * buffer_ns;
-        let at = device.t_s;
-        let settling = move |t: f64| -1e6 * (std::f64::consts::PI * (t - at) / 12.0).sin();
-        let (after, report) = run(&mut timeline, &mut device, at + 12.0, at + 0.1, settling);
-        assert!(report > 900.0, "the reports settle by {report} us");
-        // Some of the sag reaches the learnt delay through the history's trimmed mean.
-        assert!(after < 200.0, "off by up to {after} us after the break");
+        device.delay_ns -= 10.5e6;
+        device.heard_ns += 12e6 + 3.0 * BUFFER as f64 * device.ns_per_frame - 10.5e6;
+        let from = device.t_s + 0.1;
+        let (after, _) = run(&mut timeline, &mut device, from + 5.0, from, |_| 0.0);
+        assert!(after < 100.0, "off by up to {after} us after the break");
     }
 
     #[test]
