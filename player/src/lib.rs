@@ -14,6 +14,7 @@
 
 pub mod clock;
 mod player;
+mod probe;
 pub mod render;
 mod resample;
 pub mod sink;

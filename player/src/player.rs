@@ -28,6 +28,10 @@ pub struct PlayerConfig {
     pub fallback_to_null: bool,
     /// Interpolator for rate conversion and drift correction.
     pub resampling: Resampling,
+    /// Device only: write a record of every callback of the output stream to this file, as
+    /// CSV, when the stream closes (what the device reported and how the player timed each
+    /// buffer; for explaining a run afterwards).
+    pub device_probe: Option<std::path::PathBuf>,
 }
 
 impl PlayerConfig {
@@ -39,6 +43,7 @@ impl PlayerConfig {
             channels: 2,
             fallback_to_null: false,
             resampling: Resampling::Sinc,
+            device_probe: None,
         }
     }
 }
@@ -137,7 +142,13 @@ impl Player {
             channels: choice.channels(),
             resampling: config.resampling,
         });
-        let stream = sink::start_device(&choice, renderer, clock, control.side_events())?;
+        let stream = sink::start_device(
+            &choice,
+            renderer,
+            clock,
+            control.side_events(),
+            config.device_probe.clone(),
+        )?;
         Ok(Player {
             control,
             sink: SinkHandle::Device { _stream: stream },

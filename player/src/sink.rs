@@ -5,7 +5,8 @@
 //!   average of the latency the stream reports (`playback - callback`), because the reported
 //!   latency alone wanders by hundreds of microseconds through ALSA's pulse plugin.
 //!   `MUSIC262_DEVICE_TIMING=reported` uses the clock read at callback time plus the reported
-//!   latency as they are, for comparison.
+//!   latency as they are, for comparison. `PlayerConfig::device_probe` records every callback
+//!   (`probe.rs`).
 //! - `null`: a thread that consumes frames in real time as a DAC would, paced by the injected
 //!   clock (a skewed clock makes it run fast or slow, like a crystal). Slot `k` is heard at
 //!   `origin + k * 1e9 / rate`.
@@ -23,6 +24,7 @@ use std::time::Duration;
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 
 use crate::clock::Clock;
+use crate::probe::{CallbackProbe, CallbackRow};
 use crate::render::{PlayerEvent, Renderer};
 use crate::song::{WavEncoding, wav_spec};
 use crate::timeline::{DeviceTimeline, is_stall};
@@ -323,17 +325,20 @@ fn reported_timing() -> bool {
     std::env::var("MUSIC262_DEVICE_TIMING").is_ok_and(|v| v.trim() == "reported")
 }
 
-/// Builds and starts the stream; the renderer moves into the data callback.
+/// Builds and starts the stream; the renderer moves into the data callback, and so does a
+/// record of its callbacks if `probe` names a file for it.
 pub(crate) fn start_device(
     choice: &DeviceChoice,
     renderer: Renderer,
     clock: Arc<dyn Clock>,
     events: Arc<Mutex<Vec<PlayerEvent>>>,
+    probe: Option<PathBuf>,
 ) -> Result<cpal::Stream, String> {
+    let probe = probe.map(CallbackProbe::new);
     let stream = match choice.format {
-        cpal::SampleFormat::F32 => build::<f32>(choice, renderer, clock, events),
-        cpal::SampleFormat::I32 => build::<i32>(choice, renderer, clock, events),
-        _ => build::<i16>(choice, renderer, clock, events),
+        cpal::SampleFormat::F32 => build::<f32>(choice, renderer, clock, events, probe),
+        cpal::SampleFormat::I32 => build::<i32>(choice, renderer, clock, events, probe),
+        _ => build::<i16>(choice, renderer, clock, events, probe),
     }?;
     stream
         .play()
@@ -346,6 +351,7 @@ fn build<T>(
     mut renderer: Renderer,
     clock: Arc<dyn Clock>,
     events: Arc<Mutex<Vec<PlayerEvent>>>,
+    mut probe: Option<CallbackProbe>,
 ) -> Result<cpal::Stream, String>
 where
     T: cpal::SizedSample + cpal::FromSample<f32>,
@@ -377,7 +383,8 @@ where
                     frames as f64 * ns_per_frame,
                 )
         });
-        if xrun_seen.swap(false, Ordering::Relaxed) || stalled {
+        let broke = xrun_seen.swap(false, Ordering::Relaxed) || stalled;
+        if broke {
             if let Some(timeline) = timeline.as_mut() {
                 timeline.output_broke();
             }
@@ -393,6 +400,16 @@ where
             Some(timeline) => timeline.first_slot(now, latency, frames),
             None => now + latency,
         };
+        if let Some(probe) = probe.as_mut() {
+            probe.record(CallbackRow {
+                host_ns: now,
+                first_slot_ns,
+                latency_ns: latency,
+                frames: frames as u32,
+                broke,
+                learnt_delay_ns: timeline.as_ref().and_then(DeviceTimeline::learnt_delay_ns),
+            });
+        }
         let mut offset_frames = 0usize;
         for block in data.chunks_mut(scratch.len()) {
             let scratch = &mut scratch[..block.len()];

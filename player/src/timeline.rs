@@ -225,6 +225,13 @@ impl DeviceTimeline {
         }
     }
 
+    /// The delay from a callback's envelope to its buffer being heard that the timeline goes
+    /// by; `None` while it uses the reported latency as it is (before the delay is learnt, or
+    /// after starting over).
+    pub(crate) fn learnt_delay_ns(&self) -> Option<f64> {
+        self.delay_ns.filter(|_| self.running)
+    }
+
     /// The output broke before the next callback: the device ran dry and the stream was
     /// restarted (cpal reports it as an xrun).
     pub(crate) fn output_broke(&mut self) {
@@ -277,7 +284,7 @@ impl DeviceTimeline {
             if burst && self.settling > 1 && now >= self.last_ns {
                 self.settling -= 1;
                 self.last_ns = now;
-                return match self.delay_ns.filter(|_| self.running) {
+                return match self.learnt_delay_ns() {
                     Some(delay) => (now + delay).max(0.0).round() as u64,
                     None => reported,
                 };
@@ -319,7 +326,7 @@ impl DeviceTimeline {
         if self.frames - self.block_start >= BLOCK_S * 1e9 / p {
             self.finish_block(now, before);
         }
-        let Some(learnt_delay) = self.delay_ns.filter(|_| self.running) else {
+        let Some(learnt_delay) = self.learnt_delay_ns() else {
             return reported;
         };
         let heard = envelope + learnt_delay;

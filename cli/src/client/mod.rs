@@ -66,6 +66,7 @@ impl TransportKind {
                   MUSIC262_CLOCK_STEP_AT_S, MUSIC262_CLOCK_STEP_MS    step that clock forward once, by STEP_MS milliseconds,\n                                                      STEP_AT_S seconds after start (fault injection)\n  \
                   MUSIC262_GROUP_KEY                                  the group key (see --group-key)\n  \
                   MUSIC262_DEVICE_TIMING=reported                     time the sound device by the latency it reports, not\n                                                      by its callbacks (for comparison; see BENCHMARKS.md)\n  \
+                  MUSIC262_DEVICE_PROBE=PATH                          when the sound device closes, write PATH: every callback's\n                                                      instant, reported latency and timing (CSV; diagnostics)\n  \
                   RUST_LOG                                            log level (e.g. debug, or sync_core=trace)\n\n\
                   Type `help` at the prompt for the commands."
 )]
@@ -367,6 +368,9 @@ pub async fn run(args: ClientArgs) -> i32 {
     let player_clock: Arc<dyn Clock> = clock.clone();
     let mut config = PlayerConfig::new(sink.clone());
     config.fallback_to_null = matches!(sink, SinkSpec::Device(_));
+    config.device_probe = std::env::var_os("MUSIC262_DEVICE_PROBE")
+        .filter(|p| !p.is_empty())
+        .map(Into::into);
     let player = match Player::open(config, player_clock) {
         Ok(p) => Arc::new(p),
         Err(e) => {
