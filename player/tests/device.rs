@@ -7,29 +7,26 @@ use std::time::Duration;
 
 use player::{Clock, PlaybackState, Player, PlayerConfig, SinkKind, SinkSpec, Song, SystemClock};
 
-#[test]
-fn alsa_null_device_runs_callbacks_and_consumes_frames() {
+/// A player on ALSA's `null` device with `config` applied, playing a minute of a constant
+/// signal; `None` (the test skipped) where ALSA's configuration is missing.
+fn playing_on_alsa_null(
+    config: impl FnOnce(&mut PlayerConfig),
+) -> Option<(Player, Arc<dyn Clock>)> {
     if !std::path::Path::new("/usr/share/alsa/alsa.conf").exists() {
         // Without ALSA's configuration there is no `null` PCM to open; nothing to test here.
         println!("SKIPPED: /usr/share/alsa/alsa.conf is missing (install libasound2-data)");
-        return;
+        return None;
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let config = PlayerConfig::new(SinkSpec::Device(Some("null".into())));
-    let player = Player::open(config, clock.clone())
+    let mut c = PlayerConfig::new(SinkSpec::Device(Some("null".into())));
+    config(&mut c);
+    let player = Player::open(c, clock.clone())
         .unwrap_or_else(|e| panic!("ALSA's null device must open on this machine: {e}"));
-    assert!(
-        matches!(player.sink_kind(), SinkKind::Device { name, .. } if name == "null"),
-        "{:?}",
-        player.sink_kind()
-    );
-    assert!(player.fallback_note().is_none());
     let rate = player.sink_rate();
     assert!(rate >= 8000, "device rate {rate}");
     let song = Song::from_interleaved(rate, 2, vec![0.1f32; rate as usize * 2 * 60]).unwrap();
     player.load(Arc::new(song));
     player.start_at(0, clock.now_ns());
-
     let deadline = clock.now_ns() + 5_000_000_000;
     while player.state() != PlaybackState::Playing {
         assert!(
@@ -39,6 +36,20 @@ fn alsa_null_device_runs_callbacks_and_consumes_frames() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    Some((player, clock))
+}
+
+#[test]
+fn alsa_null_device_runs_callbacks_and_consumes_frames() {
+    let Some((player, _clock)) = playing_on_alsa_null(|_| {}) else {
+        return;
+    };
+    assert!(
+        matches!(player.sink_kind(), SinkKind::Device { name, .. } if name == "null"),
+        "{:?}",
+        player.sink_kind()
+    );
+    assert!(player.fallback_note().is_none());
     let first = player.position().unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let later = player.position().unwrap();
@@ -56,4 +67,43 @@ fn alsa_null_device_runs_callbacks_and_consumes_frames() {
         .filter(|e| matches!(e, player::PlayerEvent::SinkLost(_)))
         .collect();
     assert!(errors.is_empty(), "{errors:?}");
+}
+
+#[test]
+fn the_device_probe_records_every_callback_when_the_stream_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("callbacks.csv");
+    let Some((player, _clock)) = playing_on_alsa_null(|c| c.device_probe = Some(path.clone()))
+    else {
+        return;
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        !path.exists(),
+        "the record is written when the stream closes"
+    );
+    drop(player);
+
+    let text = std::fs::read_to_string(&path).expect("the probe file is written");
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("host_ns,first_slot_ns,latency_ns,frames,broke,learnt_delay_ns")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert!(rows.len() > 10, "{} callbacks recorded", rows.len());
+    let mut last = 0u64;
+    for r in &rows {
+        assert_eq!(r.len(), 6, "{r:?}");
+        let host: u64 = r[0].parse().unwrap();
+        assert!(host >= last, "callbacks out of order: {r:?}");
+        last = host;
+        let first_slot: u64 = r[1].parse().unwrap();
+        assert!(
+            first_slot >= host,
+            "a buffer heard before its callback: {r:?}"
+        );
+        assert!(r[3].parse::<u32>().unwrap() > 0, "{r:?}");
+        assert!(r[4] == "0" || r[4] == "1", "{r:?}");
+    }
 }
