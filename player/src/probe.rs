@@ -11,7 +11,8 @@
 //! Columns: `host_ns` (the player's clock read in the callback: a skewed client's sync clock),
 //! `first_slot_ns` (when the buffer's first frame is taken to be heard), `latency_ns` (what the
 //! audio stack reported: `playback - callback`), `frames`, `broke` (1 where the output broke
-//! just before this callback) and `learnt_delay_ns` (the delay from callback to sound the
+//! just before this callback, or the timeline found the sound had moved: what the player
+//! counts as an output break) and `learnt_delay_ns` (the delay from callback to sound the
 //! timeline went by; empty where it used the reported latency as it was: until it has learnt
 //! the delay, after it started over, or with `MUSIC262_DEVICE_TIMING=reported`).
 

@@ -452,7 +452,7 @@ impl Control {
     }
 
     /// How many times the output broke since the player opened (a sound device that ran dry
-    /// and was restarted): a change means the sound has glitched and the position may have
+    /// and was restarted, or timing of the sound that jumped): a change means the sound has glitched and the position may have
     /// stepped by milliseconds.
     pub fn output_breaks(&self) -> u64 {
         self.shared.output_breaks.load(Ordering::Relaxed)
@@ -533,7 +533,8 @@ impl Renderer {
     }
 
     /// Records that the sink's output broke before the next buffer (the device ran dry and
-    /// was restarted), for [`Control::output_breaks`]. The renderer itself carries on from
+    /// was restarted, or the sink's timing of it jumped: the sound moved), for
+    /// [`Control::output_breaks`]. The renderer itself carries on from
     /// where it was: putting it back on the timeline is the caller's sync loop's decision.
     pub fn note_output_break(&mut self) {
         self.shared.output_breaks.fetch_add(1, Ordering::Relaxed);

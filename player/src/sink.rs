@@ -384,11 +384,8 @@ where
                 )
         });
         let broke = xrun_seen.swap(false, Ordering::Relaxed) || stalled;
-        if broke {
-            if let Some(timeline) = timeline.as_mut() {
-                timeline.output_broke();
-            }
-            renderer.note_output_break();
+        if broke && let Some(timeline) = timeline.as_mut() {
+            timeline.output_broke();
         }
         let ts = info.timestamp();
         // How long until the first frame of this buffer reaches the DAC.
@@ -400,6 +397,12 @@ where
             Some(timeline) => timeline.first_slot(now, latency, frames),
             None => now + latency,
         };
+        // A jump of the timing with no break seen is a glitch all the same (the stream ran
+        // dry inside the sound server): the sync loop should put the sound back at once.
+        let broke = broke || timeline.as_ref().is_some_and(DeviceTimeline::moved);
+        if broke {
+            renderer.note_output_break();
+        }
         if let Some(probe) = probe.as_mut() {
             probe.record(CallbackRow {
                 host_ns: now,

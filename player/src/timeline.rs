@@ -25,13 +25,22 @@
 //! first steady callback after them, keeping the delay and the rate: the crystal is the same
 //! and the buffering usually is, while the reports of a restarted stream can be milliseconds
 //! off for seconds (learning the delay from them alone after a break was tried: one run in
-//! four was 4 ms off for 20 s). A restarted stream often holds a period less or more (10 ms
-//! here): where the reports disagree with the timeline by more than [`REANCHOR_NS`] for
-//! [`REANCHOR_AFTER_BREAK_S`] just after a break, the delay and its history are moved by what
-//! they say. Where they disagree that much for [`REANCHOR_AFTER_S`] of audio at any other
-//! time, or the callbacks do not keep a clock's pace (ALSA's `null` PCM takes frames as fast
-//! as they come), everything starts over and the reports are used as they are until the delay
-//! has been learnt again.
+//! four was 4 ms off for 20 s).
+//!
+//! The buffering between callback and sound does change, though, and not only at a break: a
+//! restarted stream often holds a period (10 ms here) less; when one stream on a PulseAudio
+//! server underruns, the server's recovery made every other stream on the rig take a buffer
+//! more or a few milliseconds less, with no break of their own; and a stream that nearly runs
+//! dry is refilled to less without one. The callbacks move against the sound and the reports
+//! carry on. So where the timeline steps by more than [`STEP_NS`] from one callback to the
+//! next while the reports carry on, the reports (less what they were off by before) are used
+//! until the step has passed through the envelope, and then the delay and its history are
+//! moved by it; a disagreement beyond [`REANCHOR_NS`] that starts just after a break
+//! ([`BREAK_VERIFY_S`]) moves them too. A glitch of the reports starts with a step of the
+//! reports instead: where they disagree that much for [`REANCHOR_AFTER_S`] of audio at any
+//! other time, or the callbacks do not keep a clock's pace (ALSA's `null` PCM takes frames as
+//! fast as they come), everything starts over and the reports are used as they are until the
+//! delay has been learnt again.
 
 /// How many recent callbacks the wake-up envelope looks back over: about 85 ms at the
 /// 512-frame buffers PulseAudio asks for. Longer windows follow the device's rate changes
@@ -84,12 +93,30 @@ const REANCHOR_NS: f64 = 2_000_000.0;
 /// one of about 3 ms and put its error into the sound (BENCHMARKS.md, "as heard").
 const REANCHOR_AFTER_S: f64 = 5.0;
 
-/// ...or for this long after the line restarted at an output break (then the delay is moved by
-/// the disagreement instead)...
+/// A disagreement that starts within this many seconds of audio after the line restarted at
+/// an output break is the restarted stream's new buffering, not the reports' error (they are
+/// the only measure of it)...
+const BREAK_VERIFY_S: f64 = 1.0;
+
+/// ...and is taken once it has lasted this long (its first reports can be anything).
 const REANCHOR_AFTER_BREAK_S: f64 = 0.05;
 
-/// ...of the first this many seconds of audio after it.
-const BREAK_VERIFY_S: f64 = 1.0;
+/// A step of the timeline by more than this from one callback to the next...
+const STEP_NS: f64 = 1_000_000.0;
+
+/// ...while the reports carried on to within this, means the callbacks moved against the
+/// sound: the buffering between them changed (the sound server took a buffer more, or the
+/// stream nearly ran dry and was refilled to less) and the sound did not move. A glitch of the
+/// reports is the other way round.
+const REPORT_STEP_NS: f64 = 500_000.0;
+
+/// Such a step is taken from the reports once their last `ENVELOPE_CALLBACKS` differences
+/// from the timeline lie within this of each other (the earliest-callback envelope takes up
+/// to that many callbacks to pass a step)...
+const STEADY_SPAN_NS: f64 = 1_000_000.0;
+
+/// ...or once it has lasted this long, steady or not.
+const STEADY_WAIT_S: f64 = 0.5;
 
 /// A pause between callbacks longer than this (plus twice the buffer) means the output broke,
 /// whether or not the audio stack said so.
@@ -149,10 +176,36 @@ pub(crate) struct DeviceTimeline {
     disagreeing_s: f64,
     /// Reported minus timeline instants over those seconds, the latest of them.
     disagreements: Ring<f64, ENVELOPE_CALLBACKS>,
+    /// What the current disagreement is taken for.
+    disagreement: Disagreement,
+    /// Reported minus timeline instants of the latest callbacks that agreed: the reports'
+    /// own error against the timeline, which a change of buffering does not change.
+    agreeing: Ring<f64, ENVELOPE_CALLBACKS>,
+    /// Their median when the current disagreement started.
+    baseline_ns: f64,
+    /// The last callback's reported and timeline instants and its buffer's length, while the
+    /// timeline goes by a learnt delay: what tells a step of the timeline from one of the
+    /// reports.
+    last_instants: Option<(f64, f64, f64)>,
+    /// The instant the last callback got and its buffer's length.
+    last_slot: Option<(f64, f64)>,
+    /// See [`Self::moved`].
+    moved: bool,
     /// Callbacks left that may still be the refill burst after an output break (0: none).
     settling: usize,
     /// The callbacks' line was restarted at an output break (and not since from scratch).
     after_break: bool,
+}
+
+/// What a disagreement between the timeline and the reports is taken for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Disagreement {
+    /// A glitch of the reports, unless it lasts [`REANCHOR_AFTER_S`].
+    Reports,
+    /// The buffering of a stream restarted at an output break.
+    AfterBreak,
+    /// A change of buffering the callbacks showed as a step and the reports did not.
+    LineStepped,
 }
 
 /// The last `N` values pushed, in fixed storage (the audio callback must not allocate).
@@ -236,6 +289,12 @@ impl DeviceTimeline {
             delay_ns: None,
             disagreeing_s: 0.0,
             disagreements: Ring::new(0.0),
+            disagreement: Disagreement::Reports,
+            agreeing: Ring::new(0.0),
+            baseline_ns: 0.0,
+            last_instants: None,
+            last_slot: None,
+            moved: false,
             settling: 0,
             after_break: false,
         }
@@ -279,6 +338,8 @@ impl DeviceTimeline {
         self.block_min = None;
         self.rate_points.clear();
         self.block_delays_len = 0;
+        self.last_instants = None;
+        self.agreeing.clear();
         self.agree();
     }
 
@@ -286,11 +347,40 @@ impl DeviceTimeline {
     fn agree(&mut self) {
         self.disagreeing_s = 0.0;
         self.disagreements.clear();
+        self.disagreement = Disagreement::Reports;
     }
 
     /// The instant the first of this callback's `frames` is heard, given the clock read in the
     /// callback (`now_ns`) and the latency the stack reports for the buffer.
     pub(crate) fn first_slot(&mut self, now_ns: u64, latency_ns: u64, frames: usize) -> u64 {
+        let timed = self.learnt_delay_ns().is_some();
+        let slot = self.place(now_ns, latency_ns, frames);
+        let buffer_ns = frames as f64 * self.ns_per_frame;
+        // An output break's own aftermath is the break's, already told.
+        let quiet = self.settling > 0
+            || (self.after_break && self.frames * self.ns_per_frame < BREAK_VERIFY_S * 1e9);
+        let advance = 1.0 + self.rate;
+        self.moved = match self.last_slot {
+            Some((last, last_buffer_ns)) if timed && !quiet => {
+                (slot as f64 - last - last_buffer_ns * advance).abs() > STEP_NS
+            }
+            _ => false,
+        };
+        self.last_slot = Some((slot as f64, buffer_ns));
+        slot
+    }
+
+    /// Whether the instant the last callback got is off the line of the one before by more
+    /// than [`STEP_NS`] while the timeline went by a learnt delay (outside an output break's
+    /// aftermath): as far as the timeline can tell, the sound itself moved, by a gap in it that
+    /// no break was reported for (a stream that ran dry inside the sound server without
+    /// running dry at the client), or by a change only the reports showed. The player's
+    /// position jumped with it, and the node should treat it as a break.
+    pub(crate) fn moved(&self) -> bool {
+        self.moved
+    }
+
+    fn place(&mut self, now_ns: u64, latency_ns: u64, frames: usize) -> u64 {
         let reported = now_ns.saturating_add(latency_ns);
         let now = now_ns as f64;
         let p = self.ns_per_frame;
@@ -349,38 +439,108 @@ impl DeviceTimeline {
             self.finish_block(now, before);
         }
         let Some(learnt_delay) = self.learnt_delay_ns() else {
+            self.last_instants = None;
             return reported;
         };
         let heard = envelope + learnt_delay;
-        if (heard - reported as f64).abs() > REANCHOR_NS {
-            // Reports far off for a while are the reports' fault (the first ones after a
-            // restart often are); seconds of them are a change the callbacks cannot show.
-            self.disagreeing_s += buffer_ns * 1e-9;
-            self.disagreements.push(reported as f64 - heard);
-            let verifying = self.after_break && self.frames * p < BREAK_VERIFY_S * 1e9;
-            if verifying && self.disagreeing_s >= REANCHOR_AFTER_BREAK_S {
-                // The restarted stream holds a different amount of buffering (a period less,
-                // in every rig run so far), and its reports agree on how much. Move the delay,
-                // and the history it is learnt from, by that much, and keep the callbacks'
-                // line: starting over instead left the sound on the restarted stream's raw
-                // reports, ±0.5 ms, for the four seconds it took to learn the delay again.
-                let mut recent = [0.0; ENVELOPE_CALLBACKS];
-                let n = self.disagreements.items().len();
-                recent[..n].copy_from_slice(self.disagreements.items());
-                let shift = median(&mut recent[..n]);
-                self.delay_ns = Some(learnt_delay + shift);
-                self.delays.update(|d| d + shift);
-                self.agree();
-                return (heard + shift).max(0.0).round() as u64;
-            }
-            if self.disagreeing_s >= REANCHOR_AFTER_S {
-                self.running = false;
-                return reported;
-            }
-        } else {
+        let reported = reported as f64;
+        // How far each instant moved from where the last callback's put this one.
+        let steps = self
+            .last_instants
+            .map(|(last_reported, last_heard, last_buffer_ns)| {
+                let advance = last_buffer_ns * (1.0 + self.rate);
+                (
+                    reported - last_reported - advance,
+                    heard - last_heard - advance,
+                )
+            });
+        self.last_instants = Some((reported, heard, buffer_ns));
+        let line_stepped = steps.is_some_and(|(reports, timeline)| {
+            reports.abs() < REPORT_STEP_NS && timeline.abs() > STEP_NS
+        });
+        if line_stepped && self.disagreement != Disagreement::LineStepped {
             self.agree();
+            self.disagreement = Disagreement::LineStepped;
+            let mut agreed = [0.0; ENVELOPE_CALLBACKS];
+            let n = self.agreeing.items().len();
+            agreed[..n].copy_from_slice(self.agreeing.items());
+            self.baseline_ns = if n > 0 { median(&mut agreed[..n]) } else { 0.0 };
+        }
+        if self.disagreement == Disagreement::LineStepped {
+            // The callbacks moved against the sound and the reports did not: the buffering
+            // between them changed, by what the reports say less what they were off by
+            // before. They are the better measure until the envelope has passed the step.
+            self.disagreeing_s += buffer_ns * 1e-9;
+            self.disagreements.push(reported - heard);
+            let seen = self.disagreements.items();
+            let (low, high) = seen
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &d| {
+                    (lo.min(d), hi.max(d))
+                });
+            let steady = seen.len() == ENVELOPE_CALLBACKS && high - low <= STEADY_SPAN_NS;
+            if !steady && self.disagreeing_s < STEADY_WAIT_S {
+                return (reported - self.baseline_ns).max(0.0).round() as u64;
+            }
+            let shift = self.disagreement_median() - self.baseline_ns;
+            return self.move_delay(learnt_delay, shift, reported, heard, buffer_ns);
+        }
+        if (heard - reported).abs() <= REANCHOR_NS {
+            self.agreeing.push(reported - heard);
+            self.agree();
+            return heard.max(0.0).round() as u64;
+        }
+        if self.disagreeing_s == 0.0 && self.after_break && self.frames * p < BREAK_VERIFY_S * 1e9 {
+            self.disagreement = Disagreement::AfterBreak;
+        }
+        self.disagreeing_s += buffer_ns * 1e-9;
+        self.disagreements.push(reported - heard);
+        if self.disagreement == Disagreement::AfterBreak
+            && self.disagreeing_s >= REANCHOR_AFTER_BREAK_S
+        {
+            // The restarted stream holds a different amount of buffering (a period less, in
+            // every rig run so far), and its reports, the only measure of it, have said so
+            // for a while (its first ones can be anything).
+            let shift = self.disagreement_median();
+            return self.move_delay(learnt_delay, shift, reported, heard, buffer_ns);
+        }
+        if self.disagreeing_s >= REANCHOR_AFTER_S {
+            // Reports far off for a while are the reports' fault; seconds of them are a
+            // change the callbacks cannot show.
+            self.running = false;
+            return reported.max(0.0).round() as u64;
         }
         heard.max(0.0).round() as u64
+    }
+
+    /// Median of the current disagreement's latest values.
+    fn disagreement_median(&self) -> f64 {
+        let mut recent = [0.0; ENVELOPE_CALLBACKS];
+        let n = self.disagreements.items().len();
+        recent[..n].copy_from_slice(self.disagreements.items());
+        median(&mut recent[..n])
+    }
+
+    /// The buffering between callback and sound changed by `shift`: moves the delay, and the
+    /// history it is learnt from, by that much, and keeps the callbacks' line. (Starting over
+    /// instead left the sound on the raw reports, ±0.5 ms, for the four seconds it took to
+    /// learn the delay again; waiting for the 5 s rule left it a period off meanwhile.)
+    /// Returns this callback's instant.
+    fn move_delay(
+        &mut self,
+        learnt_delay: f64,
+        shift: f64,
+        reported: f64,
+        heard: f64,
+        buffer_ns: f64,
+    ) -> u64 {
+        self.delay_ns = Some(learnt_delay + shift);
+        self.delays.update(|d| d + shift);
+        // The block under way mixes both bufferings.
+        self.block_delays_len = 0;
+        self.last_instants = Some((reported, heard + shift, buffer_ns));
+        self.agree();
+        (heard + shift).max(0.0).round() as u64
     }
 
     /// Closes the current block: its earliest callback joins the rate fit, its median delay
@@ -480,6 +640,8 @@ mod tests {
         ns_per_frame: f64,
         heard_ns: f64,
         delay_ns: f64,
+        /// Added to every wake-up (a busy machine).
+        late_ns: f64,
         t_s: f64,
         seed: u64,
     }
@@ -490,6 +652,7 @@ mod tests {
                 ns_per_frame: 1e9 / f64::from(RATE) * (1.0 + slow_ppm * 1e-6),
                 heard_ns: 5e9,
                 delay_ns: 21e6,
+                late_ns: 0.0,
                 t_s: 0.0,
                 seed: 0x9E37_79B9_7F4A_7C15,
             }
@@ -510,7 +673,7 @@ mod tests {
                 20e3 + 60e3 * self.random()
             };
             let heard = self.heard_ns;
-            let now = heard - self.delay_ns + wake;
+            let now = heard - self.delay_ns + wake + self.late_ns;
             let frame = 1e9 / f64::from(RATE);
             let latency = ((heard + wander_ns - now) / frame).round() * frame;
             self.heard_ns += BUFFER as f64 * self.ns_per_frame;
@@ -544,6 +707,22 @@ mod tests {
             }
         }
         (worst, worst_report)
+    }
+
+    /// Plays on to `to_s`, counting the callbacks at which the timeline said the sound moved.
+    fn moves(
+        timeline: &mut DeviceTimeline,
+        device: &mut Device,
+        to_s: f64,
+        wander: impl Fn(f64) -> f64,
+    ) -> usize {
+        let mut moves = 0;
+        while device.t_s < to_s {
+            let (now, latency, _) = device.callback(wander(device.t_s));
+            timeline.first_slot(now, latency, BUFFER);
+            moves += usize::from(timeline.moved());
+        }
+        moves
     }
 
     /// Plays on to `to_s` without measuring.
@@ -702,6 +881,91 @@ mod tests {
             after < 100.0,
             "off by up to {after} us after the break ({report} us reports)"
         );
+    }
+
+    #[test]
+    fn when_the_sound_server_takes_a_buffer_more_the_timeline_stays_on_the_sound() {
+        let mut timeline = DeviceTimeline::new(RATE);
+        let mut device = Device::new(150.0);
+        advance(&mut timeline, &mut device, 40.0);
+        // As on the rig when the other player's stream underran: with no break of its own,
+        // a callback came right after the last one and from then on each ran 9.5 ms earlier
+        // before its sound, which carried on.
+        device.delay_ns += 9.5e6;
+        let from = device.t_s;
+        let (worst, report) = run(&mut timeline, &mut device, from + 30.0, from, wander);
+        assert!(
+            worst < 100.0,
+            "off by up to {worst} us after the change ({report} us reports)"
+        );
+    }
+
+    #[test]
+    fn when_a_stream_is_refilled_to_less_the_timeline_stays_on_the_sound() {
+        // As on the rig: a stream stopped for 30 ms nearly ran dry and was refilled to a
+        // period less; another, whose server recovered from a third one's underrun, took
+        // 3.5 ms less. A callback comes late, and the sound carries on.
+        for less_ns in [BUFFER as f64 * 1e9 / f64::from(RATE), 3.5e6] {
+            let mut timeline = DeviceTimeline::new(RATE);
+            let mut device = Device::new(-60.0);
+            advance(&mut timeline, &mut device, 40.0);
+            device.delay_ns -= less_ns;
+            let from = device.t_s;
+            let (worst, report) = run(&mut timeline, &mut device, from + 30.0, from, wander);
+            assert!(
+                worst < 100.0,
+                "{less_ns} ns less: off by up to {worst} us after it ({report} us reports)"
+            );
+        }
+    }
+
+    #[test]
+    fn a_moment_of_late_wake_ups_does_not_move_the_timeline() {
+        let mut timeline = DeviceTimeline::new(RATE);
+        let mut device = Device::new(100.0);
+        advance(&mut timeline, &mut device, 40.0);
+        // Every callback 1.5-3 ms late for a third of a second (a busy machine), then on
+        // time again; the reports see the sound where it is.
+        for late_ns in [3e6, 1.5e6, 2.5e6] {
+            device.late_ns = late_ns;
+            let from = device.t_s;
+            let (worst, _) = run(&mut timeline, &mut device, from + 0.33, from, wander);
+            assert!(worst < 100.0, "{late_ns} ns late: off by up to {worst} us");
+            device.late_ns = 0.0;
+            let from = device.t_s;
+            let (worst, _) = run(&mut timeline, &mut device, from + 10.0, from, wander);
+            assert!(
+                worst < 100.0,
+                "after {late_ns} ns late: off by up to {worst} us"
+            );
+        }
+    }
+
+    #[test]
+    fn a_jump_of_the_sound_is_told_once_and_a_change_of_buffering_or_wake_ups_is_not() {
+        let mut timeline = DeviceTimeline::new(RATE);
+        let mut device = Device::new(80.0);
+        advance(&mut timeline, &mut device, 10.0);
+        assert_eq!(moves(&mut timeline, &mut device, 60.0, wander), 0);
+        // A gap of 5.5 ms in the sound with no break seen (the stream ran dry inside the
+        // sound server, not at the client): callbacks and sound both move.
+        device.heard_ns += 5.5e6;
+        let to = device.t_s + 2.0;
+        assert_eq!(moves(&mut timeline, &mut device, to, wander), 1);
+        // The buffering changes and the sound carries on: no move.
+        device.delay_ns += 9.5e6;
+        let to = device.t_s + 10.0;
+        assert_eq!(moves(&mut timeline, &mut device, to, wander), 0);
+        device.delay_ns -= 3.5e6;
+        let to = device.t_s + 10.0;
+        assert_eq!(moves(&mut timeline, &mut device, to, wander), 0);
+        // A busy moment: every callback 3 ms late for a third of a second.
+        device.late_ns = 3e6;
+        let to = device.t_s + 0.33;
+        let busy = moves(&mut timeline, &mut device, to, wander);
+        device.late_ns = 0.0;
+        let to = device.t_s + 10.0;
+        assert_eq!(busy + moves(&mut timeline, &mut device, to, wander), 0);
     }
 
     #[test]

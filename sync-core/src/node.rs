@@ -274,7 +274,7 @@ pub enum PlayerReport {
         frame: f64,
     },
     /// The player's output broke at local instant `at` (the sound device ran dry and was
-    /// restarted): the sound has already glitched, and the player may now be milliseconds off
+    /// restarted, or the player found its sound had jumped): the sound has already glitched, and the player may now be milliseconds off
     /// the timeline, with a device latency that changed. The node lets the restarted stream
     /// settle, then re-seeks for any error above
     /// [`ControllerConfig::break_jump_threshold`](crate::control::ControllerConfig) instead of

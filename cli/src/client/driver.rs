@@ -608,7 +608,7 @@ impl Driver {
         if breaks != self.output_breaks {
             // Checked every tick, so the node hears of it before the next position.
             self.output_breaks = breaks;
-            tracing::info!(breaks, "sound output broke and restarted");
+            tracing::info!(breaks, "sound output broke or jumped");
             let now = self.now();
             self.node.handle_player(
                 now,
