@@ -180,8 +180,8 @@ pub(crate) struct DeviceTimeline {
     disagreement: Disagreement,
     /// Reported minus timeline instants of the latest callbacks that agreed: the reports'
     /// own error against the timeline, which a change of buffering does not change.
-    agreeing: Ring<f64, ENVELOPE_CALLBACKS>,
-    /// Their median when the current disagreement started.
+    agreeing: Ring<f64, { 2 * ENVELOPE_CALLBACKS }>,
+    /// The median of the older half of them when the current step of the line was seen.
     baseline_ns: f64,
     /// The last callback's reported and timeline instants and its buffer's length, while the
     /// timeline goes by a learnt delay: what tells a step of the timeline from one of the
@@ -461,9 +461,21 @@ impl DeviceTimeline {
         if line_stepped && self.disagreement != Disagreement::LineStepped {
             self.agree();
             self.disagreement = Disagreement::LineStepped;
-            let mut agreed = [0.0; ENVELOPE_CALLBACKS];
-            let n = self.agreeing.items().len();
-            agreed[..n].copy_from_slice(self.agreeing.items());
+            // What the reports were off by before the change: the envelope shows a change
+            // up to `ENVELOPE_CALLBACKS` callbacks late, and whatever else moved in that
+            // while (the sound itself, by half a millisecond, in one rig run) belongs to it.
+            let mut agreed = [0.0; 2 * ENVELOPE_CALLBACKS];
+            let mut n = 0;
+            let held = self.agreeing.items().len();
+            let skip = if held > ENVELOPE_CALLBACKS {
+                ENVELOPE_CALLBACKS
+            } else {
+                0
+            };
+            for value in self.agreeing.newest().skip(skip) {
+                agreed[n] = value;
+                n += 1;
+            }
             self.baseline_ns = if n > 0 { median(&mut agreed[..n]) } else { 0.0 };
         }
         if self.disagreement == Disagreement::LineStepped {
@@ -966,6 +978,73 @@ mod tests {
         device.late_ns = 0.0;
         let to = device.t_s + 10.0;
         assert_eq!(busy + moves(&mut timeline, &mut device, to, wander), 0);
+    }
+
+    /// A stretch of device callbacks recorded on the rig (`MUSIC262_DEVICE_PROBE`, columns
+    /// `host_ns,latency_ns,frames,broke`) played through a timeline: per callback, seconds
+    /// since the first, the reported instant, the timeline's instant and whether it said the
+    /// sound moved.
+    fn replay(recorded: &str) -> Vec<(f64, f64, f64, bool)> {
+        let mut timeline = DeviceTimeline::new(RATE);
+        let mut first = None;
+        let mut out = Vec::new();
+        for line in recorded.lines().skip(1) {
+            let fields: Vec<u64> = line.split(',').map(|f| f.parse().unwrap()).collect();
+            let [now, latency, frames, broke] = fields[..] else {
+                panic!("bad line {line}");
+            };
+            if broke == 1 {
+                timeline.output_broke();
+            }
+            let slot = timeline.first_slot(now, latency, frames as usize);
+            let t = (now - *first.get_or_insert(now)) as f64 / 1e9;
+            out.push((t, (now + latency) as f64, slot as f64, timeline.moved()));
+        }
+        out
+    }
+
+    #[test]
+    fn recorded_on_the_rig_a_jump_of_the_sound_with_no_break_is_told_once() {
+        // The player stopped for 30 ms at 10.1 s: no xrun and too short for a stall, but the
+        // stream ran dry inside PulseAudio, and from then on the reports (and, eight callbacks
+        // later, the callbacks) say the sound is 5.5 ms later; the node had slewed that for
+        // 11 s.
+        let out = replay(include_str!("../tests/data/callbacks-sound-jump.csv"));
+        let moves: Vec<f64> = out.iter().filter(|c| c.3).map(|c| c.0).collect();
+        assert_eq!(moves.len(), 1, "moves at {moves:?}");
+        assert!((10.0..10.3).contains(&moves[0]), "moved at {}", moves[0]);
+        let worst = out
+            .iter()
+            .filter(|c| c.0 > 10.3)
+            .map(|c| (c.2 - c.1).abs() / 1e3)
+            .fold(0.0, f64::max);
+        assert!(worst < 600.0, "{worst} us from the reports after it");
+    }
+
+    #[test]
+    fn recorded_on_the_rig_another_streams_underrun_changes_the_buffering_and_not_the_sound() {
+        // The player was not stopped; the other one on the same PulseAudio server was, for
+        // 150 ms at 10.3 s. At 10.47 s a callback came 5.4 ms late and the reports stayed on
+        // their line: from then on the stream held 5.4 ms less. (The reports had also moved
+        // by half a millisecond at 10.45 s.)
+        let out = replay(include_str!("../tests/data/callbacks-buffering-change.csv"));
+        assert!(out.iter().all(|c| !c.3), "no move");
+        let mut worst_step = 0f64;
+        for pair in out.windows(2) {
+            let step = pair[1].2 - pair[0].2 - f64::from(BUFFER as u32) * 1e9 / f64::from(RATE);
+            worst_step = worst_step.max(step.abs() / 1e3);
+        }
+        assert!(
+            worst_step < 600.0,
+            "the instants stepped by {worst_step} us"
+        );
+        let after: Vec<f64> = out
+            .iter()
+            .filter(|c| c.0 > 10.7)
+            .map(|c| (c.2 - c.1) / 1e3)
+            .collect();
+        let mean = after.iter().sum::<f64>() / after.len() as f64;
+        assert!(mean.abs() < 300.0, "{mean} us from the reports after it");
     }
 
     #[test]
