@@ -111,8 +111,8 @@ const STEP_NS: f64 = 1_000_000.0;
 const REPORT_STEP_NS: f64 = 500_000.0;
 
 /// Such a step is taken from the reports once their last `ENVELOPE_CALLBACKS` differences
-/// from the timeline lie within this of each other (the earliest-callback envelope takes up
-/// to that many callbacks to pass a step)...
+/// from the timeline, all from after the callback it stepped at left the earliest-callback
+/// envelope's window, lie within this of each other...
 const STEADY_SPAN_NS: f64 = 1_000_000.0;
 
 /// ...or once it has lasted this long, steady or not.
@@ -178,6 +178,8 @@ pub(crate) struct DeviceTimeline {
     disagreements: Ring<f64, ENVELOPE_CALLBACKS>,
     /// What the current disagreement is taken for.
     disagreement: Disagreement,
+    /// Callbacks since the line stepped, in a [`Disagreement::LineStepped`].
+    stepped_callbacks: usize,
     /// Reported minus timeline instants of the latest callbacks that agreed: the reports'
     /// own error against the timeline, which a change of buffering does not change.
     agreeing: Ring<f64, { 2 * ENVELOPE_CALLBACKS }>,
@@ -290,6 +292,7 @@ impl DeviceTimeline {
             disagreeing_s: 0.0,
             disagreements: Ring::new(0.0),
             disagreement: Disagreement::Reports,
+            stepped_callbacks: 0,
             agreeing: Ring::new(0.0),
             baseline_ns: 0.0,
             last_instants: None,
@@ -346,6 +349,7 @@ impl DeviceTimeline {
     /// The timeline and the reports agree (again).
     fn agree(&mut self) {
         self.disagreeing_s = 0.0;
+        self.stepped_callbacks = 0;
         self.disagreements.clear();
         self.disagreement = Disagreement::Reports;
     }
@@ -458,7 +462,11 @@ impl DeviceTimeline {
         let line_stepped = steps.is_some_and(|(reports, timeline)| {
             reports.abs() < REPORT_STEP_NS && timeline.abs() > STEP_NS
         });
-        if line_stepped && self.disagreement != Disagreement::LineStepped {
+        if line_stepped && self.disagreement == Disagreement::LineStepped {
+            // Stepped again before the last step was taken: measure from this one.
+            self.stepped_callbacks = 0;
+            self.disagreements.clear();
+        } else if line_stepped {
             self.agree();
             self.disagreement = Disagreement::LineStepped;
             // What the reports were off by before the change: the envelope shows a change
@@ -481,9 +489,16 @@ impl DeviceTimeline {
         if self.disagreement == Disagreement::LineStepped {
             // The callbacks moved against the sound and the reports did not: the buffering
             // between them changed, by what the reports say less what they were off by
-            // before. They are the better measure until the envelope has passed the step.
+            // before. They are the better measure until the envelope has passed the step:
+            // until the callback it stepped at has left the envelope's window (an extra
+            // callback that started a deeper buffering came earlier than the steady ones
+            // after it: on the rig the line stepped again, by 1 ms, when it left), and the
+            // differences since agree.
             self.disagreeing_s += buffer_ns * 1e-9;
-            self.disagreements.push(reported - heard);
+            self.stepped_callbacks += 1;
+            if self.stepped_callbacks > ENVELOPE_CALLBACKS {
+                self.disagreements.push(reported - heard);
+            }
             let seen = self.disagreements.items();
             let (low, high) = seen
                 .iter()
@@ -491,7 +506,7 @@ impl DeviceTimeline {
                     (lo.min(d), hi.max(d))
                 });
             let steady = seen.len() == ENVELOPE_CALLBACKS && high - low <= STEADY_SPAN_NS;
-            if !steady && self.disagreeing_s < STEADY_WAIT_S {
+            if !steady && (self.disagreeing_s < STEADY_WAIT_S || seen.is_empty()) {
                 return (reported - self.baseline_ns).max(0.0).round() as u64;
             }
             let shift = self.disagreement_median() - self.baseline_ns;
@@ -933,12 +948,12 @@ mod tests {
 
     #[test]
     fn a_moment_of_late_wake_ups_does_not_move_the_timeline() {
-        let mut timeline = DeviceTimeline::new(RATE);
-        let mut device = Device::new(100.0);
-        advance(&mut timeline, &mut device, 40.0);
         // Every callback 1.5-3 ms late for a third of a second (a busy machine), then on
         // time again; the reports see the sound where it is.
         for late_ns in [3e6, 1.5e6, 2.5e6] {
+            let mut timeline = DeviceTimeline::new(RATE);
+            let mut device = Device::new(100.0);
+            advance(&mut timeline, &mut device, 40.0);
             device.late_ns = late_ns;
             let from = device.t_s;
             let (worst, _) = run(&mut timeline, &mut device, from + 0.33, from, wander);
@@ -1023,28 +1038,43 @@ mod tests {
 
     #[test]
     fn recorded_on_the_rig_another_streams_underrun_changes_the_buffering_and_not_the_sound() {
-        // The player was not stopped; the other one on the same PulseAudio server was, for
-        // 150 ms at 10.3 s. At 10.47 s a callback came 5.4 ms late and the reports stayed on
-        // their line: from then on the stream held 5.4 ms less. (The reports had also moved
-        // by half a millisecond at 10.45 s.)
-        let out = replay(include_str!("../tests/data/callbacks-buffering-change.csv"));
-        assert!(out.iter().all(|c| !c.3), "no move");
-        let mut worst_step = 0f64;
-        for pair in out.windows(2) {
-            let step = pair[1].2 - pair[0].2 - f64::from(BUFFER as u32) * 1e9 / f64::from(RATE);
-            worst_step = worst_step.max(step.abs() / 1e3);
+        // Two players that were not stopped; the other one on the same PulseAudio server was.
+        // In the first, from the other's 150 ms stop at 10.3 s: at 10.47 s a callback came
+        // 5.4 ms late and the reports stayed on their line, and from then on the stream held
+        // 5.4 ms less (the reports had also moved by half a millisecond at 10.45 s). In the
+        // second, from the other's 30 ms stop at 10.1 s: at 10.16 s a callback came 5.3 ms
+        // early and the stream held that much more, its steady callbacks 1 ms later than
+        // that first one.
+        for (recorded, after_s) in [
+            (
+                include_str!("../tests/data/callbacks-buffering-change.csv"),
+                10.7,
+            ),
+            (
+                include_str!("../tests/data/callbacks-buffer-more.csv"),
+                10.5,
+            ),
+        ] {
+            let out = replay(recorded);
+            assert!(out.iter().all(|c| !c.3), "no move");
+            let mut worst_step = 0f64;
+            for pair in out.windows(2) {
+                let buffer_ns = f64::from(BUFFER as u32) * 1e9 / f64::from(RATE);
+                let step = pair[1].2 - pair[0].2 - buffer_ns;
+                worst_step = worst_step.max(step.abs() / 1e3);
+            }
+            assert!(
+                worst_step < 600.0,
+                "the instants stepped by {worst_step} us"
+            );
+            let after: Vec<f64> = out
+                .iter()
+                .filter(|c| c.0 > after_s)
+                .map(|c| (c.2 - c.1) / 1e3)
+                .collect();
+            let mean = after.iter().sum::<f64>() / after.len() as f64;
+            assert!(mean.abs() < 300.0, "{mean} us from the reports after it");
         }
-        assert!(
-            worst_step < 600.0,
-            "the instants stepped by {worst_step} us"
-        );
-        let after: Vec<f64> = out
-            .iter()
-            .filter(|c| c.0 > 10.7)
-            .map(|c| (c.2 - c.1) / 1e3)
-            .collect();
-        let mean = after.iter().sum::<f64>() / after.len() as f64;
-        assert!(mean.abs() < 300.0, "{mean} us from the reports after it");
     }
 
     #[test]
