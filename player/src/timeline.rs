@@ -257,6 +257,19 @@ impl<T: Copy, const N: usize> Ring<T, N> {
     }
 }
 
+impl<const N: usize> Ring<f64, N> {
+    /// Median of the values held but the newest `skip`; `None` if that leaves none.
+    fn median_before(&self, skip: usize) -> Option<f64> {
+        let mut kept = [0.0; N];
+        let mut n = 0;
+        for value in self.newest().skip(skip) {
+            kept[n] = value;
+            n += 1;
+        }
+        (n > 0).then(|| median(&mut kept[..n]))
+    }
+}
+
 /// Median of a small slice, reordering it.
 fn median(values: &mut [f64]) -> f64 {
     values.sort_unstable_by(f64::total_cmp);
@@ -361,8 +374,7 @@ impl DeviceTimeline {
         let slot = self.place(now_ns, latency_ns, frames);
         let buffer_ns = frames as f64 * self.ns_per_frame;
         // An output break's own aftermath is the break's, already told.
-        let quiet = self.settling > 0
-            || (self.after_break && self.frames * self.ns_per_frame < BREAK_VERIFY_S * 1e9);
+        let quiet = self.settling > 0 || self.verifying_break();
         let advance = 1.0 + self.rate;
         self.moved = match self.last_slot {
             Some((last, last_buffer_ns)) if timed && !quiet => {
@@ -472,19 +484,13 @@ impl DeviceTimeline {
             // What the reports were off by before the change: the envelope shows a change
             // up to `ENVELOPE_CALLBACKS` callbacks late, and whatever else moved in that
             // while (the sound itself, by half a millisecond, in one rig run) belongs to it.
-            let mut agreed = [0.0; 2 * ENVELOPE_CALLBACKS];
-            let mut n = 0;
             let held = self.agreeing.items().len();
             let skip = if held > ENVELOPE_CALLBACKS {
                 ENVELOPE_CALLBACKS
             } else {
                 0
             };
-            for value in self.agreeing.newest().skip(skip) {
-                agreed[n] = value;
-                n += 1;
-            }
-            self.baseline_ns = if n > 0 { median(&mut agreed[..n]) } else { 0.0 };
+            self.baseline_ns = self.agreeing.median_before(skip).unwrap_or(0.0);
         }
         if self.disagreement == Disagreement::LineStepped {
             // The callbacks moved against the sound and the reports did not: the buffering
@@ -517,7 +523,7 @@ impl DeviceTimeline {
             self.agree();
             return heard.max(0.0).round() as u64;
         }
-        if self.disagreeing_s == 0.0 && self.after_break && self.frames * p < BREAK_VERIFY_S * 1e9 {
+        if self.disagreeing_s == 0.0 && self.verifying_break() {
             self.disagreement = Disagreement::AfterBreak;
         }
         self.disagreeing_s += buffer_ns * 1e-9;
@@ -540,12 +546,14 @@ impl DeviceTimeline {
         heard.max(0.0).round() as u64
     }
 
-    /// Median of the current disagreement's latest values.
+    /// Whether the line restarted at an output break less than [`BREAK_VERIFY_S`] of audio ago.
+    fn verifying_break(&self) -> bool {
+        self.after_break && self.frames * self.ns_per_frame < BREAK_VERIFY_S * 1e9
+    }
+
+    /// Median of the current disagreement's latest values (there is at least one).
     fn disagreement_median(&self) -> f64 {
-        let mut recent = [0.0; ENVELOPE_CALLBACKS];
-        let n = self.disagreements.items().len();
-        recent[..n].copy_from_slice(self.disagreements.items());
-        median(&mut recent[..n])
+        self.disagreements.median_before(0).unwrap_or(0.0)
     }
 
     /// The buffering between callback and sound changed by `shift`: moves the delay, and the
