@@ -237,6 +237,8 @@ pub struct TracePoint {
     pub playing: bool,
     /// The state word.
     pub state: TraceState,
+    /// The group clock then, as the client estimated it (older traces have none).
+    pub group_ns: Option<u64>,
 }
 
 /// The state column of a trace.
@@ -271,7 +273,8 @@ pub fn read_trace(path: &Path) -> Vec<TracePoint> {
         .skip(1)
         .filter_map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            if f.len() != 4 {
+            // Four columns in traces written before `group_ns` was added.
+            if f.len() != 4 && f.len() != 5 {
                 return None;
             }
             let state = match f[3] {
@@ -287,6 +290,10 @@ pub fn read_trace(path: &Path) -> Vec<TracePoint> {
                 sample_rate: f[2].parse().ok()?,
                 playing: state == TraceState::Playing,
                 state,
+                group_ns: match f.get(4) {
+                    None | Some(&"") => None,
+                    Some(g) => Some(g.parse().ok()?),
+                },
             })
         })
         .collect()
@@ -314,6 +321,39 @@ pub fn sync_errors_us(a: &[TracePoint], b: &[TracePoint], from_ns: u64, to_ns: u
             + (q1.frame - q0.frame) * (p.host_ns - q0.host_ns) as f64
                 / (q1.host_ns - q0.host_ns) as f64;
         out.push((p.frame - f) / f64::from(p.sample_rate.max(1)) * 1e6);
+    }
+    out
+}
+
+/// Clock sync error of `a` against `b` in microseconds: at each of `a`'s playing instants in
+/// `[from_ns, to_ns]` that carries a group clock, how far `b`'s group clock (interpolated as in
+/// [`sync_errors_us`]) was behind `a`'s. Positive when `b`'s clock is behind, which makes `b`
+/// late by as much: the part of the sync error that comes from clock sync rather than from how
+/// the players follow their clocks.
+pub fn clock_errors_us(a: &[TracePoint], b: &[TracePoint], from_ns: u64, to_ns: u64) -> Vec<f64> {
+    let bp: Vec<(u64, u64)> = b
+        .iter()
+        .filter(|p| p.playing)
+        .filter_map(|p| Some((p.host_ns, p.group_ns?)))
+        .collect();
+    let mut out = Vec::new();
+    for p in a
+        .iter()
+        .filter(|p| p.playing && p.host_ns >= from_ns && p.host_ns <= to_ns)
+    {
+        let Some(ga) = p.group_ns else { continue };
+        let i = bp.partition_point(|q| q.0 < p.host_ns);
+        if i == 0 || i >= bp.len() {
+            continue;
+        }
+        let ((h0, g0), (h1, g1)) = (bp[i - 1], bp[i]);
+        if h1 - h0 > 50_000_000 {
+            continue;
+        }
+        // Differences first: the clocks themselves are too large for an f64's fraction.
+        let gb = g0 as f64 - ga as f64
+            + (g1 as f64 - g0 as f64) * (p.host_ns - h0) as f64 / (h1 - h0) as f64;
+        out.push(-gb / 1e3);
     }
     out
 }
@@ -513,6 +553,7 @@ mod tests {
             sample_rate: 48_000,
             playing: true,
             state: TraceState::Playing,
+            group_ns: None,
         }
     }
 
@@ -534,13 +575,44 @@ mod tests {
     }
 
     #[test]
+    fn clock_error_is_how_far_the_other_group_clock_is_behind() {
+        // b's group clock runs 1.5 s + 250 ns behind host time, a's 1.5 s behind exactly.
+        let with_group = |t: TracePoint, behind_ns: u64| TracePoint {
+            group_ns: Some(t.host_ns + 10_000_000_000 - behind_ns),
+            ..t
+        };
+        let a: Vec<_> = (0..10)
+            .map(|i| with_group(pt(i * 10_000_000 + 5_000_000, 0.0), 1_500_000_000))
+            .collect();
+        let b: Vec<_> = (0..10)
+            .map(|i| with_group(pt(i * 10_000_000, 0.0), 1_500_000_250))
+            .collect();
+        let e = clock_errors_us(&a, &b, 0, u64::MAX);
+        assert_eq!(e.len(), 9);
+        assert!(e.iter().all(|x| (x - 0.25).abs() < 1e-9), "{e:?}");
+        // Lines without a group clock give nothing.
+        assert!(clock_errors_us(&a, &[pt(0, 0.0), pt(10_000_000, 0.0)], 0, u64::MAX).is_empty());
+    }
+
+    #[test]
     fn traces_parse_and_ignore_torn_lines() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.csv");
-        std::fs::write(&p, "host_monotonic_ns,frame,sample_rate,state\n10,1.5,44100,paused\n20,2.0,44100,playing\n30,2").unwrap();
+        std::fs::write(&p, "host_monotonic_ns,frame,sample_rate,state,group_ns\n10,1.5,44100,paused,\n20,2.0,44100,playing,1500000020\n30,2").unwrap();
         let t = read_trace(&p);
         assert_eq!(t.len(), 2);
         assert_eq!(t[0].state, TraceState::Paused);
+        assert_eq!(t[0].group_ns, None);
         assert_eq!(t[1].sample_rate, 44_100);
+        assert_eq!(t[1].group_ns, Some(1_500_000_020));
+        // A trace from before the group clock column.
+        std::fs::write(
+            &p,
+            "host_monotonic_ns,frame,sample_rate,state\n10,1.5,44100,playing\n",
+        )
+        .unwrap();
+        let t = read_trace(&p);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].group_ns, None);
     }
 }

@@ -149,6 +149,7 @@ mod tests {
             sample_rate: 48_000,
             playing: state == TraceState::Playing,
             state,
+            group_ns: None,
         }
     }
 

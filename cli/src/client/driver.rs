@@ -649,6 +649,7 @@ impl Driver {
                     pos.frame,
                     song.sample_rate,
                     state,
+                    Some(self.node.group_time(LocalTime(pos.instant_ns)).0),
                 );
             } else if let Some(f) = &self.fetching {
                 trace.line(
@@ -656,6 +657,7 @@ impl Driver {
                     0.0,
                     f.sample_rate,
                     "loading",
+                    None,
                 );
             }
         }

@@ -96,8 +96,8 @@ pub struct ClientArgs {
     /// `wav:PATH` (record exactly what would be heard).
     #[arg(long, value_name = "SINK", default_value = "device")]
     pub sink: String,
-    /// Write a timing trace (CSV: host_monotonic_ns,frame,sample_rate,state) every 10 ms
-    /// while a song is loaded.
+    /// Write a timing trace (CSV: host_monotonic_ns,frame,sample_rate,state,group_ns) every
+    /// 10 ms while a song is loaded.
     #[arg(long, value_name = "PATH")]
     pub trace: Option<PathBuf>,
     /// Most peer links kept at once; further peers are reached through relaying.

@@ -14,7 +14,10 @@
 //! recording started, each window's lag is also split in two: the **sync** part is the lag the
 //! players believe they have (the difference of the song frames their traces give for the
 //! window's instants: clock sync and drift control), and the **device** part is the rest (what
-//! their sound devices' timing adds).
+//! their sound devices' timing adds). Where the traces carry each player's group clock, the
+//! sync part's **clock** share is given too: how far the right-hand player's estimate of the
+//! group clock was behind the left's at the same host instants (the rest of the sync part is
+//! how the players follow their clocks).
 //!
 //! ```sh
 //! as_heard --input rec.raw --rate 48000 --csv lags.csv --json summary.json --plot lags.png
@@ -24,7 +27,7 @@ use std::f64::consts::PI;
 use std::path::PathBuf;
 
 use clap::Parser;
-use music262::fleet::{TracePoint, quantile_abs, read_trace, sync_errors_us};
+use music262::fleet::{TracePoint, clock_errors_us, quantile_abs, read_trace, sync_errors_us};
 use plotters::prelude::*;
 
 #[derive(Parser, Debug)]
@@ -129,23 +132,28 @@ fn run(args: &Args) -> Result<(), String> {
         total,
         args.window
     );
-    // The sync part of each window (None where a trace does not cover it).
-    let sync: Vec<Option<f64>> = match (&args.left_trace, &args.right_trace, args.start_ns) {
-        (Some(l), Some(r), Some(start_ns)) => {
-            let (l, r) = (read_trace(l), read_trace(r));
-            if !l.iter().any(|p| p.playing) || !r.iter().any(|p| p.playing) {
-                // The lag heard stands without the split.
-                eprintln!("as_heard: no sync/device split: a trace has no line while playing");
+    // The sync part of each window and its clock share (None where a trace does not cover it).
+    let (sync, clock): (Vec<Option<f64>>, Vec<Option<f64>>) =
+        match (&args.left_trace, &args.right_trace, args.start_ns) {
+            (Some(l), Some(r), Some(start_ns)) => {
+                let (l, r) = (read_trace(l), read_trace(r));
+                if !l.iter().any(|p| p.playing) || !r.iter().any(|p| p.playing) {
+                    // The lag heard stands without the split.
+                    eprintln!("as_heard: no sync/device split: a trace has no line while playing");
+                }
+                used.iter()
+                    .map(|(t, _)| {
+                        let from = start_ns + (t * 1e9) as u64;
+                        let to = from + (args.window * 1e9) as u64;
+                        (
+                            believed_lag_us(&l, &r, from, to),
+                            believed_clock_us(&l, &r, from, to),
+                        )
+                    })
+                    .unzip()
             }
-            used.iter()
-                .map(|(t, _)| {
-                    let from = start_ns + (t * 1e9) as u64;
-                    believed_lag_us(&l, &r, from, from + (args.window * 1e9) as u64)
-                })
-                .collect()
-        }
-        _ => Vec::new(),
-    };
+            _ => (Vec::new(), Vec::new()),
+        };
     let parts = split_summary(&used, &sync);
     if let Some(p) = &parts {
         println!(
@@ -153,23 +161,39 @@ fn run(args: &Args) -> Result<(), String> {
             p.sync_mean, p.sync_p99, p.device_mean, p.device_p99, p.windows
         );
     }
+    let clock_part = clock_summary(&clock);
+    if let Some((mean, p99, n)) = clock_part {
+        println!(
+            "the sync part's clock share (group clocks at the same instants): mean {mean:+.1} us, p99 |.| {p99:.1} us; {n} windows"
+        );
+    }
     if let Some(path) = &args.csv {
-        let mut s = String::from("t_s,lag_us,sync_us,device_us\n");
+        let mut s = String::from("t_s,lag_us,sync_us,device_us,clock_us\n");
+        let cell = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
         for (i, (t, l)) in used.iter().enumerate() {
-            match sync.get(i).copied().flatten() {
-                Some(y) => s.push_str(&format!("{t:.3},{l:.3},{y:.3},{:.3}\n", l - y)),
-                None => s.push_str(&format!("{t:.3},{l:.3},,\n")),
-            }
+            let y = sync.get(i).copied().flatten();
+            let c = clock.get(i).copied().flatten();
+            s.push_str(&format!(
+                "{t:.3},{l:.3},{},{},{}\n",
+                cell(y),
+                cell(y.map(|y| l - y)),
+                cell(c)
+            ));
         }
         std::fs::write(path, s).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     if let Some(path) = &args.json {
-        let split = parts.as_ref().map_or(String::new(), |p| {
+        let mut split = parts.as_ref().map_or(String::new(), |p| {
             format!(
                 ",\"sync_mean_us\":{:.3},\"sync_p99_us\":{:.3},\"device_mean_us\":{:.3},\"device_p99_us\":{:.3},\"split_windows\":{}",
                 p.sync_mean, p.sync_p99, p.device_mean, p.device_p99, p.windows
             )
         });
+        if let Some((mean, p99, _)) = clock_part {
+            split.push_str(&format!(
+                ",\"clock_mean_us\":{mean:.3},\"clock_p99_us\":{p99:.3}"
+            ));
+        }
         let s = format!(
             "{{\"p50_us\":{:.3},\"p99_us\":{:.3},\"max_us\":{:.3},\"mean_us\":{:.3},\"windows_used\":{},\"windows\":{},\"window_s\":{}{split}}}\n",
             q(0.5),
@@ -183,7 +207,8 @@ fn run(args: &Args) -> Result<(), String> {
         std::fs::write(path, s).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     if let Some(path) = &args.plot {
-        plot(path, &args.title, &used, &sync).map_err(|e| format!("{}: {e}", path.display()))?;
+        plot(path, &args.title, &used, &sync, &clock)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
 }
@@ -216,6 +241,30 @@ fn believed_lag_us(
     let errors = sync_errors_us(left, right, from_ns, to_ns);
     (covered && errors.len() == instants.len())
         .then(|| errors.iter().sum::<f64>() / errors.len() as f64)
+}
+
+/// How far the right-hand player's group clock was behind the left's (µs), averaged like
+/// [`believed_lag_us`]; `None` unless every left line of the window has a group clock to
+/// compare.
+fn believed_clock_us(
+    left: &[TracePoint],
+    right: &[TracePoint],
+    from_ns: u64,
+    to_ns: u64,
+) -> Option<f64> {
+    let lines = left
+        .iter()
+        .filter(|p| p.playing && (from_ns..=to_ns).contains(&p.host_ns))
+        .count();
+    let errors = clock_errors_us(left, right, from_ns, to_ns);
+    (lines > 0 && errors.len() == lines).then(|| errors.iter().sum::<f64>() / errors.len() as f64)
+}
+
+/// Mean, p99 of the magnitude and count of the windows' clock shares, if any has one.
+fn clock_summary(clock: &[Option<f64>]) -> Option<(f64, f64, usize)> {
+    let c: Vec<f64> = clock.iter().flatten().copied().collect();
+    let p99 = quantile_abs(&c, 0.99)?;
+    Some((c.iter().sum::<f64>() / c.len() as f64, p99, c.len()))
 }
 
 /// The sync and device parts of the lag, summarized over the windows that have both.
@@ -380,6 +429,7 @@ fn plot(
     title: &str,
     used: &[(f64, f64)],
     sync: &[Option<f64>],
+    clock: &[Option<f64>],
 ) -> Result<(), Box<dyn std::error::Error>> {
     music262_tests::plot::register_font();
     let root = BitMapBackend::new(path, (1200, 500)).into_drawing_area();
@@ -419,6 +469,19 @@ fn plot(
             .draw_series(LineSeries::new(parts(true), RED.stroke_width(2)))?
             .label("device (the rest)")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+        let clock: Vec<(f64, f64)> = used
+            .iter()
+            .zip(clock)
+            .filter_map(|(&(t, _), c)| c.map(|c| (t, c)))
+            .collect();
+        if !clock.is_empty() {
+            chart
+                .draw_series(LineSeries::new(clock, MAGENTA.stroke_width(1)))?
+                .label("of sync: clock (group clocks)")
+                .legend(|(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], MAGENTA.stroke_width(1))
+                });
+        }
         music262_tests::plot::draw_legend(&mut chart, 14, SeriesLabelPosition::MiddleRight)?;
     }
     root.present()?;
@@ -488,9 +551,10 @@ mod tests {
         assert!(analyze(&l, &other, 24_000, 480, 0.5).is_empty());
     }
 
-    /// A playing trace heard `late_us` behind a timeline that starts at host instant 5 s, with
-    /// a line every 10 ms from `from_ns` to `to_ns`.
-    fn trace(late_us: f64, from_ns: u64, to_ns: u64) -> Vec<TracePoint> {
+    /// A playing trace heard `late_us` behind a timeline that starts at host instant 5 s, its
+    /// group clock `clock_behind_us` behind host time + 1 s, with a line every 10 ms from
+    /// `from_ns` to `to_ns`.
+    fn trace(late_us: f64, clock_behind_us: f64, from_ns: u64, to_ns: u64) -> Vec<TracePoint> {
         (from_ns..=to_ns)
             .step_by(10_000_000)
             .map(|t| TracePoint {
@@ -499,6 +563,7 @@ mod tests {
                 sample_rate: 48_000,
                 playing: true,
                 state: music262::fleet::TraceState::Playing,
+                group_ns: Some(t + 1_000_000_000 - (clock_behind_us * 1e3) as u64),
             })
             .collect()
     }
@@ -506,12 +571,26 @@ mod tests {
     #[test]
     fn the_traces_give_the_lag_the_players_believe_they_have() {
         let start = 5_000_000_000u64;
-        let left = trace(12.0, start, start + 3_000_000_000);
-        let right = trace(-30.5, start + 5_000_000, start + 3_000_000_000);
+        let left = trace(12.0, 2.0, start, start + 3_000_000_000);
+        let right = trace(-30.5, 7.0, start + 5_000_000, start + 3_000_000_000);
         let from = start + 1_000_000_000;
         let got = believed_lag_us(&left, &right, from, from + 500_000_000).unwrap();
         // The right side is 30.5 us early, the left 12 us late: the right is 42.5 us ahead.
         assert!((got + 42.5).abs() < 0.01, "{got}");
+        // Its group clock is 5 us further behind than the left's.
+        let clock = believed_clock_us(&left, &right, from, from + 500_000_000).unwrap();
+        assert!((clock - 5.0).abs() < 0.01, "{clock}");
+        let without: Vec<_> = right
+            .iter()
+            .map(|p| TracePoint {
+                group_ns: None,
+                ..*p
+            })
+            .collect();
+        assert_eq!(
+            believed_clock_us(&left, &without, from, from + 500_000_000),
+            None
+        );
         // Outside what both traces cover while playing: no answer.
         assert_eq!(
             believed_lag_us(&left, &right, from + 1_800_000_000, from + 2_300_000_000),
