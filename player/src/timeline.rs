@@ -118,6 +118,19 @@ const STEADY_SPAN_NS: f64 = 1_000_000.0;
 /// ...or once it has lasted this long, steady or not.
 const STEADY_WAIT_S: f64 = 0.5;
 
+/// The earliest-callback envelope is followed through a filter with this time constant
+/// (seconds of audio), carried forward at the device's fitted rate: the envelope steps by up
+/// to ±0.15 ms whenever its earliest callback enters or leaves the window (±66 µs from a
+/// straight line on the rig, wandering ±50 µs over seconds), while the sound it stands for
+/// advances evenly. Left in, those steps reached the drift controller as errors, and its
+/// estimate of the device's rate as tens of ppm, which held the sound 50 µs off for seconds.
+const SMOOTH_S: f64 = 4.0;
+
+/// A step of the envelope by more than this from one callback to the next is passed through
+/// the filter at once: a change of buffering or a jump is not wake-up noise, and the rules
+/// that tell them apart look at such steps.
+const SMOOTH_SNAP_NS: f64 = 500_000.0;
+
 /// A pause between callbacks longer than this (plus twice the buffer) means the output broke,
 /// whether or not the audio stack said so.
 const STALL_NS: f64 = 100_000_000.0;
@@ -193,6 +206,13 @@ pub(crate) struct DeviceTimeline {
     last_slot: Option<(f64, f64)>,
     /// See [`Self::moved`].
     moved: bool,
+    /// The filtered and the raw envelope at the last callback and how far they advance to the
+    /// next one.
+    smooth: Option<(f64, f64, f64)>,
+    /// The filtered minus the raw envelope when the line last restarted or stopped being
+    /// filtered: the earliest callbacks' usual lead on the filtered line, kept across an
+    /// output break so that the learnt delay still fits.
+    smooth_offset: f64,
     /// Callbacks left that may still be the refill burst after an output break (0: none).
     settling: usize,
     /// The callbacks' line was restarted at an output break (and not since from scratch).
@@ -311,6 +331,8 @@ impl DeviceTimeline {
             last_instants: None,
             last_slot: None,
             moved: false,
+            smooth: None,
+            smooth_offset: 0.0,
             settling: 0,
             after_break: false,
         }
@@ -338,6 +360,7 @@ impl DeviceTimeline {
         self.delays.clear();
         self.delay_ns = None;
         self.after_break = false;
+        self.smooth_offset = 0.0;
     }
 
     /// Starts the callbacks' line over at this callback, after the output broke, but keeps
@@ -355,6 +378,9 @@ impl DeviceTimeline {
         self.rate_points.clear();
         self.block_delays_len = 0;
         self.last_instants = None;
+        if let Some((value, raw, _)) = self.smooth.take() {
+            self.smooth_offset = value - raw;
+        }
         self.agreeing.clear();
         self.agree();
     }
@@ -441,7 +467,7 @@ impl DeviceTimeline {
             .iter()
             .map(|&(f, uj)| uj + (before - f) * p * rate)
             .fold(f64::INFINITY, f64::min);
-        let envelope = self.origin_ns + before * p + envelope_u;
+        let envelope = self.filtered(self.origin_ns + before * p + envelope_u, buffer_ns);
         let delay = reported as f64 - envelope;
 
         if self.block_min.is_none_or(|(_, m)| u < m) {
@@ -544,6 +570,27 @@ impl DeviceTimeline {
             return reported.max(0.0).round() as u64;
         }
         heard.max(0.0).round() as u64
+    }
+
+    /// The envelope `raw` at this callback (of `buffer_ns`), filtered ([`SMOOTH_S`]), with its
+    /// steps beyond [`SMOOTH_SNAP_NS`] passed through whole: the rules for changes of
+    /// buffering, breaks and jumps see them as they were, and measure them against the
+    /// filtered line the delay was learnt on.
+    fn filtered(&mut self, raw: f64, buffer_ns: f64) -> f64 {
+        let value = match self.smooth {
+            Some((last, last_raw, advance)) => {
+                let predicted = last + advance;
+                let step = raw - (last_raw + advance);
+                if step.abs() > SMOOTH_SNAP_NS {
+                    predicted + step
+                } else {
+                    predicted + (buffer_ns / (SMOOTH_S * 1e9)).min(1.0) * (raw - predicted)
+                }
+            }
+            None => raw + self.smooth_offset,
+        };
+        self.smooth = Some((value, raw, buffer_ns * (1.0 + self.rate)));
+        value
     }
 
     /// Whether the line restarted at an output break less than [`BREAK_VERIFY_S`] of audio ago.
