@@ -121,15 +121,14 @@ const STEADY_WAIT_S: f64 = 0.5;
 /// The earliest-callback envelope is followed through a filter with this time constant
 /// (seconds of audio), carried forward at the device's fitted rate: the envelope steps by up
 /// to ±0.15 ms whenever its earliest callback enters or leaves the window (±66 µs from a
-/// straight line on the rig, wandering ±50 µs over seconds), while the sound it stands for
+/// straight line on the rig, wandering ±50 µs over seconds), and by half a millisecond when
+/// a moment of late wake-ups leaves it no callback on time, while the sound it stands for
 /// advances evenly. Left in, those steps reached the drift controller as errors, and its
 /// estimate of the device's rate as tens of ppm, which held the sound 50 µs off for seconds.
+/// Steps beyond [`STEP_NS`] pass through whole (the rules for changes of buffering and jumps
+/// look at those), and while those rules measure a step or a break settles the filter stands
+/// aside: the envelope is taken as it is, less the filter's usual offset from it.
 const SMOOTH_S: f64 = 4.0;
-
-/// A step of the envelope by more than this from one callback to the next is passed through
-/// the filter at once: a change of buffering or a jump is not wake-up noise, and the rules
-/// that tell them apart look at such steps.
-const SMOOTH_SNAP_NS: f64 = 500_000.0;
 
 /// A pause between callbacks longer than this (plus twice the buffer) means the output broke,
 /// whether or not the audio stack said so.
@@ -209,9 +208,9 @@ pub(crate) struct DeviceTimeline {
     /// The filtered and the raw envelope at the last callback and how far they advance to the
     /// next one.
     smooth: Option<(f64, f64, f64)>,
-    /// The filtered minus the raw envelope when the line last restarted or stopped being
-    /// filtered: the earliest callbacks' usual lead on the filtered line, kept across an
-    /// output break so that the learnt delay still fits.
+    /// The filtered minus the raw envelope, averaged over [`SMOOTH_S`]: how far the filtered
+    /// line usually lies behind the earliest callbacks. The envelope taken as it is, less
+    /// this, still fits the delay learnt on the filtered line.
     smooth_offset: f64,
     /// Callbacks left that may still be the refill burst after an output break (0: none).
     settling: usize,
@@ -378,9 +377,7 @@ impl DeviceTimeline {
         self.rate_points.clear();
         self.block_delays_len = 0;
         self.last_instants = None;
-        if let Some((value, raw, _)) = self.smooth.take() {
-            self.smooth_offset = value - raw;
-        }
+        self.smooth = None;
         self.agreeing.clear();
         self.agree();
     }
@@ -572,23 +569,27 @@ impl DeviceTimeline {
         heard.max(0.0).round() as u64
     }
 
-    /// The envelope `raw` at this callback (of `buffer_ns`), filtered ([`SMOOTH_S`]), with its
-    /// steps beyond [`SMOOTH_SNAP_NS`] passed through whole: the rules for changes of
-    /// buffering, breaks and jumps see them as they were, and measure them against the
-    /// filtered line the delay was learnt on.
+    /// The envelope `raw` at this callback (of `buffer_ns`), filtered as [`SMOOTH_S`] says.
     fn filtered(&mut self, raw: f64, buffer_ns: f64) -> f64 {
+        let follow = self.settling == 0
+            && !self.verifying_break()
+            && self.disagreement == Disagreement::Reports;
+        let k = (buffer_ns / (SMOOTH_S * 1e9)).min(1.0);
         let value = match self.smooth {
-            Some((last, last_raw, advance)) => {
+            Some((last, last_raw, advance)) if follow => {
                 let predicted = last + advance;
                 let step = raw - (last_raw + advance);
-                if step.abs() > SMOOTH_SNAP_NS {
+                if step.abs() > STEP_NS {
                     predicted + step
                 } else {
-                    predicted + (buffer_ns / (SMOOTH_S * 1e9)).min(1.0) * (raw - predicted)
+                    predicted + k * (raw - predicted)
                 }
             }
-            None => raw + self.smooth_offset,
+            _ => raw + self.smooth_offset,
         };
+        if follow {
+            self.smooth_offset += k * (value - raw - self.smooth_offset);
+        }
         self.smooth = Some((value, raw, buffer_ns * (1.0 + self.rate)));
         value
     }
