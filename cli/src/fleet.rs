@@ -309,17 +309,14 @@ pub fn sync_errors_us(a: &[TracePoint], b: &[TracePoint], from_ns: u64, to_ns: u
         .iter()
         .filter(|p| p.playing && p.host_ns >= from_ns && p.host_ns <= to_ns)
     {
-        let i = bp.partition_point(|q| q.host_ns < p.host_ns);
-        if i == 0 || i >= bp.len() {
+        let Some((i, x)) = bracket(&bp, |q| q.host_ns, p.host_ns) else {
             continue;
-        }
+        };
         let (q0, q1) = (bp[i - 1], bp[i]);
-        if q1.host_ns - q0.host_ns > 50_000_000 || (q1.frame - q0.frame).abs() > 48_000.0 {
+        if (q1.frame - q0.frame).abs() > 48_000.0 {
             continue;
         }
-        let f = q0.frame
-            + (q1.frame - q0.frame) * (p.host_ns - q0.host_ns) as f64
-                / (q1.host_ns - q0.host_ns) as f64;
+        let f = q0.frame + (q1.frame - q0.frame) * x;
         out.push((p.frame - f) / f64::from(p.sample_rate.max(1)) * 1e6);
     }
     out
@@ -342,20 +339,27 @@ pub fn clock_errors_us(a: &[TracePoint], b: &[TracePoint], from_ns: u64, to_ns: 
         .filter(|p| p.playing && p.host_ns >= from_ns && p.host_ns <= to_ns)
     {
         let Some(ga) = p.group_ns else { continue };
-        let i = bp.partition_point(|q| q.0 < p.host_ns);
-        if i == 0 || i >= bp.len() {
+        let Some((i, x)) = bracket(&bp, |q| q.0, p.host_ns) else {
             continue;
-        }
-        let ((h0, g0), (h1, g1)) = (bp[i - 1], bp[i]);
-        if h1 - h0 > 50_000_000 {
-            continue;
-        }
+        };
+        let ((_, g0), (_, g1)) = (bp[i - 1], bp[i]);
         // Differences first: the clocks themselves are too large for an f64's fraction.
-        let gb = g0 as f64 - ga as f64
-            + (g1 as f64 - g0 as f64) * (p.host_ns - h0) as f64 / (h1 - h0) as f64;
+        let gb = g0 as f64 - ga as f64 + (g1 as f64 - g0 as f64) * x;
         out.push(-gb / 1e3);
     }
     out
+}
+
+/// Where host instant `at` falls among `points` (in host order): the index `i` of the first
+/// point at or after it and how far (0..=1) it lies from point `i - 1` to point `i`; `None`
+/// outside them or across a gap of more than 50 ms (a pause or a jump).
+fn bracket<T>(points: &[T], host_ns: impl Fn(&T) -> u64, at: u64) -> Option<(usize, f64)> {
+    let i = points.partition_point(|q| host_ns(q) < at);
+    if i == 0 || i >= points.len() {
+        return None;
+    }
+    let (h0, h1) = (host_ns(&points[i - 1]), host_ns(&points[i]));
+    (h1 - h0 <= 50_000_000).then(|| (i, (at - h0) as f64 / (h1 - h0) as f64))
 }
 
 /// The `q` quantile (0..=1) of the absolute values; `None` when empty.

@@ -209,7 +209,7 @@ pub(crate) struct DeviceTimeline {
     /// next one.
     smooth: Option<(f64, f64, f64)>,
     /// The filtered minus the raw envelope, averaged over [`SMOOTH_S`]: how far the filtered
-    /// line usually lies behind the earliest callbacks. The envelope taken as it is, less
+    /// line usually lies behind the earliest callbacks. The envelope taken as it is, moved by
     /// this, still fits the delay learnt on the filtered line.
     smooth_offset: f64,
     /// Callbacks left that may still be the refill burst after an output break (0: none).
