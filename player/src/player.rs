@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use cpal::traits::StreamTrait;
+
 use crate::clock::Clock;
 use crate::render::{
     ChannelMode, Control, PlaybackState, PlayerEvent, PositionReport, RenderConfig, render_core,
@@ -32,6 +34,11 @@ pub struct PlayerConfig {
     /// CSV, when the stream closes (what the device reported and how the player timed each
     /// buffer; for explaining a run afterwards).
     pub device_probe: Option<std::path::PathBuf>,
+    /// Device only: how much audio the sound device is handed ahead, in milliseconds (`None`:
+    /// what the device chooses). cpal keeps two periods in the device's buffer, so each
+    /// callback fills half of this. A deeper buffer rides out longer stalls of a busy machine
+    /// before the device runs dry, and every command needs that much lead to land on time.
+    pub device_buffer_ms: Option<f64>,
 }
 
 impl PlayerConfig {
@@ -44,6 +51,7 @@ impl PlayerConfig {
             fallback_to_null: false,
             resampling: Resampling::Sinc,
             device_probe: None,
+            device_buffer_ms: None,
         }
     }
 }
@@ -77,9 +85,9 @@ pub enum PlayerError {
 
 enum SinkHandle {
     Paced(PacedSink),
-    /// Held only to keep the stream running; dropping it stops the device.
+    /// Held to keep the stream running (dropping it stops the device).
     Device {
-        _stream: cpal::Stream,
+        stream: cpal::Stream,
     },
 }
 
@@ -136,7 +144,12 @@ impl Player {
         name: Option<&str>,
         clock: Arc<dyn Clock>,
     ) -> Result<Player, String> {
-        let choice = sink::choose_device(name, config.sink_rate, config.channels)?;
+        let choice = sink::choose_device(
+            name,
+            config.sink_rate,
+            config.channels,
+            config.device_buffer_ms,
+        )?;
         let (control, renderer) = render_core(RenderConfig {
             sink_rate: choice.rate(),
             channels: choice.channels(),
@@ -151,7 +164,7 @@ impl Player {
         )?;
         Ok(Player {
             control,
-            sink: SinkHandle::Device { _stream: stream },
+            sink: SinkHandle::Device { stream },
             kind: choice.kind,
             fallback_note: None,
         })
@@ -211,6 +224,15 @@ impl Player {
         match &self.sink {
             SinkHandle::Paced(p) => Some(p.origin_ns),
             SinkHandle::Device { .. } => None,
+        }
+    }
+
+    /// For a sound device: the frames each callback fills, if the stack says (the device holds
+    /// two such periods).
+    pub fn device_period_frames(&self) -> Option<u32> {
+        match &self.sink {
+            SinkHandle::Device { stream } => stream.buffer_size().ok(),
+            SinkHandle::Paced(_) => None,
         }
     }
 

@@ -11,8 +11,10 @@
 //! Columns: `host_ns` (the player's clock read in the callback: a skewed client's sync clock),
 //! `first_slot_ns` (when the buffer's first frame is taken to be heard), `latency_ns` (what the
 //! audio stack reported: `playback - callback`), `frames`, `broke` (1 where the output broke
-//! just before this callback, or the timeline found the sound had moved: what the player
-//! counts as an output break) and `learnt_delay_ns` (the delay from callback to sound the
+//! just before this callback: the stack said the device ran dry, or the callbacks stopped for
+//! longer than a buffer lasts), `moved` (1 where the timeline found the sound had moved with no
+//! break; the player counts both as output breaks, but only a break is given back to the
+//! timeline when a record is replayed) and `learnt_delay_ns` (the delay from callback to sound the
 //! timeline went by; empty where it used the reported latency as it was: until it has learnt
 //! the delay, after it started over, or with `MUSIC262_DEVICE_TIMING=reported`).
 
@@ -31,6 +33,7 @@ pub(crate) struct CallbackRow {
     pub(crate) latency_ns: u64,
     pub(crate) frames: u32,
     pub(crate) broke: bool,
+    pub(crate) moved: bool,
     pub(crate) learnt_delay_ns: Option<f64>,
 }
 
@@ -70,18 +73,19 @@ impl CallbackProbe {
         let mut out = BufWriter::new(File::create(&self.path)?);
         writeln!(
             out,
-            "host_ns,first_slot_ns,latency_ns,frames,broke,learnt_delay_ns"
+            "host_ns,first_slot_ns,latency_ns,frames,broke,moved,learnt_delay_ns"
         )?;
         for r in &self.rows {
             let delay = r.learnt_delay_ns.map(|d| format!("{d:.0}"));
             writeln!(
                 out,
-                "{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{}",
                 r.host_ns,
                 r.first_slot_ns,
                 r.latency_ns,
                 r.frames,
                 u8::from(r.broke),
+                u8::from(r.moved),
                 delay.as_deref().unwrap_or("")
             )?;
         }
@@ -116,6 +120,7 @@ mod tests {
             latency_ns: 29_000,
             frames: 512,
             broke: k == 1,
+            moved: k == 0,
             learnt_delay_ns: learnt,
         }
     }
@@ -135,9 +140,9 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(
             text,
-            "host_ns,first_slot_ns,latency_ns,frames,broke,learnt_delay_ns\n\
-             1000,30000,29000,512,0,\n\
-             1001,30001,29000,512,1,28912\n"
+            "host_ns,first_slot_ns,latency_ns,frames,broke,moved,learnt_delay_ns\n\
+             1000,30000,29000,512,0,1,\n\
+             1001,30001,29000,512,1,0,28912\n"
         );
     }
 }

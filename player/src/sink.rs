@@ -220,11 +220,14 @@ impl DeviceChoice {
 }
 
 /// Picks the device and a configuration: the requested channel count and rate when the device
-/// supports them, otherwise its default; `f32` samples when offered, else 16 or 32-bit ints.
+/// supports them, otherwise its default; `f32` samples when offered, else 16 or 32-bit ints;
+/// and, if `buffer_ms` is given, periods of half that (cpal keeps two in the device's buffer),
+/// within what the device accepts.
 pub(crate) fn choose_device(
     name: Option<&str>,
     want_rate: Option<u32>,
     want_channels: u16,
+    buffer_ms: Option<f64>,
 ) -> Result<DeviceChoice, String> {
     let host = cpal::default_host();
     let host_name = host.id().name().to_owned();
@@ -274,7 +277,7 @@ pub(crate) fn choose_device(
             )
         })
         .cloned();
-    let (config, format) = match best {
+    let (mut config, format, periods) = match best {
         Some(range) => {
             let rate = if range.contains_rate(rate_wanted) {
                 rate_wanted
@@ -282,17 +285,29 @@ pub(crate) fn choose_device(
                 rate_wanted.clamp(range.min_sample_rate(), range.max_sample_rate())
             };
             let supported = range.with_sample_rate(rate);
-            // The device's default buffering: forcing short periods made ALSA's pulse plugin
-            // fail with I/O errors on every callback.
-            (supported.config(), supported.sample_format())
+            (
+                supported.config(),
+                supported.sample_format(),
+                *supported.buffer_size(),
+            )
         }
-        None if usable(default.sample_format()) => (default.config(), default.sample_format()),
+        None if usable(default.sample_format()) => (
+            default.config(),
+            default.sample_format(),
+            *default.buffer_size(),
+        ),
         None => {
             return Err(format!(
                 "{host_name} device {device_name:?} offers no f32/i16/i32 output format"
             ));
         }
     };
+    // Otherwise the device's default buffering. (Periods much shorter than the default made
+    // ALSA's pulse plugin fail with I/O errors on every callback.)
+    if let Some(ms) = buffer_ms {
+        config.buffer_size =
+            cpal::BufferSize::Fixed(period_frames(ms, config.sample_rate, periods));
+    }
     Ok(DeviceChoice {
         device,
         config,
@@ -302,6 +317,16 @@ pub(crate) fn choose_device(
             name: device_name,
         },
     })
+}
+
+/// Frames per period for a device buffer of `buffer_ms` (two periods), within the periods the
+/// device supports when it says.
+fn period_frames(buffer_ms: f64, rate: u32, supported: cpal::SupportedBufferSize) -> u32 {
+    let wanted = (buffer_ms * f64::from(rate) / 2000.0).round().max(1.0) as u32;
+    match supported {
+        cpal::SupportedBufferSize::Range { min, max } if min <= max => wanted.clamp(min, max),
+        _ => wanted,
+    }
 }
 
 /// Most events kept for the caller; a device in trouble can report on every callback.
@@ -399,8 +424,8 @@ where
         };
         // A jump of the timing with no break seen is a glitch all the same (the stream ran
         // dry inside the sound server): the sync loop should put the sound back at once.
-        let broke = broke || timeline.as_ref().is_some_and(DeviceTimeline::moved);
-        if broke {
+        let moved = timeline.as_ref().is_some_and(DeviceTimeline::moved);
+        if broke || moved {
             renderer.note_output_break();
         }
         if let Some(probe) = probe.as_mut() {
@@ -410,6 +435,7 @@ where
                 latency_ns: latency,
                 frames: frames as u32,
                 broke,
+                moved,
                 learnt_delay_ns: timeline.as_ref().and_then(DeviceTimeline::learnt_delay_ns),
             });
         }
@@ -479,6 +505,20 @@ mod tests {
             let err = text.parse::<SinkSpec>().unwrap_err();
             assert!(!err.is_empty() && !err.contains('\n'), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn a_device_buffer_is_two_periods_within_what_the_device_supports() {
+        use cpal::SupportedBufferSize::{Range, Unknown};
+        assert_eq!(period_frames(40.0, 48_000, Unknown), 960);
+        assert_eq!(period_frames(21.3, 44_100, Unknown), 470);
+        let range = Range { min: 64, max: 800 };
+        assert_eq!(period_frames(40.0, 48_000, range), 800);
+        assert_eq!(period_frames(1.0, 48_000, range), 64);
+        assert_eq!(period_frames(10.0, 48_000, range), 240);
+        // A range that makes no sense is not applied.
+        assert_eq!(period_frames(10.0, 48_000, Range { min: 9, max: 3 }), 240);
+        assert_eq!(period_frames(0.001, 8_000, Unknown), 1);
     }
 
     #[test]

@@ -88,13 +88,13 @@ fn the_device_probe_records_every_callback_when_the_stream_closes() {
     let mut lines = text.lines();
     assert_eq!(
         lines.next(),
-        Some("host_ns,first_slot_ns,latency_ns,frames,broke,learnt_delay_ns")
+        Some("host_ns,first_slot_ns,latency_ns,frames,broke,moved,learnt_delay_ns")
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     assert!(rows.len() > 10, "{} callbacks recorded", rows.len());
     let mut last = 0u64;
     for r in &rows {
-        assert_eq!(r.len(), 6, "{r:?}");
+        assert_eq!(r.len(), 7, "{r:?}");
         let host: u64 = r[0].parse().unwrap();
         assert!(host >= last, "callbacks out of order: {r:?}");
         last = host;
@@ -105,5 +105,27 @@ fn the_device_probe_records_every_callback_when_the_stream_closes() {
         );
         assert!(r[3].parse::<u32>().unwrap() > 0, "{r:?}");
         assert!(r[4] == "0" || r[4] == "1", "{r:?}");
+        assert!(r[5] == "0" || r[5] == "1", "{r:?}");
     }
+}
+
+#[test]
+fn a_requested_device_buffer_sets_the_period_the_callbacks_fill() {
+    // ALSA's null PCM takes any period, so what is asked is what it runs: two periods of
+    // 40 ms at the device's rate, and half of that for a 40 ms buffer.
+    let mut periods = Vec::new();
+    for ms in [80.0, 40.0] {
+        let Some((player, _clock)) = playing_on_alsa_null(|c| c.device_buffer_ms = Some(ms)) else {
+            return;
+        };
+        let rate = player.sink_rate();
+        let want = (ms * f64::from(rate) / 2000.0).round() as u32;
+        assert_eq!(
+            player.device_period_frames(),
+            Some(want),
+            "{ms} ms at {rate} Hz"
+        );
+        periods.push(want);
+    }
+    assert_eq!(periods[0], 2 * periods[1]);
 }

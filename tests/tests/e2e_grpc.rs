@@ -407,7 +407,7 @@ fn music262_proto_token(key: &str) -> String {
 }
 
 #[test]
-fn a_bad_group_key_or_link_limit_stops_the_client_with_one_line() {
+fn a_bad_group_key_link_limit_or_device_buffer_stops_the_client_with_one_line() {
     for (args, env, want) in [
         (
             vec![],
@@ -425,6 +425,11 @@ fn a_bad_group_key_or_link_limit_stops_the_client_with_one_line() {
             vec!["--max-links", "0"],
             None,
             "error: --max-links must be at least 1",
+        ),
+        (
+            vec!["--sink", "null", "--device-buffer-ms", "40"],
+            None,
+            "error: --device-buffer-ms is for --sink device, not null",
         ),
     ] {
         let mut cmd = std::process::Command::new(binary("music_client"));

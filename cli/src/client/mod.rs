@@ -137,6 +137,14 @@ pub struct ClientArgs {
     /// sync. Also the `latency` command.
     #[arg(long, value_name = "MS", default_value_t = 0.0, value_parser = parse_latency_arg)]
     pub latency_ms: f64,
+    /// How much audio the sound device is handed ahead, in milliseconds (default: what the
+    /// device chooses, about 21 ms through PulseAudio). The device may round it; the client
+    /// says what it took. A deeper buffer rides out longer stalls of a busy machine before the
+    /// sound runs dry, but commands need that much lead to land on time (--min-lead-ms), and
+    /// through PulseAudio 80 ms made the callbacks uneven and the sync milliseconds off: the
+    /// default is what BENCHMARKS.md measures. Only for --sink device.
+    #[arg(long, value_name = "MS", value_parser = parse_device_buffer_arg)]
+    pub device_buffer_ms: Option<f64>,
     /// Lease asked of the server for this client's registration, in milliseconds (renewed at a
     /// third of it; a client that dies disappears from `peers` when it lapses).
     #[arg(long, value_name = "MS", default_value_t = 15_000, hide = true)]
@@ -145,6 +153,18 @@ pub struct ClientArgs {
 
 fn parse_latency_arg(s: &str) -> Result<f64, String> {
     commands::parse_latency_ms(s)
+}
+
+/// Longest device buffer accepted: a second is already far more than any stall to ride out.
+const MAX_DEVICE_BUFFER_MS: f64 = 1000.0;
+
+fn parse_device_buffer_arg(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(ms) if (1.0..=MAX_DEVICE_BUFFER_MS).contains(&ms) => Ok(ms),
+        _ => Err(format!(
+            "expected milliseconds from 1 to {MAX_DEVICE_BUFFER_MS}, like 40"
+        )),
+    }
 }
 
 /// Environment variable holding the group key (see `--group-key`).
@@ -215,6 +235,10 @@ pub async fn run(args: ClientArgs) -> i32 {
             return 2;
         }
     };
+    if args.device_buffer_ms.is_some() && !matches!(sink, SinkSpec::Device(_)) {
+        eprintln!("error: --device-buffer-ms is for --sink device, not {sink}");
+        return 2;
+    }
     if let Err(e) = crate::client::commands::check_addr(&args.server) {
         eprintln!("error: --server {e}");
         return 2;
@@ -371,6 +395,7 @@ pub async fn run(args: ClientArgs) -> i32 {
     config.device_probe = std::env::var_os("MUSIC262_DEVICE_PROBE")
         .filter(|p| !p.is_empty())
         .map(Into::into);
+    config.device_buffer_ms = args.device_buffer_ms;
     let player = match Player::open(config, player_clock) {
         Ok(p) => Arc::new(p),
         Err(e) => {
@@ -386,6 +411,13 @@ pub async fn run(args: ClientArgs) -> i32 {
         player.sink_kind(),
         player.sink_rate()
     ));
+    if let (Some(ms), Some(period)) = (args.device_buffer_ms, player.device_period_frames()) {
+        let rate = f64::from(player.sink_rate());
+        printer.println(format!(
+            "device buffer {:.1} ms (asked {ms} ms): two periods of {period} frames",
+            2.0 * f64::from(period) * 1e3 / rate
+        ));
+    }
     if args.latency_ms > 0.0 {
         player.set_output_latency_ns((args.latency_ms * 1e6).round() as u64);
         printer.println(format!(
@@ -537,5 +569,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("latency goes from 0 to 2000 ms"), "{err}");
+    }
+
+    #[test]
+    fn device_buffer_option_takes_milliseconds_from_1_to_1000() {
+        let args = ClientArgs::try_parse_from(["music_client"]).unwrap();
+        assert_eq!(args.device_buffer_ms, None);
+        let args =
+            ClientArgs::try_parse_from(["music_client", "--device-buffer-ms", "40"]).unwrap();
+        assert_eq!(args.device_buffer_ms, Some(40.0));
+        for bad in ["0", "1500", "-5", "fast", "NaN"] {
+            let arg = format!("--device-buffer-ms={bad}");
+            let err = ClientArgs::try_parse_from(["music_client", arg.as_str()])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("expected milliseconds from 1 to 1000"),
+                "{bad}: {err}"
+            );
+        }
     }
 }
