@@ -9,11 +9,13 @@
 //!   sinks step buffer by buffer; it resamples with rubato and knows the exact song position of
 //!   every output slot.
 //! - [`sink`]: sound device (cpal), null sink paced by a [`Clock`], WAV recorder.
-//! - [`Player`]: the render core plus the configured sink.
+//! - [`Player`]: the render core plus the configured sink; a sound device's threads run at a
+//!   raised priority where permitted ([`AUDIO_NICE`]).
 #![forbid(unsafe_code)]
 
 pub mod clock;
 mod player;
+mod priority;
 mod probe;
 pub mod render;
 mod resample;
@@ -23,6 +25,7 @@ mod timeline;
 
 pub use clock::{Clock, ManualClock, SkewedClock, SystemClock};
 pub use player::{DEFAULT_PACED_RATE, Player, PlayerConfig, PlayerError};
+pub use priority::AUDIO_NICE;
 pub use render::{
     ChannelMode, Control, PlaybackState, PlayerEvent, PositionReport, RenderConfig, Renderer,
     render_core,

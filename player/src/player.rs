@@ -39,6 +39,11 @@ pub struct PlayerConfig {
     /// callback fills half of this. A deeper buffer rides out longer stalls of a busy machine
     /// before the device runs dry, and every command needs that much lead to land on time.
     pub device_buffer_ms: Option<f64>,
+    /// Device only: the nice value for the threads that feed the device (default
+    /// [`AUDIO_NICE`](crate::AUDIO_NICE), where permitted; `None` leaves them at the opening
+    /// thread's). A lower value keeps a busy machine from waking them late, which runs the
+    /// device dry.
+    pub audio_nice: Option<i32>,
 }
 
 impl PlayerConfig {
@@ -52,6 +57,7 @@ impl PlayerConfig {
             resampling: Resampling::Sinc,
             device_probe: None,
             device_buffer_ms: None,
+            audio_nice: Some(crate::AUDIO_NICE),
         }
     }
 }
@@ -85,9 +91,11 @@ pub enum PlayerError {
 
 enum SinkHandle {
     Paced(PacedSink),
-    /// Held to keep the stream running (dropping it stops the device).
     Device {
+        /// Held to keep the stream running (dropping it stops the device).
         stream: cpal::Stream,
+        /// The nice value its threads got, or why they did not; `None` if none was asked.
+        audio_nice: Option<Result<i32, String>>,
     },
 }
 
@@ -155,16 +163,19 @@ impl Player {
             channels: choice.channels(),
             resampling: config.resampling,
         });
-        let stream = sink::start_device(
-            &choice,
-            renderer,
-            clock,
-            control.side_events(),
-            config.device_probe.clone(),
-        )?;
+        let events = control.side_events();
+        let probe = config.device_probe.clone();
+        let start = || sink::start_device(&choice, renderer, clock, events, probe);
+        let (stream, audio_nice) = match config.audio_nice {
+            Some(nice) => {
+                let (stream, got) = crate::priority::with_nice(nice, start);
+                (stream?, Some(got))
+            }
+            None => (start()?, None),
+        };
         Ok(Player {
             control,
-            sink: SinkHandle::Device { stream },
+            sink: SinkHandle::Device { stream, audio_nice },
             kind: choice.kind,
             fallback_note: None,
         })
@@ -231,7 +242,18 @@ impl Player {
     /// two such periods).
     pub fn device_period_frames(&self) -> Option<u32> {
         match &self.sink {
-            SinkHandle::Device { stream } => stream.buffer_size().ok(),
+            SinkHandle::Device { stream, .. } => stream.buffer_size().ok(),
+            SinkHandle::Paced(_) => None,
+        }
+    }
+
+    /// For a sound device opened with [`PlayerConfig::audio_nice`]: the nice value its threads
+    /// run at, or why they could not be given it (they then run at the opening thread's).
+    pub fn audio_nice(&self) -> Option<Result<i32, &str>> {
+        match &self.sink {
+            SinkHandle::Device { audio_nice, .. } => audio_nice
+                .as_ref()
+                .map(|r| r.as_ref().copied().map_err(String::as_str)),
             SinkHandle::Paced(_) => None,
         }
     }

@@ -407,7 +407,7 @@ fn music262_proto_token(key: &str) -> String {
 }
 
 #[test]
-fn a_bad_group_key_link_limit_or_device_buffer_stops_the_client_with_one_line() {
+fn a_bad_group_key_link_limit_or_device_option_stops_the_client_with_one_line() {
     for (args, env, want) in [
         (
             vec![],
@@ -430,6 +430,11 @@ fn a_bad_group_key_link_limit_or_device_buffer_stops_the_client_with_one_line() 
             vec!["--sink", "null", "--device-buffer-ms", "40"],
             None,
             "error: --device-buffer-ms is for --sink device, not null",
+        ),
+        (
+            vec!["--sink", "wav:/nonexistent/x.wav", "--audio-nice", "-5"],
+            None,
+            "error: --audio-nice is for --sink device, not wav:/nonexistent/x.wav",
         ),
     ] {
         let mut cmd = std::process::Command::new(binary("music_client"));

@@ -145,6 +145,13 @@ pub struct ClientArgs {
     /// default is what BENCHMARKS.md measures. Only for --sink device.
     #[arg(long, value_name = "MS", value_parser = parse_device_buffer_arg)]
     pub device_buffer_ms: Option<f64>,
+    /// Nice value for the threads that feed the sound device (default -11, what PulseAudio
+    /// gives its own; from -20 to 19). A busy machine that wakes them late runs the device dry,
+    /// which puts the sound out of step for seconds. Lowering it needs CAP_SYS_NICE or an
+    /// RLIMIT_NICE allowance (root has both); without, they run as ordinary threads (0).
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub audio_nice: Option<i32>,
     /// Lease asked of the server for this client's registration, in milliseconds (renewed at a
     /// third of it; a client that dies disappears from `peers` when it lapses).
     #[arg(long, value_name = "MS", default_value_t = 15_000, hide = true)]
@@ -235,9 +242,16 @@ pub async fn run(args: ClientArgs) -> i32 {
             return 2;
         }
     };
-    if args.device_buffer_ms.is_some() && !matches!(sink, SinkSpec::Device(_)) {
-        eprintln!("error: --device-buffer-ms is for --sink device, not {sink}");
-        return 2;
+    if !matches!(sink, SinkSpec::Device(_)) {
+        for (given, option) in [
+            (args.device_buffer_ms.is_some(), "--device-buffer-ms"),
+            (args.audio_nice.is_some(), "--audio-nice"),
+        ] {
+            if given {
+                eprintln!("error: {option} is for --sink device, not {sink}");
+                return 2;
+            }
+        }
     }
     if let Err(e) = crate::client::commands::check_addr(&args.server) {
         eprintln!("error: --server {e}");
@@ -396,6 +410,7 @@ pub async fn run(args: ClientArgs) -> i32 {
         .filter(|p| !p.is_empty())
         .map(Into::into);
     config.device_buffer_ms = args.device_buffer_ms;
+    config.audio_nice = Some(args.audio_nice.unwrap_or(player::AUDIO_NICE));
     let player = match Player::open(config, player_clock) {
         Ok(p) => Arc::new(p),
         Err(e) => {
@@ -411,6 +426,19 @@ pub async fn run(args: ClientArgs) -> i32 {
         player.sink_kind(),
         player.sink_rate()
     ));
+    match player.audio_nice() {
+        Some(Ok(nice)) => tracing::info!(nice, "sound device threads at a raised priority"),
+        Some(Err(why)) => {
+            tracing::info!(%why, "sound device threads at the ordinary priority");
+            // Said on the console only when asked for: most users cannot grant it anyway.
+            if args.audio_nice.is_some() {
+                printer.println(format!(
+                    "--audio-nice: {why}; the sound runs at the ordinary priority"
+                ));
+            }
+        }
+        None => {}
+    }
     if let (Some(ms), Some(period)) = (args.device_buffer_ms, player.device_period_frames()) {
         let rate = f64::from(player.sink_rate());
         printer.println(format!(
@@ -569,6 +597,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("latency goes from 0 to 2000 ms"), "{err}");
+    }
+
+    #[test]
+    fn audio_nice_takes_a_nice_value_from_minus_20_to_19() {
+        let args = ClientArgs::try_parse_from(["music_client"]).unwrap();
+        assert_eq!(args.audio_nice, None);
+        for (text, nice) in [("-11", -11), ("0", 0), ("19", 19), ("-20", -20)] {
+            let args = ClientArgs::try_parse_from(["music_client", "--audio-nice", text]).unwrap();
+            assert_eq!(args.audio_nice, Some(nice));
+        }
+        for bad in ["-21", "20", "high"] {
+            assert!(
+                ClientArgs::try_parse_from(["music_client", "--audio-nice", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
