@@ -1211,16 +1211,23 @@ mod tests {
         assert!(worst < 100.0, "25-60 s: off by up to {worst} us");
     }
 
+    /// A device played for 40 s whose sound then comes `by_ns` later, the callbacks unchanged
+    /// (the buffering behind them grew) and the reports right about it.
+    fn sound_later_from_40_s(by_ns: f64) -> (DeviceTimeline, Device) {
+        let mut timeline = DeviceTimeline::new(RATE);
+        let mut device = Device::new(0.0);
+        advance(&mut timeline, &mut device, 40.0);
+        device.delay_ns += by_ns;
+        device.heard_ns += by_ns;
+        (timeline, device)
+    }
+
     #[test]
     fn a_lasting_change_too_small_to_start_over_is_taken_after_the_hold() {
         // The sound comes 1 ms later from 40 s on and the callbacks do not show it: held out
         // as a glitch for 10 s (without the hold, 0.16 ms of it was learnt by then), then
         // learnt.
-        let mut timeline = DeviceTimeline::new(RATE);
-        let mut device = Device::new(0.0);
-        advance(&mut timeline, &mut device, 40.0);
-        device.delay_ns += 1e6;
-        device.heard_ns += 1e6;
+        let (mut timeline, mut device) = sound_later_from_40_s(1e6);
         let (early, _) = run(&mut timeline, &mut device, 49.0, 48.5, |_| 0.0);
         assert!(early > 900.0, "taken before the hold ran out: {early} us");
         let (late, _) = run(&mut timeline, &mut device, 90.0, 75.0, |_| 0.0);
@@ -1229,13 +1236,9 @@ mod tests {
 
     #[test]
     fn a_lasting_change_of_the_reported_latency_is_taken_within_five_seconds() {
-        let mut timeline = DeviceTimeline::new(RATE);
-        let mut device = Device::new(0.0);
-        advance(&mut timeline, &mut device, 40.0);
         // The server buffers 10 ms more from here on: the callbacks cannot show it, the
         // reports do.
-        device.delay_ns += 10e6;
-        device.heard_ns += 10e6;
+        let (mut timeline, mut device) = sound_later_from_40_s(10e6);
         let from = device.t_s + 5.1;
         let (reports, _) = run(&mut timeline, &mut device, from + 9.4, from, |_| 0.0);
         assert!(reports < 40.0, "off by up to {reports} us after the change");
