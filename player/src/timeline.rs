@@ -1,146 +1,94 @@
 //! When a sound device really plays each buffer, estimated from its callbacks rather than taken
 //! from the latency the audio stack reports.
 //!
-//! A device callback gives two facts: the instant it ran (our clock, read in the callback) and
-//! the latency the stack reports for the buffer (cpal's `playback - callback`). The obvious
-//! estimate of when the buffer's first frame is heard is their sum. Through ALSA's PulseAudio
-//! plugin that sum wanders: the latency is interpolated by PulseAudio's client-side smoother,
-//! which drifts by ±100–400 µs over seconds, jumps by a millisecond or more for a few seconds
-//! now and then, and takes about ten seconds to settle after the stream starts. The drift
-//! controller followed all of it into the sound (BENCHMARKS.md, "as heard").
-//!
-//! The callbacks themselves keep better time. A callback runs when the device (or the sound
-//! server) has taken a buffer's worth of frames, plus however long the thread took to wake up,
-//! which is never negative. So the earliest of the last few callbacks, carried forward by the
-//! frames handed over since, follows the device's own clock to within tens of microseconds
-//! (the rig measured ±20 µs between two players). What the callbacks cannot tell is the
-//! constant delay from a callback to the moment its buffer is heard: that comes from the
-//! reports, averaged over the later half of the stream's life (at most its last two and a half minutes), where
-//! their wander averages out and their start-up error is forgotten. A glitch of the reports
-//! starts with a step, and is held out of that average ([`BLOCK_STEP_NS`]).
-//!
-//! When the output breaks (an underrun: the device ran dry, and the stream is prepared and
-//! started again), the restarted stream first takes a burst of buffers to refill the device,
-//! a few callbacks within a couple of milliseconds whose reports are meaningless; those
-//! buffers are timed by the delay learnt before, and the callbacks' line starts over at the
-//! first steady callback after them, keeping the delay and the rate: the crystal is the same
-//! and the buffering usually is, while the reports of a restarted stream can be milliseconds
-//! off for seconds (learning the delay from them alone after a break was tried: one run in
-//! four was 4 ms off for 20 s).
-//!
-//! The buffering between callback and sound does change, though, and not only at a break: a
-//! restarted stream often holds a period (10 ms here) less; when one stream on a PulseAudio
-//! server underruns, the server's recovery made every other stream on the rig take a buffer
-//! more or a few milliseconds less, with no break of their own; and a stream that nearly runs
-//! dry is refilled to less without one. The callbacks move against the sound and the reports
-//! carry on. So where the timeline steps by more than [`STEP_NS`] from one callback to the
-//! next while the reports carry on, the reports (less what they were off by before) are used
-//! until the step has passed through the envelope, and then the delay and its history are
-//! moved by it; a disagreement beyond [`REANCHOR_NS`] that starts just after a break
-//! ([`BREAK_VERIFY_S`]) moves them too. A glitch of the reports starts with a step of the
-//! reports instead: where they disagree that much for [`REANCHOR_AFTER_S`] of audio at any
-//! other time, or the callbacks do not keep a clock's pace (ALSA's `null` PCM takes frames as
-//! fast as they come), everything starts over and the reports are used as they are until the
-//! delay has been learnt again.
+//! Each buffer is timed as the earliest of the last few callbacks, carried forward at the
+//! device's fitted rate and filtered, plus a delay learnt from the reported latencies (their
+//! trimmed mean over the later half of the stream's life). The reports wander by hundreds of
+//! µs and glitch by milliseconds; the callbacks keep the device's time. The rules below decide
+//! which of the two to believe when they disagree: after an output break, at a change of
+//! buffering the callbacks show as a step, and when the reports stay far off for seconds. Why
+//! each rule and number is what it is, measured on the as-heard rig: `docs/device-timing.md`.
 
-/// How many recent callbacks the wake-up envelope looks back over: about 85 ms at the
-/// 512-frame buffers PulseAudio asks for. Longer windows follow the device's rate changes
-/// late; shorter ones are more often all late together.
+/// Callbacks the wake-up envelope looks back over (about 85 ms of 512-frame buffers): longer
+/// follows rate changes late, shorter is more often all late together.
 const ENVELOPE_CALLBACKS: usize = 8;
 
-/// Audio seconds per block: the rate fit's earliest-callback samples and the delay's medians
-/// are taken per block.
+/// Audio seconds per block: the rate fit's points and the delay's medians are taken per block.
 const BLOCK_S: f64 = 0.5;
 
-/// Blocks in the rate fit: 20 s.
+/// Blocks in the device's rate fit (20 s).
 const RATE_BLOCKS: usize = 40;
 
-/// Blocks before the rate fit is trusted (until then the nominal rate is used).
+/// Blocks before the rate fit is used (until then the nominal rate is).
 const RATE_MIN_BLOCKS: usize = 4;
 
-/// A fitted rate further than this from nominal is not a sound card's crystal.
+/// A fitted rate further than this from nominal is no sound card's crystal: start over.
 const MAX_RATE_FRACTION: f64 = 1e-3;
 
 /// A block whose callbacks spanned a clock time this far (as a fraction) from the audio they
-/// took was not paced by a clock: ALSA's `null` PCM takes frames as fast as they come.
+/// took was not paced by a clock (ALSA's `null` PCM): start over on the reports.
 const MAX_PACE_ERROR: f64 = 0.1;
 
-/// A block's earliest callback this far from the rate fit's line means the stream's timing
-/// stepped (an underrun, a restart): the fit starts over from there.
+/// A block's earliest callback this far off the rate fit's line means the stream's timing
+/// stepped: the fit starts over from there.
 const RATE_STEP_NS: f64 = 1_000_000.0;
 
-/// Blocks of delay history kept: five minutes, of which the later half is used.
+/// Blocks of delay history kept (five minutes), of which the later half is used.
 const DELAY_BLOCKS: usize = 600;
 
-/// The delay is the trimmed mean of the block medians over the later half of the stream's
-/// life: this fraction of the lowest and of the highest of them are dropped first, so that a
-/// glitch of the reports lasting seconds does not move it.
+/// Share of the lowest and of the highest block medians dropped before the delay's mean, so
+/// that a glitch of the reports lasting seconds does not move it.
 const DELAY_TRIM: f64 = 0.25;
 
-/// Reports are used as they are until the stream has played this long.
+/// Stream age before the delay is learnt; until then the reports are used as they are.
 const DELAY_MIN_AGE_S: f64 = 4.0;
 
-/// A block whose median steps by more than this from the last one kept in the delay history...
+/// A block median that steps this far from the last one kept is held out of the delay history
+/// (a glitch of the reports starts with a step; see [`BLOCK_HOLD`]).
 const BLOCK_STEP_NS: f64 = 500_000.0;
 
-/// ...is held out of it, with the blocks after it, until one comes back to within that of the
-/// last one kept, or for this many blocks (10 s), after which they count again. A glitch of
-/// the reports starts with such a step (on the rig, 1.5 ms for 5 s, 18 s into a stream: the
-/// trimmed mean, then over 12 s, followed it by 0.35 ms, heard for the next 15 s), while their
-/// start-up error fades by tens of µs per block, and a change of buffering that the callbacks
-/// show moves the history with the delay. One that they do not show, and is less than
-/// [`REANCHOR_NS`], is taken 10 s late.
+/// Most blocks held out in a row (10 s), after which they count again: a lasting change the
+/// callbacks do not show is taken that much later (`docs/device-timing.md`, "The learnt delay").
 const BLOCK_HOLD: usize = 20;
 
-/// Reports per block kept for its median; a device with tiny buffers fills this early in the
-/// block and the rest of the block's reports are left out.
+/// Reports per block kept for its median (fixed storage; a device with tiny buffers leaves the
+/// rest of the block's reports out).
 const BLOCK_REPORTS: usize = 256;
 
-/// A timeline this far from the reports...
+/// Disagreement between the timeline and the reports that counts (see [`REANCHOR_AFTER_S`]
+/// and [`BREAK_VERIFY_S`]).
 const REANCHOR_NS: f64 = 2_000_000.0;
 
-/// ...for this many seconds of audio is wrong: the delay from callback to sound changed in a way
-/// the callbacks cannot show. Not less, because the reports themselves go wrong for seconds:
-/// recorded callbacks on the rig show excursions of 0.5–1.8 ms lasting up to 4.5 s while the
-/// sound held to within 0.15 ms, and when this was half a second the timeline once adopted
-/// one of about 3 ms and put its error into the sound (BENCHMARKS.md, "as heard").
+/// Seconds of audio a disagreement beyond [`REANCHOR_NS`] must last before the timeline starts
+/// over on the reports: the reports themselves go off for seconds while the sound holds.
 const REANCHOR_AFTER_S: f64 = 5.0;
 
-/// A disagreement that starts within this many seconds of audio after the line restarted at
-/// an output break is the restarted stream's new buffering, not the reports' error (they are
-/// the only measure of it)...
+/// After an output break, a disagreement beyond [`REANCHOR_NS`] that starts within this many
+/// seconds of audio is the restarted stream's new buffering, which only the reports measure.
 const BREAK_VERIFY_S: f64 = 1.0;
 
-/// ...and is taken once it has lasted this long (its first reports can be anything).
+/// How long such a disagreement must last before the delay moves by it (the restarted stream's
+/// first reports can be anything).
 const REANCHOR_AFTER_BREAK_S: f64 = 0.05;
 
-/// A step of the timeline by more than this from one callback to the next...
+/// A step of the timeline from one callback to the next beyond this is a change of buffering
+/// (if the reports carried on, [`REPORT_STEP_NS`]) or a jump of the sound, counted as a break.
 const STEP_NS: f64 = 1_000_000.0;
 
-/// ...while the reports carried on to within this, means the callbacks moved against the
-/// sound: the buffering between them changed (the sound server took a buffer more, or the
-/// stream nearly ran dry and was refilled to less) and the sound did not move. A glitch of the
-/// reports is the other way round.
+/// The reports carried on through a step of the timeline if they stepped less than this: the
+/// buffering between callbacks and sound changed, and the sound did not move.
 const REPORT_STEP_NS: f64 = 500_000.0;
 
-/// Such a step is taken from the reports once their last `ENVELOPE_CALLBACKS` differences
-/// from the timeline, all from after the callback it stepped at left the earliest-callback
-/// envelope's window, lie within this of each other...
+/// A change of buffering is taken from the reports once their last [`ENVELOPE_CALLBACKS`]
+/// differences from the timeline, all from after the step left the envelope, lie within this.
 const STEADY_SPAN_NS: f64 = 1_000_000.0;
 
-/// ...or once it has lasted this long, steady or not.
+/// A change of buffering is taken after this long even if not steady (see [`STEADY_SPAN_NS`]).
 const STEADY_WAIT_S: f64 = 0.5;
 
-/// The earliest-callback envelope is followed through a filter with this time constant
-/// (seconds of audio), carried forward at the device's fitted rate: the envelope steps by up
-/// to ±0.15 ms whenever its earliest callback enters or leaves the window (±66 µs from a
-/// straight line on the rig, wandering ±50 µs over seconds), and by half a millisecond when
-/// a moment of late wake-ups leaves it no callback on time, while the sound it stands for
-/// advances evenly. Left in, those steps reached the drift controller as errors, and its
-/// estimate of the device's rate as tens of ppm, which held the sound 50 µs off for seconds.
-/// Steps beyond [`STEP_NS`] pass through whole (the rules for changes of buffering and jumps
-/// look at those), and while those rules measure a step or a break settles the filter stands
-/// aside: the envelope is taken as it is, moved by the filter's usual offset from it.
+/// Time constant (seconds of audio) of the filter the envelope is followed through: its steps
+/// as callbacks enter and leave the window reached the drift controller as errors. Steps beyond
+/// [`STEP_NS`] pass whole, and the filter stands aside while a rule measures a step or a break.
 const SMOOTH_S: f64 = 4.0;
 
 /// A pause between callbacks longer than this (plus twice the buffer) means the output broke,
@@ -153,8 +101,8 @@ pub(crate) fn is_stall(gap_ns: f64, buffer_ns: f64) -> bool {
     gap_ns > STALL_NS + 2.0 * buffer_ns
 }
 
-/// The most callbacks after an output break taken as the refill burst (through ALSA's pulse
-/// plugin it was three); the first callback with a steady spacing ends it sooner.
+/// Most callbacks after an output break taken as the refill burst (three through ALSA's pulse
+/// plugin), timed by the delay learnt before; the first steadily spaced callback ends it.
 const BURST_CALLBACKS: usize = 8;
 
 /// The device timeline of one output stream. Fed once per callback; allocates nothing (the
@@ -521,9 +469,9 @@ impl DeviceTimeline {
         } else if line_stepped {
             self.agree();
             self.disagreement = Disagreement::LineStepped;
-            // What the reports were off by before the change: the envelope shows a change
-            // up to `ENVELOPE_CALLBACKS` callbacks late, and whatever else moved in that
-            // while (the sound itself, by half a millisecond, in one rig run) belongs to it.
+            // What the reports were off by before the change, from callbacks older than the
+            // envelope's window: the envelope shows a change up to `ENVELOPE_CALLBACKS`
+            // callbacks late, and whatever else moved in that while belongs to it.
             let held = self.agreeing.items().len();
             let skip = if held > ENVELOPE_CALLBACKS {
                 ENVELOPE_CALLBACKS
@@ -535,11 +483,9 @@ impl DeviceTimeline {
         if self.disagreement == Disagreement::LineStepped {
             // The callbacks moved against the sound and the reports did not: the buffering
             // between them changed, by what the reports say less what they were off by
-            // before. They are the better measure until the envelope has passed the step:
-            // until the callback it stepped at has left the envelope's window (an extra
-            // callback that started a deeper buffering came earlier than the steady ones
-            // after it: on the rig the line stepped again, by 1 ms, when it left), and the
-            // differences since agree.
+            // before. They are the better measure until the callback the line stepped at has
+            // left the envelope's window (the line can step again when it leaves) and the
+            // differences since agree (`docs/device-timing.md`).
             self.disagreeing_s += buffer_ns * 1e-9;
             self.stepped_callbacks += 1;
             if self.stepped_callbacks > ENVELOPE_CALLBACKS {
