@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Wire compliance test of Music262 (SPEC section 3) against the real binaries.
+"""Wire compliance test of Music262 against the real binaries (the wire contract: docs/protocol.md).
 
 Starts a real `music_server` (serving a temporary folder of WAV files generated here, so that
 every expected value is computed independently of the Rust code) and three real

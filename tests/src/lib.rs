@@ -5,7 +5,7 @@
 //! * [`clock`]: per-node clocks with offset, drift and steps;
 //! * [`player`]: a virtual player that follows playback actions and corrections like the real
 //!   render core, sample-exact, so sync error is measured as heard;
-//! * [`scenario`]: what a run simulates, and the presets of SPEC section 6;
+//! * [`scenario`]: what a run simulates, and the presets of `docs/protocol.md` ("Targets");
 //! * [`sim`]: the event loop driving unmodified sync-core nodes, checking invariants after
 //!   every event and measuring sync error, command latency and message rates;
 //! * [`report`] and [`plot`]: what the `sim` binary prints and draws;

@@ -1,5 +1,6 @@
 //! What a run simulates: the group's size and topology, the network, the clocks, the players,
-//! churn, partitions and the commands users type; and the named presets of SPEC section 6.
+//! churn, partitions and the commands users type; and the named presets of the simulator targets
+//! (`docs/protocol.md`, "Targets").
 
 use crate::link::{GilbertElliott, LinkConfig};
 

@@ -1,6 +1,6 @@
 //! The simulator: sync-core [`Node`]s driven exactly as a real driver drives them, on virtual
 //! time, over impaired links, with a virtual player each, under churn, partitions and commands,
-//! with invariants checked after every event and the numbers of SPEC section 6 measured.
+//! with invariants checked after every event and the targets of `docs/protocol.md` measured.
 //!
 //! One ChaCha8 stream seeded from [`SimConfig::seed`] makes every choice (and seeds each link's
 //! and node's own stream); events are ordered by (true time, sequence number); nothing iterates

@@ -1,6 +1,6 @@
-//! SPEC section 6, simulator on a LAN: 8 peers, one-way delay 0.2–2 ms, 1 % loss, clock
-//! offsets ±5 s, drifts ±100 ppm: p99 sync error ≤ 50 µs after warm-up, max ≤ 200 µs over 10
-//! simulated minutes, and no invariant broken.
+//! Simulator target on a LAN (docs/protocol.md, "Targets"): 8 peers, one-way delay 0.2–2 ms,
+//! 1 % loss, clock offsets ±5 s, drifts ±100 ppm: p99 sync error ≤ 50 µs after warm-up, max
+//! ≤ 200 µs over 10 simulated minutes, and no invariant broken.
 
 use music262_tests::{SimConfig, assert_clean, run};
 

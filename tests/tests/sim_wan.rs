@@ -1,5 +1,6 @@
-//! SPEC section 6, simulator on a lossy WAN: one-way delay 20–80 ms, 10 % loss: p99 sync error
-//! ≤ 1 ms, every command applied on every peer within lead + 1 s, no invariant broken.
+//! Simulator target on a lossy WAN (docs/protocol.md, "Targets"): one-way delay 20–80 ms,
+//! 10 % loss: p99 sync error ≤ 1 ms, every command applied on every peer within lead + 1 s, no
+//! invariant broken.
 
 use music262_tests::{SimConfig, assert_clean, run};
 

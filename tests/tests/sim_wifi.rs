@@ -1,6 +1,6 @@
-//! SPEC section 6, simulator on Wi-Fi: 8 peers, one-way delay 2–30 ms, bursty loss 5 %:
-//! p99 sync error ≤ 250 µs over 10 simulated minutes, every command reaching every peer, and no
-//! invariant broken. Measured 45–101 µs for seeds 1–6 (tests/README.md).
+//! Simulator target on Wi-Fi (docs/protocol.md, "Targets"): 8 peers, one-way delay 2–30 ms,
+//! bursty loss 5 %: p99 sync error ≤ 250 µs over 10 simulated minutes, every command reaching
+//! every peer, and no invariant broken. Measured 36–87 µs for seeds 1–6 (tests/README.md).
 
 use music262_tests::{SimConfig, assert_clean, run};
 

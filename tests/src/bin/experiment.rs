@@ -406,7 +406,7 @@ fn run_cell(
             convergence_ms: converged.map(|c| (c - typed[i]) as f64 / 1e6),
         });
         if ph.kind.starts_playback() {
-            // SPEC section 6: a start from silence is measured after 5 s; a resume or seek
+            // As the targets say (docs/protocol.md): a start from silence is measured after 5 s; a resume or seek
             // once it has been heard everywhere (the switch-over itself is excluded).
             let settle = if ph.kind == CommandKind::Play {
                 5_000_000_000
