@@ -187,6 +187,23 @@ fn parse_device_buffer_arg(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Refuses the sound device's options with any other sink, naming the first one given.
+fn check_device_options(args: &ClientArgs, sink: &SinkSpec) -> Result<(), String> {
+    if matches!(sink, SinkSpec::Device(_)) {
+        return Ok(());
+    }
+    let given = [
+        (args.device_buffer_ms.is_some(), "--device-buffer-ms"),
+        (args.audio_nice.is_some(), "--audio-nice"),
+        (args.device_timing.is_some(), "--device-timing"),
+        (args.device_probe.is_some(), "--device-probe"),
+    ];
+    match given.iter().find(|(given, _)| *given) {
+        Some((_, option)) => Err(format!("{option} is for --sink device, not {sink}")),
+        None => Ok(()),
+    }
+}
+
 /// The player's configuration from the options: `sink` and what the device options say.
 fn player_config(args: &ClientArgs, sink: &SinkSpec) -> PlayerConfig {
     let mut config = PlayerConfig::new(sink.clone());
@@ -270,18 +287,9 @@ pub async fn run(args: ClientArgs) -> i32 {
             return 2;
         }
     };
-    if !matches!(sink, SinkSpec::Device(_)) {
-        for (given, option) in [
-            (args.device_buffer_ms.is_some(), "--device-buffer-ms"),
-            (args.audio_nice.is_some(), "--audio-nice"),
-            (args.device_timing.is_some(), "--device-timing"),
-            (args.device_probe.is_some(), "--device-probe"),
-        ] {
-            if given {
-                eprintln!("error: {option} is for --sink device, not {sink}");
-                return 2;
-            }
-        }
+    if let Err(e) = check_device_options(&args, &sink) {
+        eprintln!("error: {e}");
+        return 2;
     }
     if let Err(e) = crate::client::commands::check_addr(&args.server) {
         eprintln!("error: --server {e}");
@@ -711,6 +719,25 @@ mod tests {
                 .contains("--device-probe"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn device_options_with_another_sink_are_refused_naming_the_option() {
+        for (option, value) in [
+            ("--device-buffer-ms", "40"),
+            ("--audio-nice", "-5"),
+            ("--device-timing", "reported"),
+            ("--device-probe", "/tmp/a.csv"),
+        ] {
+            let args = ClientArgs::try_parse_from(["music_client", option, value]).unwrap();
+            assert_eq!(check_device_options(&args, &SinkSpec::Device(None)), Ok(()));
+            assert_eq!(
+                check_device_options(&args, &SinkSpec::Null),
+                Err(format!("{option} is for --sink device, not null"))
+            );
+        }
+        let args = ClientArgs::try_parse_from(["music_client"]).unwrap();
+        assert_eq!(check_device_options(&args, &SinkSpec::Null), Ok(()));
     }
 
     #[test]
