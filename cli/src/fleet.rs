@@ -86,8 +86,8 @@ impl SkewedClient<'_> {
         .arg(self.dir.join(format!("{}.log", self.name)))
         .arg("--trace")
         .arg(self.trace())
-        .env("MUSIC262_CLOCK_OFFSET_MS", self.offset_ms.to_string())
-        .env("MUSIC262_CLOCK_DRIFT_PPM", self.drift_ppm.to_string());
+        .env(crate::env::CLOCK_OFFSET_MS, self.offset_ms.to_string())
+        .env(crate::env::CLOCK_DRIFT_PPM, self.drift_ppm.to_string());
         cmd
     }
 

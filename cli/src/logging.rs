@@ -24,11 +24,17 @@ impl LogTarget {
     }
 }
 
-/// Starts logging at `default_level` (raised or narrowed by `RUST_LOG`). Returns a line that
-/// says where the log goes, or an error line.
-pub fn init(target: &LogTarget, default_level: &str) -> Result<String, String> {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+/// Starts logging at `default_level`, raised or narrowed by `filter` (the `RUST_LOG` directives,
+/// read by `env.rs`; ignored if they do not parse). Returns a line that says where the log
+/// goes, or an error line.
+pub fn init(
+    target: &LogTarget,
+    default_level: &str,
+    filter: Option<&str>,
+) -> Result<String, String> {
+    let filter = filter
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(default_level));
     match target {
         LogTarget::Stderr => {
             tracing_subscriber::fmt()

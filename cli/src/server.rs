@@ -66,7 +66,11 @@ fn status(server: &AudioServer, addr: SocketAddr, started: Instant) -> String {
 
 /// Runs the server until `exit` or a signal. Returns the process exit code.
 pub async fn run(args: ServerArgs) -> i32 {
-    if let Err(e) = logging::init(&LogTarget::parse(&args.log_file), "info") {
+    if let Err(e) = logging::init(
+        &LogTarget::parse(&args.log_file),
+        "info",
+        crate::env::log_filter(&crate::env::process).as_deref(),
+    ) {
         eprintln!("error: {e}");
         return 2;
     }

@@ -31,7 +31,7 @@ pub use render::{
     render_core,
 };
 pub use resample::{MAX_RATE_PPM, Resampling};
-pub use sink::{SinkKind, SinkSpec};
+pub use sink::{DeviceTiming, SinkKind, SinkSpec};
 pub use song::{
     DecodeError, EncodeError, Song, WavEncoding, WavLayout, decode_wav_bytes, decode_wav_file,
     encode_wav, write_wav_file,

@@ -10,7 +10,7 @@ use crate::render::{
     ChannelMode, Control, PlaybackState, PlayerEvent, PositionReport, RenderConfig, render_core,
 };
 use crate::resample::Resampling;
-use crate::sink::{self, PacedSink, SinkKind, SinkSpec};
+use crate::sink::{self, DeviceTiming, PacedSink, SinkKind, SinkSpec};
 use crate::song::Song;
 
 /// Sink rate of `null` and `wav` when none is configured.
@@ -34,6 +34,9 @@ pub struct PlayerConfig {
     /// CSV, when the stream closes (what the device reported and how the player timed each
     /// buffer; for explaining a run afterwards).
     pub device_probe: Option<std::path::PathBuf>,
+    /// Device only: how each buffer is timed (default [`DeviceTiming::Callbacks`], the device
+    /// timeline; `Reported` takes the stack's reported latency as it is, for comparison).
+    pub device_timing: DeviceTiming,
     /// Device only: how much audio the sound device is handed ahead, in milliseconds (`None`:
     /// what the device chooses). cpal keeps two periods in the device's buffer, so each
     /// callback fills half of this. A deeper buffer rides out longer stalls of a busy machine
@@ -56,6 +59,7 @@ impl PlayerConfig {
             fallback_to_null: false,
             resampling: Resampling::Sinc,
             device_probe: None,
+            device_timing: DeviceTiming::Callbacks,
             device_buffer_ms: None,
             audio_nice: Some(crate::AUDIO_NICE),
         }
@@ -164,8 +168,8 @@ impl Player {
             resampling: config.resampling,
         });
         let events = control.side_events();
-        let probe = config.device_probe.clone();
-        let start = || sink::start_device(&choice, renderer, clock, events, probe);
+        let (timing, probe) = (config.device_timing, config.device_probe.clone());
+        let start = || sink::start_device(&choice, renderer, clock, events, timing, probe);
         let (stream, audio_nice) = match config.audio_nice {
             Some(nice) => {
                 let (stream, got) = crate::priority::with_nice(nice, start);

@@ -1,5 +1,5 @@
 //! A record of every callback of the sound device, written as CSV when the output stream closes
-//! (`PlayerConfig::device_probe`; `music_client` takes the file from `MUSIC262_DEVICE_PROBE`).
+//! (`PlayerConfig::device_probe`; `music_client --device-probe PATH`).
 //!
 //! What goes wrong with a device's timing is rare (a client knocked off the CPU, a report that
 //! is milliseconds off for a second) and is over before anyone looks: a trace of what the
@@ -16,7 +16,7 @@
 //! break; the player counts both as output breaks, but only a break is given back to the
 //! timeline when a record is replayed) and `learnt_delay_ns` (the delay from callback to sound the
 //! timeline went by; empty where it used the reported latency as it was: until it has learnt
-//! the delay, after it started over, or with `MUSIC262_DEVICE_TIMING=reported`).
+//! the delay, after it started over, or with `DeviceTiming::Reported`).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};

@@ -4,8 +4,8 @@
 //!   device timeline (`timeline.rs`): the rhythm of the callbacks themselves, plus the long-run
 //!   average of the latency the stream reports (`playback - callback`), because the reported
 //!   latency alone wanders by hundreds of microseconds through ALSA's pulse plugin.
-//!   `MUSIC262_DEVICE_TIMING=reported` uses the clock read at callback time plus the reported
-//!   latency as they are, for comparison. `PlayerConfig::device_probe` records every callback
+//!   [`DeviceTiming::Reported`] uses the clock read at callback time plus the reported latency
+//!   as they are, for comparison. `PlayerConfig::device_probe` records every callback
 //!   (`probe.rs`).
 //! - `null`: a thread that consumes frames in real time as a DAC would, paced by the injected
 //!   clock (a skewed clock makes it run fast or slow, like a crystal). Slot `k` is heard at
@@ -79,6 +79,41 @@ impl std::fmt::Display for SinkSpec {
             Self::Null => f.write_str("null"),
             Self::Wav(path) => write!(f, "wav:{}", path.display()),
         }
+    }
+}
+
+/// How a sound device's buffers are timed (`PlayerConfig::device_timing`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeviceTiming {
+    /// The device timeline: the rhythm of the callbacks plus the long-run average of the
+    /// latency the stream reports.
+    #[default]
+    Callbacks,
+    /// The clock read at callback time plus the latency the stream reports, as they are (for
+    /// comparing the two, as BENCHMARKS.md does).
+    Reported,
+}
+
+impl FromStr for DeviceTiming {
+    type Err = String;
+    /// Parses `callbacks` or `reported`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "callbacks" => Ok(Self::Callbacks),
+            "reported" => Ok(Self::Reported),
+            other => Err(format!(
+                "unknown device timing {other:?}: expected \"callbacks\" or \"reported\""
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceTiming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Callbacks => "callbacks",
+            Self::Reported => "reported",
+        })
     }
 }
 
@@ -344,26 +379,21 @@ pub(crate) fn push_coalesced(events: &Mutex<Vec<PlayerEvent>>, event: PlayerEven
 /// Largest block rendered at once inside a callback; bigger callbacks are split.
 const CALLBACK_BLOCK_FRAMES: usize = 4096;
 
-/// Whether `MUSIC262_DEVICE_TIMING=reported` asks for the stack's reported latency to be used
-/// as it is, instead of the device timeline (for comparing the two, as BENCHMARKS.md does).
-fn reported_timing() -> bool {
-    std::env::var("MUSIC262_DEVICE_TIMING").is_ok_and(|v| v.trim() == "reported")
-}
-
-/// Builds and starts the stream; the renderer moves into the data callback, and so does a
-/// record of its callbacks if `probe` names a file for it.
+/// Builds and starts the stream, its buffers timed as `timing` says; the renderer moves into
+/// the data callback, and so does a record of its callbacks if `probe` names a file for it.
 pub(crate) fn start_device(
     choice: &DeviceChoice,
     renderer: Renderer,
     clock: Arc<dyn Clock>,
     events: Arc<Mutex<Vec<PlayerEvent>>>,
+    timing: DeviceTiming,
     probe: Option<PathBuf>,
 ) -> Result<cpal::Stream, String> {
     let probe = probe.map(CallbackProbe::new);
     let stream = match choice.format {
-        cpal::SampleFormat::F32 => build::<f32>(choice, renderer, clock, events, probe),
-        cpal::SampleFormat::I32 => build::<i32>(choice, renderer, clock, events, probe),
-        _ => build::<i16>(choice, renderer, clock, events, probe),
+        cpal::SampleFormat::F32 => build::<f32>(choice, renderer, clock, events, timing, probe),
+        cpal::SampleFormat::I32 => build::<i32>(choice, renderer, clock, events, timing, probe),
+        _ => build::<i16>(choice, renderer, clock, events, timing, probe),
     }?;
     stream
         .play()
@@ -376,6 +406,7 @@ fn build<T>(
     mut renderer: Renderer,
     clock: Arc<dyn Clock>,
     events: Arc<Mutex<Vec<PlayerEvent>>>,
+    timing: DeviceTiming,
     mut probe: Option<CallbackProbe>,
 ) -> Result<cpal::Stream, String>
 where
@@ -385,7 +416,8 @@ where
     let sample_rate = choice.config.sample_rate;
     let ns_per_frame = 1e9 / f64::from(sample_rate);
     let mut scratch = vec![0.0f32; CALLBACK_BLOCK_FRAMES * channels];
-    let mut timeline = (!reported_timing()).then(|| DeviceTimeline::new(sample_rate));
+    let mut timeline =
+        (timing == DeviceTiming::Callbacks).then(|| DeviceTimeline::new(sample_rate));
     // Set by the error callback when the device ran dry; cpal calls both callbacks from the
     // stream's one thread, the error before the refill that follows it.
     let xrun = Arc::new(AtomicBool::new(false));
@@ -504,6 +536,25 @@ mod tests {
         for text in ["", "speaker", "wav:", "device:", "WAV:x"] {
             let err = text.parse::<SinkSpec>().unwrap_err();
             assert!(!err.is_empty() && !err.contains('\n'), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn device_timings_parse_print_back_and_refuse_others_in_one_line() {
+        for (text, timing) in [
+            ("callbacks", DeviceTiming::Callbacks),
+            ("reported", DeviceTiming::Reported),
+        ] {
+            assert_eq!(text.parse::<DeviceTiming>().unwrap(), timing);
+            assert_eq!(timing.to_string(), text);
+        }
+        assert_eq!(DeviceTiming::default(), DeviceTiming::Callbacks);
+        for text in ["", "Reported", "timeline", "report"] {
+            let err = text.parse::<DeviceTiming>().unwrap_err();
+            assert!(
+                err.contains("expected \"callbacks\" or \"reported\"") && !err.contains('\n'),
+                "{text:?}: {err}"
+            );
         }
     }
 

@@ -1041,7 +1041,7 @@ mod tests {
         assert_eq!(busy + moves(&mut timeline, &mut device, to, wander), 0);
     }
 
-    /// A stretch of device callbacks recorded on the rig (`MUSIC262_DEVICE_PROBE`, columns
+    /// A stretch of device callbacks recorded on the rig (`music_client --device-probe`, columns
     /// `host_ns,latency_ns,frames,broke`) played through a timeline: per callback, seconds
     /// since the first, the reported instant, the timeline's instant and whether it said the
     /// sound moved.

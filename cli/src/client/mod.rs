@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicU64;
 
 use clap::{Parser, ValueEnum};
 use music262_proto::auth::GroupKey;
-use player::{Clock, Player, PlayerConfig, SinkSpec};
+use player::{Clock, DeviceTiming, Player, PlayerConfig, SinkSpec};
 use sha2::{Digest, Sha256};
 use sync_core::{Config, LocalTime, Node, NodeId};
 use transport_grpc::{AudioClient, PeerTransport};
@@ -65,8 +65,6 @@ impl TransportKind {
                   Environment:\n  MUSIC262_CLOCK_OFFSET_MS, MUSIC262_CLOCK_DRIFT_PPM  skew this client's sync clock (and its null/wav\n                                                      sink) to emulate a separate machine\n  \
                   MUSIC262_CLOCK_STEP_AT_S, MUSIC262_CLOCK_STEP_MS    step that clock forward once, by STEP_MS milliseconds,\n                                                      STEP_AT_S seconds after start (fault injection)\n  \
                   MUSIC262_GROUP_KEY                                  the group key (see --group-key)\n  \
-                  MUSIC262_DEVICE_TIMING=reported                     time the sound device by the latency it reports, not\n                                                      by its callbacks (for comparison; see BENCHMARKS.md)\n  \
-                  MUSIC262_DEVICE_PROBE=PATH                          when the sound device closes, write PATH: every callback's\n                                                      instant, reported latency and timing (CSV; diagnostics)\n  \
                   RUST_LOG                                            log level (e.g. debug, or sync_core=trace)\n\n\
                   Type `help` at the prompt for the commands."
 )]
@@ -120,7 +118,7 @@ pub struct ClientArgs {
     /// (HMAC-SHA256, replay-protected), peers without it cannot link, and legacy calls that
     /// change playback need its token. Prefer the environment variable MUSIC262_GROUP_KEY, which
     /// other users cannot read from the process list.
-    #[arg(long, value_name = "KEY", env = GROUP_KEY_ENV, hide_env_values = true)]
+    #[arg(long, value_name = "KEY")]
     pub group_key: Option<String>,
     /// Serve a web page to watch and control the group at this address (default
     /// 127.0.0.1:8080 when given without a value). It binds to loopback unless told otherwise;
@@ -156,6 +154,21 @@ pub struct ClientArgs {
     /// third of it; a client that dies disappears from `peers` when it lapses).
     #[arg(long, value_name = "MS", default_value_t = 15_000, hide = true)]
     pub lease_ms: u64,
+    /// How the sound device's buffers are timed: `callbacks` (the default: the rhythm of its
+    /// callbacks plus the long-run average of the latency it reports) or `reported` (the
+    /// latency it reports, as it is; for comparison, see BENCHMARKS.md). Only for --sink
+    /// device; for the as-heard rig, so not listed in --help.
+    #[arg(long, value_name = "TIMING", hide = true, value_parser = parse_device_timing_arg)]
+    pub device_timing: Option<DeviceTiming>,
+    /// When the sound device closes, write PATH: every callback's instant, reported latency
+    /// and timing (CSV; diagnostics, for the as-heard rig, so not listed in --help). Only for
+    /// --sink device.
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub device_probe: Option<PathBuf>,
+}
+
+fn parse_device_timing_arg(s: &str) -> Result<DeviceTiming, String> {
+    s.parse()
 }
 
 fn parse_latency_arg(s: &str) -> Result<f64, String> {
@@ -174,8 +187,33 @@ fn parse_device_buffer_arg(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Environment variable holding the group key (see `--group-key`).
-pub const GROUP_KEY_ENV: &str = "MUSIC262_GROUP_KEY";
+/// Refuses the sound device's options with any other sink, naming the first one given.
+fn check_device_options(args: &ClientArgs, sink: &SinkSpec) -> Result<(), String> {
+    if matches!(sink, SinkSpec::Device(_)) {
+        return Ok(());
+    }
+    let given = [
+        (args.device_buffer_ms.is_some(), "--device-buffer-ms"),
+        (args.audio_nice.is_some(), "--audio-nice"),
+        (args.device_timing.is_some(), "--device-timing"),
+        (args.device_probe.is_some(), "--device-probe"),
+    ];
+    match given.iter().find(|(given, _)| *given) {
+        Some((_, option)) => Err(format!("{option} is for --sink device, not {sink}")),
+        None => Ok(()),
+    }
+}
+
+/// The player's configuration from the options: `sink` and what the device options say.
+fn player_config(args: &ClientArgs, sink: &SinkSpec) -> PlayerConfig {
+    let mut config = PlayerConfig::new(sink.clone());
+    config.fallback_to_null = matches!(sink, SinkSpec::Device(_));
+    config.device_probe = args.device_probe.clone();
+    config.device_timing = args.device_timing.unwrap_or_default();
+    config.device_buffer_ms = args.device_buffer_ms;
+    config.audio_nice = Some(args.audio_nice.unwrap_or(player::AUDIO_NICE));
+    config
+}
 
 fn random_node_id(port: u16) -> u64 {
     // Uniqueness, not secrecy: process, time and port are enough to tell clients apart.
@@ -220,6 +258,13 @@ fn join_host_port(ip: IpAddr, port: u16) -> String {
 
 /// Runs the client until `quit` or a signal. Returns the process exit code.
 pub async fn run(args: ClientArgs) -> i32 {
+    let env = match crate::env::ClientEnv::read(&crate::env::process) {
+        Ok(env) => env,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
     let log_target = match &args.log_file {
         Some(p) => LogTarget::parse(p),
         None => LogTarget::File(
@@ -228,7 +273,7 @@ pub async fn run(args: ClientArgs) -> i32 {
                 .join(format!("client-{}.log", args.p2p_port)),
         ),
     };
-    let log_line = match logging::init(&log_target, "info") {
+    let log_line = match logging::init(&log_target, "info", env.log_filter.as_deref()) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
@@ -242,16 +287,9 @@ pub async fn run(args: ClientArgs) -> i32 {
             return 2;
         }
     };
-    if !matches!(sink, SinkSpec::Device(_)) {
-        for (given, option) in [
-            (args.device_buffer_ms.is_some(), "--device-buffer-ms"),
-            (args.audio_nice.is_some(), "--audio-nice"),
-        ] {
-            if given {
-                eprintln!("error: {option} is for --sink device, not {sink}");
-                return 2;
-            }
-        }
+    if let Err(e) = check_device_options(&args, &sink) {
+        eprintln!("error: {e}");
+        return 2;
     }
     if let Err(e) = crate::client::commands::check_addr(&args.server) {
         eprintln!("error: --server {e}");
@@ -277,36 +315,36 @@ pub async fn run(args: ClientArgs) -> i32 {
         },
         None => random_node_id(args.p2p_port),
     };
+    // The option wins over the variable, as clap's `env` did.
     let group_key = match args
         .group_key
         .as_deref()
+        .or(env.group_key.as_deref())
         .map(|k| GroupKey::new(k.as_bytes()))
     {
         None => None,
         Some(Ok(k)) => Some(k),
         Some(Err(e)) => {
-            eprintln!("error: --group-key / {GROUP_KEY_ENV}: {e}");
+            eprintln!("error: --group-key / {}: {e}", crate::env::GROUP_KEY);
             return 2;
         }
     };
-    let clock = match crate::clock::sync_clock() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
-    };
+    let clock = crate::clock::sync_clock(&env.skew);
 
     let console = console::start("music262> ", None);
     let printer = console.printer.clone();
     printer.println(log_line);
+    for line in &env.retired {
+        tracing::warn!("{line}");
+        printer.println(line);
+    }
     if clock.offset_ns() != 0 || clock.drift_ppm() != 0.0 {
         printer.println(format!(
             "sync clock skewed by {:+.3} ms and {:+.1} ppm (from {} / {})",
             clock.offset_ns() as f64 / 1e6,
             clock.drift_ppm(),
-            crate::clock::OFFSET_ENV,
-            crate::clock::DRIFT_ENV
+            crate::env::CLOCK_OFFSET_MS,
+            crate::env::CLOCK_DRIFT_PPM
         ));
     }
 
@@ -394,7 +432,8 @@ pub async fn run(args: ClientArgs) -> i32 {
             // Said once, at start: the one moment the user is looking.
             let warning = format!(
                 "warning: no group key: anyone who can reach port {port} can join this client \
-                 and control playback (set {GROUP_KEY_ENV} or --group-key on every client)"
+                 and control playback (set {} or --group-key on every client)",
+                crate::env::GROUP_KEY
             );
             tracing::warn!("{warning}");
             printer.println(warning);
@@ -404,14 +443,7 @@ pub async fn run(args: ClientArgs) -> i32 {
 
     // The player.
     let player_clock: Arc<dyn Clock> = clock.clone();
-    let mut config = PlayerConfig::new(sink.clone());
-    config.fallback_to_null = matches!(sink, SinkSpec::Device(_));
-    config.device_probe = std::env::var_os("MUSIC262_DEVICE_PROBE")
-        .filter(|p| !p.is_empty())
-        .map(Into::into);
-    config.device_buffer_ms = args.device_buffer_ms;
-    config.audio_nice = Some(args.audio_nice.unwrap_or(player::AUDIO_NICE));
-    let player = match Player::open(config, player_clock) {
+    let player = match Player::open(player_config(&args, &sink), player_clock) {
         Ok(p) => Arc::new(p),
         Err(e) => {
             eprintln!("error: {e}");
@@ -631,6 +663,99 @@ mod tests {
                 err.contains("expected milliseconds from 1 to 1000"),
                 "{bad}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn device_timing_option_takes_callbacks_or_reported_and_defaults_to_callbacks() {
+        let args = ClientArgs::try_parse_from(["music_client"]).unwrap();
+        assert_eq!(args.device_timing, None);
+        let sink = SinkSpec::Device(None);
+        assert_eq!(
+            player_config(&args, &sink).device_timing,
+            DeviceTiming::Callbacks
+        );
+        for (text, timing) in [
+            ("callbacks", DeviceTiming::Callbacks),
+            ("reported", DeviceTiming::Reported),
+        ] {
+            let args =
+                ClientArgs::try_parse_from(["music_client", "--device-timing", text]).unwrap();
+            assert_eq!(args.device_timing, Some(timing));
+            assert_eq!(player_config(&args, &sink).device_timing, timing);
+        }
+    }
+
+    #[test]
+    fn a_bad_device_timing_is_a_one_line_error_naming_the_choices() {
+        let err = ClientArgs::try_parse_from(["music_client", "--device-timing", "timeline"])
+            .unwrap_err()
+            .to_string();
+        let first = err.lines().next().unwrap_or_default();
+        assert!(
+            first.contains("--device-timing")
+                && first.contains("expected \"callbacks\" or \"reported\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn device_probe_option_names_the_file_for_the_player() {
+        let args = ClientArgs::try_parse_from(["music_client"]).unwrap();
+        assert_eq!(player_config(&args, &SinkSpec::Null).device_probe, None);
+        let args =
+            ClientArgs::try_parse_from(["music_client", "--device-probe", "/tmp/a.csv"]).unwrap();
+        assert_eq!(
+            player_config(&args, &SinkSpec::Device(None)).device_probe,
+            Some(PathBuf::from("/tmp/a.csv"))
+        );
+        let err = ClientArgs::try_parse_from(["music_client", "--device-probe", ""])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.lines()
+                .next()
+                .unwrap_or_default()
+                .contains("--device-probe"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn device_options_with_another_sink_are_refused_naming_the_option() {
+        for (option, value) in [
+            ("--device-buffer-ms", "40"),
+            ("--audio-nice", "-5"),
+            ("--device-timing", "reported"),
+            ("--device-probe", "/tmp/a.csv"),
+        ] {
+            let args = ClientArgs::try_parse_from(["music_client", option, value]).unwrap();
+            assert_eq!(check_device_options(&args, &SinkSpec::Device(None)), Ok(()));
+            assert_eq!(
+                check_device_options(&args, &SinkSpec::Null),
+                Err(format!("{option} is for --sink device, not null"))
+            );
+        }
+        let args = ClientArgs::try_parse_from(["music_client"]).unwrap();
+        assert_eq!(check_device_options(&args, &SinkSpec::Null), Ok(()));
+    }
+
+    #[test]
+    fn diagnostic_options_are_hidden_from_help_and_the_environment_lists_what_is_read() {
+        use clap::CommandFactory;
+        let help = ClientArgs::command().render_long_help().to_string();
+        for hidden in ["--device-timing", "--device-probe", "MUSIC262_DEVICE"] {
+            assert!(!help.contains(hidden), "{hidden} in {help}");
+        }
+        for var in [
+            crate::env::CLOCK_OFFSET_MS,
+            crate::env::CLOCK_DRIFT_PPM,
+            crate::env::CLOCK_STEP_AT_S,
+            crate::env::CLOCK_STEP_MS,
+            crate::env::GROUP_KEY,
+            crate::env::LOG_FILTER,
+        ] {
+            assert!(help.contains(var), "{var} missing from {help}");
         }
     }
 }
