@@ -272,3 +272,16 @@ fn find<'a>(playlist: &'a [SongInfo], choice: &SongChoice) -> Option<&'a SongInf
         SongChoice::Name(name) => playlist.iter().find(|s| &s.name == name),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_join_of_any_own_address_or_the_advertised_one_is_this_client() {
+        let own = ["127.0.0.1:50052".to_string(), "10.0.0.2:50052".to_string()];
+        assert!(is_this_client("127.0.0.1:50052", &own, "10.0.0.2:50052"));
+        assert!(is_this_client("host:50052", &own, "host:50052"));
+        assert!(!is_this_client("10.0.0.3:50052", &own, "10.0.0.2:50052"));
+    }
+}

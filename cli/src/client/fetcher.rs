@@ -244,3 +244,31 @@ async fn download(
     };
     let _ = done.send(Fetched { song, result });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sync_core::{GroupTime, Mode, StateVersion};
+
+    fn song(name: &str) -> SongRef {
+        SongRef {
+            name: name.into(),
+            content_hash: String::new(),
+            sample_rate: 48_000,
+            frames: 48_000,
+        }
+    }
+
+    #[test]
+    fn a_download_is_wanted_only_while_the_group_state_names_its_song() {
+        let state = |song: Option<SongRef>| GroupState {
+            version: StateVersion::default(),
+            song,
+            mode: Mode::Stopped { at: GroupTime(0) },
+            timebase: 1,
+        };
+        assert!(still_wanted(&state(Some(song("a.wav"))), &song("a.wav")));
+        assert!(!still_wanted(&state(Some(song("b.wav"))), &song("a.wav")));
+        assert!(!still_wanted(&state(None), &song("a.wav")));
+    }
+}

@@ -345,7 +345,51 @@ pub fn event(e: &Event, peers: &Peers, node: &Node, now: LocalTime) -> Told {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sync_core::{GroupTime, StateVersion};
+    use sync_core::{Config, GroupTime, NodeId, StateVersion};
+
+    #[test]
+    fn a_link_lost_before_its_handshake_is_logged_but_not_said() {
+        let node = Node::new(Config::new(NodeId(1)), 1, LocalTime(0));
+        let peers = Peers::default();
+        let gone = |peer| Event::PeerDisconnected {
+            link: LinkId(7),
+            peer,
+            reason: DisconnectReason::Timeout,
+        };
+        assert_eq!(
+            event(&gone(None), &peers, &node, LocalTime(0)),
+            Told::Nothing
+        );
+        assert_eq!(
+            event(&gone(Some(NodeId(2))), &peers, &node, LocalTime(0)),
+            Told::Say("peer link 7 disconnected: it stopped answering".to_string())
+        );
+    }
+
+    #[test]
+    fn a_command_issued_here_answers_the_page_and_one_from_a_peer_is_said() {
+        let node = Node::new(Config::new(NodeId(1)), 1, LocalTime(0));
+        let peers = Peers::default();
+        let state = GroupState {
+            version: StateVersion::default(),
+            song: None,
+            mode: Mode::Stopped { at: GroupTime(0) },
+            timebase: 1,
+        };
+        let accepted = |from| Event::StateAccepted {
+            state: state.clone(),
+            from,
+            late_by: 0,
+        };
+        assert!(matches!(
+            event(&accepted(None), &peers, &node, LocalTime(0)),
+            Told::AnswerOnly(line) if line.starts_with("stop, in ")
+        ));
+        assert_eq!(
+            event(&accepted(Some(LinkId(3))), &peers, &node, LocalTime(0)),
+            Told::Say("stop (from link 3)".to_string())
+        );
+    }
 
     #[test]
     fn commands_read_as_what_they_do() {

@@ -35,7 +35,7 @@ pub struct Legacy {
 }
 
 /// The reply channel of a legacy music command.
-type Reply = oneshot::Sender<Result<(), Status>>;
+type CommandReply = oneshot::Sender<Result<(), Status>>;
 
 fn command_error_status(e: &CommandError) -> Status {
     match e {
@@ -67,16 +67,12 @@ pub fn exit_targets(
         .map(target)
         .collect();
     match from {
+        // A caller that gave nothing: the links from its address.
         Some(from) if targets.is_empty() => {
-            // A caller that gave nothing: the links from its address.
-            let ip = from.ip().to_string();
+            let from = from.to_string();
             links
                 .iter()
-                .filter(|l| {
-                    l.remote_addr == from.to_string()
-                        || l.listen_addr.as_deref().is_some_and(|a| a.starts_with(&ip))
-                })
-                .filter(|l| l.remote_addr == from.to_string())
+                .filter(|l| l.remote_addr == from)
                 .map(target)
                 .collect()
         }
@@ -168,7 +164,7 @@ impl Legacy {
     pub fn run(
         &self,
         cmd: LegacyCommand,
-        reply: Reply,
+        reply: CommandReply,
         may_fetch: bool,
         node: &mut Node,
         now: LocalTime,
@@ -356,5 +352,79 @@ fn position_response(node: &Node, now: LocalTime, view: &View<'_>) -> GetPositio
             .as_ref()
             .map_or_else(String::new, |s| s.content_hash.clone()),
         group_time_ns: Some(node.group_time(LocalTime(at)).0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sync_core::{Config, Direction, LinkId, NodeId, PeerRole};
+
+    fn link(remote: &str, listen: Option<&str>, peer: Option<u64>) -> LinkStatus {
+        LinkStatus {
+            link: LinkId(1),
+            remote_addr: remote.to_string(),
+            listen_addr: listen.map(str::to_string),
+            peer: peer.map(NodeId),
+            direction: Direction::Incoming,
+            rtt: None,
+            offset: None,
+            drift_ppm: None,
+            jitter: None,
+            role: PeerRole::Peer,
+            stratum: None,
+            last_contact: 0,
+            suspect: false,
+            probes_sent: 0,
+            probes_answered: 0,
+        }
+    }
+
+    #[test]
+    fn an_exit_closes_the_links_to_the_listen_address_or_node_the_caller_names() {
+        let links = [
+            link("10.0.0.2:40000", Some("10.0.0.2:50052"), Some(0xa)),
+            link("10.0.0.3:40000", None, Some(0xb)),
+            link("10.0.0.4:50052", None, None),
+        ];
+        let by_addr = exit_targets(&links, "10.0.0.2:50052", 0, None);
+        assert_eq!(by_addr, [NodeId(0xa).to_string()]);
+        let by_id = exit_targets(&links, "", 0xb, None);
+        assert_eq!(by_id, [NodeId(0xb).to_string()]);
+        // Before the handshake a link has no node id: it is named by its address.
+        let unnamed = exit_targets(&links, "10.0.0.4:50052", 0, None);
+        assert_eq!(unnamed, ["10.0.0.4:50052"]);
+    }
+
+    #[test]
+    fn an_exit_naming_nothing_known_closes_the_links_from_the_callers_address() {
+        let links = [
+            link("10.0.0.2:40000", Some("10.0.0.2:50052"), Some(0xa)),
+            link("10.0.0.2:40001", None, Some(0xb)),
+        ];
+        let from: SocketAddr = "10.0.0.2:40001".parse().unwrap();
+        assert_eq!(
+            exit_targets(&links, "10.9.9.9:1", 0, Some(from)),
+            [NodeId(0xb).to_string()]
+        );
+        assert!(exit_targets(&links, "10.9.9.9:1", 0, None).is_empty());
+    }
+
+    #[test]
+    fn a_load_at_a_later_frame_takes_two_state_versions_and_at_frame_zero_one() {
+        let song = SongRef {
+            name: "a.wav".into(),
+            content_hash: String::new(),
+            sample_rate: 48_000,
+            frames: 480_000,
+        };
+        let mut node = Node::new(Config::new(NodeId(1)), 1, LocalTime(0));
+        let now = LocalTime(1_000_000_000);
+        let before = node.state().version.counter;
+        load_at_position(&mut node, now, song.clone(), Some(0), None).unwrap();
+        let after_load = node.state().version.counter;
+        assert_eq!(after_load, before + 1);
+        load_at_position(&mut node, now, song, Some(48_000), None).unwrap();
+        assert_eq!(node.state().version.counter, after_load + 2);
     }
 }

@@ -207,3 +207,15 @@ impl Monitor {
         self.player.stop_at(self.now().0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_go_to_the_node_every_fifth_tick_50_ms_apart() {
+        assert_eq!(TICK * REPORT_EVERY, Duration::from_millis(50));
+        let due: Vec<u32> = (1..=12).filter(|t| position_report_due(*t)).collect();
+        assert_eq!(due, [5, 10]);
+    }
+}

@@ -173,3 +173,27 @@ impl Peers {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sync_core::{DisconnectReason, NodeId};
+
+    #[test]
+    fn a_peer_is_named_by_its_listen_address_from_its_handshake_until_it_goes() {
+        let mut peers = Peers::default();
+        assert_eq!(peers.name(LinkId(4)), "link 4");
+        peers.on_event(&Event::PeerConnected {
+            link: LinkId(4),
+            peer: NodeId(2),
+            listen_addr: Some("10.0.0.2:50052".to_string()),
+        });
+        assert_eq!(peers.name(LinkId(4)), "10.0.0.2:50052");
+        peers.on_event(&Event::PeerDisconnected {
+            link: LinkId(4),
+            peer: Some(NodeId(2)),
+            reason: DisconnectReason::Closed,
+        });
+        assert_eq!(peers.get(LinkId(4)), None);
+    }
+}

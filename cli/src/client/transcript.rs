@@ -74,3 +74,44 @@ impl Transcript {
         &self.recent
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_command_is_answered_with_what_was_said_while_it_ran() {
+        let mut t = Transcript::new(Printer::stdout(), true);
+        t.say("before");
+        t.answer_only("not printed".to_string());
+        t.begin_capture();
+        t.say("one\ntwo");
+        t.answer_only("play a.wav from 0:00.000, in 20 ms on every peer".to_string());
+        assert_eq!(
+            t.end_capture(),
+            [
+                "one\ntwo",
+                "play a.wav from 0:00.000, in 20 ms on every peer"
+            ]
+        );
+        t.say("after");
+        assert!(t.end_capture().is_empty());
+        assert_eq!(t.recent(), &["before", "one", "two", "after"]);
+    }
+
+    #[test]
+    fn only_the_last_lines_are_kept_and_only_with_a_page() {
+        let mut with_page = Transcript::new(Printer::stdout(), true);
+        let mut without = Transcript::new(Printer::stdout(), false);
+        for i in 0..RECENT_LEN + 5 {
+            with_page.say(format!("line {i}"));
+            without.say(format!("line {i}"));
+        }
+        assert_eq!(with_page.recent().len(), RECENT_LEN);
+        assert_eq!(
+            with_page.recent().front().map(String::as_str),
+            Some("line 5")
+        );
+        assert!(without.recent().is_empty());
+    }
+}
