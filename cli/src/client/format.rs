@@ -1,12 +1,16 @@
 //! Text the client prints: the playlist, `status`, the `connections` table (modelled on
-//! `chronyc sources`), `peers`, and one-line descriptions of commands.
+//! `chronyc sources`), `peers`, one-line descriptions of commands, and what the node's events
+//! say on the console and in the log.
 
 use music262_proto::audio_service::{PeerListResponse, SongInfo};
 use player::Player;
 use sync_core::time::format_nanos;
 use sync_core::{
-    GroupState, LinkId, LinkStatus, LocalTime, Mode, Node, PeerRole, SongRef, Timeline,
+    BadInput, DisconnectReason, Event, GroupState, LinkId, LinkStatus, LocalTime, Mode, Node,
+    PeerRole, SongRef, Timeline,
 };
+
+use super::peers::Peers;
 
 /// `m:ss.mmm` for a duration in milliseconds.
 pub fn clock_time(ms: u64) -> String {
@@ -230,10 +234,162 @@ pub fn status(s: &StatusInput<'_>) -> String {
     out
 }
 
+/// What the console says about a node event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Told {
+    /// Nothing (the log has it).
+    Nothing,
+    /// A line for the console.
+    Say(String),
+    /// A line for the answer to the web page's command only (the prompt needs no echo of what
+    /// was just typed; a click on the page is answered with what it does).
+    AnswerOnly(String),
+}
+
+/// A node event: logged, and turned into what the console says. `peers` names the links (the
+/// names before the event); `now` dates a new state's effect.
+pub fn event(e: &Event, peers: &Peers, node: &Node, now: LocalTime) -> Told {
+    match e {
+        Event::PeerConnected {
+            link,
+            peer,
+            listen_addr,
+        } => {
+            let name = listen_addr.clone().unwrap_or_else(|| peers.name(*link));
+            tracing::info!(peer = %name, node = %peer, "peer connected");
+            Told::Say(format!("connected to peer {name} (node {peer})"))
+        }
+        Event::PeerDisconnected { link, peer, reason } => {
+            let name = peers.name(*link);
+            let why = match reason {
+                DisconnectReason::Closed => "connection closed".to_string(),
+                DisconnectReason::PeerLeft(r) => format!("it left ({r:?})").to_lowercase(),
+                DisconnectReason::Local(r) => format!("closed here ({r:?})").to_lowercase(),
+                DisconnectReason::Timeout => "it stopped answering".to_string(),
+                DisconnectReason::HandshakeTimeout => "no handshake".to_string(),
+            };
+            tracing::info!(peer = %name, node = ?peer, %why, "peer disconnected");
+            match peer {
+                Some(_) => Told::Say(format!("peer {name} disconnected: {why}")),
+                None => Told::Nothing,
+            }
+        }
+        Event::PeerSuspect { link, peer } => {
+            let name = peers.name(*link);
+            tracing::warn!(peer = %name, node = %peer, "peer silent, suspect");
+            Told::Say(format!("peer {name} is not answering"))
+        }
+        Event::StateAccepted {
+            state,
+            from,
+            late_by,
+        } => {
+            let what = describe_state(state);
+            let effective = node.local_time(state.effective_at());
+            let in_ms = effective.since(now) as f64 / 1e6;
+            match from {
+                Some(link) => {
+                    let name = peers.name(*link);
+                    tracing::info!(peer = %name, version = %state.version, %what, late_ms = late_by / 1_000_000, in_ms, "command received");
+                    Told::Say(format!("{what} (from {name})"))
+                }
+                None => {
+                    tracing::info!(version = %state.version, %what, in_ms, "command issued here");
+                    Told::AnswerOnly(format!("{what}, in {in_ms:.0} ms on every peer"))
+                }
+            }
+        }
+        Event::StateEffective { version } => {
+            tracing::info!(%version, "command executed");
+            Told::Nothing
+        }
+        Event::SongFinished { song } => {
+            tracing::info!(song = %song.name, "song finished");
+            Told::Say(format!("{} finished", song.name))
+        }
+        Event::LoadFailed { song, reason } => {
+            tracing::warn!(song = %song.name, %reason, "load failed");
+            Told::Say(format!("cannot load {}: {reason}", song.name))
+        }
+        Event::ReferenceChanged {
+            root,
+            stratum,
+            parent,
+        } => {
+            tracing::info!(%root, stratum, ?parent, "clock reference");
+            Told::Nothing
+        }
+        Event::GroupTimeStepped { by } => {
+            tracing::info!(
+                by_ms = *by as f64 / 1e6,
+                "group time stepped (joined another group's clock)"
+            );
+            Told::Nothing
+        }
+        Event::BadMessage { link, reason } => {
+            let name = peers.name(*link);
+            tracing::warn!(peer = %name, ?reason, "bad message dropped");
+            match reason {
+                BadInput::SelfLink => {
+                    Told::Say(format!("{name} is this client itself; link closed"))
+                }
+                BadInput::ProtocolVersion(v) => Told::Say(format!(
+                    "peer {name} speaks protocol version {v}; link refused"
+                )),
+                _ => Told::Nothing,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sync_core::{GroupTime, StateVersion};
+    use sync_core::{Config, GroupTime, NodeId, StateVersion};
+
+    #[test]
+    fn a_link_lost_before_its_handshake_is_logged_but_not_said() {
+        let node = Node::new(Config::new(NodeId(1)), 1, LocalTime(0));
+        let peers = Peers::default();
+        let gone = |peer| Event::PeerDisconnected {
+            link: LinkId(7),
+            peer,
+            reason: DisconnectReason::Timeout,
+        };
+        assert_eq!(
+            event(&gone(None), &peers, &node, LocalTime(0)),
+            Told::Nothing
+        );
+        assert_eq!(
+            event(&gone(Some(NodeId(2))), &peers, &node, LocalTime(0)),
+            Told::Say("peer link 7 disconnected: it stopped answering".to_string())
+        );
+    }
+
+    #[test]
+    fn a_command_issued_here_answers_the_page_and_one_from_a_peer_is_said() {
+        let node = Node::new(Config::new(NodeId(1)), 1, LocalTime(0));
+        let peers = Peers::default();
+        let state = GroupState {
+            version: StateVersion::default(),
+            song: None,
+            mode: Mode::Stopped { at: GroupTime(0) },
+            timebase: 1,
+        };
+        let accepted = |from| Event::StateAccepted {
+            state: state.clone(),
+            from,
+            late_by: 0,
+        };
+        assert!(matches!(
+            event(&accepted(None), &peers, &node, LocalTime(0)),
+            Told::AnswerOnly(line) if line.starts_with("stop, in ")
+        ));
+        assert_eq!(
+            event(&accepted(Some(LinkId(3))), &peers, &node, LocalTime(0)),
+            Told::Say("stop (from link 3)".to_string())
+        );
+    }
 
     #[test]
     fn commands_read_as_what_they_do() {

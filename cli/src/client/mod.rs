@@ -3,8 +3,16 @@
 
 pub mod commands;
 mod driver;
+mod executor;
+mod fetcher;
 mod format;
+mod legacy;
 mod links;
+mod monitor;
+mod peers;
+mod server_link;
+mod transcript;
+mod web_snapshot;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

@@ -1,0 +1,287 @@
+//! The console's command language carried out: a line typed at the prompt or clicked on the
+//! web page becomes group commands, player settings or a report. It returns what it has to say
+//! instead of printing it, so that the caller decides where the text goes.
+
+use music262_proto::audio_service::SongInfo;
+use player::Player;
+use sync_core::{Command, CommandError, LocalTime, Node, SongRef};
+
+use super::commands::{self, SongChoice, UserCommand};
+use super::format;
+use super::links::Links;
+use super::peers::RefusedCounts;
+use super::server_link::{Pending, ServerLink, song_ref};
+
+/// What a command reads and acts on besides the executor's own settings.
+pub struct Context<'a> {
+    /// The node, for group and link commands.
+    pub node: &'a mut Node,
+    /// Now, on the node's clock.
+    pub now: LocalTime,
+    /// The player, for this client's own settings.
+    pub player: &'a Player,
+    /// The music server: playlist, joinable clients.
+    pub server: &'a ServerLink,
+    /// The song downloading, for `status`.
+    pub loading: Option<&'a SongRef>,
+    /// What the transports refused, for `status`.
+    pub refused: RefusedCounts,
+    /// The transports, for the `connections` table.
+    pub links: &'a Links,
+}
+
+/// What a command did.
+#[derive(Debug)]
+pub struct Reply {
+    /// What it says, in order (each entry one or more lines).
+    pub said: Vec<String>,
+    /// Its error line, if refused.
+    pub result: Result<(), String>,
+    /// Whether it asks the client to quit.
+    pub quit: bool,
+}
+
+impl Default for Reply {
+    /// Nothing said, done, go on.
+    fn default() -> Self {
+        Reply {
+            said: Vec::new(),
+            result: Ok(()),
+            quit: false,
+        }
+    }
+}
+
+impl Reply {
+    fn said(text: String) -> Self {
+        Reply {
+            said: vec![text],
+            ..Reply::default()
+        }
+    }
+
+    fn result(result: Result<(), String>) -> Self {
+        Reply {
+            result,
+            ..Reply::default()
+        }
+    }
+}
+
+/// Whether `addr` is this client itself (one of its own addresses, or the one it advertises):
+/// a `join` there is refused before the node sees it.
+pub fn is_this_client(addr: &str, own_addrs: &[String], advertised: &str) -> bool {
+    own_addrs.iter().any(|a| a == addr) || addr == advertised
+}
+
+/// Carries out console commands.
+pub struct Executor {
+    /// This client's joinable address.
+    advertised: String,
+    /// Every address this client answers on.
+    own_addrs: Vec<String>,
+    /// How peers are authenticated, for `status`.
+    key_note: String,
+    /// The volume last set, 0 to 1.
+    volume: f32,
+}
+
+impl Executor {
+    /// An executor for the client reachable at `advertised` and `own_addrs`.
+    pub fn new(advertised: String, own_addrs: Vec<String>, key_note: String) -> Self {
+        Executor {
+            advertised,
+            own_addrs,
+            key_note,
+            volume: 1.0,
+        }
+    }
+
+    /// The volume last set, 0 to 1.
+    pub fn volume(&self) -> f32 {
+        self.volume
+    }
+
+    /// Runs one line of the command language.
+    pub fn execute(&mut self, line: &str, ctx: Context<'_>) -> Reply {
+        let cmd = match commands::parse(line) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Reply::default(),
+            Err(e) => return Reply::result(Err(e)),
+        };
+        let Context { node, now, .. } = ctx;
+        let command = |node: &mut Node, c: Command| {
+            Reply::result(node.handle_command(now, c, None).map_err(|e| e.to_string()))
+        };
+        match cmd {
+            UserCommand::Quit => Reply {
+                quit: true,
+                ..Reply::default()
+            },
+            UserCommand::Help => Reply::said(commands::HELP.to_string()),
+            UserCommand::Playlist => {
+                ctx.server.fetch_playlist(None, true);
+                Reply::default()
+            }
+            UserCommand::Play(choice) => Reply {
+                said: play(choice, true, node, now, ctx.server),
+                ..Reply::default()
+            },
+            UserCommand::Pause => command(node, Command::Pause),
+            UserCommand::Resume => command(node, Command::Resume),
+            UserCommand::Stop => command(node, Command::Stop),
+            UserCommand::Seek(ms) => match &node.state().song {
+                None => Reply::result(Err(CommandError::NoSong.to_string())),
+                Some(s) => {
+                    let frame = ms.saturating_mul(u64::from(s.sample_rate)) / 1000;
+                    command(node, Command::Seek { frame })
+                }
+            },
+            UserCommand::Status => Reply::said(self.status(&Context { node, ..ctx })),
+            UserCommand::Connections => {
+                let links = ctx.links;
+                Reply::said(format::connections(&node.links(), now, |l| {
+                    links.via(l).map_or("-", |v| v.name())
+                }))
+            }
+            UserCommand::Peers => {
+                ctx.server.print_peers();
+                Reply::default()
+            }
+            UserCommand::Join(addr) => {
+                if is_this_client(&addr, &self.own_addrs, &self.advertised) {
+                    Reply::result(Err(format!(
+                        "cannot join {addr}: that is this client's own address"
+                    )))
+                } else {
+                    let mut reply = command(node, Command::Join { addr: addr.clone() });
+                    if reply.result.is_ok() {
+                        reply.said.push(format!("joining {addr}..."));
+                    }
+                    reply
+                }
+            }
+            UserCommand::Leave(peer) => {
+                let mut reply = command(node, Command::Leave { peer: peer.clone() });
+                if reply.result.is_ok() {
+                    reply.said.push(format!("left {peer}"));
+                }
+                reply
+            }
+            UserCommand::Gossip => {
+                let n = node.peer_count();
+                let mut reply = command(node, Command::Gossip);
+                if reply.result.is_ok() {
+                    reply
+                        .said
+                        .push(format!("shared peer addresses with {n} peer(s)"));
+                }
+                reply
+            }
+            UserCommand::Channel(mode) => {
+                ctx.player.set_channel(mode);
+                Reply::said(format!("playing channel: {mode:?}").to_lowercase())
+            }
+            UserCommand::Volume(v) => {
+                ctx.player.set_volume(v);
+                self.volume = v;
+                Reply::said(format!("volume {:.0}%", v * 100.0))
+            }
+            UserCommand::Latency(None) => Reply::said(format!(
+                "output latency {:.1} ms (set it with `latency <ms>`)",
+                ctx.player.output_latency_ns() as f64 / 1e6
+            )),
+            UserCommand::Latency(Some(ms)) => {
+                ctx.player.set_output_latency_ns((ms * 1e6).round() as u64);
+                // While playing, the output moves by the change at once; the sync loop sees it
+                // as an error and re-cues onto the group's timeline.
+                Reply::said(format!(
+                    "output latency {ms:.1} ms: this client starts that much early to be heard \
+                     in sync"
+                ))
+            }
+        }
+    }
+
+    /// The `status` text.
+    fn status(&self, ctx: &Context<'_>) -> String {
+        let text = format::status(&format::StatusInput {
+            node: ctx.node,
+            now: ctx.now,
+            player: ctx.player,
+            server: ctx.server.addr(),
+            server_up: ctx.server.server_up(),
+            advertised: &self.advertised,
+            loading: ctx.loading,
+        });
+        let r = ctx.refused;
+        let latency = ctx.player.output_latency_ns();
+        let text = if latency > 0 {
+            format!("{text}, output latency {:.1} ms", latency as f64 / 1e6)
+        } else {
+            text
+        };
+        format!(
+            "{text}\nsecurity: {}; refused: {} links, {} frames, {} legacy calls; \
+             {} frames dropped by the rate limit",
+            self.key_note, r.links, r.frames, r.legacy_calls, r.rate_limited
+        )
+    }
+}
+
+/// `play`: the song chosen (by number or name in the playlist), or the current one again. With
+/// `may_fetch`, a song not in the playlist is looked for again once it is fetched. Returns what
+/// to say.
+pub fn play(
+    choice: Option<SongChoice>,
+    may_fetch: bool,
+    node: &mut Node,
+    now: LocalTime,
+    server: &ServerLink,
+) -> Vec<String> {
+    let song = match &choice {
+        None => None,
+        Some(c) => match find(server.playlist(), c) {
+            Some(info) => Some(song_ref(info)),
+            None if may_fetch => {
+                server.fetch_playlist(Some(Pending::User(choice)), false);
+                return Vec::new();
+            }
+            None => {
+                return vec![match c {
+                    SongChoice::Number(n) => format!(
+                        "there is no song {n}: the playlist has {} songs",
+                        server.playlist().len()
+                    ),
+                    SongChoice::Name(name) => {
+                        format!("there is no song named `{name}`; type `playlist`")
+                    }
+                }];
+            }
+        },
+    };
+    match node.handle_command(now, Command::Play { song, frame: 0 }, None) {
+        Ok(()) => Vec::new(),
+        Err(e) => vec![e.to_string()],
+    }
+}
+
+fn find<'a>(playlist: &'a [SongInfo], choice: &SongChoice) -> Option<&'a SongInfo> {
+    match choice {
+        SongChoice::Number(n) => playlist.get(n - 1),
+        SongChoice::Name(name) => playlist.iter().find(|s| &s.name == name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_join_of_any_own_address_or_the_advertised_one_is_this_client() {
+        let own = ["127.0.0.1:50052".to_string(), "10.0.0.2:50052".to_string()];
+        assert!(is_this_client("127.0.0.1:50052", &own, "10.0.0.2:50052"));
+        assert!(is_this_client("host:50052", &own, "host:50052"));
+        assert!(!is_this_client("10.0.0.3:50052", &own, "10.0.0.2:50052"));
+    }
+}
