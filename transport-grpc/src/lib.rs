@@ -21,4 +21,5 @@ pub mod stamp;
 pub use audio::{
     AudioClient, AudioServer, LibrarySong, MAX_SONG_BYTES, MusicLibrary, ServerError, SongSource,
 };
-pub use peer::{ClockFn, Counters, LegacyCall, PeerTransport, TransportEvent, error_chain};
+pub use peer::{LegacyCall, PeerTransport, TransportEvent, error_chain};
+pub use transport_common::{ClockFn, Counters, PeerLinks};
