@@ -10,6 +10,7 @@ pub mod demo;
 pub mod fleet;
 pub mod library;
 pub mod logging;
+pub mod registry;
 pub mod server;
 pub mod trace;
 pub mod web;

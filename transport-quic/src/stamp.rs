@@ -603,7 +603,7 @@ mod tests {
             t0: LocalTime(1),
             announce: announce(5_000),
         });
-        let _ = stamp_message(&mut m, 5_000);
+        stamp_message(&mut m, 5_000);
         let mut bytes = encode_to_vec(&m).unwrap();
         let stamp = find_tx_stamp(&m, &bytes).expect("t0 found");
         restamp(&mut bytes, Some(stamp), 6_000);
@@ -626,7 +626,7 @@ mod tests {
             t2: LocalTime(0),
             announce: announce(9_000),
         });
-        let _ = stamp_message(&mut m, 8_000);
+        stamp_message(&mut m, 8_000);
         let mut bytes = encode_to_vec(&m).unwrap();
         let stamp = find_tx_stamp(&m, &bytes).expect("t2 found");
         assert_eq!(stamp.floor, 9_000, "t2 raised to t1");
