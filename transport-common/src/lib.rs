@@ -20,7 +20,7 @@ pub mod counters;
 pub mod event;
 pub mod kernel;
 pub mod probe;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use counters::{AtomicCounters, Counters, PeerRateLimit};

@@ -60,33 +60,15 @@ impl HandshakeFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sync_core::{Announce, ClockMapping, GroupTime, NodeId, Probe, ProbeReply};
-
-    fn announce() -> Announce {
-        Announce {
-            root: NodeId(1),
-            stratum: 0,
-            root_seq: 0,
-            root_delay: 0,
-            parent: None,
-            state_version: Default::default(),
-            mapping: ClockMapping {
-                local: LocalTime(1),
-                group: GroupTime(1),
-                rate_ppm: 0.0,
-                timebase: 1,
-            },
-            radius: 0,
-            subtree_delay: 0,
-        }
-    }
+    use crate::testing::announce;
+    use sync_core::{Probe, ProbeReply};
 
     #[test]
     fn a_probe_is_stamped_now_and_a_reply_never_before_its_receive_instant() {
         let mut p = Message::Probe(Probe {
             seq: 1,
             t0: LocalTime(0),
-            announce: announce(),
+            announce: announce(1),
         });
         assert_eq!(stamp_message(&mut p, 500), Some(500));
         let Message::Probe(p) = p else { panic!() };
@@ -96,7 +78,7 @@ mod tests {
             t0: LocalTime(10),
             t1: LocalTime(900),
             t2: LocalTime(0),
-            announce: announce(),
+            announce: announce(1),
         });
         assert_eq!(stamp_message(&mut r, 800), Some(900));
         let mut other = Message::Leave(sync_core::LeaveReason::Leaving);

@@ -23,6 +23,22 @@ use crate::{ClockFn, PeerLinks, TransportEvent};
 /// A transport serving on loopback: the transport, its events, and the address it serves on.
 pub type Started<T, L> = (T, mpsc::UnboundedReceiver<TransportEvent<L>>, SocketAddr);
 
+/// A clock that starts at 1 s and runs with the host's.
+pub fn steady_clock() -> ClockFn {
+    let base = Instant::now();
+    Arc::new(move || 1_000_000_000 + base.elapsed().as_nanos() as u64)
+}
+
+/// The transport's next event; panics if none comes within 10 s or the transport is gone.
+pub async fn next_event<L>(
+    rx: &mut mpsc::UnboundedReceiver<TransportEvent<L>>,
+) -> TransportEvent<L> {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("an event within 10 s")
+        .expect("transport alive")
+}
+
 /// `local = base + offset + elapsed * (1 + drift)`, `elapsed` on the shared host clock.
 pub fn skewed(base: Instant, offset_s: f64, drift_ppm: f64) -> ClockFn {
     Arc::new(move || {
@@ -31,28 +47,34 @@ pub fn skewed(base: Instant, offset_s: f64, drift_ppm: f64) -> ClockFn {
     })
 }
 
+/// A root's announce whose clock mapping is anchored at `anchor` (local and group time; the
+/// timebase too, at least 1).
+pub fn announce(anchor: u64) -> Announce {
+    Announce {
+        root: NodeId(1),
+        stratum: 0,
+        root_seq: 0,
+        root_delay: 0,
+        parent: None,
+        state_version: StateVersion::default(),
+        mapping: ClockMapping {
+            local: LocalTime(anchor),
+            group: GroupTime(anchor),
+            rate_ppm: 0.0,
+            timebase: anchor.max(1),
+        },
+        subtree_delay: 0,
+        radius: 0,
+    }
+}
+
 /// A probe with sequence number 1 and transmit instant `t0`, as a node would send (the
 /// transport restamps `t0` on its way out).
 pub fn probe(t0: u64) -> Message {
     Message::Probe(Probe {
         seq: 1,
         t0: LocalTime(t0),
-        announce: Announce {
-            root: NodeId(1),
-            stratum: 0,
-            root_seq: 0,
-            root_delay: 0,
-            parent: None,
-            state_version: StateVersion::default(),
-            mapping: ClockMapping {
-                local: LocalTime(0),
-                group: GroupTime(0),
-                rate_ppm: 0.0,
-                timebase: 1,
-            },
-            subtree_delay: 0,
-            radius: 0,
-        },
+        announce: announce(0),
     })
 }
 

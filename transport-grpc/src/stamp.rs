@@ -396,7 +396,7 @@ mod tests {
         use music262_proto::auth::{self, GroupKey, LinkKeys, Role};
         use music262_proto::client::PeerFrame;
         use prost::Message as _;
-        use sync_core::{Announce, ClockMapping, GroupTime, LocalTime, Message, NodeId, Probe};
+        use sync_core::{LocalTime, Message, Probe};
 
         let key = GroupKey::new(b"stamp test group key").unwrap();
         let (na, nb) = ([1; auth::NONCE_LEN], [2; auth::NONCE_LEN]);
@@ -406,22 +406,7 @@ mod tests {
         let probe = Message::Probe(Probe {
             seq: 3,
             t0: LocalTime(5_000),
-            announce: Announce {
-                root: NodeId(1),
-                stratum: 0,
-                root_seq: 0,
-                root_delay: 0,
-                parent: None,
-                state_version: Default::default(),
-                mapping: ClockMapping {
-                    local: LocalTime(1),
-                    group: GroupTime(1),
-                    rate_ppm: 0.0,
-                    timebase: 1,
-                },
-                radius: 0,
-                subtree_delay: 0,
-            },
+            announce: transport_common::testing::announce(1),
         });
         let body = PeerFrame::from(&probe);
         let body_len = body.encoded_len();

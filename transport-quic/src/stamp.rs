@@ -570,31 +570,11 @@ const LEAD_PERCENTILE: usize = 5;
 mod tests {
     use super::*;
     use music262_proto::codec::{decode_from_bytes, encode_to_vec};
-    use sync_core::{
-        Announce, ClockMapping, GroupTime, LocalTime, NodeId, Probe, ProbeReply, StateVersion,
-    };
+    use sync_core::{LocalTime, Probe, ProbeReply};
     use transport_common::probe::stamp_message;
-
-    fn announce(local: u64) -> Announce {
-        Announce {
-            root: NodeId(1),
-            stratum: 0,
-            root_seq: 0,
-            root_delay: 0,
-            parent: None,
-            state_version: StateVersion::default(),
-            // The mapping's anchor often equals the node's `now`, i.e. the provisional t0: the
-            // search must not rewrite it by mistake.
-            mapping: ClockMapping {
-                local: LocalTime(local),
-                group: GroupTime(local),
-                rate_ppm: 0.0,
-                timebase: local,
-            },
-            subtree_delay: 0,
-            radius: 0,
-        }
-    }
+    // The mapping's anchor often equals the node's `now`, i.e. the provisional t0: the search
+    // must not rewrite it by mistake, so the announces below are anchored there.
+    use transport_common::testing::announce;
 
     #[test]
     fn a_probes_t0_is_rewritten_in_place_and_nothing_else() {

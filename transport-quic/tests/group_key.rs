@@ -5,17 +5,12 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
 
 use music262_proto::auth::{AuthError, GroupKey, Refusal};
 use sync_core::{Hello, Message, NodeId};
 use tokio::sync::mpsc::UnboundedReceiver;
-use transport_quic::{ClockFn, QuicTransport, TransportEvent};
-
-fn clock() -> ClockFn {
-    let base = Instant::now();
-    Arc::new(move || 1_000_000_000 + base.elapsed().as_nanos() as u64)
-}
+use transport_common::testing::{next_event as next, steady_clock as clock};
+use transport_quic::{QuicTransport, TransportEvent};
 
 fn key(s: &str) -> Option<GroupKey> {
     Some(GroupKey::new(s.as_bytes()).unwrap())
@@ -30,13 +25,6 @@ fn serving(
     let addr = socket.local_addr().unwrap();
     t.serve(socket, std::future::pending()).unwrap();
     (t, rx, addr)
-}
-
-async fn next(rx: &mut UnboundedReceiver<TransportEvent>) -> TransportEvent {
-    tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("an event within 10 s")
-        .expect("transport alive")
 }
 
 fn hello(id: u64) -> Message {

@@ -11,13 +11,9 @@ use sync_core::{
     NodeId, Probe, StateVersion,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
+use transport_common::testing::{next_event as next, steady_clock as clock};
 use transport_quic::framing::delimit;
-use transport_quic::{ClockFn, QuicTransport, TransportEvent};
-
-fn clock() -> ClockFn {
-    let base = Instant::now();
-    Arc::new(move || 1_000_000_000 + base.elapsed().as_nanos() as u64)
-}
+use transport_quic::{QuicTransport, TransportEvent};
 
 fn serving(link_ids: u64) -> (QuicTransport, UnboundedReceiver<TransportEvent>, SocketAddr) {
     let (t, rx) = QuicTransport::new(clock(), Arc::new(AtomicU64::new(link_ids)));
@@ -25,13 +21,6 @@ fn serving(link_ids: u64) -> (QuicTransport, UnboundedReceiver<TransportEvent>, 
     let addr = socket.local_addr().unwrap();
     t.serve(socket, std::future::pending()).unwrap();
     (t, rx, addr)
-}
-
-async fn next(rx: &mut UnboundedReceiver<TransportEvent>) -> TransportEvent {
-    tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("an event within 10 s")
-        .expect("transport alive")
 }
 
 fn hello(id: u64) -> Message {
