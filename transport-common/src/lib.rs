@@ -10,7 +10,7 @@
 //! - [`kernel`]: the kernel's receive instant of what a socket read (`SO_TIMESTAMPNS`);
 //! - [`PeerLinks`]: the calls a driver makes on a transport.
 //!
-//! With the feature `testing`, [`testing`] holds the loopback clock-sync suite both transports
+//! With the feature `testing`, the module `testing` holds the loopback clock-sync suite both transports
 //! run. No I/O runtime is needed otherwise.
 #![forbid(unsafe_code)]
 
