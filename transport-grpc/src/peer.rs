@@ -177,9 +177,26 @@ impl PeerTransport {
         })
     }
 
+    /// Number of open links.
+    pub fn link_count(&self) -> usize {
+        self.shared.links.lock().expect("links lock").len()
+    }
+}
+
+impl PeerLinks for PeerTransport {
+    /// Queues `message` on `link`. Returns `false` when the link is unknown or its queue is full
+    /// (the message is then dropped).
+    fn send(&self, link: LinkId, message: Message) -> bool {
+        let links = self.shared.links.lock().expect("links lock");
+        match links.get(&link) {
+            Some(h) => h.outbound.try_send(message).is_ok(),
+            None => false,
+        }
+    }
+
     /// Dials the peer at `addr` (`host:port`) and opens a link; reports
     /// [`TransportEvent::LinkUp`] or [`TransportEvent::ConnectFailed`].
-    pub fn connect(&self, addr: String) {
+    fn connect(&self, addr: String) {
         let shared = self.shared.clone();
         tokio::spawn(async move {
             match dial(&addr, shared.clock.clone()).await {
@@ -193,18 +210,8 @@ impl PeerTransport {
         });
     }
 
-    /// Queues `message` on `link`. Returns `false` when the link is unknown or its queue is full
-    /// (the message is then dropped).
-    pub fn send(&self, link: LinkId, message: Message) -> bool {
-        let links = self.shared.links.lock().expect("links lock");
-        match links.get(&link) {
-            Some(h) => h.outbound.try_send(message).is_ok(),
-            None => false,
-        }
-    }
-
     /// Closes `link` after the frames already queued on it are written.
-    pub fn close(&self, link: LinkId) {
+    fn close(&self, link: LinkId) {
         let handle = self.shared.links.lock().expect("links lock").remove(&link);
         if let Some(h) = handle {
             // Dropping the sender ends the outbound stream once it is drained; stop reading.
@@ -215,32 +222,9 @@ impl PeerTransport {
         }
     }
 
-    /// Number of open links.
-    pub fn link_count(&self) -> usize {
-        self.shared.links.lock().expect("links lock").len()
-    }
-
     /// What this transport counted so far (no datagrams: gRPC has none).
-    pub fn counters(&self) -> Counters {
-        self.shared.counters.snapshot()
-    }
-}
-
-impl PeerLinks for PeerTransport {
-    fn send(&self, link: LinkId, message: Message) -> bool {
-        PeerTransport::send(self, link, message)
-    }
-
-    fn connect(&self, addr: String) {
-        PeerTransport::connect(self, addr)
-    }
-
-    fn close(&self, link: LinkId) {
-        PeerTransport::close(self, link)
-    }
-
     fn counters(&self) -> Counters {
-        PeerTransport::counters(self)
+        self.shared.counters.snapshot()
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use music262_proto::auth::GroupKey;
 use transport_common::testing::{self, Started, probe, skewed};
-use transport_grpc::{ClockFn, LegacyCall, PeerTransport, TransportEvent};
+use transport_grpc::{ClockFn, LegacyCall, PeerLinks, PeerTransport, TransportEvent};
 
 /// A gRPC peer transport serving on a fresh loopback port.
 async fn start(clock: ClockFn, key: Option<GroupKey>) -> Started<PeerTransport, LegacyCall> {

@@ -19,7 +19,7 @@ use tokio::sync::mpsc::{self, UnboundedReceiver};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Streaming};
 use transport_common::testing::{next_event as next, steady_clock as clock};
-use transport_grpc::{LegacyCall, PeerTransport, TransportEvent};
+use transport_grpc::{LegacyCall, PeerLinks, PeerTransport, TransportEvent};
 
 const KEY: &str = "the group key of this test";
 

@@ -16,7 +16,7 @@ use tokio::sync::mpsc::{self, UnboundedReceiver};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request};
 use transport_common::testing::steady_clock as clock;
-use transport_grpc::{PeerTransport, TransportEvent};
+use transport_grpc::{PeerLinks, PeerTransport, TransportEvent};
 
 async fn serving() -> (PeerTransport, UnboundedReceiver<TransportEvent>, SocketAddr) {
     let (t, rx) = PeerTransport::new(clock(), Arc::new(AtomicU64::new(1)));

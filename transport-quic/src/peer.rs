@@ -182,32 +182,18 @@ impl QuicTransport {
         endpoint.as_ref().and_then(|e| e.local_addr().ok())
     }
 
-    /// Dials the peer at `addr` (`host:port`, the peer's UDP port) and opens a link; reports
-    /// [`TransportEvent::LinkUp`] or [`TransportEvent::ConnectFailed`]. Without [`serve`]
-    /// first, dials from a client-only endpoint on an ephemeral port.
-    ///
-    /// [`serve`]: QuicTransport::serve
-    pub fn connect(&self, addr: String) {
-        let shared = self.shared.clone();
-        tokio::spawn(async move {
-            match dial(&shared, &addr).await {
-                Ok((conn, send, recv)) => {
-                    open_link(shared, conn, send, recv, addr, Direction::Outgoing).await
-                }
-                Err(error) => {
-                    let _ = shared
-                        .events
-                        .send(TransportEvent::ConnectFailed { addr, error });
-                }
-            }
-        });
+    /// Number of open links.
+    pub fn link_count(&self) -> usize {
+        self.shared.links.lock().expect("links lock").len()
     }
+}
 
+impl PeerLinks for QuicTransport {
     /// Sends `message` on `link`: clock probes and replies as a datagram (on the stream if the
     /// peer takes no datagrams), everything else queued on the link's stream. Returns `false`
     /// when the link is unknown, its queue is full, or the message cannot be encoded (the
     /// message is then dropped).
-    pub fn send(&self, link: LinkId, message: Message) -> bool {
+    fn send(&self, link: LinkId, message: Message) -> bool {
         let (conn, outbound, sealer, probe_tx) = {
             let links = self.shared.links.lock().expect("links lock");
             match links.get(&link) {
@@ -233,9 +219,30 @@ impl QuicTransport {
         outbound.try_send(message).is_ok()
     }
 
+    /// Dials the peer at `addr` (`host:port`, the peer's UDP port) and opens a link; reports
+    /// [`TransportEvent::LinkUp`] or [`TransportEvent::ConnectFailed`]. Without [`serve`]
+    /// first, dials from a client-only endpoint on an ephemeral port.
+    ///
+    /// [`serve`]: QuicTransport::serve
+    fn connect(&self, addr: String) {
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            match dial(&shared, &addr).await {
+                Ok((conn, send, recv)) => {
+                    open_link(shared, conn, send, recv, addr, Direction::Outgoing).await
+                }
+                Err(error) => {
+                    let _ = shared
+                        .events
+                        .send(TransportEvent::ConnectFailed { addr, error });
+                }
+            }
+        });
+    }
+
     /// Closes `link` after the frames already queued on it are written and acknowledged (for at
     /// most a couple of seconds). No event follows for it.
-    pub fn close(&self, link: LinkId) {
+    fn close(&self, link: LinkId) {
         let handle = self.shared.links.lock().expect("links lock").remove(&link);
         if let Some(h) = handle {
             for r in &h.readers {
@@ -252,32 +259,9 @@ impl QuicTransport {
         }
     }
 
-    /// Number of open links.
-    pub fn link_count(&self) -> usize {
-        self.shared.links.lock().expect("links lock").len()
-    }
-
     /// What went over this transport so far (no legacy calls: QUIC carries none).
-    pub fn counters(&self) -> Counters {
-        self.shared.counters.snapshot()
-    }
-}
-
-impl PeerLinks for QuicTransport {
-    fn send(&self, link: LinkId, message: Message) -> bool {
-        QuicTransport::send(self, link, message)
-    }
-
-    fn connect(&self, addr: String) {
-        QuicTransport::connect(self, addr)
-    }
-
-    fn close(&self, link: LinkId) {
-        QuicTransport::close(self, link)
-    }
-
     fn counters(&self) -> Counters {
-        QuicTransport::counters(self)
+        self.shared.counters.snapshot()
     }
 }
 

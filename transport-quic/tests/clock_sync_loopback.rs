@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use music262_proto::auth::GroupKey;
 use sync_core::NodeId;
 use transport_common::testing::{self, Started, probe, skewed};
-use transport_quic::{ClockFn, QuicTransport, TransportEvent};
+use transport_quic::{ClockFn, PeerLinks, QuicTransport, TransportEvent};
 
 /// A QUIC peer transport serving on a fresh loopback port.
 async fn start(

@@ -10,7 +10,7 @@ use music262_proto::auth::{AuthError, GroupKey, Refusal};
 use sync_core::{Hello, Message, NodeId};
 use tokio::sync::mpsc::UnboundedReceiver;
 use transport_common::testing::{next_event as next, steady_clock as clock};
-use transport_quic::{QuicTransport, TransportEvent};
+use transport_quic::{PeerLinks, QuicTransport, TransportEvent};
 
 fn key(s: &str) -> Option<GroupKey> {
     Some(GroupKey::new(s.as_bytes()).unwrap())

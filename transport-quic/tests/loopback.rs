@@ -13,7 +13,7 @@ use sync_core::{
 use tokio::sync::mpsc::UnboundedReceiver;
 use transport_common::testing::{next_event as next, steady_clock as clock};
 use transport_quic::framing::delimit;
-use transport_quic::{QuicTransport, TransportEvent};
+use transport_quic::{PeerLinks, QuicTransport, TransportEvent};
 
 fn serving(link_ids: u64) -> (QuicTransport, UnboundedReceiver<TransportEvent>, SocketAddr) {
     let (t, rx) = QuicTransport::new(clock(), Arc::new(AtomicU64::new(link_ids)));

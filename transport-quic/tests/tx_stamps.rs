@@ -17,7 +17,7 @@ use music262_proto::auth::GroupKey;
 use sync_core::{Hello, LinkId, LocalTime, Message, NodeId, Probe, ProbeReply};
 use tokio::sync::mpsc::UnboundedReceiver;
 use transport_common::testing::announce;
-use transport_quic::{ClockFn, QuicTransport, TransportEvent};
+use transport_quic::{ClockFn, PeerLinks, QuicTransport, TransportEvent};
 
 /// How long one side keeps quinn from sending after a hand-off.
 const HOLD: Duration = Duration::from_millis(2);
