@@ -4,6 +4,7 @@
 //! socket, probe restamps, probes as datagrams) from the player; the bias it prints is the
 //! transport's (compare with `transport-grpc/tests/clock_sync_loopback.rs`).
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
@@ -13,17 +14,12 @@ use sync_core::NodeId;
 use transport_common::testing::{self, Started, probe, skewed};
 use transport_quic::{ClockFn, PeerLinks, QuicTransport, TransportEvent};
 
+mod support;
+use support::serving;
+
 /// A QUIC peer transport serving on a fresh loopback port.
-async fn start(
-    clock: ClockFn,
-    key: Option<GroupKey>,
-) -> Started<QuicTransport, std::convert::Infallible> {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = socket.local_addr().unwrap();
-    let (transport, events) =
-        QuicTransport::with_group_key(clock, Arc::new(AtomicU64::new(1)), key);
-    let _server = transport.serve(socket, std::future::pending()).unwrap();
-    (transport, events, addr)
+async fn start(clock: ClockFn, key: Option<GroupKey>) -> Started<QuicTransport, Infallible> {
+    serving(clock, 1, key)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
