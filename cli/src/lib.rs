@@ -11,6 +11,7 @@ pub mod env;
 pub mod fleet;
 pub mod library;
 pub mod logging;
+pub mod registry;
 pub mod server;
 pub mod trace;
 pub mod web;

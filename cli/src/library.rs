@@ -1,15 +1,17 @@
-//! The music server's songs: a scanned folder of WAV files, or a small built-in library of
-//! generated songs so that a first run works with no files at all.
+//! The music server's songs ([`MusicLibrary`]): a scanned folder of WAV files, or a small
+//! built-in library of generated songs so that a first run works with no files at all; found
+//! by name or number and opened for streaming.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use music262_proto::audio_service::SongInfo;
+use music262_proto::audio_service::{LoadAudioRequest, SongInfo};
 use player::{Song, WavEncoding, decode_wav_bytes, encode_wav};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
-use transport_grpc::{LibrarySong, MAX_SONG_BYTES, SongSource};
+use tonic::Status;
+use transport_grpc::{MAX_SONG_BYTES, SongBytes};
 
 /// Metadata of a WAV file's bytes, as the playlist lists it. Fails (one line) if the bytes are
 /// not a WAV file the players can decode.
@@ -33,6 +35,111 @@ pub fn song_info(name: &str, bytes: &[u8]) -> Result<SongInfo, String> {
         data_offset: layout.data_offset,
         block_align: layout.bytes_per_frame,
     })
+}
+
+/// Where a song's bytes come from.
+#[derive(Clone, Debug)]
+pub enum SongSource {
+    /// Held in memory (the built-in library).
+    Memory(Arc<[u8]>),
+    /// A file inside the audio folder, checked when the library was scanned.
+    File(PathBuf),
+}
+
+/// One song the server offers.
+#[derive(Clone, Debug)]
+pub struct LibrarySong {
+    /// Metadata, as listed.
+    pub info: SongInfo,
+    /// The WAV file's bytes.
+    pub source: SongSource,
+}
+
+/// The songs a server offers, in playlist order.
+#[derive(Clone, Debug, Default)]
+pub struct MusicLibrary {
+    songs: Vec<LibrarySong>,
+}
+
+impl MusicLibrary {
+    /// A library of these songs, listed in this order.
+    pub fn new(songs: Vec<LibrarySong>) -> Self {
+        MusicLibrary { songs }
+    }
+
+    /// The songs.
+    pub fn songs(&self) -> &[LibrarySong] {
+        &self.songs
+    }
+
+    /// Finds a song by the request's name (preferred) or 1-based number.
+    pub fn find(&self, req: &LoadAudioRequest) -> Result<&LibrarySong, Status> {
+        if !req.song_name.is_empty() {
+            return self
+                .songs
+                .iter()
+                .find(|s| s.info.name == req.song_name)
+                .ok_or_else(|| {
+                    Status::not_found(format!("no song named `{}` on this server", req.song_name))
+                });
+        }
+        if req.song_num < 1 {
+            return Err(Status::invalid_argument(format!(
+                "song_num must be 1 or more (1-based playlist index), got {}",
+                req.song_num
+            )));
+        }
+        self.songs.get(req.song_num as usize - 1).ok_or_else(|| {
+            Status::not_found(format!(
+                "song {} does not exist: the playlist has {} songs",
+                req.song_num,
+                self.songs.len()
+            ))
+        })
+    }
+
+    /// Opens the song `req` names for streaming. A file is checked again: the folder may have
+    /// changed since it was scanned.
+    pub async fn open(&self, req: &LoadAudioRequest) -> Result<SongBytes, Status> {
+        let song = self.find(req)?;
+        match &song.source {
+            SongSource::Memory(bytes) => Ok(SongBytes {
+                len: bytes.len() as u64,
+                reader: Box::new(std::io::Cursor::new(bytes.clone())),
+            }),
+            SongSource::File(path) => {
+                // It was canonical when scanned, so it must still be: a file replaced by a
+                // symbolic link (or a folder on the way by one) leading out is not opened.
+                let unreadable = |e: std::io::Error| {
+                    Status::not_found(format!("song `{}` cannot be read: {e}", song.info.name))
+                };
+                let now = tokio::fs::canonicalize(path).await.map_err(unreadable)?;
+                if now != *path {
+                    return Err(Status::permission_denied(format!(
+                        "song `{}` now leads outside the audio folder; not served",
+                        song.info.name
+                    )));
+                }
+                let file = tokio::fs::File::open(path).await.map_err(unreadable)?;
+                let len = file
+                    .metadata()
+                    .await
+                    .map_err(|e| Status::internal(format!("song `{}`: {e}", song.info.name)))?
+                    .len();
+                if len > MAX_SONG_BYTES {
+                    return Err(Status::failed_precondition(format!(
+                        "song `{}` has grown to {len} bytes, over the limit of {MAX_SONG_BYTES} \
+                         bytes",
+                        song.info.name
+                    )));
+                }
+                Ok(SongBytes {
+                    reader: Box::new(file),
+                    len,
+                })
+            }
+        }
+    }
 }
 
 /// What scanning a folder found.
@@ -260,6 +367,41 @@ pub fn builtin() -> Vec<LibrarySong> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::Code;
+
+    fn song(name: &str) -> LibrarySong {
+        LibrarySong {
+            info: SongInfo {
+                name: name.into(),
+                ..SongInfo::default()
+            },
+            source: SongSource::Memory(Arc::from(vec![1u8, 2, 3])),
+        }
+    }
+
+    #[test]
+    fn songs_are_found_by_name_or_one_based_number_with_clear_errors() {
+        let lib = MusicLibrary::new(vec![song("a.wav"), song("b.wav")]);
+        let by = |n: i32, name: &str| LoadAudioRequest {
+            song_num: n,
+            song_name: name.into(),
+        };
+        assert_eq!(lib.find(&by(2, "")).unwrap().info.name, "b.wav");
+        assert_eq!(lib.find(&by(0, "a.wav")).unwrap().info.name, "a.wav");
+        assert_eq!(lib.find(&by(3, "")).unwrap_err().code(), Code::NotFound);
+        assert_eq!(
+            lib.find(&by(0, "")).unwrap_err().code(),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            lib.find(&by(-4, "")).unwrap_err().code(),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            lib.find(&by(1, "zzz.wav")).unwrap_err().code(),
+            Code::NotFound
+        );
+    }
 
     #[test]
     fn builtin_songs_have_consistent_metadata() {
@@ -336,7 +478,8 @@ mod tests {
     async fn serve(songs: Vec<LibrarySong>) -> transport_grpc::AudioClient {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = transport_grpc::AudioServer::new(transport_grpc::MusicLibrary::new(songs));
+        let server =
+            transport_grpc::AudioServer::new(crate::server::Music::new(MusicLibrary::new(songs)));
         // The task serves for the rest of the test.
         drop(server.serve(listener, std::future::pending()));
         transport_grpc::AudioClient::new(&addr.to_string()).unwrap()

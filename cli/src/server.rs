@@ -7,10 +7,67 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use clap::Parser;
-use transport_grpc::{AudioServer, MusicLibrary};
+use music262_proto::audio_service::{
+    LoadAudioRequest, RegisterPeerRequest, RegisterPeerResponse, RegisteredPeer, SongInfo,
+    UnregisterPeerRequest,
+};
+use tonic::Status;
+use transport_grpc::{AudioServer, MusicBackend, SongBytes};
 
 use crate::console::{self, Input, Printer};
+use crate::library::MusicLibrary;
 use crate::logging::{self, LogTarget};
+use crate::registry::PeerRegistry;
+
+/// What the music server serves over `audio_service`: its songs and its registry of joinable
+/// peers.
+#[derive(Debug)]
+pub struct Music {
+    library: MusicLibrary,
+    registry: PeerRegistry,
+}
+
+impl Music {
+    /// `library`, with an empty registry.
+    pub fn new(library: MusicLibrary) -> Self {
+        Music {
+            library,
+            registry: PeerRegistry::default(),
+        }
+    }
+}
+
+impl MusicBackend for Music {
+    fn songs(&self) -> Vec<SongInfo> {
+        self.library
+            .songs()
+            .iter()
+            .map(|s| s.info.clone())
+            .collect()
+    }
+
+    async fn open_song(&self, request: &LoadAudioRequest) -> Result<SongBytes, Status> {
+        self.library.open(request).await
+    }
+
+    fn peers(&self) -> Vec<RegisteredPeer> {
+        self.registry.listed(Instant::now())
+    }
+
+    fn register_peer(
+        &self,
+        request: RegisterPeerRequest,
+        observed: Option<IpAddr>,
+    ) -> Result<RegisterPeerResponse, Status> {
+        self.registry
+            .register_request(request, observed, Instant::now())
+    }
+
+    fn unregister_peer(&self, request: &UnregisterPeerRequest) {
+        self.registry
+            .unregister(&request.peer_addr, request.node_id);
+    }
+}
 
 /// Command-line options of `music_server`.
 #[derive(Parser, Debug)]
@@ -43,13 +100,14 @@ pub struct ServerArgs {
 
 const HELP: &str = "commands:\n  status   songs served, registered clients, streams\n  help     this list\n  exit     stop the server (also: quit)";
 
-fn status(server: &AudioServer, addr: SocketAddr, started: Instant) -> String {
+fn status(server: &AudioServer<Music>, addr: SocketAddr, started: Instant) -> String {
     let stats = server.stats();
-    let live = server.registry().live(Instant::now());
+    let music = server.backend();
+    let live = music.registry.live(Instant::now());
     let mut out = format!(
         "listening on {addr}, up {}s\nsongs: {}\nstreams: {} active, {} served, {:.1} MB sent\nregistered clients: {}",
         started.elapsed().as_secs(),
-        server.library().songs().len(),
+        music.library.songs().len(),
         stats.active_streams.load(Ordering::Relaxed),
         stats.streams_started.load(Ordering::Relaxed),
         stats.bytes_sent.load(Ordering::Relaxed) as f64 / 1e6,
@@ -141,7 +199,7 @@ pub async fn run(args: ServerArgs) -> i32 {
         }
     };
     let addr = listener.local_addr().unwrap_or(addr);
-    let server = AudioServer::new(MusicLibrary::new(songs));
+    let server = AudioServer::new(Music::new(MusicLibrary::new(songs)));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serving = server.clone().serve(listener, async {
         let _ = stop_rx.await;

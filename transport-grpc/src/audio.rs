@@ -1,13 +1,13 @@
-//! The music server's protocol (`audio_service`): the service itself, over a library of songs
-//! and a registry of joinable peer addresses with leases, and the client the music client uses.
+//! The music server's protocol (`audio_service`): the tonic service over what a music server
+//! offers ([`MusicBackend`]: its songs and its registry of joinable peers, which the music
+//! server implements), and the client the music client uses.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use music262_proto::audio_service::audio_service_client::AudioServiceClient;
 use music262_proto::audio_service::audio_service_server::{AudioService, AudioServiceServer};
@@ -16,7 +16,7 @@ use music262_proto::audio_service::{
     PlaylistResponse, RegisterPeerRequest, RegisterPeerResponse, RegisteredPeer, SongInfo,
     UnregisterPeerRequest, UnregisterPeerResponse,
 };
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -33,121 +33,46 @@ pub const CHUNK_SIZE: usize = 64 * 1024;
 /// Chunks buffered per stream ahead of the network: beyond this the reader waits for the
 /// client (back-pressure through HTTP/2 flow control).
 const CHUNKS_AHEAD: usize = 4;
-/// Shortest and longest lease granted to a registered peer.
-pub const MIN_LEASE: Duration = Duration::from_secs(2);
-/// See [`MIN_LEASE`].
-pub const MAX_LEASE: Duration = Duration::from_secs(300);
 
-/// Where a song's bytes come from.
-#[derive(Clone, Debug)]
-pub enum SongSource {
-    /// Held in memory (the built-in library).
-    Memory(Arc<[u8]>),
-    /// A file inside the audio folder, checked when the library was scanned.
-    File(PathBuf),
+/// What a music server offers, served over `audio_service` by [`AudioServer`]: its songs and
+/// its registry of joinable peer addresses. Errors are the calls' answers.
+pub trait MusicBackend: Send + Sync + 'static {
+    /// The songs, in playlist order.
+    fn songs(&self) -> Vec<SongInfo>;
+
+    /// Opens the song `request` names (by name, or by 1-based number) for streaming.
+    fn open_song(
+        &self,
+        request: &LoadAudioRequest,
+    ) -> impl Future<Output = Result<SongBytes, Status>> + Send;
+
+    /// The live registered peers.
+    fn peers(&self) -> Vec<RegisteredPeer>;
+
+    /// Registers or renews a peer's address; `observed` is the caller's address as seen.
+    fn register_peer(
+        &self,
+        request: RegisterPeerRequest,
+        observed: Option<IpAddr>,
+    ) -> Result<RegisterPeerResponse, Status>;
+
+    /// Withdraws a peer's address.
+    fn unregister_peer(&self, request: &UnregisterPeerRequest);
 }
 
-/// One song the server offers.
-#[derive(Clone, Debug)]
-pub struct LibrarySong {
-    /// Metadata, as listed.
-    pub info: SongInfo,
-    /// The WAV file's bytes.
-    pub source: SongSource,
+/// A song opened for streaming: its bytes, and how many there are.
+pub struct SongBytes {
+    /// Reads the song's bytes from the start.
+    pub reader: Box<dyn AsyncRead + Send + Unpin>,
+    /// Their number.
+    pub len: u64,
 }
 
-/// The songs a server offers, in playlist order.
-#[derive(Clone, Debug, Default)]
-pub struct MusicLibrary {
-    songs: Vec<LibrarySong>,
-}
-
-impl MusicLibrary {
-    /// A library of these songs, listed in this order.
-    pub fn new(songs: Vec<LibrarySong>) -> Self {
-        MusicLibrary { songs }
-    }
-
-    /// The songs.
-    pub fn songs(&self) -> &[LibrarySong] {
-        &self.songs
-    }
-
-    /// Finds a song by the request's name (preferred) or 1-based number.
-    pub fn find(&self, req: &LoadAudioRequest) -> Result<&LibrarySong, Status> {
-        if !req.song_name.is_empty() {
-            return self
-                .songs
-                .iter()
-                .find(|s| s.info.name == req.song_name)
-                .ok_or_else(|| {
-                    Status::not_found(format!("no song named `{}` on this server", req.song_name))
-                });
-        }
-        if req.song_num < 1 {
-            return Err(Status::invalid_argument(format!(
-                "song_num must be 1 or more (1-based playlist index), got {}",
-                req.song_num
-            )));
-        }
-        self.songs.get(req.song_num as usize - 1).ok_or_else(|| {
-            Status::not_found(format!(
-                "song {} does not exist: the playlist has {} songs",
-                req.song_num,
-                self.songs.len()
-            ))
-        })
-    }
-}
-
-#[derive(Clone, Debug)]
-struct Lease {
-    node_id: u64,
-    expires: Instant,
-}
-
-/// Joinable peer addresses, each alive while its lease is renewed.
-#[derive(Debug, Default)]
-pub struct PeerRegistry {
-    leases: Mutex<BTreeMap<String, Lease>>,
-}
-
-impl PeerRegistry {
-    /// Registers or renews `addr`; returns the lease granted.
-    pub fn register(&self, addr: String, node_id: u64, lease: Duration, now: Instant) -> Duration {
-        let lease = lease.clamp(MIN_LEASE, MAX_LEASE);
-        let mut leases = self.leases.lock().expect("registry lock");
-        // One address per node: a client that moved (new port, new address) replaces itself.
-        if node_id != 0 {
-            leases.retain(|a, l| l.node_id != node_id || *a == addr);
-        }
-        leases.insert(
-            addr,
-            Lease {
-                node_id,
-                expires: now + lease,
-            },
-        );
-        lease
-    }
-
-    /// Removes `addr` (and, if given, every address of `node_id`).
-    pub fn unregister(&self, addr: &str, node_id: u64) {
-        let mut leases = self.leases.lock().expect("registry lock");
-        leases.remove(addr);
-        if node_id != 0 {
-            leases.retain(|_, l| l.node_id != node_id);
-        }
-    }
-
-    /// Live entries (address, node id, time left), expired ones forgotten.
-    pub fn live(&self, now: Instant) -> Vec<(String, u64, Duration)> {
-        let mut leases = self.leases.lock().expect("registry lock");
-        leases.retain(|_, l| l.expires > now);
-        leases
-            .iter()
-            .map(|(a, l)| (a.clone(), l.node_id, l.expires - now))
-            .collect()
+impl std::fmt::Debug for SongBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SongBytes")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
     }
 }
 
@@ -162,32 +87,34 @@ pub struct ServerStats {
     pub bytes_sent: AtomicU64,
 }
 
-/// The `audio_service` implementation.
-#[derive(Clone, Debug)]
-pub struct AudioServer {
-    library: Arc<MusicLibrary>,
-    registry: Arc<PeerRegistry>,
+/// The `audio_service` implementation, over `backend`.
+#[derive(Debug)]
+pub struct AudioServer<B> {
+    backend: Arc<B>,
     stats: Arc<ServerStats>,
 }
 
-impl AudioServer {
-    /// A server for `library`.
-    pub fn new(library: MusicLibrary) -> Self {
+impl<B> Clone for AudioServer<B> {
+    fn clone(&self) -> Self {
         AudioServer {
-            library: Arc::new(library),
-            registry: Arc::new(PeerRegistry::default()),
+            backend: self.backend.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+impl<B: MusicBackend> AudioServer<B> {
+    /// A server for `backend`.
+    pub fn new(backend: B) -> Self {
+        AudioServer {
+            backend: Arc::new(backend),
             stats: Arc::new(ServerStats::default()),
         }
     }
 
-    /// The registry of peers.
-    pub fn registry(&self) -> &Arc<PeerRegistry> {
-        &self.registry
-    }
-
-    /// The library.
-    pub fn library(&self) -> &Arc<MusicLibrary> {
-        &self.library
+    /// What it serves.
+    pub fn backend(&self) -> &Arc<B> {
+        &self.backend
     }
 
     /// Counters.
@@ -208,32 +135,6 @@ impl AudioServer {
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
         })
-    }
-}
-
-/// Checks a `host:port` a peer announces: a host and a non-zero port.
-fn check_peer_addr(addr: &str) -> Result<(String, u16), Status> {
-    let (host, port) = addr.rsplit_once(':').ok_or_else(|| {
-        Status::invalid_argument(format!("peer address `{addr}` is not host:port"))
-    })?;
-    let port: u16 =
-        port.parse().ok().filter(|p| *p != 0).ok_or_else(|| {
-            Status::invalid_argument(format!("bad port in peer address `{addr}`"))
-        })?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || host.len() > 253 || host.contains(char::is_whitespace) {
-        return Err(Status::invalid_argument(format!(
-            "bad host in peer address `{addr}`"
-        )));
-    }
-    Ok((host.to_string(), port))
-}
-
-fn join_host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
     }
 }
 
@@ -284,12 +185,12 @@ async fn stream_song(
 }
 
 #[tonic::async_trait]
-impl AudioService for AudioServer {
+impl<B: MusicBackend> AudioService for AudioServer<B> {
     async fn get_playlist(
         &self,
         _request: Request<PlaylistRequest>,
     ) -> Result<Response<PlaylistResponse>, Status> {
-        let songs: Vec<SongInfo> = self.library.songs.iter().map(|s| s.info.clone()).collect();
+        let songs = self.backend.songs();
         Ok(Response::new(PlaylistResponse {
             song_names: songs.iter().map(|s| s.name.clone()).collect(),
             songs,
@@ -302,50 +203,14 @@ impl AudioService for AudioServer {
         &self,
         request: Request<LoadAudioRequest>,
     ) -> Result<Response<Self::LoadAudioStream>, Status> {
-        let song = self.library.find(request.get_ref())?.clone();
+        // Opened before answering, so that an unreadable song is this call's error rather than
+        // an empty stream.
+        let song = self.backend.open_song(request.get_ref()).await?;
         let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
         let stats = self.stats.clone();
-        // Open before answering, so that an unreadable file is this call's error rather than
-        // an empty stream.
-        match song.source {
-            SongSource::Memory(bytes) => {
-                let total = bytes.len() as u64;
-                stats.active_streams.fetch_add(1, Ordering::Relaxed);
-                stats.streams_started.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(stream_song(std::io::Cursor::new(bytes), total, tx, stats));
-            }
-            SongSource::File(path) => {
-                // The path was checked when the folder was scanned; the folder may have changed
-                // since. It was canonical then, so it must still be: a file replaced by a
-                // symbolic link (or a folder on the way by one) leading out is not opened.
-                let unreadable = |e: std::io::Error| {
-                    Status::not_found(format!("song `{}` cannot be read: {e}", song.info.name))
-                };
-                let now = tokio::fs::canonicalize(&path).await.map_err(unreadable)?;
-                if now != path {
-                    return Err(Status::permission_denied(format!(
-                        "song `{}` now leads outside the audio folder; not served",
-                        song.info.name
-                    )));
-                }
-                let file = tokio::fs::File::open(&path).await.map_err(unreadable)?;
-                let total = file
-                    .metadata()
-                    .await
-                    .map_err(|e| Status::internal(format!("song `{}`: {e}", song.info.name)))?
-                    .len();
-                if total > MAX_SONG_BYTES {
-                    return Err(Status::failed_precondition(format!(
-                        "song `{}` has grown to {total} bytes, over the limit of {MAX_SONG_BYTES} \
-                         bytes",
-                        song.info.name
-                    )));
-                }
-                stats.active_streams.fetch_add(1, Ordering::Relaxed);
-                stats.streams_started.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(stream_song(file, total, tx, stats));
-            }
-        }
+        stats.active_streams.fetch_add(1, Ordering::Relaxed);
+        stats.streams_started.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(stream_song(song.reader, song.len, tx, stats));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -353,17 +218,10 @@ impl AudioService for AudioServer {
         &self,
         _request: Request<PeerListRequest>,
     ) -> Result<Response<PeerListResponse>, Status> {
-        let live = self.registry.live(Instant::now());
+        let peers = self.backend.peers();
         Ok(Response::new(PeerListResponse {
-            client_ips: live.iter().map(|(a, _, _)| a.clone()).collect(),
-            peers: live
-                .into_iter()
-                .map(|(peer_addr, node_id, left)| RegisteredPeer {
-                    peer_addr,
-                    node_id,
-                    lease_remaining_ms: left.as_millis() as u64,
-                })
-                .collect(),
+            client_ips: peers.iter().map(|p| p.peer_addr.clone()).collect(),
+            peers,
         }))
     }
 
@@ -372,40 +230,16 @@ impl AudioService for AudioServer {
         request: Request<RegisterPeerRequest>,
     ) -> Result<Response<RegisterPeerResponse>, Status> {
         let observed = request.remote_addr().map(|a: SocketAddr| a.ip());
-        let req = request.into_inner();
-        // An empty host (`:port`) asks, like 0.0.0.0, for the address the caller is seen from.
-        let (host, port) = match req.peer_addr.strip_prefix(':') {
-            Some(port) if !port.contains(':') => check_peer_addr(&format!("0.0.0.0:{port}"))?,
-            _ => check_peer_addr(&req.peer_addr)?,
-        };
-        // A peer that does not know its own address (0.0.0.0, or an empty host) is listed at
-        // the address the server sees it from.
-        let unspecified = matches!(host.as_str(), "0.0.0.0" | "::" | "*");
-        let addr = match (unspecified, observed) {
-            (true, Some(ip)) => join_host_port(&ip.to_string(), port),
-            _ => join_host_port(&host, port),
-        };
-        let lease = if req.lease_ms == 0 {
-            Duration::from_secs(30)
-        } else {
-            Duration::from_millis(req.lease_ms)
-        };
-        let granted = self
-            .registry
-            .register(addr.clone(), req.node_id, lease, Instant::now());
-        Ok(Response::new(RegisterPeerResponse {
-            lease_ms: granted.as_millis() as u64,
-            peer_addr: addr,
-            observed_ip: observed.map(|ip| ip.to_string()).unwrap_or_default(),
-        }))
+        self.backend
+            .register_peer(request.into_inner(), observed)
+            .map(Response::new)
     }
 
     async fn unregister_peer(
         &self,
         request: Request<UnregisterPeerRequest>,
     ) -> Result<Response<UnregisterPeerResponse>, Status> {
-        let req = request.into_inner();
-        self.registry.unregister(&req.peer_addr, req.node_id);
+        self.backend.unregister_peer(request.get_ref());
         Ok(Response::new(UnregisterPeerResponse {}))
     }
 }
@@ -587,79 +421,5 @@ impl AudioClient {
             .await
             .map(Response::into_inner)
             .map_err(|s| self.err(s))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn song(name: &str) -> LibrarySong {
-        LibrarySong {
-            info: SongInfo {
-                name: name.into(),
-                ..SongInfo::default()
-            },
-            source: SongSource::Memory(Arc::from(vec![1u8, 2, 3])),
-        }
-    }
-
-    #[test]
-    fn songs_are_found_by_name_or_one_based_number_with_clear_errors() {
-        let lib = MusicLibrary::new(vec![song("a.wav"), song("b.wav")]);
-        let by = |n: i32, name: &str| LoadAudioRequest {
-            song_num: n,
-            song_name: name.into(),
-        };
-        assert_eq!(lib.find(&by(2, "")).unwrap().info.name, "b.wav");
-        assert_eq!(lib.find(&by(0, "a.wav")).unwrap().info.name, "a.wav");
-        assert_eq!(lib.find(&by(3, "")).unwrap_err().code(), Code::NotFound);
-        assert_eq!(
-            lib.find(&by(0, "")).unwrap_err().code(),
-            Code::InvalidArgument
-        );
-        assert_eq!(
-            lib.find(&by(-4, "")).unwrap_err().code(),
-            Code::InvalidArgument
-        );
-        assert_eq!(
-            lib.find(&by(1, "zzz.wav")).unwrap_err().code(),
-            Code::NotFound
-        );
-    }
-
-    #[test]
-    fn leases_expire_and_a_node_keeps_one_address() {
-        let r = PeerRegistry::default();
-        let t0 = Instant::now();
-        assert_eq!(
-            r.register("a:1".into(), 7, Duration::from_secs(5), t0),
-            Duration::from_secs(5)
-        );
-        assert_eq!(
-            r.register("b:1".into(), 8, Duration::from_millis(1), t0),
-            MIN_LEASE
-        );
-        r.register("a:2".into(), 7, Duration::from_secs(5), t0);
-        let live: Vec<String> = r.live(t0).into_iter().map(|(a, _, _)| a).collect();
-        assert_eq!(live, vec!["a:2".to_string(), "b:1".to_string()]);
-        let later: Vec<String> = r
-            .live(t0 + Duration::from_secs(3))
-            .into_iter()
-            .map(|(a, _, _)| a)
-            .collect();
-        assert_eq!(later, vec!["a:2".to_string()]);
-        r.unregister("a:2", 0);
-        assert!(r.live(t0).is_empty());
-    }
-
-    #[test]
-    fn announced_addresses_are_checked() {
-        assert!(check_peer_addr("10.0.0.1:50052").is_ok());
-        assert!(check_peer_addr("[::1]:50052").is_ok());
-        assert!(check_peer_addr("host").is_err());
-        assert!(check_peer_addr("host:0").is_err());
-        assert!(check_peer_addr(":50052").is_err());
-        assert!(check_peer_addr("a b:1").is_err());
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! - [`peer`]: the peer endpoint (`client.ClientHandler`): the `Exchange` stream that carries
 //!   sync-core frames between peers, the dialer, and the legacy methods handed to the driver.
-//! - [`audio`]: the music server's protocol (`audio_service`): the server over a library and a
-//!   lease registry, and the client a music client uses.
+//! - [`audio`]: the music server's protocol (`audio_service`): the tonic service over what the
+//!   music server offers ([`MusicBackend`], implemented by the server), and the client a music
+//!   client uses.
 //!
 //! With a group key ([`PeerTransport::with_group_key`]) every `Exchange` link runs the
 //! group-key handshake of `music262_proto::auth` before it is reported up, every frame is
@@ -19,6 +20,7 @@ pub mod peer;
 pub mod stamp;
 
 pub use audio::{
-    AudioClient, AudioServer, LibrarySong, MAX_SONG_BYTES, MusicLibrary, ServerError, SongSource,
+    AudioClient, AudioServer, MAX_SONG_BYTES, MusicBackend, ServerError, ServerStats, SongBytes,
 };
-pub use peer::{ClockFn, Counters, LegacyCall, PeerTransport, TransportEvent, error_chain};
+pub use peer::{LegacyCall, PeerTransport, TransportEvent, error_chain};
+pub use transport_common::{ClockFn, Counters, PeerLinks};

@@ -12,11 +12,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use music262_proto::auth::{
-    self, AuthError, Channel, GroupKey, LEGACY_TOKEN_METADATA, LinkKeys, Opener, Refusal, Role,
-    Sealer,
+    self, Channel, GroupKey, LEGACY_TOKEN_METADATA, LinkKeys, Opener, Refusal, Role, Sealer,
 };
 use music262_proto::client::client_handler_client::ClientHandlerClient;
 use music262_proto::client::client_handler_server::{ClientHandler, ClientHandlerServer};
@@ -24,96 +22,27 @@ use music262_proto::client::{
     ExitRequest, ExitResponse, GetPositionRequest, GetPositionResponse, GossipRequest,
     GossipResponse, MusicRequest, MusicResponse, PeerFrame, PingRequest, PingResponse,
 };
-use music262_proto::codec::{CodecError, MAX_FRAME_LEN};
+use music262_proto::codec::MAX_FRAME_LEN;
 use music262_proto::legacy::legacy_ping_millis;
-use music262_proto::limits::{
-    LEGACY_CALL_BURST, LEGACY_CALLS_PER_SECOND, PEER_FRAMES_PER_SECOND, RateLimit,
-};
+use music262_proto::limits::{LEGACY_CALL_BURST, LEGACY_CALLS_PER_SECOND, RateLimit};
 use prost::Message as _;
 use sync_core::{Direction, LinkId, LocalTime, Message};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
-
-use crate::stamp::{ConnStamps, Reseal, StampedConnectInfo, StampedStream};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
+use transport_common::counters::bump;
+use transport_common::probe::{
+    AUTH_TIMEOUT, CONNECT_TIMEOUT, HandshakeFailure, LINK_QUEUE, REFUSAL_LINGER, auth_role,
+    stamp_message,
+};
+use transport_common::{AtomicCounters, ClockFn, Counters, PeerLinks, PeerRateLimit};
 
-/// Reads the node's sync clock, in nanoseconds ([`LocalTime`] units).
-pub type ClockFn = Arc<dyn Fn() -> u64 + Send + Sync>;
+use crate::stamp::{ConnStamps, Reseal, StampedConnectInfo, StampedStream};
 
-/// Frames queued towards one peer before new ones are dropped (the sync protocol tolerates
-/// loss; blocking the driver on one slow peer would hurt every other).
-const LINK_QUEUE: usize = 512;
-/// How long a dial may take before it counts as failed.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long the group-key handshake of a new link may take.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a refused link stays open so that the peer can read our opening frame.
-const REFUSAL_LINGER: Duration = Duration::from_millis(300);
-
-/// Something the transport tells the driver.
-#[derive(Debug)]
-pub enum TransportEvent {
-    /// A link is up (accepted, or dialled after [`PeerTransport::connect`]).
-    LinkUp {
-        /// The new link.
-        link: LinkId,
-        /// The other end's transport address (for a dialled link, the address dialled).
-        remote_addr: String,
-        /// Who dialled.
-        direction: Direction,
-    },
-    /// A dial failed.
-    ConnectFailed {
-        /// The address dialled.
-        addr: String,
-        /// Why, in one line.
-        error: String,
-    },
-    /// A frame arrived.
-    Frame {
-        /// The link.
-        link: LinkId,
-        /// Local instant it was read off the stream.
-        at: LocalTime,
-        /// The decoded message, or why it could not be decoded.
-        message: Result<Message, CodecError>,
-    },
-    /// The link ended (the peer closed it, or the connection broke).
-    LinkDown {
-        /// The link.
-        link: LinkId,
-        /// Why, if it ended with an error.
-        error: Option<String>,
-    },
-    /// A legacy method call for the driver to answer.
-    Legacy(LegacyCall),
-    /// A link, a frame, a burst of frames or a legacy call was refused (group key, rate limit);
-    /// nothing of it reached the node.
-    Refused {
-        /// The link, if it was up; `None` for a link refused during its group-key handshake and
-        /// for a legacy call.
-        link: Option<LinkId>,
-        /// The peer's or caller's address (for a dialled link, the address dialled).
-        remote_addr: String,
-        /// Whether this end dialled a link refused during its handshake (the dial failed).
-        dialled: bool,
-        /// Why.
-        reason: Refusal,
-    },
-}
-
-/// What this transport refused since it was made.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// Links refused by the group-key handshake, and frames refused by their seal.
-    pub auth_refused: u64,
-    /// Frames dropped by the per-peer rate limit.
-    pub rate_limited: u64,
-    /// Legacy calls that change playback, refused for want of the group key's token.
-    pub legacy_refused: u64,
-}
+/// What the gRPC transport reports: the shared event, with the legacy calls as its own.
+pub type TransportEvent = transport_common::TransportEvent<LegacyCall>;
 
 /// A legacy `ClientHandler` call; the driver must answer through `reply` (dropping it answers
 /// UNAVAILABLE).
@@ -167,9 +96,7 @@ struct Shared {
     /// The group key: with one, every link is authenticated, every frame sealed, and legacy
     /// calls that change playback need its token.
     key: Option<GroupKey>,
-    auth_refused: AtomicU64,
-    rate_limited: AtomicU64,
-    legacy_refused: AtomicU64,
+    counters: AtomicCounters,
     /// Rate limits of the callers of legacy methods that change anything, by IP address.
     legacy_rates: Mutex<BTreeMap<IpAddr, RateLimit>>,
 }
@@ -221,9 +148,7 @@ impl PeerTransport {
             links: Mutex::new(BTreeMap::new()),
             next_link: link_ids,
             key,
-            auth_refused: AtomicU64::new(0),
-            rate_limited: AtomicU64::new(0),
-            legacy_refused: AtomicU64::new(0),
+            counters: AtomicCounters::default(),
             legacy_rates: Mutex::new(BTreeMap::new()),
         });
         (PeerTransport { shared }, rx)
@@ -252,9 +177,26 @@ impl PeerTransport {
         })
     }
 
+    /// Number of open links.
+    pub fn link_count(&self) -> usize {
+        self.shared.links.lock().expect("links lock").len()
+    }
+}
+
+impl PeerLinks for PeerTransport {
+    /// Queues `message` on `link`. Returns `false` when the link is unknown or its queue is full
+    /// (the message is then dropped).
+    fn send(&self, link: LinkId, message: Message) -> bool {
+        let links = self.shared.links.lock().expect("links lock");
+        match links.get(&link) {
+            Some(h) => h.outbound.try_send(message).is_ok(),
+            None => false,
+        }
+    }
+
     /// Dials the peer at `addr` (`host:port`) and opens a link; reports
     /// [`TransportEvent::LinkUp`] or [`TransportEvent::ConnectFailed`].
-    pub fn connect(&self, addr: String) {
+    fn connect(&self, addr: String) {
         let shared = self.shared.clone();
         tokio::spawn(async move {
             match dial(&addr, shared.clock.clone()).await {
@@ -268,18 +210,8 @@ impl PeerTransport {
         });
     }
 
-    /// Queues `message` on `link`. Returns `false` when the link is unknown or its queue is full
-    /// (the message is then dropped).
-    pub fn send(&self, link: LinkId, message: Message) -> bool {
-        let links = self.shared.links.lock().expect("links lock");
-        match links.get(&link) {
-            Some(h) => h.outbound.try_send(message).is_ok(),
-            None => false,
-        }
-    }
-
     /// Closes `link` after the frames already queued on it are written.
-    pub fn close(&self, link: LinkId) {
+    fn close(&self, link: LinkId) {
         let handle = self.shared.links.lock().expect("links lock").remove(&link);
         if let Some(h) = handle {
             // Dropping the sender ends the outbound stream once it is drained; stop reading.
@@ -290,19 +222,9 @@ impl PeerTransport {
         }
     }
 
-    /// Number of open links.
-    pub fn link_count(&self) -> usize {
-        self.shared.links.lock().expect("links lock").len()
-    }
-
-    /// What this transport refused so far.
-    pub fn counters(&self) -> Counters {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        Counters {
-            auth_refused: get(&self.shared.auth_refused),
-            rate_limited: get(&self.shared.rate_limited),
-            legacy_refused: get(&self.shared.legacy_refused),
-        }
+    /// What this transport counted so far (no datagrams: gRPC has none).
+    fn counters(&self) -> Counters {
+        self.shared.counters.snapshot()
     }
 }
 
@@ -374,22 +296,13 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// frame is sealed here, and the connection is given what it needs to reseal the frame when it
 /// rewrites the instant.
 fn outbound_frame(
-    clock: &ClockFn,
+    shared: &Shared,
     stamps: &ConnStamps,
     sealer: Option<&Arc<Sealer>>,
     mut message: Message,
 ) -> PeerFrame {
-    let provisional = match &mut message {
-        Message::Probe(p) => {
-            p.t0 = LocalTime(clock());
-            Some(p.t0.0)
-        }
-        Message::ProbeReply(r) => {
-            r.t2 = LocalTime(clock()).max(r.t1);
-            Some(r.t2.0)
-        }
-        _ => None,
-    };
+    let provisional = stamp_message(&mut message, (shared.clock)());
+    bump(&shared.counters.stream_frames_sent);
     let frame = PeerFrame::from(&message);
     let Some(sealer) = sealer else {
         if let Some(t) = provisional {
@@ -429,17 +342,10 @@ fn outbound_stream(
     rx: mpsc::Receiver<Message>,
     seal: SealSlot,
 ) -> impl Stream<Item = PeerFrame> + Send + 'static {
-    let clock = shared.clock.clone();
-    ReceiverStream::new(handshake)
-        .chain(ReceiverStream::new(rx).map(move |m| outbound_frame(&clock, &stamps, seal.get(), m)))
-}
-
-/// Why a handshake did not complete.
-enum HandshakeFailure {
-    /// The peer failed the group-key check.
-    Refused(AuthError),
-    /// The stream broke or the peer said nothing in time.
-    Broken(String),
+    let shared = shared.clone();
+    ReceiverStream::new(handshake).chain(
+        ReceiverStream::new(rx).map(move |m| outbound_frame(&shared, &stamps, seal.get(), m)),
+    )
 }
 
 async fn next_handshake_frame(
@@ -500,21 +406,14 @@ async fn run_keyed_link(
     remote_addr: String,
     direction: Direction,
 ) {
-    let role = match direction {
-        Direction::Outgoing => Role::Dialler,
-        Direction::Incoming => Role::Acceptor,
-    };
+    let role = auth_role(direction);
     let dialled = direction == Direction::Outgoing;
     let outcome = tokio::time::timeout(
         AUTH_TIMEOUT,
         authenticate(&key, role, handshake, &seal, &mut inbound),
     )
     .await
-    .unwrap_or_else(|_| {
-        Err(HandshakeFailure::Broken(
-            "no group-key handshake in time".into(),
-        ))
-    });
+    .unwrap_or_else(|_| Err(HandshakeFailure::too_slow()));
     match outcome {
         Ok(opener) => {
             if !shared.links.lock().expect("links lock").contains_key(&link) {
@@ -532,7 +431,7 @@ async fn run_keyed_link(
             shared.links.lock().expect("links lock").remove(&link);
             let event = match failure {
                 HandshakeFailure::Refused(error) => {
-                    shared.auth_refused.fetch_add(1, Ordering::Relaxed);
+                    bump(&shared.counters.auth_refused);
                     tracing::warn!(peer = %remote_addr, %error, "gRPC link refused");
                     // Dropping the stream at once would reset it, and the peer could lose our
                     // opening frame unread and never learn why; let it read and refuse in
@@ -590,7 +489,7 @@ async fn read_frames(
     mut inbound: Streaming<PeerFrame>,
     mut opener: Option<Opener>,
 ) {
-    let mut limit = RateLimit::per_peer((shared.clock)());
+    let mut limit = PeerRateLimit::new((shared.clock)());
     let refuse = |reason: Refusal| {
         tracing::warn!(peer = %remote_addr, error = %reason, "gRPC frame refused");
         // `false` once the driver is gone.
@@ -609,13 +508,10 @@ async fn read_frames(
             Ok(Some(frame)) => {
                 let now = (shared.clock)();
                 let at = LocalTime(stamp.last_read(now).unwrap_or(now));
-                if !limit.allow(now) {
-                    shared.rate_limited.fetch_add(1, Ordering::Relaxed);
-                    if let Some(dropped) = limit.take_report(now)
-                        && !refuse(Refusal::RateLimited {
-                            dropped,
-                            per_second: PEER_FRAMES_PER_SECOND,
-                        })
+                bump(&shared.counters.stream_frames_received);
+                if let Err(report) = limit.admit(now, &shared.counters) {
+                    if let Some(reason) = report
+                        && !refuse(reason)
                     {
                         return;
                     }
@@ -626,7 +522,7 @@ async fn read_frames(
                     Some(opener) => match opener.open_message(frame) {
                         Ok(opened) => opened,
                         Err(error) => {
-                            shared.auth_refused.fetch_add(1, Ordering::Relaxed);
+                            bump(&shared.counters.auth_refused);
                             if !refuse(Refusal::Auth(error)) {
                                 return;
                             }
@@ -635,6 +531,9 @@ async fn read_frames(
                     },
                 };
                 let message = Message::try_from(frame);
+                if message.is_err() {
+                    bump(&shared.counters.undecodable);
+                }
                 if shared
                     .events
                     .send(TransportEvent::Frame { link, at, message })
@@ -747,7 +646,7 @@ impl PeerService {
         if presented.is_some_and(|t| key.legacy_token_matches(t)) {
             return Ok(());
         }
-        self.shared.legacy_refused.fetch_add(1, Ordering::Relaxed);
+        bump(&self.shared.counters.legacy_refused);
         let reason = Refusal::LegacyUnauthenticated { method };
         let caller = remote_addr(request).map_or_else(|| "unknown".to_string(), |a| a.to_string());
         tracing::warn!(%caller, error = %reason, "legacy call refused");
@@ -782,7 +681,7 @@ impl PeerService {
             }
             limit.take_report(now)
         };
-        self.shared.legacy_refused.fetch_add(1, Ordering::Relaxed);
+        bump(&self.shared.counters.legacy_refused);
         if let Some(dropped) = report {
             let reason = Refusal::LegacyRateLimited {
                 dropped,

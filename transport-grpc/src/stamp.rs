@@ -36,7 +36,7 @@ use music262_proto::auth::{Channel, Sealer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::peer::ClockFn;
+use transport_common::ClockFn;
 
 /// Pending transmit stamps: a connection rarely has more than a couple in flight.
 const MAX_PENDING: usize = 16;
@@ -311,32 +311,22 @@ mod kernel {
 
     #[cfg(any(target_os = "linux", target_os = "android"))]
     mod linux {
-        use std::io::{self, IoSliceMut};
-        use std::os::fd::AsRawFd;
+        use std::io;
         use std::task::{Context, Poll, ready};
-        use std::time::{SystemTime, UNIX_EPOCH};
 
-        use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
         use tokio::io::{Interest, ReadBuf};
         use tokio::net::TcpStream;
+        use transport_common::{ClockFn, kernel};
 
         use super::super::ConnStamps;
-        use crate::peer::ClockFn;
-
-        /// Room for the timestamp's control message (32 bytes with its header).
-        const CMSG_BUF: usize = 64;
 
         /// At most this much is read per call, so that the part of a large buffer that must be
         /// zeroed first stays small (peer links carry small frames).
         const READ_CHUNK: usize = 64 * 1024;
 
-        /// A control-message buffer aligned for `cmsghdr`.
-        #[repr(C, align(16))]
-        struct CmsgBuf([u8; CMSG_BUF]);
-
         /// Turns receive timestamps on; `false` if the kernel refuses.
         pub(in super::super) fn enable(socket: &TcpStream) -> bool {
-            match setsockopt(socket, sockopt::ReceiveTimestampns, &true) {
+            match kernel::enable(socket) {
                 Ok(()) => true,
                 Err(e) => {
                     tracing::debug!(error = %e, "no kernel receive timestamps on a peer link; reads are stamped when they happen");
@@ -358,37 +348,13 @@ mod kernel {
                 ready!(socket.poll_read_ready(cx))?;
                 let want = buf.remaining().min(READ_CHUNK);
                 let dst = buf.initialize_unfilled_to(want);
-                let read = socket.try_io(Interest::READABLE, || {
-                    let mut iov = [IoSliceMut::new(dst)];
-                    let mut cmsg = CmsgBuf([0; CMSG_BUF]);
-                    let msg = recvmsg::<()>(
-                        socket.as_raw_fd(),
-                        &mut iov,
-                        Some(&mut cmsg.0),
-                        MsgFlags::MSG_DONTWAIT,
-                    )
-                    .map_err(io::Error::from)?;
-                    let kernel = msg.cmsgs().ok().and_then(|mut cmsgs| {
-                        cmsgs.find_map(|c| match c {
-                            ControlMessageOwned::ScmTimestampns(ts) => Some(
-                                i128::from(ts.tv_sec()) * 1_000_000_000 + i128::from(ts.tv_nsec()),
-                            ),
-                            _ => None,
-                        })
-                    });
-                    Ok((msg.bytes, kernel))
-                });
+                let read = socket.try_io(Interest::READABLE, || kernel::recv(socket, dst, false));
                 match read {
-                    Ok((n, kernel)) => {
-                        buf.advance(n);
-                        if n > 0 {
+                    Ok(r) => {
+                        buf.advance(r.bytes);
+                        if r.bytes > 0 {
                             let now = clock();
-                            let at = kernel.map_or(now, |k| {
-                                let realtime = SystemTime::now()
-                                    .duration_since(UNIX_EPOCH)
-                                    .map_or(0, |d| d.as_nanos() as i128);
-                                sync_core::time::kernel_instant(k, realtime, now)
-                            });
+                            let at = r.kernel_ns.map_or(now, |k| kernel::to_sync_clock(k, now));
                             // 0 means "nothing read yet" to `ConnStamps`.
                             stamps.record_read(at.max(1));
                         }
@@ -411,7 +377,7 @@ mod kernel {
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     pub(super) fn poll_read(
         _: &tokio::net::TcpStream,
-        _: &crate::peer::ClockFn,
+        _: &transport_common::ClockFn,
         _: &super::ConnStamps,
         _: &mut std::task::Context<'_>,
         _: &mut tokio::io::ReadBuf<'_>,
@@ -430,7 +396,7 @@ mod tests {
         use music262_proto::auth::{self, GroupKey, LinkKeys, Role};
         use music262_proto::client::PeerFrame;
         use prost::Message as _;
-        use sync_core::{Announce, ClockMapping, GroupTime, LocalTime, Message, NodeId, Probe};
+        use sync_core::{LocalTime, Message, Probe};
 
         let key = GroupKey::new(b"stamp test group key").unwrap();
         let (na, nb) = ([1; auth::NONCE_LEN], [2; auth::NONCE_LEN]);
@@ -440,22 +406,7 @@ mod tests {
         let probe = Message::Probe(Probe {
             seq: 3,
             t0: LocalTime(5_000),
-            announce: Announce {
-                root: NodeId(1),
-                stratum: 0,
-                root_seq: 0,
-                root_delay: 0,
-                parent: None,
-                state_version: Default::default(),
-                mapping: ClockMapping {
-                    local: LocalTime(1),
-                    group: GroupTime(1),
-                    rate_ppm: 0.0,
-                    timebase: 1,
-                },
-                radius: 0,
-                subtree_delay: 0,
-            },
+            announce: transport_common::testing::announce(1),
         });
         let body = PeerFrame::from(&probe);
         let body_len = body.encoded_len();

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use music262_proto::auth::{
     self, AuthError, Channel, GroupKey, LEGACY_TOKEN_METADATA, LinkKeys, Refusal, Role, Sealer,
@@ -18,14 +18,10 @@ use sync_core::{Hello, Message, NodeId};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Streaming};
-use transport_grpc::{ClockFn, LegacyCall, PeerTransport, TransportEvent};
+use transport_common::testing::{next_event as next, steady_clock as clock};
+use transport_grpc::{LegacyCall, PeerLinks, PeerTransport, TransportEvent};
 
 const KEY: &str = "the group key of this test";
-
-fn clock() -> ClockFn {
-    let base = Instant::now();
-    Arc::new(move || 1_000_000_000 + base.elapsed().as_nanos() as u64)
-}
 
 fn key(s: &str) -> GroupKey {
     GroupKey::new(s.as_bytes()).unwrap()
@@ -39,13 +35,6 @@ async fn serving(
     let addr = listener.local_addr().unwrap();
     t.serve(listener, std::future::pending());
     (t, rx, addr)
-}
-
-async fn next(rx: &mut UnboundedReceiver<TransportEvent>) -> TransportEvent {
-    tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("an event within 10 s")
-        .expect("transport alive")
 }
 
 /// Nothing more arrives for a while.

@@ -15,12 +15,8 @@ use sync_core::{Hello, Message, NodeId};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request};
-use transport_grpc::{ClockFn, PeerTransport, TransportEvent};
-
-fn clock() -> ClockFn {
-    let base = Instant::now();
-    Arc::new(move || 1_000_000_000 + base.elapsed().as_nanos() as u64)
-}
+use transport_common::testing::steady_clock as clock;
+use transport_grpc::{PeerLinks, PeerTransport, TransportEvent};
 
 async fn serving() -> (PeerTransport, UnboundedReceiver<TransportEvent>, SocketAddr) {
     let (t, rx) = PeerTransport::new(clock(), Arc::new(AtomicU64::new(1)));

@@ -29,15 +29,11 @@
 //! oversized frame is reported as a [`TransportEvent::Frame`] with an error and dropped.
 #![forbid(unsafe_code)]
 
-use std::sync::Arc;
-
 pub mod framing;
 pub mod peer;
 pub mod stamp;
 pub mod tls;
 
-pub use peer::{Counters, QuicError, QuicTransport, TransportEvent};
+pub use peer::{QuicError, QuicTransport};
 pub use tls::{ALPN, TlsError};
-
-/// Reads the node's sync clock, in nanoseconds (`sync_core::LocalTime` units).
-pub type ClockFn = Arc<dyn Fn() -> u64 + Send + Sync>;
+pub use transport_common::{ClockFn, Counters, PeerLinks, TransportEvent};

@@ -16,12 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use music262_proto::auth::{
-    self, AuthError, Channel, GroupKey, LinkKeys, Opener, Refusal, Role, Sealer,
-};
+use music262_proto::auth::{self, Channel, GroupKey, LinkKeys, Opener, Refusal, Role, Sealer};
 use music262_proto::client::PeerFrame;
 use music262_proto::codec::{self, CodecError};
-use music262_proto::limits::{PEER_FRAMES_PER_SECOND, RateLimit};
 use prost::Message as _;
 use quinn::{
     ClientConfig, Connection, ConnectionError, Endpoint, EndpointConfig, IdleTimeout, RecvStream,
@@ -29,19 +26,19 @@ use quinn::{
 };
 use sync_core::{Direction, LinkId, LocalTime, Message};
 use tokio::sync::{mpsc, oneshot};
-
-use crate::ClockFn;
-use crate::framing::{FrameReader, delimit};
-use crate::stamp::{
-    ProbeTx, RxStamps, StampedSocket, TxStamps, find_tx_stamp, restamp, stamp_message,
+use transport_common::counters::bump;
+use transport_common::probe::{
+    AUTH_TIMEOUT, CONNECT_TIMEOUT, HandshakeFailure, LINK_QUEUE, REFUSAL_LINGER, auth_role,
+    stamp_message,
 };
+use transport_common::{
+    AtomicCounters, ClockFn, Counters, PeerLinks, PeerRateLimit, TransportEvent,
+};
+
+use crate::framing::{FrameReader, delimit};
+use crate::stamp::{ProbeTx, RxStamps, StampedSocket, TxStamps, find_tx_stamp, restamp};
 use crate::tls::{self, SERVER_NAME, TlsError};
 
-/// Frames queued towards one peer's stream before new ones are dropped (the sync protocol
-/// tolerates loss; blocking the driver on one slow peer would hurt every other).
-const LINK_QUEUE: usize = 512;
-/// How long a dial (QUIC and TLS handshake) may take before it counts as failed.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long an accepted connection may take to open its stream.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a closed link waits for the peer to acknowledge its last frames (a `Leave`)
@@ -55,63 +52,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(2);
 const DATAGRAM_BUFFER: usize = 64 * 1024;
 /// Largest piece read from a stream at once.
 const READ_CHUNK: usize = 64 * 1024;
-/// How long the group-key handshake of a new link may take.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a refused connection stays open so that the peer can read our opening frame.
-const REFUSAL_LINGER: Duration = Duration::from_millis(300);
 /// QUIC application error code of a connection closed because the group-key check failed.
 pub const AUTH_REFUSED: u32 = 0x4B;
-
-/// Something the transport tells the driver (the same events as the gRPC transport's, less the
-/// legacy calls, which only gRPC carries).
-#[derive(Debug)]
-pub enum TransportEvent {
-    /// A link is up (accepted, or dialled after [`QuicTransport::connect`]).
-    LinkUp {
-        /// The new link.
-        link: LinkId,
-        /// The other end's transport address (for a dialled link, the address dialled).
-        remote_addr: String,
-        /// Who dialled.
-        direction: Direction,
-    },
-    /// A dial failed.
-    ConnectFailed {
-        /// The address dialled.
-        addr: String,
-        /// Why, in one line.
-        error: String,
-    },
-    /// A frame arrived, on the link's stream or as a datagram.
-    Frame {
-        /// The link.
-        link: LinkId,
-        /// Local instant its packet was read off the socket.
-        at: LocalTime,
-        /// The decoded message, or why it could not be decoded (the frame is then dropped).
-        message: Result<Message, CodecError>,
-    },
-    /// A link, a frame or a burst of frames was refused (group key, rate limit); nothing of it
-    /// reached the node.
-    Refused {
-        /// The link, if it was up; `None` for a link refused during its group-key handshake.
-        link: Option<LinkId>,
-        /// The peer's address (for a dialled link, the address dialled).
-        remote_addr: String,
-        /// Whether this end dialled a link refused during its handshake (the dial failed).
-        dialled: bool,
-        /// Why.
-        reason: Refusal,
-    },
-    /// The link ended (the peer closed it, or the connection broke or timed out). Not reported
-    /// for a link closed with [`QuicTransport::close`].
-    LinkDown {
-        /// The link.
-        link: LinkId,
-        /// Why, if it ended with an error.
-        error: Option<String>,
-    },
-}
 
 /// Why the endpoint could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -122,42 +64,6 @@ pub enum QuicError {
     /// TLS could not be configured.
     #[error(transparent)]
     Tls(#[from] TlsError),
-}
-
-/// What went over this transport since it was made.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// Frames sent as datagrams (clock probes and replies).
-    pub datagrams_sent: u64,
-    /// Frames received as datagrams.
-    pub datagrams_received: u64,
-    /// Frames written to link streams.
-    pub stream_frames_sent: u64,
-    /// Frames read from link streams.
-    pub stream_frames_received: u64,
-    /// Frames received that could not be decoded (reported as [`TransportEvent::Frame`] with
-    /// an error, and dropped).
-    pub undecodable: u64,
-    /// Links refused by the group-key handshake and frames refused by their seal (forged,
-    /// replayed, unsealed).
-    pub auth_refused: u64,
-    /// Frames dropped by the per-peer rate limit.
-    pub rate_limited: u64,
-}
-
-#[derive(Default)]
-struct AtomicCounters {
-    datagrams_sent: AtomicU64,
-    datagrams_received: AtomicU64,
-    stream_frames_sent: AtomicU64,
-    stream_frames_received: AtomicU64,
-    undecodable: AtomicU64,
-    auth_refused: AtomicU64,
-    rate_limited: AtomicU64,
-}
-
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
 }
 
 struct LinkHandle {
@@ -276,32 +182,18 @@ impl QuicTransport {
         endpoint.as_ref().and_then(|e| e.local_addr().ok())
     }
 
-    /// Dials the peer at `addr` (`host:port`, the peer's UDP port) and opens a link; reports
-    /// [`TransportEvent::LinkUp`] or [`TransportEvent::ConnectFailed`]. Without [`serve`]
-    /// first, dials from a client-only endpoint on an ephemeral port.
-    ///
-    /// [`serve`]: QuicTransport::serve
-    pub fn connect(&self, addr: String) {
-        let shared = self.shared.clone();
-        tokio::spawn(async move {
-            match dial(&shared, &addr).await {
-                Ok((conn, send, recv)) => {
-                    open_link(shared, conn, send, recv, addr, Direction::Outgoing).await
-                }
-                Err(error) => {
-                    let _ = shared
-                        .events
-                        .send(TransportEvent::ConnectFailed { addr, error });
-                }
-            }
-        });
+    /// Number of open links.
+    pub fn link_count(&self) -> usize {
+        self.shared.links.lock().expect("links lock").len()
     }
+}
 
+impl PeerLinks for QuicTransport {
     /// Sends `message` on `link`: clock probes and replies as a datagram (on the stream if the
     /// peer takes no datagrams), everything else queued on the link's stream. Returns `false`
     /// when the link is unknown, its queue is full, or the message cannot be encoded (the
     /// message is then dropped).
-    pub fn send(&self, link: LinkId, message: Message) -> bool {
+    fn send(&self, link: LinkId, message: Message) -> bool {
         let (conn, outbound, sealer, probe_tx) = {
             let links = self.shared.links.lock().expect("links lock");
             match links.get(&link) {
@@ -327,9 +219,30 @@ impl QuicTransport {
         outbound.try_send(message).is_ok()
     }
 
+    /// Dials the peer at `addr` (`host:port`, the peer's UDP port) and opens a link; reports
+    /// [`TransportEvent::LinkUp`] or [`TransportEvent::ConnectFailed`]. Without [`serve`]
+    /// first, dials from a client-only endpoint on an ephemeral port.
+    ///
+    /// [`serve`]: QuicTransport::serve
+    fn connect(&self, addr: String) {
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            match dial(&shared, &addr).await {
+                Ok((conn, send, recv)) => {
+                    open_link(shared, conn, send, recv, addr, Direction::Outgoing).await
+                }
+                Err(error) => {
+                    let _ = shared
+                        .events
+                        .send(TransportEvent::ConnectFailed { addr, error });
+                }
+            }
+        });
+    }
+
     /// Closes `link` after the frames already queued on it are written and acknowledged (for at
     /// most a couple of seconds). No event follows for it.
-    pub fn close(&self, link: LinkId) {
+    fn close(&self, link: LinkId) {
         let handle = self.shared.links.lock().expect("links lock").remove(&link);
         if let Some(h) = handle {
             for r in &h.readers {
@@ -346,24 +259,9 @@ impl QuicTransport {
         }
     }
 
-    /// Number of open links.
-    pub fn link_count(&self) -> usize {
-        self.shared.links.lock().expect("links lock").len()
-    }
-
-    /// What went over this transport so far.
-    pub fn counters(&self) -> Counters {
-        let c = &self.shared.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        Counters {
-            datagrams_sent: get(&c.datagrams_sent),
-            datagrams_received: get(&c.datagrams_received),
-            stream_frames_sent: get(&c.stream_frames_sent),
-            stream_frames_received: get(&c.stream_frames_received),
-            undecodable: get(&c.undecodable),
-            auth_refused: get(&c.auth_refused),
-            rate_limited: get(&c.rate_limited),
-        }
+    /// What went over this transport so far (no legacy calls: QUIC carries none).
+    fn counters(&self) -> Counters {
+        self.shared.counters.snapshot()
     }
 }
 
@@ -488,14 +386,6 @@ struct Authenticated {
     reader: FrameReader,
 }
 
-/// Why a handshake did not complete.
-enum HandshakeFailure {
-    /// The peer failed the group-key check.
-    Refused(AuthError),
-    /// The connection broke or the peer said nothing in time.
-    Broken(String),
-}
-
 /// The next whole frame of the stream, decoded (handshake frames only).
 async fn next_frame(
     recv: &mut RecvStream,
@@ -570,21 +460,14 @@ async fn open_link(
         start_link(&shared, conn, send, recv, remote_addr, direction, None);
         return;
     };
-    let role = match direction {
-        Direction::Outgoing => Role::Dialler,
-        Direction::Incoming => Role::Acceptor,
-    };
+    let role = auth_role(direction);
     let dialled = direction == Direction::Outgoing;
     let outcome = tokio::time::timeout(
         AUTH_TIMEOUT,
         authenticate(&key, &conn, &mut send, &mut recv, role),
     )
     .await
-    .unwrap_or_else(|_| {
-        Err(HandshakeFailure::Broken(
-            "no group-key handshake in time".into(),
-        ))
-    });
+    .unwrap_or_else(|_| Err(HandshakeFailure::too_slow()));
     match outcome {
         Ok(auth) => start_link(
             &shared,
@@ -638,7 +521,7 @@ fn start_link(
         Some(a) => (Some(a.sealer), Some(a.stream), Some(a.datagrams), a.reader),
         None => (None, None, None, FrameReader::default()),
     };
-    let limit = Arc::new(Mutex::new(RateLimit::per_peer((shared.clock)())));
+    let limit = Arc::new(Mutex::new(PeerRateLimit::new((shared.clock)())));
     let probe_tx = Arc::new(Mutex::new(ProbeTx::default()));
     let link = LinkId(shared.next_link.fetch_add(1, Ordering::Relaxed));
     let (tx, rx) = mpsc::channel(LINK_QUEUE);
@@ -826,7 +709,7 @@ struct Inbound {
     link: LinkId,
     remote_addr: String,
     /// The per-peer rate limit, over both channels.
-    limit: Arc<Mutex<RateLimit>>,
+    limit: Arc<Mutex<PeerRateLimit>>,
     /// The socket's transmit instants of our probes, put into their replies.
     probe_tx: Arc<Mutex<ProbeTx>>,
 }
@@ -835,18 +718,20 @@ impl Inbound {
     /// Applies the rate limit to one frame arriving at `now`; a refused one is counted and,
     /// at most once a second, reported.
     fn admit(&self, now: u64) -> bool {
-        let mut limit = self.limit.lock().expect("rate limit lock");
-        if limit.allow(now) {
-            return true;
+        let admitted = self
+            .limit
+            .lock()
+            .expect("rate limit lock")
+            .admit(now, &self.shared.counters);
+        match admitted {
+            Ok(()) => true,
+            Err(report) => {
+                if let Some(reason) = report {
+                    self.refuse(reason);
+                }
+                false
+            }
         }
-        bump(&self.shared.counters.rate_limited);
-        if let Some(dropped) = limit.take_report(now) {
-            self.refuse(Refusal::RateLimited {
-                dropped,
-                per_second: PEER_FRAMES_PER_SECOND,
-            });
-        }
-        false
     }
 
     fn refuse(&self, reason: Refusal) {

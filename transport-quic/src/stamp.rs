@@ -70,7 +70,7 @@ use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use sync_core::Message;
 
-use crate::ClockFn;
+use transport_common::ClockFn;
 
 /// Remote addresses remembered at most; beyond this the table starts afresh (a flood of
 /// spoofed sources must not grow memory; real peers are restamped by their next packet).
@@ -359,24 +359,11 @@ pub mod kernel {
 
     #[cfg(any(target_os = "linux", target_os = "android"))]
     mod linux {
-        use std::io::IoSliceMut;
-        use std::net::{SocketAddr, SocketAddrV4};
-        use std::os::fd::AsRawFd;
-        use std::time::{SystemTime, UNIX_EPOCH};
+        use std::net::SocketAddr;
 
-        use nix::sys::socket::{
-            ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, setsockopt, sockopt,
-        };
+        use transport_common::{ClockFn, kernel};
 
         use super::Peeked;
-        use crate::ClockFn;
-
-        /// Control messages of one datagram: the timestamp and what quinn-udp enables.
-        const CMSG_BUF: usize = 256;
-
-        /// A control-message buffer aligned for `cmsghdr`.
-        #[repr(C, align(16))]
-        struct CmsgBuf([u8; CMSG_BUF]);
 
         /// A clone of quinn's socket with `SO_TIMESTAMPNS` on, to peek at the next datagram.
         #[derive(Debug)]
@@ -391,7 +378,7 @@ pub mod kernel {
                     return Err(std::io::Error::other("not an IPv4 socket"));
                 }
                 let socket = socket.try_clone()?;
-                setsockopt(&socket, sockopt::ReceiveTimestampns, &true)?;
+                kernel::enable(&socket)?;
                 Ok(Peeker {
                     socket,
                     missing: false.into(),
@@ -402,30 +389,11 @@ pub mod kernel {
             /// is none yet (or the peek failed: quinn's own read then reports the error).
             pub(in super::super) fn peek(&self, clock: &ClockFn) -> Option<Peeked> {
                 let mut byte = [0u8; 1];
-                let mut iov = [IoSliceMut::new(&mut byte)];
-                let mut cmsg = CmsgBuf([0; CMSG_BUF]);
-                let msg = recvmsg::<SockaddrIn>(
-                    self.socket.as_raw_fd(),
-                    &mut iov,
-                    Some(&mut cmsg.0),
-                    MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
-                )
-                .ok()?;
+                let msg = kernel::recv(&self.socket, &mut byte, true).ok()?;
                 let now = clock();
-                let realtime = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as i128);
-                let from = SocketAddr::V4(SocketAddrV4::from(msg.address?));
-                let kernel = msg.cmsgs().ok().and_then(|mut cmsgs| {
-                    cmsgs.find_map(|c| match c {
-                        ControlMessageOwned::ScmTimestampns(ts) => {
-                            Some(i128::from(ts.tv_sec()) * 1_000_000_000 + i128::from(ts.tv_nsec()))
-                        }
-                        _ => None,
-                    })
-                });
-                let at = match kernel {
-                    Some(k) => Some(sync_core::time::kernel_instant(k, realtime, now)),
+                let from = SocketAddr::V4(msg.from?);
+                let at = match msg.kernel_ns {
+                    Some(k) => Some(kernel::to_sync_clock(k, now)),
                     None => {
                         if !self
                             .missing
@@ -473,16 +441,6 @@ pub struct TxStamp {
 const PROBE_T0_KEY: u8 = (2 << 3) | 1;
 /// Protobuf key of `SyncProbeReply.t2_ns` (field 4, fixed64).
 const REPLY_T2_KEY: u8 = (4 << 3) | 1;
-
-/// Stamps a probe's transmit instant (`t0`, or a reply's `t2`, kept at or after `t1`) with `now`
-/// before it is encoded; other messages are left alone.
-pub fn stamp_message(message: &mut Message, now: u64) {
-    match message {
-        Message::Probe(p) => p.t0 = sync_core::LocalTime(now),
-        Message::ProbeReply(r) => r.t2 = sync_core::LocalTime(now).max(r.t1),
-        _ => {}
-    }
-}
 
 /// Finds the transmit instant of a probe or probe reply in its encoding `bytes` (the field's
 /// key followed by the value encoded); `None` for other messages.
@@ -612,30 +570,11 @@ const LEAD_PERCENTILE: usize = 5;
 mod tests {
     use super::*;
     use music262_proto::codec::{decode_from_bytes, encode_to_vec};
-    use sync_core::{
-        Announce, ClockMapping, GroupTime, LocalTime, NodeId, Probe, ProbeReply, StateVersion,
-    };
-
-    fn announce(local: u64) -> Announce {
-        Announce {
-            root: NodeId(1),
-            stratum: 0,
-            root_seq: 0,
-            root_delay: 0,
-            parent: None,
-            state_version: StateVersion::default(),
-            // The mapping's anchor often equals the node's `now`, i.e. the provisional t0: the
-            // search must not rewrite it by mistake.
-            mapping: ClockMapping {
-                local: LocalTime(local),
-                group: GroupTime(local),
-                rate_ppm: 0.0,
-                timebase: local,
-            },
-            subtree_delay: 0,
-            radius: 0,
-        }
-    }
+    use sync_core::{LocalTime, Probe, ProbeReply};
+    use transport_common::probe::stamp_message;
+    // The mapping's anchor often equals the node's `now`, i.e. the provisional t0: the search
+    // must not rewrite it by mistake, so the announces below are anchored there.
+    use transport_common::testing::announce;
 
     #[test]
     fn a_probes_t0_is_rewritten_in_place_and_nothing_else() {

@@ -2,41 +2,17 @@
 //! and datagrams); a different key, or a key on one side only, is refused during the handshake
 //! on both sides, counted, and no link reaches the node.
 
-use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
-
 use music262_proto::auth::{AuthError, GroupKey, Refusal};
 use sync_core::{Hello, Message, NodeId};
 use tokio::sync::mpsc::UnboundedReceiver;
-use transport_quic::{ClockFn, QuicTransport, TransportEvent};
+use transport_common::testing::{next_event as next, steady_clock as clock};
+use transport_quic::{PeerLinks, TransportEvent};
 
-fn clock() -> ClockFn {
-    let base = Instant::now();
-    Arc::new(move || 1_000_000_000 + base.elapsed().as_nanos() as u64)
-}
+mod support;
+use support::serving;
 
 fn key(s: &str) -> Option<GroupKey> {
     Some(GroupKey::new(s.as_bytes()).unwrap())
-}
-
-fn serving(
-    ids: u64,
-    key: Option<GroupKey>,
-) -> (QuicTransport, UnboundedReceiver<TransportEvent>, SocketAddr) {
-    let (t, rx) = QuicTransport::with_group_key(clock(), Arc::new(AtomicU64::new(ids)), key);
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = socket.local_addr().unwrap();
-    t.serve(socket, std::future::pending()).unwrap();
-    (t, rx, addr)
-}
-
-async fn next(rx: &mut UnboundedReceiver<TransportEvent>) -> TransportEvent {
-    tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("an event within 10 s")
-        .expect("transport alive")
 }
 
 fn hello(id: u64) -> Message {
@@ -49,8 +25,8 @@ fn hello(id: u64) -> Message {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_sharing_a_key_link_and_exchange_sealed_frames_and_datagrams() {
-    let (a, mut a_ev, a_addr) = serving(1, key("the group key of this test"));
-    let (b, mut b_ev, _) = serving(100, key("the group key of this test"));
+    let (a, mut a_ev, a_addr) = serving(clock(), 1, key("the group key of this test"));
+    let (b, mut b_ev, _) = serving(clock(), 100, key("the group key of this test"));
     b.connect(a_addr.to_string());
     let TransportEvent::LinkUp { link: bl, .. } = next(&mut b_ev).await else {
         panic!("link up expected")
@@ -123,8 +99,8 @@ async fn refused(rx: &mut UnboundedReceiver<TransportEvent>) -> (bool, Refusal) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_with_different_keys_refuse_each_other_during_the_handshake() {
-    let (a, mut a_ev, a_addr) = serving(1, key("the group key of this test"));
-    let (b, mut b_ev, _) = serving(100, key("another key, another group"));
+    let (a, mut a_ev, a_addr) = serving(clock(), 1, key("the group key of this test"));
+    let (b, mut b_ev, _) = serving(clock(), 100, key("another key, another group"));
     b.connect(a_addr.to_string());
     let (dialled, reason) = refused(&mut b_ev).await;
     assert!(dialled);
@@ -145,8 +121,8 @@ async fn peers_with_different_keys_refuse_each_other_during_the_handshake() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_without_the_key_is_refused_and_never_reaches_the_node() {
-    let (a, mut a_ev, a_addr) = serving(1, key("the group key of this test"));
-    let (b, mut b_ev, _) = serving(100, None);
+    let (a, mut a_ev, a_addr) = serving(clock(), 1, key("the group key of this test"));
+    let (b, mut b_ev, _) = serving(clock(), 100, None);
     b.connect(a_addr.to_string());
     // The keyless dialler sees its link come up (it checks nothing) and sends its hello; the
     // keyed side refuses it at once.

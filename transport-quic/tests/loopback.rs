@@ -10,29 +10,12 @@ use sync_core::{
     Announce, ClockMapping, Direction, GroupState, GroupTime, Hello, LinkId, LocalTime, Message,
     NodeId, Probe, StateVersion,
 };
-use tokio::sync::mpsc::UnboundedReceiver;
+use transport_common::testing::{next_event as next, steady_clock as clock};
 use transport_quic::framing::delimit;
-use transport_quic::{ClockFn, QuicTransport, TransportEvent};
+use transport_quic::{PeerLinks, QuicTransport, TransportEvent};
 
-fn clock() -> ClockFn {
-    let base = Instant::now();
-    Arc::new(move || 1_000_000_000 + base.elapsed().as_nanos() as u64)
-}
-
-fn serving(link_ids: u64) -> (QuicTransport, UnboundedReceiver<TransportEvent>, SocketAddr) {
-    let (t, rx) = QuicTransport::new(clock(), Arc::new(AtomicU64::new(link_ids)));
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = socket.local_addr().unwrap();
-    t.serve(socket, std::future::pending()).unwrap();
-    (t, rx, addr)
-}
-
-async fn next(rx: &mut UnboundedReceiver<TransportEvent>) -> TransportEvent {
-    tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("an event within 10 s")
-        .expect("transport alive")
-}
+mod support;
+use support::serving;
 
 fn hello(id: u64) -> Message {
     Message::Hello(Hello {
@@ -85,8 +68,8 @@ fn frame(ev: TransportEvent) -> (LinkId, LocalTime, Result<Message, CodecError>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_endpoints_exchange_frames_and_probes_go_as_datagrams() {
-    let (a, mut a_ev, a_addr) = serving(1);
-    let (b, mut b_ev, _) = serving(100);
+    let (a, mut a_ev, a_addr) = serving(clock(), 1, None);
+    let (b, mut b_ev, _) = serving(clock(), 100, None);
     b.connect(a_addr.to_string());
     let (bl, remote, dir) = link_up(next(&mut b_ev).await);
     assert_eq!((remote, dir), (a_addr.to_string(), Direction::Outgoing));
@@ -187,7 +170,7 @@ async fn raw_peer(to: SocketAddr) -> (quinn::Endpoint, quinn::Connection) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_oversized_frames_are_dropped_with_an_event_and_the_link_lives_on() {
-    let (a, mut a_ev, a_addr) = serving(1);
+    let (a, mut a_ev, a_addr) = serving(clock(), 1, None);
     let (_endpoint, conn) = raw_peer(a_addr).await;
     // A datagram before the stream exists: held until the stream's first frame is through.
     conn.send_datagram(encode_to_vec(&probe(1, 7)).unwrap().into())
@@ -246,7 +229,7 @@ async fn garbage_and_oversized_frames_are_dropped_with_an_event_and_the_link_liv
 async fn a_peer_flooding_frames_beyond_the_rate_limit_is_cut_and_reported_and_the_link_lives_on() {
     use music262_proto::auth::Refusal;
     use music262_proto::limits::{PEER_FRAME_BURST, PEER_FRAMES_PER_SECOND};
-    let (a, mut a_ev, a_addr) = serving(1);
+    let (a, mut a_ev, a_addr) = serving(clock(), 1, None);
     let (_endpoint, conn) = raw_peer(a_addr).await;
     let (mut send, _recv) = conn.open_bi().await.unwrap();
     // Three bursts' worth of frames in one write: far beyond the burst, in well under a

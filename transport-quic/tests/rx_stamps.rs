@@ -11,10 +11,11 @@ use std::future::poll_fn;
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use quinn::Runtime;
 use quinn::udp::RecvMeta;
+use transport_common::testing::steady_clock as clock;
 use transport_quic::ClockFn;
 use transport_quic::stamp::{RxStamps, StampedSocket, TxStamps};
 
@@ -23,11 +24,6 @@ const HOLD: Duration = Duration::from_millis(2);
 /// A kernel stamp is within this of the instant read just before `sendto` (a loopback send
 /// delivers the datagram before `sendto` returns).
 const BOUND_NS: u64 = 200_000;
-
-fn clock() -> ClockFn {
-    let base = Instant::now();
-    Arc::new(move || 1_000_000_000 + base.elapsed().as_nanos() as u64)
-}
 
 /// A stamped quinn socket on loopback, with or without kernel stamps.
 fn stamped(clock: &ClockFn, kernel: bool) -> (Arc<StampedSocket>, RxStamps, SocketAddr) {

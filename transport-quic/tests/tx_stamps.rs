@@ -14,12 +14,10 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use music262_proto::auth::GroupKey;
-use sync_core::{
-    Announce, ClockMapping, GroupTime, Hello, LinkId, LocalTime, Message, NodeId, Probe,
-    ProbeReply, StateVersion,
-};
+use sync_core::{Hello, LinkId, LocalTime, Message, NodeId, Probe, ProbeReply};
 use tokio::sync::mpsc::UnboundedReceiver;
-use transport_quic::{ClockFn, QuicTransport, TransportEvent};
+use transport_common::testing::announce;
+use transport_quic::{ClockFn, PeerLinks, QuicTransport, TransportEvent};
 
 /// How long one side keeps quinn from sending after a hand-off.
 const HOLD: Duration = Duration::from_millis(2);
@@ -28,25 +26,6 @@ const EXCHANGES: usize = 40;
 const WARM_UP: usize = 10;
 /// How far a reply's predicted `t2` may fall after the true arrival `t3`.
 const T2_OVERSHOOT_NS: u64 = 50_000;
-
-fn announce() -> Announce {
-    Announce {
-        root: NodeId(1),
-        stratum: 0,
-        root_seq: 0,
-        root_delay: 0,
-        parent: None,
-        state_version: StateVersion::default(),
-        mapping: ClockMapping {
-            local: LocalTime(0),
-            group: GroupTime(0),
-            rate_ppm: 0.0,
-            timebase: 1,
-        },
-        subtree_delay: 0,
-        radius: 0,
-    }
-}
 
 fn hello(id: u64) -> Message {
     Message::Hello(Hello {
@@ -145,7 +124,7 @@ async fn exchanges(slow: Slow, key: Option<GroupKey>) -> Vec<Exchange> {
                         t0: p.t0,
                         t1: at,
                         t2: LocalTime(responder_clock()),
-                        announce: announce(),
+                        announce: announce(0),
                     }),
                 ));
                 if slow == Slow::Responder {
@@ -164,7 +143,7 @@ async fn exchanges(slow: Slow, key: Option<GroupKey>) -> Vec<Exchange> {
             Message::Probe(Probe {
                 seq,
                 t0: LocalTime(stamped),
-                announce: announce(),
+                announce: announce(0),
             }),
         ));
         if slow == Slow::Requester {

@@ -10,6 +10,7 @@ use music262_proto::auth::Refusal;
 use music262_proto::codec::CodecError;
 use sync_core::{Direction, LinkId, LocalTime, Message};
 use tokio::sync::mpsc::UnboundedReceiver;
+use transport_common::{PeerLinks, TransportEvent};
 use transport_grpc::{LegacyCall, PeerTransport};
 use transport_quic::QuicTransport;
 
@@ -46,11 +47,11 @@ pub enum LinkEvent {
     Legacy(LegacyCall),
 }
 
-impl From<transport_grpc::TransportEvent> for LinkEvent {
-    fn from(e: transport_grpc::TransportEvent) -> Self {
-        use transport_grpc::TransportEvent as E;
+impl LinkEvent {
+    /// What a transport reported, from the transport `via`.
+    fn reported(e: TransportEvent<LegacyCall>, via: TransportKind) -> Self {
         match e {
-            E::LinkUp {
+            TransportEvent::LinkUp {
                 link,
                 remote_addr,
                 direction,
@@ -58,45 +59,15 @@ impl From<transport_grpc::TransportEvent> for LinkEvent {
                 link,
                 remote_addr,
                 direction,
-                via: TransportKind::Grpc,
+                via,
             },
-            E::ConnectFailed { addr, error } => LinkEvent::ConnectFailed { addr, error },
-            E::Frame { link, at, message } => LinkEvent::Frame { link, at, message },
-            E::LinkDown { link, error } => LinkEvent::Down { link, error },
-            E::Legacy(call) => LinkEvent::Legacy(call),
-            E::Refused {
-                link,
-                remote_addr,
-                dialled,
-                reason,
-            } => LinkEvent::Refused {
-                link,
-                remote_addr,
-                dialled,
-                reason,
-            },
-        }
-    }
-}
-
-impl From<transport_quic::TransportEvent> for LinkEvent {
-    fn from(e: transport_quic::TransportEvent) -> Self {
-        use transport_quic::TransportEvent as E;
-        match e {
-            E::LinkUp {
-                link,
-                remote_addr,
-                direction,
-            } => LinkEvent::Up {
-                link,
-                remote_addr,
-                direction,
-                via: TransportKind::Quic,
-            },
-            E::ConnectFailed { addr, error } => LinkEvent::ConnectFailed { addr, error },
-            E::Frame { link, at, message } => LinkEvent::Frame { link, at, message },
-            E::LinkDown { link, error } => LinkEvent::Down { link, error },
-            E::Refused {
+            TransportEvent::ConnectFailed { addr, error } => {
+                LinkEvent::ConnectFailed { addr, error }
+            }
+            TransportEvent::Frame { link, at, message } => LinkEvent::Frame { link, at, message },
+            TransportEvent::LinkDown { link, error } => LinkEvent::Down { link, error },
+            TransportEvent::Legacy(call) => LinkEvent::Legacy(call),
+            TransportEvent::Refused {
                 link,
                 remote_addr,
                 dialled,
@@ -114,9 +85,9 @@ impl From<transport_quic::TransportEvent> for LinkEvent {
 /// Both transports, seen as one.
 pub struct Links {
     grpc: PeerTransport,
-    grpc_events: UnboundedReceiver<transport_grpc::TransportEvent>,
+    grpc_events: UnboundedReceiver<TransportEvent<LegacyCall>>,
     quic: QuicTransport,
-    quic_events: UnboundedReceiver<transport_quic::TransportEvent>,
+    quic_events: UnboundedReceiver<TransportEvent>,
     dial: TransportKind,
     via: BTreeMap<LinkId, TransportKind>,
 }
@@ -125,14 +96,8 @@ impl Links {
     /// Joins the two transports (whose link ids come from one counter); `dial` carries the
     /// links this client opens.
     pub fn new(
-        grpc: (
-            PeerTransport,
-            UnboundedReceiver<transport_grpc::TransportEvent>,
-        ),
-        quic: (
-            QuicTransport,
-            UnboundedReceiver<transport_quic::TransportEvent>,
-        ),
+        grpc: (PeerTransport, UnboundedReceiver<TransportEvent<LegacyCall>>),
+        quic: (QuicTransport, UnboundedReceiver<TransportEvent>),
         dial: TransportKind,
     ) -> Self {
         Links {
@@ -148,8 +113,8 @@ impl Links {
     /// The next event of either transport; `None` once both are gone. Cancel-safe.
     pub async fn next(&mut self) -> Option<LinkEvent> {
         let event = tokio::select! {
-            Some(e) = self.grpc_events.recv() => LinkEvent::from(e),
-            Some(e) = self.quic_events.recv() => LinkEvent::from(e),
+            Some(e) = self.grpc_events.recv() => LinkEvent::reported(e, TransportKind::Grpc),
+            Some(e) = self.quic_events.recv() => LinkEvent::reported(e.widen(), TransportKind::Quic),
             else => return None,
         };
         match &event {
@@ -169,28 +134,29 @@ impl Links {
         self.via.get(&link).copied()
     }
 
+    /// The transport of that kind.
+    fn transport(&self, kind: TransportKind) -> &dyn PeerLinks {
+        match kind {
+            TransportKind::Grpc => &self.grpc,
+            TransportKind::Quic => &self.quic,
+        }
+    }
+
     /// Sends on `link`'s transport; `false` if the link is unknown or the frame was dropped.
     pub fn send(&self, link: LinkId, message: Message) -> bool {
-        match self.via(link) {
-            Some(TransportKind::Grpc) => self.grpc.send(link, message),
-            Some(TransportKind::Quic) => self.quic.send(link, message),
-            None => false,
-        }
+        self.via(link)
+            .is_some_and(|kind| self.transport(kind).send(link, message))
     }
 
     /// Dials `addr` with the chosen transport.
     pub fn connect(&self, addr: String) {
-        match self.dial {
-            TransportKind::Grpc => self.grpc.connect(addr),
-            TransportKind::Quic => self.quic.connect(addr),
-        }
+        self.transport(self.dial).connect(addr);
     }
 
     /// Closes `link` on its transport.
     pub fn close(&mut self, link: LinkId) {
         match self.via.remove(&link) {
-            Some(TransportKind::Grpc) => self.grpc.close(link),
-            Some(TransportKind::Quic) => self.quic.close(link),
+            Some(kind) => self.transport(kind).close(link),
             // Already down: both transports ignore ids they do not know.
             None => {
                 self.grpc.close(link);
