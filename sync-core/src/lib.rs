@@ -38,8 +38,10 @@
 //! * **Commands** take effect at `now + lead` in group time, the lead sized from the measured
 //!   delays of the clock tree; pauses land on the frame the timeline reaches then; late arrivals
 //!   join the timeline where it stands.
-//! * **Drift correction**: player reports against the timeline drive a bounded PI controller on
-//!   the playback rate, and a jump beyond a threshold ([`control`]).
+//! * **Drift correction**: player reports against the timeline drive the playback rate through
+//!   feed-forward of the group clock's frequency, an observer of the sound card's own rate
+//!   error and a bounded proportional term (there is no integrator), and a jump beyond a
+//!   threshold ([`control`]).
 #![forbid(unsafe_code)]
 
 pub mod clock;

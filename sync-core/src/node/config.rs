@@ -75,7 +75,8 @@ pub struct Config {
     /// A dial to a gossiped address still pending after this (ns) is forgotten, so the address
     /// can be dialled again.
     pub pending_connect_lifetime: Nanos,
-    /// Most addresses taken from one gossip message (a longer one is bad input).
+    /// Most addresses taken from one gossip message (a longer one is bad input). The default
+    /// is the most the wire codec accepts in one message (`MAX_GOSSIP_ADDRS` in `proto`).
     pub max_gossip_addrs: usize,
     /// A reference not heard of for this long (ns) is forgotten.
     pub forget_root_after: Nanos,
@@ -84,6 +85,10 @@ pub struct Config {
     pub switch_uncertainty_factor: f64,
     /// Most old time bases remembered, to read states still expressed in them.
     pub max_conversions: usize,
+    /// A new state whose timeline is within this (ns) of the one the player follows is
+    /// absorbed by the drift controller rather than re-seeked; a pause within this of the
+    /// followed timeline is played on to rather than cued.
+    pub retime_tolerance: Nanos,
     /// Highest sample rate (Hz) a song in a received state may have.
     pub max_sample_rate_hz: u32,
     /// After the player's output breaks, its reports are ignored this long (ns): a restarted
@@ -127,10 +132,11 @@ impl Config {
             max_probe_delay: 10 * SECOND,
             max_announced_rate_ppm: 10_000.0,
             pending_connect_lifetime: 10 * SECOND,
-            max_gossip_addrs: 256,
+            max_gossip_addrs: 64,
             forget_root_after: 600 * SECOND,
             switch_uncertainty_factor: 2.0,
             max_conversions: 16,
+            retime_tolerance: MILLISECOND,
             max_sample_rate_hz: 1_536_000,
             output_break_settle: 150 * MILLISECOND,
             output_break_window: 2 * SECOND,

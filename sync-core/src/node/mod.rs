@@ -636,9 +636,10 @@ impl Node {
     /// Installs a newer state, relays it, and applies it to the local player.
     fn accept_state(&mut self, s: GroupState, from: Option<LinkId>, late_by: Nanos) {
         let playing = self.follower.playing;
-        let retime = self
-            .register
-            .accept(s.clone(), &self.tree.mapping, self.now, playing);
+        let tolerance = self.config.retime_tolerance;
+        let retime =
+            self.register
+                .accept(s.clone(), &self.tree.mapping, self.now, playing, tolerance);
         self.event(Event::StateAccepted {
             state: s,
             from,

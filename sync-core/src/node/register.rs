@@ -9,7 +9,7 @@ use super::config::Config;
 use super::links::earliest;
 use crate::clock::ClockMapping;
 use crate::state::{GroupState, Mode, NodeId, SongRef, StateVersion, Timeline};
-use crate::time::{GroupTime, LocalTime, MICROSECOND, MILLISECOND, Nanos};
+use crate::time::{GroupTime, LocalTime, MICROSECOND, Nanos};
 
 /// How a newly accepted state relates to the timeline the player already follows.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -166,13 +166,14 @@ impl Register {
     }
 
     /// Installs a newer state and says how it relates to the timeline the player follows
-    /// (`playing`: whether the player plays).
+    /// (`playing`: whether the player plays; `tolerance`: how close counts as the same).
     pub(crate) fn accept(
         &mut self,
         s: GroupState,
         mapping: &ClockMapping,
         now: LocalTime,
         playing: bool,
+        tolerance: Nanos,
     ) -> Retime {
         self.states_accepted += 1;
         // Readiness is per version: Ready messages name the version they answer.
@@ -198,13 +199,13 @@ impl Register {
         let pause_on_timeline = match (self.state.mode, &old.song, &self.state.song) {
             (Mode::Paused { frame, at }, Some(o), Some(n)) if playing && o.same_song(n) => old
                 .frame_heard_at(at)
-                .is_some_and(|f| n.frames_to_nanos((frame as f64 - f).abs()) < MILLISECOND as f64),
+                .is_some_and(|f| n.frames_to_nanos((frame as f64 - f).abs()) < tolerance as f64),
             _ => false,
         };
         let after = expected_frame(&self.state, mapping, playing, compare_at);
         let smooth = match (before, after, &old.song, &self.state.song) {
             (Some(b), Some(a), Some(o), Some(n)) if o.same_song(n) => {
-                n.frames_to_nanos((a - b).abs()) < MILLISECOND as f64
+                n.frames_to_nanos((a - b).abs()) < tolerance as f64
             }
             _ => false,
         };
