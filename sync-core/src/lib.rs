@@ -10,7 +10,9 @@
 //! * Feed it inputs, each with the local instant it happened at: [`Node::handle_link_up`],
 //!   [`Node::handle_link_down`], [`Node::handle_connect_failed`], [`Node::handle_message`]
 //!   (with the receive instant stamped as close to the socket as possible),
-//!   [`Node::handle_command`], [`Node::handle_player`] and [`Node::handle_timeout`].
+//!   [`Node::handle_command`] (group playback), [`Node::handle_link_command`] (links, with
+//!   peers named by typed [`PeerAddr`] and [`PeerSelector`] values parsed at the edge),
+//!   [`Node::handle_player`] and [`Node::handle_timeout`].
 //! * **After any input, call [`Node::poll_output`] until it returns `None`**, carrying out each
 //!   [`Output`]: transmit a message, open or close a link, hand a [`PlaybackAction`] or a
 //!   [`Correction`] to the player, log an [`Event`].
@@ -48,6 +50,7 @@ pub mod clock;
 pub mod control;
 pub mod message;
 pub mod node;
+pub mod peer;
 pub mod state;
 pub mod time;
 
@@ -56,8 +59,9 @@ pub use control::{ControlDecision, ControllerConfig, DriftController};
 pub use message::{Announce, Hello, LeaveReason, Message, PROTOCOL_VERSION, Probe, ProbeReply};
 pub use node::{
     BadInput, Command, CommandError, Config, Correction, Counters, Direction, DisconnectReason,
-    Event, LinkId, LinkStatus, Node, Output, PeerRole, PlaybackAction, PlayerReport, SyncStatus,
-    TimeoutReason,
+    Event, LinkCommand, LinkId, LinkStatus, Node, Output, PeerRole, PlaybackAction, PlayerReport,
+    SyncStatus, TimeoutReason,
 };
+pub use peer::{BadAddr, PeerAddr, PeerSelector};
 pub use state::{GroupState, Mode, NodeId, SongRef, StateVersion, Timeline};
 pub use time::{GroupTime, LocalTime, Nanos};

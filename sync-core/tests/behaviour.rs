@@ -754,10 +754,10 @@ fn handshake_lists_both_sides_and_leave_removes_both() {
     let l = &net.nodes[0].node.links()[0];
     assert_eq!(l.peer, Some(net.nodes[1].node.id()));
     assert_eq!(l.listen_addr.as_deref(), Some("node1:1"));
-    net.command(
+    net.link_command(
         0,
-        Command::Leave {
-            peer: "node1:1".into(),
+        LinkCommand::Leave {
+            peer: PeerSelector::parse("node1:1").unwrap(),
         },
     )
     .unwrap();
@@ -769,10 +769,10 @@ fn handshake_lists_both_sides_and_leave_removes_both() {
             .any(|e| matches!(e, Event::PeerDisconnected { .. }))
     );
     assert_eq!(
-        net.command(
+        net.link_command(
             0,
-            Command::Leave {
-                peer: "node1:1".into()
+            LinkCommand::Leave {
+                peer: PeerSelector::parse("node1:1").unwrap()
             }
         ),
         Err(CommandError::UnknownPeer("node1:1".into()))
@@ -793,7 +793,7 @@ fn gossip_connects_to_missing_peers_up_to_the_link_cap() {
         });
     }
     net.run_until(SEC);
-    net.command(0, Command::Gossip).unwrap();
+    net.link_command(0, LinkCommand::Gossip).unwrap();
     net.run_until(3 * SEC);
     for i in 1..4 {
         assert!(
@@ -816,10 +816,10 @@ fn a_full_node_refuses_with_addresses_and_the_newcomer_still_joins_the_group() {
         delay_ba: MS,
     });
     net.run_until(SEC);
-    net.command(
+    net.link_command(
         2,
-        Command::Join {
-            addr: "node0:1".into(),
+        LinkCommand::Join {
+            addr: PeerAddr::parse("node0:1").unwrap(),
         },
     )
     .unwrap();
@@ -872,10 +872,10 @@ fn a_silent_peer_becomes_suspect_then_is_removed() {
 fn joining_itself_or_twice_is_refused() {
     let mut net = Net::new(&skewed_clocks(2));
     assert!(matches!(
-        net.command(
+        net.link_command(
             0,
-            Command::Join {
-                addr: "node0:1".into()
+            LinkCommand::Join {
+                addr: PeerAddr::parse("node0:1").unwrap()
             }
         ),
         Err(CommandError::Join { .. })
@@ -888,10 +888,10 @@ fn joining_itself_or_twice_is_refused() {
     });
     net.run_until(SEC);
     assert!(matches!(
-        net.command(
+        net.link_command(
             0,
-            Command::Join {
-                addr: "node1:1".into()
+            LinkCommand::Join {
+                addr: PeerAddr::parse("node1:1").unwrap()
             }
         ),
         Err(CommandError::Join { .. })

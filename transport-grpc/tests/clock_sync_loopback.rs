@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use music262_proto::auth::GroupKey;
-use sync_core::{Command, Config, LocalTime, Node, NodeId, Output};
+use sync_core::{Config, LinkCommand, LocalTime, Node, NodeId, Output, PeerAddr};
 use tokio::sync::mpsc;
 use transport_grpc::{ClockFn, PeerTransport, TransportEvent};
 
@@ -33,7 +33,7 @@ fn drive(
     clock: ClockFn,
     transport: PeerTransport,
     mut events: mpsc::UnboundedReceiver<TransportEvent>,
-    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut commands: mpsc::UnboundedReceiver<LinkCommand>,
 ) {
     tokio::spawn(async move {
         loop {
@@ -58,7 +58,7 @@ fn drive(
                     }
                 }
                 Some(c) = commands.recv() => {
-                    let _ = node.lock().unwrap().handle_command(LocalTime(clock()), c, None);
+                    let _ = node.lock().unwrap().handle_link_command(LocalTime(clock()), c);
                 }
                 _ = sleep => node.lock().unwrap().handle_timeout(LocalTime(clock())),
             }
@@ -83,7 +83,7 @@ async fn peer(
     offset_s: f64,
     drift_ppm: f64,
     key: Option<GroupKey>,
-) -> (Peer, SocketAddr, mpsc::UnboundedSender<Command>) {
+) -> (Peer, SocketAddr, mpsc::UnboundedSender<LinkCommand>) {
     let clock = skewed(base, offset_s, drift_ppm);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -131,8 +131,8 @@ async fn agree_on_group_time(key: Option<GroupKey>) -> (Peer, Peer) {
     let (a, a_addr, _a_cmd) = peer(base, 1, 0.0, 0.0, key.clone()).await;
     let (b, _b_addr, b_cmd) = peer(base, 2, 1.5, 150.0, key).await;
     b_cmd
-        .send(Command::Join {
-            addr: a_addr.to_string(),
+        .send(LinkCommand::Join {
+            addr: PeerAddr::parse(&a_addr.to_string()).unwrap(),
         })
         .unwrap();
     tokio::time::sleep(Duration::from_secs(6)).await;

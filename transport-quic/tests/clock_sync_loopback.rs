@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sync_core::{Command, Config, LocalTime, Node, NodeId, Output};
+use sync_core::{Config, LinkCommand, LocalTime, Node, NodeId, Output, PeerAddr};
 use tokio::sync::mpsc;
 use transport_quic::{ClockFn, QuicTransport, TransportEvent};
 
@@ -32,7 +32,7 @@ fn drive(
     clock: ClockFn,
     transport: QuicTransport,
     mut events: mpsc::UnboundedReceiver<TransportEvent>,
-    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut commands: mpsc::UnboundedReceiver<LinkCommand>,
 ) {
     tokio::spawn(async move {
         loop {
@@ -57,7 +57,7 @@ fn drive(
                     }
                 }
                 Some(c) = commands.recv() => {
-                    let _ = node.lock().unwrap().handle_command(LocalTime(clock()), c, None);
+                    let _ = node.lock().unwrap().handle_link_command(LocalTime(clock()), c);
                 }
                 _ = sleep => node.lock().unwrap().handle_timeout(LocalTime(clock())),
             }
@@ -81,7 +81,7 @@ async fn peer(
     id: u64,
     offset_s: f64,
     drift_ppm: f64,
-) -> (Peer, SocketAddr, mpsc::UnboundedSender<Command>) {
+) -> (Peer, SocketAddr, mpsc::UnboundedSender<LinkCommand>) {
     let clock = skewed(base, offset_s, drift_ppm);
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = socket.local_addr().unwrap();
@@ -101,8 +101,8 @@ async fn two_nodes_over_quic_agree_on_group_time() {
     let (a, a_addr, _a_cmd) = peer(base, 1, 0.0, 0.0).await;
     let (b, _b_addr, b_cmd) = peer(base, 2, 1.5, 150.0).await;
     b_cmd
-        .send(Command::Join {
-            addr: a_addr.to_string(),
+        .send(LinkCommand::Join {
+            addr: PeerAddr::parse(&a_addr.to_string()).unwrap(),
         })
         .unwrap();
     tokio::time::sleep(Duration::from_secs(6)).await;

@@ -16,8 +16,9 @@ use music262_proto::codec::CodecError;
 use music262_proto::legacy::{self, LegacyAction, Position, WavLayout};
 use player::{Clock, PlaybackState, Player, PlayerEvent, SkewedClock, Song};
 use sync_core::{
-    BadInput, Command, CommandError, Correction, DisconnectReason, Event, LinkId, LocalTime, Node,
-    Output, PlaybackAction, PlayerReport, SongRef, Timeline,
+    BadInput, Command, CommandError, Correction, DisconnectReason, Event, LinkCommand, LinkId,
+    LocalTime, Node, Output, PeerAddr, PeerSelector, PlaybackAction, PlayerReport, SongRef,
+    Timeline,
 };
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
@@ -779,14 +780,15 @@ impl Driver {
             }
             LegacyCall::Gossip { peers, from, reply } => {
                 tracing::info!(from = ?from, count = peers.len(), "legacy gossip received");
-                let peers: Vec<String> = peers
+                let addrs: Vec<PeerAddr> = peers
                     .into_iter()
-                    .filter(|a| commands::check_addr(a).is_ok() && !self.own_addrs.contains(a))
+                    .filter(|a| !self.own_addrs.contains(a))
+                    .filter_map(|a| PeerAddr::parse(&a).ok())
                     .collect();
                 let now = self.now();
                 let r = self
                     .node
-                    .handle_command(now, Command::PeerAddresses { addrs: peers }, None)
+                    .handle_link_command(now, LinkCommand::PeerAddresses { addrs })
                     .map_err(|e| command_error_status(&e));
                 let _ = reply.send(r);
             }
@@ -830,11 +832,11 @@ impl Driver {
                 .map(|l| l.peer.map_or(l.remote_addr.clone(), |p| p.to_string()))
                 .collect();
         }
-        for t in targets {
+        for peer in targets.iter().filter_map(|t| PeerSelector::parse(t).ok()) {
             let now = self.now();
             let _ = self
                 .node
-                .handle_command(now, Command::Leave { peer: t }, None);
+                .handle_link_command(now, LinkCommand::Leave { peer });
         }
     }
 
@@ -1158,25 +1160,37 @@ impl Driver {
                         "cannot join {addr}: that is this client's own address"
                     ))
                 } else {
-                    let r =
-                        self.node
-                            .handle_command(now, Command::Join { addr: addr.clone() }, None);
+                    let r = PeerAddr::parse(&addr)
+                        .map_err(|e| e.to_string())
+                        .and_then(|addr| {
+                            let join = LinkCommand::Join { addr };
+                            self.node
+                                .handle_link_command(now, join)
+                                .map_err(|e| e.to_string())
+                        });
                     if r.is_ok() {
                         self.say(format!("joining {addr}..."));
                     }
-                    r.map_err(|e| e.to_string())
+                    r
                 }
             }
-            UserCommand::Leave(peer) => self
-                .node
-                .handle_command(now, Command::Leave { peer: peer.clone() }, None)
-                .map(|_| self.say(format!("left {peer}")))
+            UserCommand::Leave(text) => PeerSelector::parse(&text)
+                .and_then(|peer| {
+                    let leave = LinkCommand::Leave { peer };
+                    self.node.handle_link_command(now, leave)
+                })
+                .map(|_| self.say(format!("left {text}")))
+                // An unknown peer is named as typed (an id in capitals stays so).
+                .map_err(|e| match e {
+                    CommandError::UnknownPeer(_) => CommandError::UnknownPeer(text.clone()),
+                    e => e,
+                })
                 .map_err(|e| e.to_string()),
             UserCommand::Gossip => {
                 let n = self.node.peer_count();
                 let r = self
                     .node
-                    .handle_command(now, Command::Gossip, None)
+                    .handle_link_command(now, LinkCommand::Gossip)
                     .map_err(|e| e.to_string());
                 if r.is_ok() {
                     self.say(format!("shared peer addresses with {n} peer(s)"));

@@ -3,6 +3,7 @@
 
 use crate::clock::ClockMapping;
 use crate::message::{LeaveReason, Message};
+use crate::peer::{PeerAddr, PeerSelector};
 use crate::state::{GroupState, NodeId, SongRef, StateVersion};
 use crate::time::{LocalTime, Nanos};
 
@@ -20,7 +21,8 @@ pub enum Direction {
     Incoming,
 }
 
-/// A command typed by the local user or received from a legacy caller.
+/// A command for the group's playback, typed by the local user or received from a legacy
+/// caller: it becomes a new group state.
 #[derive(Clone, PartialEq, Debug)]
 pub enum Command {
     /// Play `song` (or the current song when `None`) from `frame`.
@@ -46,22 +48,28 @@ pub enum Command {
         /// The song.
         song: SongRef,
     },
+}
+
+/// A command about this node's links (typed, or from a legacy caller), with its peers named by
+/// typed values parsed at the edge. It never changes the group state.
+#[derive(Clone, PartialEq, Debug)]
+pub enum LinkCommand {
     /// Open a link to the peer at `addr`.
     Join {
-        /// `host:port` of the peer.
-        addr: String,
+        /// The peer's address.
+        addr: PeerAddr,
     },
-    /// Close the link to a peer, named by its address or node id (hex).
+    /// Close the link to a peer, named by an address of its link or its node id.
     Leave {
-        /// Address or node id as shown by [`Node::links`].
-        peer: String,
+        /// The peer.
+        peer: PeerSelector,
     },
     /// Share the addresses of this node's peers with all of them.
     Gossip,
     /// Addresses gossiped by a caller outside the peer protocol (legacy `Gossip`).
     PeerAddresses {
-        /// `host:port` addresses.
-        addrs: Vec<String>,
+        /// The addresses.
+        addrs: Vec<PeerAddr>,
     },
 }
 

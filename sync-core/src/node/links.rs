@@ -8,6 +8,7 @@ use super::api::{BadInput, Direction, LinkId, TimeoutReason};
 use super::config::Config;
 use crate::clock::{ClockFilter, ClockSample};
 use crate::message::{Announce, Hello, ProbeReply};
+use crate::peer::{PeerAddr, PeerSelector};
 use crate::state::{GroupState, NodeId, StateVersion};
 use crate::time::{LocalTime, Nanos};
 
@@ -262,10 +263,11 @@ impl Links {
     /// A local `join`: the dial becomes pending, or the reason it is refused.
     pub(crate) fn join(
         &mut self,
-        addr: &str,
+        addr: &PeerAddr,
         now: LocalTime,
         config: &Config,
     ) -> Result<(), &'static str> {
+        let addr = addr.as_str();
         if config.listen_addr.as_deref() == Some(addr) {
             return Err("that is this client's own address");
         }
@@ -279,15 +281,16 @@ impl Links {
         Ok(())
     }
 
-    /// The link to a peer named by its transport address, its listen address or its node id.
-    pub(crate) fn find_peer(&self, peer: &str) -> Option<LinkId> {
+    /// The first link (by id) to a peer named by its transport address, its listen address or
+    /// its node id.
+    pub(crate) fn find_peer(&self, peer: &PeerSelector) -> Option<LinkId> {
         self.map
             .iter()
-            .find(|(_, l)| {
-                l.remote_addr == peer
-                    || l.listen_addr() == Some(peer)
-                    || l.peer_id()
-                        .is_some_and(|id| id.to_string() == peer.to_ascii_lowercase())
+            .find(|(_, l)| match peer {
+                PeerSelector::Addr(a) => {
+                    l.remote_addr == a.as_str() || l.listen_addr() == Some(a.as_str())
+                }
+                PeerSelector::Node(id) => l.peer_id() == Some(*id),
             })
             .map(|(&link, _)| link)
     }

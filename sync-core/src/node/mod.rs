@@ -21,7 +21,8 @@ use rand_core::{Rng, SeedableRng};
 
 pub use api::{
     BadInput, Command, CommandError, Correction, Counters, Direction, DisconnectReason, Event,
-    LinkId, LinkStatus, Output, PeerRole, PlaybackAction, PlayerReport, SyncStatus, TimeoutReason,
+    LinkCommand, LinkId, LinkStatus, Output, PeerRole, PlaybackAction, PlayerReport, SyncStatus,
+    TimeoutReason,
 };
 pub use config::{Config, MAX_STRATUM};
 
@@ -717,8 +718,9 @@ impl Node {
     // ----------------------------------------------------------------------------------------
     // Inputs: commands
 
-    /// A local command (typed, or from a legacy caller). `delay` postpones the effective instant
-    /// beyond the lead (the legacy `wait_time_ms`). Refused commands change nothing.
+    /// A local command for the group's playback (typed, or from a legacy caller). `delay`
+    /// postpones the effective instant beyond the lead (the legacy `wait_time_ms`). Refused
+    /// commands change nothing.
     pub fn handle_command(
         &mut self,
         now: LocalTime,
@@ -729,23 +731,6 @@ impl Node {
         let delay = delay.unwrap_or(0).max(0);
         if delay > self.config.max_future {
             return Err(CommandError::TooFarAhead(delay / MILLISECOND));
-        }
-        match &command {
-            Command::Join { addr } => return self.join(addr),
-            Command::Leave { peer } => return self.leave(peer),
-            Command::Gossip => {
-                for link in self.links.handshaken() {
-                    let addrs = self.links.neighbour_addrs(Some(link));
-                    self.send(link, Message::Gossip(addrs));
-                }
-                return Ok(());
-            }
-            Command::PeerAddresses { addrs } => {
-                let max = self.config.max_gossip_addrs;
-                self.connect_to_gossiped(addrs.iter().take(max).cloned().collect());
-                return Ok(());
-            }
-            _ => {}
         }
         let effective = self.group_time(now) + self.lead().max(delay);
         let (song, mode) = self.register.decide(
@@ -768,27 +753,45 @@ impl Node {
         Ok(())
     }
 
-    fn join(&mut self, addr: &str) -> Result<(), CommandError> {
-        match self.links.join(addr, self.now, &self.config) {
-            Ok(()) => {
-                let addr = addr.to_string();
-                self.out.push(Output::Connect { addr });
+    /// A local command about the links. Refused commands change nothing.
+    pub fn handle_link_command(
+        &mut self,
+        now: LocalTime,
+        command: LinkCommand,
+    ) -> Result<(), CommandError> {
+        self.advance(now);
+        match command {
+            LinkCommand::Join { addr } => match self.links.join(&addr, self.now, &self.config) {
+                Ok(()) => {
+                    let addr = addr.as_str().to_string();
+                    self.out.push(Output::Connect { addr });
+                    Ok(())
+                }
+                Err(reason) => Err(CommandError::Join {
+                    addr: addr.as_str().to_string(),
+                    reason,
+                }),
+            },
+            LinkCommand::Leave { peer } => match self.links.find_peer(&peer) {
+                Some(link) => {
+                    self.close_link(link, LeaveReason::Leaving);
+                    Ok(())
+                }
+                None => Err(CommandError::UnknownPeer(peer.to_string())),
+            },
+            LinkCommand::Gossip => {
+                for link in self.links.handshaken() {
+                    let addrs = self.links.neighbour_addrs(Some(link));
+                    self.send(link, Message::Gossip(addrs));
+                }
                 Ok(())
             }
-            Err(reason) => Err(CommandError::Join {
-                addr: addr.to_string(),
-                reason,
-            }),
-        }
-    }
-
-    fn leave(&mut self, peer: &str) -> Result<(), CommandError> {
-        match self.links.find_peer(peer) {
-            Some(link) => {
-                self.close_link(link, LeaveReason::Leaving);
+            LinkCommand::PeerAddresses { addrs } => {
+                let max = self.config.max_gossip_addrs;
+                let addrs = addrs.iter().take(max).map(|a| a.as_str().to_string());
+                self.connect_to_gossiped(addrs.collect());
                 Ok(())
             }
-            None => Err(CommandError::UnknownPeer(peer.to_string())),
         }
     }
 

@@ -473,11 +473,6 @@ impl Register {
                 }
                 Ok((Some(song.clone()), Mode::Stopped { at: effective }))
             }
-            // Link commands do not change the group state.
-            Command::Join { .. }
-            | Command::Leave { .. }
-            | Command::Gossip
-            | Command::PeerAddresses { .. } => Ok((self.state.song.clone(), self.state.mode)),
         }
     }
 }
