@@ -24,6 +24,25 @@
 //! error ([`CommandError`]), and then nothing changes. Output order depends only on the inputs
 //! and the seed (ordered maps only), so a run can be replayed exactly.
 //!
+//! # Structure
+//!
+//! [`Node`] is made of four machines, each owning its state, that `Node` routes between:
+//!
+//! * **links** (`node/links.rs`): connections to neighbours, handshake, probe schedule,
+//!   liveness, and the dials in flight;
+//! * **clock tree** (`node/clock_tree.rs`): the reference, stratum, parent and the mapping of
+//!   the local clock to group time; it *returns* what a change means (a new time base and its
+//!   step, a step of group time, a new reference);
+//! * **register** (`node/register.rs`): the group state, its Lamport counter, the instants at
+//!   which it takes effect and ends, readiness for a loading state; accepting a state *returns*
+//!   how it relates to the timeline the player follows (smooth, pause on the timeline);
+//! * **follower** (`node/follower.rs`): what the player was told, and the drift controller.
+//!
+//! [`Node::poll_timeout`] is the earliest of the links', the clock tree's and the register's
+//! deadlines. Group commands ([`Command`]) and link commands ([`LinkCommand`]) are separate;
+//! peers are named by [`PeerAddr`] and [`PeerSelector`], parsed where text comes in ([`peer`]).
+//! Every tuning number is a field of [`Config`], [`FilterConfig`] or [`ControllerConfig`].
+//!
 //! # Protocol in brief
 //!
 //! * **Clock sync**: four-timestamp probes (a burst when a link comes up, then about two a

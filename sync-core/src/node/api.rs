@@ -314,7 +314,8 @@ pub enum Event {
     },
 }
 
-/// Everything the node asks its driver to do, drained with [`Node::poll_output`].
+/// Everything the node asks its driver to do, drained with
+/// [`Node::poll_output`](super::Node::poll_output).
 #[derive(Clone, PartialEq, Debug)]
 pub enum Output {
     /// Send `message` on `link`.
@@ -324,7 +325,8 @@ pub enum Output {
         /// The message.
         message: Message,
     },
-    /// Open a link to `addr`; call [`Node::handle_link_up`] when connected.
+    /// Open a link to `addr`; call [`Node::handle_link_up`](super::Node::handle_link_up) when
+    /// connected.
     Connect {
         /// `host:port`.
         addr: String,
@@ -342,7 +344,7 @@ pub enum Output {
     Event(Event),
 }
 
-/// What [`Node::poll_timeout`]'s instant is for.
+/// What [`Node::poll_timeout`](super::Node::poll_timeout)'s instant is for.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum TimeoutReason {
     /// A clock probe is due on a link.

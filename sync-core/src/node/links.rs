@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::api::{BadInput, Direction, LinkId, TimeoutReason};
+use super::api::{BadInput, Direction, LinkId, LinkStatus, PeerRole, TimeoutReason};
 use super::config::Config;
 use crate::clock::{ClockFilter, ClockSample};
 use crate::message::{Announce, Hello, ProbeReply};
@@ -126,6 +126,49 @@ impl Links {
     /// Announcements of every neighbour that sent one.
     pub(crate) fn announces(&self) -> impl Iterator<Item = Announce> + '_ {
         self.map.values().filter_map(|l| l.announce)
+    }
+
+    /// Snapshots of every link, ordered by link id, for this node `me` following `parent`.
+    pub(crate) fn statuses(
+        &self,
+        now: LocalTime,
+        me: NodeId,
+        parent: Option<LinkId>,
+    ) -> Vec<LinkStatus> {
+        let role = |id: LinkId, l: &Link| {
+            if l.peer.is_none() {
+                PeerRole::Connecting
+            } else if parent == Some(id) {
+                PeerRole::Parent
+            } else if l.announce.is_some_and(|a| a.parent == Some(me)) {
+                PeerRole::Child
+            } else {
+                PeerRole::Peer
+            }
+        };
+        self.map
+            .iter()
+            .map(|(&id, l)| {
+                let est = l.filter.estimate();
+                LinkStatus {
+                    link: id,
+                    remote_addr: l.remote_addr.clone(),
+                    listen_addr: l.listen_addr().map(str::to_string),
+                    peer: l.peer_id(),
+                    direction: l.direction,
+                    rtt: est.map(|e| e.min_delay),
+                    offset: est.map(|e| e.offset_at(now)),
+                    drift_ppm: est.map(|e| e.rate * 1e6),
+                    jitter: est.map(|e| e.jitter),
+                    role: role(id, l),
+                    stratum: l.announce.map(|a| a.stratum),
+                    last_contact: now.since(l.last_rx),
+                    suspect: l.suspect,
+                    probes_sent: l.probes_sent,
+                    probes_answered: l.probes_answered,
+                }
+            })
+            .collect()
     }
 
     /// Number of links whose handshake completed.

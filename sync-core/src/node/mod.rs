@@ -1,8 +1,8 @@
 //! The [`Node`]: one peer's protocol state machine, made of four smaller ones.
 //!
-//! [`links`] keeps the connections to neighbours (handshake, probes, failure detection);
-//! [`clock_tree`] the reference, stratum, parent and mapping to group time; [`register`] the
-//! group state with relay, anti-entropy and readiness; [`follower`] the local player and its
+//! `links` keeps the connections to neighbours (handshake, probes, failure detection);
+//! `clock_tree` the reference, stratum, parent and mapping to group time; `register` the
+//! group state with relay, anti-entropy and readiness; `follower` the local player and its
 //! drift controller. `Node` routes inputs to them, passes on what one returns for another (a
 //! new time base, an accepted state and how it relates to the player's timeline), and answers
 //! `poll_timeout` with the earliest of their deadlines. It reads no clock and does no I/O.
@@ -157,29 +157,7 @@ impl Node {
 
     /// Snapshots of every link, ordered by link id.
     pub fn links(&self) -> Vec<LinkStatus> {
-        self.links
-            .iter()
-            .map(|(&id, l)| {
-                let est = l.filter.estimate();
-                LinkStatus {
-                    link: id,
-                    remote_addr: l.remote_addr.clone(),
-                    listen_addr: l.listen_addr().map(str::to_string),
-                    peer: l.peer_id(),
-                    direction: l.direction,
-                    rtt: est.map(|e| e.min_delay),
-                    offset: est.map(|e| e.offset_at(self.now)),
-                    drift_ppm: est.map(|e| e.rate * 1e6),
-                    jitter: est.map(|e| e.jitter),
-                    role: self.role_of(id, l),
-                    stratum: l.announce.map(|a| a.stratum),
-                    last_contact: self.now.since(l.last_rx),
-                    suspect: l.suspect,
-                    probes_sent: l.probes_sent,
-                    probes_answered: l.probes_answered,
-                }
-            })
-            .collect()
+        self.links.statuses(self.now, self.id(), self.tree.parent)
     }
 
     /// Number of links whose handshake completed.
@@ -197,18 +175,6 @@ impl Node {
             states_ignored: self.register.states_ignored,
             jumps: self.follower.jumps,
             states_foreign: self.register.states_foreign,
-        }
-    }
-
-    fn role_of(&self, id: LinkId, l: &Link) -> PeerRole {
-        if l.peer.is_none() {
-            PeerRole::Connecting
-        } else if self.tree.parent == Some(id) {
-            PeerRole::Parent
-        } else if l.announce.is_some_and(|a| a.parent == Some(self.id())) {
-            PeerRole::Child
-        } else {
-            PeerRole::Peer
         }
     }
 
