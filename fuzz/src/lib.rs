@@ -7,7 +7,8 @@
 
 use arbitrary::{Arbitrary, Result, Unstructured};
 use sync_core::{
-    Command, Config, Direction, LinkId, LocalTime, Message, Node, NodeId, PlayerReport, SongRef,
+    Command, Config, Direction, LinkCommand, LinkId, LocalTime, Message, Node, NodeId, PeerAddr,
+    PeerSelector, PlayerReport, SongRef,
 };
 
 /// A fuzz target: takes the fuzzer's bytes, panics when a property is broken.
@@ -268,9 +269,17 @@ enum ArbitraryCommand {
     Gossip,
 }
 
+/// A command for the group's playback or for the links.
+enum AnyCommand {
+    Group(Command),
+    Link(LinkCommand),
+}
+
 impl ArbitraryCommand {
-    fn command(&self) -> Command {
-        match self {
+    /// The group or link command this stands for.
+    fn command(&self) -> AnyCommand {
+        let addr = |p: &u8| PeerAddr::parse(&format!("10.0.0.{p}:1")).expect("an address");
+        AnyCommand::Group(match self {
             ArbitraryCommand::Play(s, f) => Command::Play {
                 song: s.as_ref().map(ArbitrarySong::song),
                 frame: *f,
@@ -279,15 +288,19 @@ impl ArbitraryCommand {
             ArbitraryCommand::Resume => Command::Resume,
             ArbitraryCommand::Stop => Command::Stop,
             ArbitraryCommand::Seek(f) => Command::Seek { frame: *f },
-            ArbitraryCommand::Load(s) => Command::Load { song: s.song() },
-            ArbitraryCommand::Join(p) => Command::Join {
-                addr: format!("10.0.0.{p}:1"),
+            ArbitraryCommand::Load(s) => Command::Load {
+                song: s.song(),
+                frame: 0,
             },
-            ArbitraryCommand::Leave(p) => Command::Leave {
-                peer: format!("10.0.0.{p}:1"),
-            },
-            ArbitraryCommand::Gossip => Command::Gossip,
-        }
+            ArbitraryCommand::Join(p) => {
+                return AnyCommand::Link(LinkCommand::Join { addr: addr(p) });
+            }
+            ArbitraryCommand::Leave(p) => {
+                let peer = PeerSelector::Addr(addr(p));
+                return AnyCommand::Link(LinkCommand::Leave { peer });
+            }
+            ArbitraryCommand::Gossip => return AnyCommand::Link(LinkCommand::Gossip),
+        })
     }
 }
 
@@ -320,7 +333,11 @@ pub fn node_inputs(data: &[u8]) {
             }
             Input::Command(c, delay) => {
                 let before = node.state().clone();
-                if node.handle_command(now, c.command(), delay).is_err() {
+                let refused = match c.command() {
+                    AnyCommand::Group(c) => node.handle_command(now, c, delay).is_err(),
+                    AnyCommand::Link(c) => node.handle_link_command(now, c).is_err(),
+                };
+                if refused {
                     assert_eq!(node.state(), &before, "a refused command changed the state");
                 }
             }

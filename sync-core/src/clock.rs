@@ -181,6 +181,18 @@ pub struct FilterConfig {
     pub rate_prior_ppm: f64,
     /// Largest frequency error believed, in ppm; beyond it the fit is clamped.
     pub max_rate_ppm: f64,
+    /// Consecutive samples off the fitted line that mean a clock stepped (one alone may be a
+    /// corrupted timestamp; it is dropped).
+    pub step_samples: usize,
+    /// A sample whose offset is further than its half round trip plus this (ns), plus
+    /// `step_uncertainty_factor` times the estimate's uncertainty, from the fitted line cannot
+    /// be explained by queueing.
+    pub step_margin_ns: f64,
+    /// How many times the estimate's uncertainty a sample may be off the line (unitless).
+    pub step_uncertainty_factor: f64,
+    /// Frequency error allowed to the fitted line when judging a sample, as a fraction
+    /// (100e-6: 100 ppm).
+    pub step_rate_slack: f64,
 }
 
 impl Default for FilterConfig {
@@ -191,6 +203,10 @@ impl Default for FilterConfig {
             max_samples: 2048,
             rate_prior_ppm: 100.0,
             max_rate_ppm: 2_000.0,
+            step_samples: 3,
+            step_margin_ns: 2_000_000.0,
+            step_uncertainty_factor: 4.0,
+            step_rate_slack: 100e-6,
         }
     }
 }
@@ -310,20 +326,11 @@ pub struct ClockFilter {
     down: LowerHull,
     estimate: Option<LinkEstimate>,
     /// Consecutive samples that the fitted line cannot explain, held back: when there are
-    /// [`STEP_SAMPLES`] of them, one of the two clocks has stepped.
+    /// [`FilterConfig::step_samples`] of them, one of the two clocks has stepped.
     unexplained: Vec<ClockSample>,
     /// How many steps were detected (each restarted the fit).
     steps: u64,
 }
-
-/// Consecutive samples off the fitted line that mean a clock stepped (one alone may be a
-/// corrupted timestamp; it is dropped).
-pub const STEP_SAMPLES: usize = 3;
-/// A sample whose offset is further than its half round trip plus this (and plus four times
-/// the estimate's uncertainty) from the fitted line cannot be explained by queueing, ns.
-const STEP_MARGIN: f64 = 2_000_000.0;
-/// Frequency error allowed to the fitted line when judging a sample (100 ppm).
-const STEP_RATE_SLACK: f64 = 100e-6;
 
 impl ClockFilter {
     /// An empty filter.
@@ -339,7 +346,7 @@ impl ClockFilter {
         }
     }
 
-    /// How many clock steps the filter detected: [`STEP_SAMPLES`] samples in a row that the
+    /// How many clock steps the filter detected: [`FilterConfig::step_samples`] samples in a row that the
     /// fitted line could not explain, after which it kept only those and fitted afresh.
     pub fn steps(&self) -> u64 {
         self.steps
@@ -394,19 +401,22 @@ impl ClockFilter {
             let off = (sample.offset - est.offset_at(sample.at)).abs();
             // The line's slope may be off by tens of ppm early on: allow for that over the
             // time since the estimate's anchor.
-            let drift = sample.at.since(est.at).unsigned_abs() as f64 * STEP_RATE_SLACK;
-            let allowed = sample.delay as f64 / 2.0 + 4.0 * est.uncertainty + drift + STEP_MARGIN;
+            let drift = sample.at.since(est.at).unsigned_abs() as f64 * self.config.step_rate_slack;
+            let allowed = sample.delay as f64 / 2.0
+                + self.config.step_uncertainty_factor * est.uncertainty
+                + drift
+                + self.config.step_margin_ns;
             if off > allowed && !self.consistent_with_samples(&sample) {
                 // A step moves every later sample the same way: held samples that disagree
                 // with this one were something else, and are dropped.
                 if self.unexplained.last().is_some_and(|last| {
                     (last.offset - sample.offset).abs()
-                        > (last.delay + sample.delay) as f64 / 2.0 + STEP_MARGIN
+                        > (last.delay + sample.delay) as f64 / 2.0 + self.config.step_margin_ns
                 }) {
                     self.unexplained.clear();
                 }
                 self.unexplained.push(sample);
-                if self.unexplained.len() < STEP_SAMPLES {
+                if self.unexplained.len() < self.config.step_samples {
                     return self.estimate.as_ref().expect("checked above");
                 }
                 let after = std::mem::take(&mut self.unexplained);
@@ -612,7 +622,7 @@ mod tests {
         f.add(exchange(t, 5e9 + 3e9, drift, ms, ms));
         assert_eq!(f.steps(), 0);
         assert!((f.estimate().unwrap().offset_at(LocalTime(t)) - before).abs() < 1.0);
-        // The peer's clock steps by 500 ms for good: after STEP_SAMPLES samples the filter
+        // The peer's clock steps by 500 ms for good: after `step_samples` samples the filter
         // follows, and fits the drift afresh from the new samples only.
         for i in 241..300u64 {
             f.add(exchange(base + i * half, 5.5e9, drift, ms, ms));

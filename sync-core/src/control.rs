@@ -33,6 +33,10 @@ pub struct ControllerConfig {
     pub observer_time_constant: Nanos,
     /// A new rate is only output when it differs from the last one by at least this (ppm).
     pub min_rate_step_ppm: f64,
+    /// An observed rate further than this many times `max_rate_ppm` from the estimate is a
+    /// step of the measurement, not the player's rate (at the 500 ppm limit and 50 ms between
+    /// reports: a step of 250 µs), and is left out of the estimate.
+    pub outlier_rate_limits: f64,
 }
 
 impl Default for ControllerConfig {
@@ -44,14 +48,10 @@ impl Default for ControllerConfig {
             kp: 0.5,
             observer_time_constant: 4 * SECOND,
             min_rate_step_ppm: 0.05,
+            outlier_rate_limits: 10.0,
         }
     }
 }
-
-/// An observed rate further than this many rate limits from the estimate is a step of the
-/// measurement, not the player's rate (at the 500 ppm limit and 50 ms between reports: a step
-/// of 250 µs).
-const OUTLIER_RATE_LIMITS: f64 = 10.0;
 
 /// What the controller asks of the player after a report.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -151,7 +151,7 @@ impl DriftController {
             // thousands of ppm and would drag the estimate to its limit for seconds. No crystal
             // is that far off, so such an observation is left out, not clipped: clipping near
             // the reports' own noise (±20 µs in 50 ms is ±800 ppm) would bias the estimate.
-            if (observed - self.disturbance).abs() <= OUTLIER_RATE_LIMITS * max {
+            if (observed - self.disturbance).abs() <= self.config.outlier_rate_limits * max {
                 let alpha = (dt / self.config.observer_time_constant as f64).min(1.0);
                 self.disturbance =
                     (self.disturbance + alpha * (observed - self.disturbance)).clamp(-max, max);

@@ -282,6 +282,39 @@ fn a_crashed_reference_is_replaced_without_a_jump() {
 // 2. Group state as a last-writer-wins register -------------------------------------------
 
 #[test]
+fn a_load_at_a_frame_is_one_state_that_cues_every_node_there() {
+    let mut net = three_in_a_chain();
+    net.run_until(2 * SEC);
+    let before = net.nodes[0].node.state().version.counter;
+    let a = song(48_000 * 60);
+    let frame = 48_000 * 7;
+    let load = |frame| Command::Load {
+        song: a.clone(),
+        frame,
+    };
+    assert_eq!(
+        net.command(0, load(48_000 * 60)),
+        Err(CommandError::OutOfRange {
+            frame: 48_000 * 60,
+            frames: 48_000 * 60
+        })
+    );
+    assert_eq!(net.nodes[0].node.state().version.counter, before);
+    net.command(0, load(frame)).unwrap();
+    assert_eq!(net.nodes[0].node.state().version.counter, before + 1);
+    net.run_until(3 * SEC);
+    for n in &net.nodes {
+        assert!(matches!(n.node.state().mode, Mode::Paused { frame: f, .. } if f == frame));
+        assert!(n.node.wants_song(&a));
+        let other = SongRef {
+            name: "other.wav".into(),
+            ..a.clone()
+        };
+        assert!(!n.node.wants_song(&other));
+    }
+}
+
+#[test]
 fn concurrent_commands_converge_to_the_same_state_everywhere() {
     let mut net = three_in_a_chain();
     net.run_until(2 * SEC);
@@ -289,6 +322,7 @@ fn concurrent_commands_converge_to_the_same_state_everywhere() {
         0,
         Command::Load {
             song: song(48_000 * 60),
+            frame: 0,
         },
     )
     .unwrap();
@@ -324,6 +358,7 @@ fn older_versions_are_ignored() {
         0,
         Command::Load {
             song: song(48_000 * 60),
+            frame: 0,
         },
     )
     .unwrap();
@@ -605,8 +640,14 @@ fn a_state_arriving_late_is_applied_at_once_on_the_timeline() {
 fn states_are_relayed_along_a_chain() {
     let mut net = three_in_a_chain();
     net.run_until(2 * SEC);
-    net.command(0, Command::Load { song: song(48_000) })
-        .unwrap();
+    net.command(
+        0,
+        Command::Load {
+            song: song(48_000),
+            frame: 0,
+        },
+    )
+    .unwrap();
     net.run_until(2 * SEC + 5 * MS);
     let v = net.nodes[0].node.state().version;
     assert_eq!(
@@ -623,8 +664,14 @@ fn a_node_that_missed_a_state_is_repaired_by_anti_entropy() {
     net.drop_filter = Some(Box::new(|from, to, m| {
         from == 1 && to == 2 && matches!(m, Message::State(_))
     }));
-    net.command(0, Command::Load { song: song(48_000) })
-        .unwrap();
+    net.command(
+        0,
+        Command::Load {
+            song: song(48_000),
+            frame: 0,
+        },
+    )
+    .unwrap();
     net.run_until(2 * SEC + 50 * MS);
     assert_ne!(
         net.nodes[2].node.state().version,
@@ -754,10 +801,10 @@ fn handshake_lists_both_sides_and_leave_removes_both() {
     let l = &net.nodes[0].node.links()[0];
     assert_eq!(l.peer, Some(net.nodes[1].node.id()));
     assert_eq!(l.listen_addr.as_deref(), Some("node1:1"));
-    net.command(
+    net.link_command(
         0,
-        Command::Leave {
-            peer: "node1:1".into(),
+        LinkCommand::Leave {
+            peer: PeerSelector::parse("node1:1").unwrap(),
         },
     )
     .unwrap();
@@ -769,14 +816,101 @@ fn handshake_lists_both_sides_and_leave_removes_both() {
             .any(|e| matches!(e, Event::PeerDisconnected { .. }))
     );
     assert_eq!(
-        net.command(
+        net.link_command(
             0,
-            Command::Leave {
-                peer: "node1:1".into()
+            LinkCommand::Leave {
+                peer: PeerSelector::parse("node1:1").unwrap()
             }
         ),
         Err(CommandError::UnknownPeer("node1:1".into()))
     );
+}
+
+fn star_of_three() -> Net {
+    let mut net = Net::new(&skewed_clocks(3));
+    for b in 1..3 {
+        net.connect(LinkSpec {
+            a: 0,
+            b,
+            delay_ab: MS,
+            delay_ba: MS,
+        });
+    }
+    net.run_until(100 * MS);
+    net
+}
+
+fn addr(text: &str) -> PeerAddr {
+    PeerAddr::parse(text).unwrap()
+}
+
+#[test]
+fn an_exit_closes_the_links_to_the_listen_address_or_node_the_caller_names() {
+    let mut net = star_of_three();
+    let exit = LinkCommand::Exit {
+        listen_addr: Some(addr("node1:1")),
+        node_id: None,
+        from: None,
+    };
+    net.link_command(0, exit).unwrap();
+    net.run_until(200 * MS);
+    let peers: Vec<_> = net.nodes[0].node.links().iter().map(|l| l.peer).collect();
+    assert_eq!(peers, [Some(net.nodes[2].node.id())]);
+    let exit = LinkCommand::Exit {
+        listen_addr: None,
+        node_id: Some(net.nodes[2].node.id()),
+        from: None,
+    };
+    net.link_command(0, exit).unwrap();
+    net.run_until(300 * MS);
+    assert_eq!(net.nodes[0].node.peer_count(), 0);
+}
+
+#[test]
+fn an_exit_naming_nothing_known_closes_the_links_from_the_callers_address() {
+    let mut net = star_of_three();
+    let unknown = |from: Option<PeerAddr>| LinkCommand::Exit {
+        listen_addr: Some(addr("elsewhere:9")),
+        node_id: Some(NodeId(0xdead)),
+        from,
+    };
+    net.link_command(0, unknown(None)).unwrap();
+    net.run_until(200 * MS);
+    assert_eq!(net.nodes[0].node.peer_count(), 2);
+    net.link_command(0, unknown(Some(addr("node2:1")))).unwrap();
+    net.run_until(300 * MS);
+    let peers: Vec<_> = net.nodes[0].node.links().iter().map(|l| l.peer).collect();
+    assert_eq!(peers, [Some(net.nodes[1].node.id())]);
+}
+
+#[test]
+fn a_join_of_any_of_its_own_addresses_is_refused_and_gossip_of_them_is_not_dialled() {
+    let mut config = Config::new(NodeId(1));
+    config.listen_addr = Some("10.0.0.1:50052".into());
+    config.own_addrs = vec!["127.0.0.1:50052".into()];
+    let mut node = Node::new(config, 1, LocalTime(0));
+    let now = LocalTime(SEC);
+    for own in ["127.0.0.1:50052", "10.0.0.1:50052"] {
+        assert_eq!(
+            node.handle_link_command(now, LinkCommand::Join { addr: addr(own) }),
+            Err(CommandError::Join {
+                addr: own.into(),
+                reason: "that is this client's own address"
+            })
+        );
+    }
+    let addrs = ["127.0.0.1:50052", "10.0.0.1:50052", "10.0.0.2:50052"].map(addr);
+    let gossip = LinkCommand::PeerAddresses {
+        addrs: addrs.to_vec(),
+    };
+    node.handle_link_command(now, gossip).unwrap();
+    let dialled: Vec<String> = std::iter::from_fn(|| node.poll_output())
+        .filter_map(|o| match o {
+            Output::Connect { addr } => Some(addr),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dialled, ["10.0.0.2:50052"]);
 }
 
 #[test]
@@ -793,7 +927,7 @@ fn gossip_connects_to_missing_peers_up_to_the_link_cap() {
         });
     }
     net.run_until(SEC);
-    net.command(0, Command::Gossip).unwrap();
+    net.link_command(0, LinkCommand::Gossip).unwrap();
     net.run_until(3 * SEC);
     for i in 1..4 {
         assert!(
@@ -816,10 +950,10 @@ fn a_full_node_refuses_with_addresses_and_the_newcomer_still_joins_the_group() {
         delay_ba: MS,
     });
     net.run_until(SEC);
-    net.command(
+    net.link_command(
         2,
-        Command::Join {
-            addr: "node0:1".into(),
+        LinkCommand::Join {
+            addr: PeerAddr::parse("node0:1").unwrap(),
         },
     )
     .unwrap();
@@ -872,10 +1006,10 @@ fn a_silent_peer_becomes_suspect_then_is_removed() {
 fn joining_itself_or_twice_is_refused() {
     let mut net = Net::new(&skewed_clocks(2));
     assert!(matches!(
-        net.command(
+        net.link_command(
             0,
-            Command::Join {
-                addr: "node0:1".into()
+            LinkCommand::Join {
+                addr: PeerAddr::parse("node0:1").unwrap()
             }
         ),
         Err(CommandError::Join { .. })
@@ -888,10 +1022,10 @@ fn joining_itself_or_twice_is_refused() {
     });
     net.run_until(SEC);
     assert!(matches!(
-        net.command(
+        net.link_command(
             0,
-            Command::Join {
-                addr: "node1:1".into()
+            LinkCommand::Join {
+                addr: PeerAddr::parse("node1:1").unwrap()
             }
         ),
         Err(CommandError::Join { .. })
@@ -1071,8 +1205,14 @@ fn impossible_messages_are_dropped_and_reported() {
         delay_ba: MS,
     });
     net.run_until(2 * SEC);
-    net.command(0, Command::Load { song: song(48_000) })
-        .unwrap();
+    net.command(
+        0,
+        Command::Load {
+            song: song(48_000),
+            frame: 0,
+        },
+    )
+    .unwrap();
     net.run_until(3 * SEC);
     let before = net.nodes[1].node.state().clone();
     let link = net.link_of(1, 0).unwrap();

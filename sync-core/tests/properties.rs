@@ -147,7 +147,22 @@ fn message_strategy() -> BoxedStrategy<Message> {
     .boxed()
 }
 
-fn command_strategy() -> BoxedStrategy<Command> {
+/// A group command or a link command, as a user may type either.
+#[derive(Debug, Clone)]
+enum AnyCommand {
+    Group(Command),
+    Link(LinkCommand),
+}
+
+fn command_strategy() -> BoxedStrategy<AnyCommand> {
+    prop_oneof![
+        6 => group_command_strategy().prop_map(AnyCommand::Group),
+        4 => link_command_strategy().prop_map(AnyCommand::Link),
+    ]
+    .boxed()
+}
+
+fn group_command_strategy() -> BoxedStrategy<Command> {
     prop_oneof![
         (proptest::option::of(song_strategy()), any::<u64>()).prop_map(|(song, frame)| {
             Command::Play {
@@ -161,12 +176,23 @@ fn command_strategy() -> BoxedStrategy<Command> {
         any::<u64>().prop_map(|frame| Command::Seek {
             frame: frame % 20_000_000
         }),
-        song_strategy().prop_map(|song| Command::Load { song }),
-        "[a-z0-9:]{0,10}".prop_map(|addr| Command::Join { addr }),
-        "[a-z0-9:]{0,10}".prop_map(|peer| Command::Leave { peer }),
-        Just(Command::Gossip),
-        proptest::collection::vec("[a-z0-9:]{0,10}", 0..5)
-            .prop_map(|addrs| Command::PeerAddresses { addrs }),
+        (song_strategy(), prop_oneof![Just(0u64), 0u64..200_000])
+            .prop_map(|(song, frame)| Command::Load { song, frame }),
+    ]
+    .boxed()
+}
+
+/// Peers are named as typed, when the text names one (the console refuses the rest).
+fn link_command_strategy() -> BoxedStrategy<LinkCommand> {
+    let addr = || "[a-z0-9:]{0,10}".prop_filter_map("an address", |a| PeerAddr::parse(&a).ok());
+    prop_oneof![
+        addr().prop_map(|addr| LinkCommand::Join { addr }),
+        "[a-z0-9:]{0,10}"
+            .prop_filter_map("a peer", |p| PeerSelector::parse(&p).ok())
+            .prop_map(|peer| LinkCommand::Leave { peer }),
+        Just(LinkCommand::Gossip),
+        proptest::collection::vec(addr(), 0..5)
+            .prop_map(|addrs| LinkCommand::PeerAddresses { addrs }),
     ]
     .boxed()
 }
@@ -176,7 +202,7 @@ enum Input {
     LinkUp(u64, bool),
     LinkDown(u64),
     Message(u64, Message),
-    Command(Command, Option<i64>),
+    Command(AnyCommand, Option<i64>),
     Loaded(SongRef),
     LoadFailed(SongRef),
     Position(u64, f64),
@@ -229,7 +255,11 @@ proptest! {
                 }
                 Input::Command(c, d) => {
                     let before = node.state().clone();
-                    if node.handle_command(now, c, d).is_err() {
+                    let refused = match c {
+                        AnyCommand::Group(c) => node.handle_command(now, c, d).is_err(),
+                        AnyCommand::Link(c) => node.handle_link_command(now, c).is_err(),
+                    };
+                    if refused {
                         prop_assert_eq!(node.state(), &before, "a refused command changed the state");
                     }
                 }

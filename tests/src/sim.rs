@@ -14,8 +14,9 @@ use std::fmt::Write as _;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 use sync_core::{
-    Command, Config, Correction, Direction, Event, GroupState, LinkId, LocalTime, Message, Mode,
-    Node, NodeId, Output, PlaybackAction, PlayerReport, SongRef, StateVersion, Timeline,
+    Command, Config, Correction, Direction, Event, GroupState, LinkCommand, LinkId, LocalTime,
+    Message, Mode, Node, NodeId, Output, PeerAddr, PlaybackAction, PlayerReport, SongRef,
+    StateVersion, Timeline,
 };
 
 use crate::clock::SimClock;
@@ -637,7 +638,8 @@ impl Sim {
             return;
         };
         // Refusals (already connected, at the cap) are normal here.
-        let _ = node.handle_command(local, Command::Join { addr }, None);
+        let addr = PeerAddr::parse(&addr).expect("simulated addresses are host:port");
+        let _ = node.handle_link_command(local, LinkCommand::Join { addr });
         self.drain(i);
         self.reschedule(i);
     }

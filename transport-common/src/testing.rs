@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use music262_proto::auth::GroupKey;
 use sync_core::{
-    Announce, ClockMapping, Command, Config, GroupTime, LocalTime, Message, Node, NodeId, Output,
-    Probe, StateVersion,
+    Announce, ClockMapping, Config, GroupTime, LinkCommand, LocalTime, Message, Node, NodeId,
+    Output, PeerAddr, Probe, StateVersion,
 };
 use tokio::sync::mpsc;
 
@@ -94,7 +94,7 @@ fn drive<T, L>(
     clock: ClockFn,
     transport: T,
     mut events: mpsc::UnboundedReceiver<TransportEvent<L>>,
-    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut commands: mpsc::UnboundedReceiver<LinkCommand>,
 ) where
     T: PeerLinks + Send + 'static,
     L: Send + 'static,
@@ -123,7 +123,7 @@ fn drive<T, L>(
                     }
                 }
                 Some(c) = commands.recv() => {
-                    let _ = node.lock().unwrap().handle_command(LocalTime(clock()), c, None);
+                    let _ = node.lock().unwrap().handle_link_command(LocalTime(clock()), c);
                 }
                 _ = sleep => node.lock().unwrap().handle_timeout(LocalTime(clock())),
             }
@@ -149,7 +149,7 @@ async fn peer<T, L, F, Fut>(
     offset_s: f64,
     drift_ppm: f64,
     key: Option<GroupKey>,
-) -> (Peer<T>, SocketAddr, mpsc::UnboundedSender<Command>)
+) -> (Peer<T>, SocketAddr, mpsc::UnboundedSender<LinkCommand>)
 where
     T: PeerLinks + Clone + Send + 'static,
     L: Send + 'static,
@@ -193,8 +193,8 @@ where
     let (a, a_addr, _a_cmd) = peer(&start, base, 1, 0.0, 0.0, key.clone()).await;
     let (b, _b_addr, b_cmd) = peer(&start, base, 2, 1.5, 150.0, key).await;
     b_cmd
-        .send(Command::Join {
-            addr: a_addr.to_string(),
+        .send(LinkCommand::Join {
+            addr: PeerAddr::parse(&a_addr.to_string()).expect("a loopback address"),
         })
         .unwrap();
     tokio::time::sleep(Duration::from_secs(6)).await;

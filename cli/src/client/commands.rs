@@ -207,16 +207,9 @@ pub fn parse_latency_ms(s: &str) -> Result<f64, String> {
 
 /// Checks that `addr` looks like `host:port` with a valid port; one line if not.
 pub fn check_addr(addr: &str) -> Result<(), String> {
-    let bad = || format!("`{addr}` is not an address; use ip:port, like 192.168.1.10:50052");
-    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || host.contains(char::is_whitespace) || host.contains('/') {
-        return Err(bad());
-    }
-    match port.parse::<u16>() {
-        Ok(p) if p != 0 => Ok(()),
-        _ => Err(bad()),
-    }
+    sync_core::PeerAddr::parse(addr)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

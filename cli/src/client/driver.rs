@@ -17,7 +17,7 @@ use super::fetcher::{Fetcher, Loading};
 use super::format::{self, Told};
 use super::legacy::{self, Legacy};
 use super::links::{LinkEvent, Links};
-use super::monitor::{Monitor, TICK};
+use super::monitor::{self, Monitor, TICK};
 use super::peers::Peers;
 use super::server_link::{Pending, ServerLink, ServerNews};
 use super::transcript::Transcript;
@@ -37,7 +37,6 @@ pub struct Parts {
     pub audio: AudioClient,
     pub printer: Printer,
     pub advertised: String,
-    pub own_addrs: Vec<String>,
     pub trace: Option<TraceWriter>,
     pub interactive: bool,
     pub lease: Duration,
@@ -81,9 +80,14 @@ impl Driver {
                 p.lease,
             ),
             fetcher: Fetcher::new(p.audio, p.player.clone(), p.printer, p.interactive),
-            monitor: Monitor::new(p.player.clone(), p.clock.clone(), p.trace),
-            executor: Executor::new(p.advertised.clone(), p.own_addrs.clone(), p.key_note),
-            legacy: Legacy::new(p.own_addrs),
+            monitor: Monitor::new(
+                p.player.clone(),
+                p.clock.clone(),
+                p.trace,
+                monitor::ticks_per_report(p.node.config().report_interval),
+            ),
+            executor: Executor::new(p.advertised.clone(), p.key_note),
+            legacy: Legacy,
             web: p.web.map(|w| WebPage::new(w, p.advertised, p.transport)),
             peers: Peers::default(),
             node: p.node,
@@ -132,7 +136,7 @@ impl Driver {
                 },
                 Some(news) = self.server.next() => self.on_server_news(news),
                 Some(done) = self.fetcher.next() => {
-                    let loading = self.fetcher.on_fetched(done, self.node.state());
+                    let loading = self.fetcher.on_fetched(done, &self.node);
                     self.report_loading(loading);
                 }
                 Some(cmd) = next_web_command(&mut self.web) => self.on_web(cmd),

@@ -4,7 +4,9 @@
 
 use music262_proto::audio_service::SongInfo;
 use player::Player;
-use sync_core::{Command, CommandError, LocalTime, Node, SongRef};
+use sync_core::{
+    Command, CommandError, LinkCommand, LocalTime, Node, PeerAddr, PeerSelector, SongRef,
+};
 
 use super::commands::{self, SongChoice, UserCommand};
 use super::format;
@@ -68,18 +70,10 @@ impl Reply {
     }
 }
 
-/// Whether `addr` is this client itself (one of its own addresses, or the one it advertises):
-/// a `join` there is refused before the node sees it.
-pub fn is_this_client(addr: &str, own_addrs: &[String], advertised: &str) -> bool {
-    own_addrs.iter().any(|a| a == addr) || addr == advertised
-}
-
 /// Carries out console commands.
 pub struct Executor {
     /// This client's joinable address.
     advertised: String,
-    /// Every address this client answers on.
-    own_addrs: Vec<String>,
     /// How peers are authenticated, for `status`.
     key_note: String,
     /// The volume last set, 0 to 1.
@@ -87,11 +81,10 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// An executor for the client reachable at `advertised` and `own_addrs`.
-    pub fn new(advertised: String, own_addrs: Vec<String>, key_note: String) -> Self {
+    /// An executor for the client reachable at `advertised`.
+    pub fn new(advertised: String, key_note: String) -> Self {
         Executor {
             advertised,
-            own_addrs,
             key_note,
             volume: 1.0,
         }
@@ -112,6 +105,9 @@ impl Executor {
         let Context { node, now, .. } = ctx;
         let command = |node: &mut Node, c: Command| {
             Reply::result(node.handle_command(now, c, None).map_err(|e| e.to_string()))
+        };
+        let link_command = |node: &mut Node, c: LinkCommand| {
+            Reply::result(node.handle_link_command(now, c).map_err(|e| e.to_string()))
         };
         match cmd {
             UserCommand::Quit => Reply {
@@ -148,29 +144,33 @@ impl Executor {
                 ctx.server.print_peers();
                 Reply::default()
             }
-            UserCommand::Join(addr) => {
-                if is_this_client(&addr, &self.own_addrs, &self.advertised) {
-                    Reply::result(Err(format!(
-                        "cannot join {addr}: that is this client's own address"
-                    )))
-                } else {
-                    let mut reply = command(node, Command::Join { addr: addr.clone() });
+            UserCommand::Join(text) => match PeerAddr::parse(&text) {
+                Err(e) => Reply::result(Err(e.to_string())),
+                Ok(addr) => {
+                    let mut reply = link_command(node, LinkCommand::Join { addr });
                     if reply.result.is_ok() {
-                        reply.said.push(format!("joining {addr}..."));
+                        reply.said.push(format!("joining {text}..."));
                     }
                     reply
                 }
-            }
-            UserCommand::Leave(peer) => {
-                let mut reply = command(node, Command::Leave { peer: peer.clone() });
+            },
+            UserCommand::Leave(text) => {
+                let r = PeerSelector::parse(&text)
+                    .and_then(|peer| node.handle_link_command(now, LinkCommand::Leave { peer }))
+                    // An unknown peer is named as typed (an id in capitals stays so).
+                    .map_err(|e| match e {
+                        CommandError::UnknownPeer(_) => CommandError::UnknownPeer(text.clone()),
+                        e => e,
+                    });
+                let mut reply = Reply::result(r.map_err(|e| e.to_string()));
                 if reply.result.is_ok() {
-                    reply.said.push(format!("left {peer}"));
+                    reply.said.push(format!("left {text}"));
                 }
                 reply
             }
             UserCommand::Gossip => {
                 let n = node.peer_count();
-                let mut reply = command(node, Command::Gossip);
+                let mut reply = link_command(node, LinkCommand::Gossip);
                 if reply.result.is_ok() {
                     reply
                         .said
@@ -270,18 +270,5 @@ fn find<'a>(playlist: &'a [SongInfo], choice: &SongChoice) -> Option<&'a SongInf
     match choice {
         SongChoice::Number(n) => playlist.get(n - 1),
         SongChoice::Name(name) => playlist.iter().find(|s| &s.name == name),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_join_of_any_own_address_or_the_advertised_one_is_this_client() {
-        let own = ["127.0.0.1:50052".to_string(), "10.0.0.2:50052".to_string()];
-        assert!(is_this_client("127.0.0.1:50052", &own, "10.0.0.2:50052"));
-        assert!(is_this_client("host:50052", &own, "host:50052"));
-        assert!(!is_this_client("10.0.0.3:50052", &own, "10.0.0.2:50052"));
     }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use music262_proto::audio_service::LoadAudioRequest;
 use player::{Player, Song};
-use sync_core::{GroupState, PlayerReport, SongRef};
+use sync_core::{Node, PlayerReport, SongRef};
 use tokio::sync::mpsc;
 use transport_grpc::AudioClient;
 
@@ -59,12 +59,6 @@ pub struct Fetcher {
     installs: u64,
     done_tx: mpsc::UnboundedSender<Fetched>,
     done_rx: mpsc::UnboundedReceiver<Fetched>,
-}
-
-/// Whether a downloaded song is still the one the group wants (it may have moved on while the
-/// download ran); one that is not goes to the cache only.
-pub fn still_wanted(state: &GroupState, song: &SongRef) -> bool {
-    state.song.as_ref().is_some_and(|s| s.same_song(song))
 }
 
 impl Fetcher {
@@ -125,14 +119,15 @@ impl Fetcher {
         Loading::Pending
     }
 
-    /// A download finished: installed if the group (in `state`) still wants it, else cached.
-    pub fn on_fetched(&mut self, done: Fetched, state: &GroupState) -> Loading {
+    /// A download finished: installed if the node still wants it (the group may have moved on
+    /// while it ran), else cached.
+    pub fn on_fetched(&mut self, done: Fetched, node: &Node) -> Loading {
         let Fetched { song, result } = done;
         if self.fetching.as_ref().is_some_and(|f| f.same_song(&song)) {
             self.fetching = None;
         }
         match result {
-            Ok(decoded) if still_wanted(state, &song) => self.install(song, decoded),
+            Ok(decoded) if node.wants_song(&song) => self.install(song, decoded),
             Ok(decoded) => {
                 self.songs.push((song, decoded));
                 Loading::Pending
@@ -243,32 +238,4 @@ async fn download(
         Err(e) => Err(e),
     };
     let _ = done.send(Fetched { song, result });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sync_core::{GroupTime, Mode, StateVersion};
-
-    fn song(name: &str) -> SongRef {
-        SongRef {
-            name: name.into(),
-            content_hash: String::new(),
-            sample_rate: 48_000,
-            frames: 48_000,
-        }
-    }
-
-    #[test]
-    fn a_download_is_wanted_only_while_the_group_state_names_its_song() {
-        let state = |song: Option<SongRef>| GroupState {
-            version: StateVersion::default(),
-            song,
-            mode: Mode::Stopped { at: GroupTime(0) },
-            timebase: 1,
-        };
-        assert!(still_wanted(&state(Some(song("a.wav"))), &song("a.wav")));
-        assert!(!still_wanted(&state(Some(song("b.wav"))), &song("a.wav")));
-        assert!(!still_wanted(&state(None), &song("a.wav")));
-    }
 }

@@ -2,18 +2,15 @@
 //! commands translated into group commands, the position query answered from the player and
 //! the node, gossip and exit turned into link commands.
 
-use std::net::SocketAddr;
-
 use music262_proto::audio_service::SongInfo;
 use music262_proto::client::{GetPositionResponse, PlaybackState as WireState};
 use music262_proto::legacy::{self, LegacyAction, LegacyCommand, Position, WavLayout};
 use player::{PlaybackState, Player};
-use sync_core::{Command, CommandError, LinkStatus, LocalTime, Nanos, Node, SongRef, Timeline};
+use sync_core::{Command, CommandError, LinkCommand, LocalTime, Node, NodeId, PeerAddr, Timeline};
 use tokio::sync::oneshot;
 use tonic::Status;
 use transport_grpc::LegacyCall;
 
-use super::commands;
 use super::server_link::{Pending, song_ref};
 
 /// What the legacy calls read besides the node.
@@ -29,10 +26,7 @@ pub struct View<'a> {
 }
 
 /// Answers legacy calls.
-pub struct Legacy {
-    /// This client's own addresses, left out of gossip it receives.
-    own_addrs: Vec<String>,
-}
+pub struct Legacy;
 
 /// The reply channel of a legacy music command.
 type CommandReply = oneshot::Sender<Result<(), Status>>;
@@ -47,61 +41,7 @@ fn command_error_status(e: &CommandError) -> Status {
     }
 }
 
-/// The links a legacy `Exit` closes: those to the listen address or node id the caller gave,
-/// or, when it gave neither that matches, the links from the caller's own address. Returned as
-/// the peers `Command::Leave` names (node id, or address before the handshake).
-pub fn exit_targets(
-    links: &[LinkStatus],
-    listen_addr: &str,
-    node_id: u64,
-    from: Option<SocketAddr>,
-) -> Vec<String> {
-    let target = |l: &LinkStatus| l.peer.map_or(l.remote_addr.clone(), |p| p.to_string());
-    let targets: Vec<String> = links
-        .iter()
-        .filter(|l| {
-            (!listen_addr.is_empty()
-                && (l.listen_addr.as_deref() == Some(listen_addr) || l.remote_addr == listen_addr))
-                || (node_id != 0 && l.peer.is_some_and(|p| p.0 == node_id))
-        })
-        .map(target)
-        .collect();
-    match from {
-        // A caller that gave nothing: the links from its address.
-        Some(from) if targets.is_empty() => {
-            let from = from.to_string();
-            links
-                .iter()
-                .filter(|l| l.remote_addr == from)
-                .map(target)
-                .collect()
-        }
-        _ => targets,
-    }
-}
-
-/// A legacy `load` at a position: the song is loaded, then held at that frame, as two group
-/// commands (two state versions). A stopped song is cued at frame 0, so frame 0 needs no seek.
-pub fn load_at_position(
-    node: &mut Node,
-    now: LocalTime,
-    song: SongRef,
-    frame: Option<u64>,
-    delay: Option<Nanos>,
-) -> Result<(), CommandError> {
-    node.handle_command(now, Command::Load { song }, delay)?;
-    match frame.filter(|f| *f > 0) {
-        Some(frame) => node.handle_command(now, Command::Seek { frame }, delay),
-        None => Ok(()),
-    }
-}
-
 impl Legacy {
-    /// Leaves `own_addrs` out of the gossip received.
-    pub fn new(own_addrs: Vec<String>) -> Self {
-        Legacy { own_addrs }
-    }
-
     /// Answers one call. Returns the command to run again once the playlist is fetched, when
     /// it names a song not yet listed.
     pub fn on_call(
@@ -133,12 +73,13 @@ impl Legacy {
             }
             LegacyCall::Gossip { peers, from, reply } => {
                 tracing::info!(from = ?from, count = peers.len(), "legacy gossip received");
-                let peers: Vec<String> = peers
-                    .into_iter()
-                    .filter(|a| commands::check_addr(a).is_ok() && !self.own_addrs.contains(a))
+                // The node leaves out its own addresses and those it already knows.
+                let addrs = peers
+                    .iter()
+                    .filter_map(|a| PeerAddr::parse(a).ok())
                     .collect();
                 let r = node
-                    .handle_command(now, Command::PeerAddresses { addrs: peers }, None)
+                    .handle_link_command(now, LinkCommand::PeerAddresses { addrs })
                     .map_err(|e| command_error_status(&e));
                 let _ = reply.send(r);
                 None
@@ -149,10 +90,12 @@ impl Legacy {
                 reply,
             } => {
                 tracing::info!(from = ?from, addr = %request.listen_addr, "legacy exit received");
-                for peer in exit_targets(&node.links(), &request.listen_addr, request.node_id, from)
-                {
-                    let _ = node.handle_command(now, Command::Leave { peer }, None);
-                }
+                let exit = LinkCommand::Exit {
+                    listen_addr: PeerAddr::parse(&request.listen_addr).ok(),
+                    node_id: (request.node_id != 0).then_some(NodeId(request.node_id)),
+                    from: from.and_then(|a| PeerAddr::parse(&a.to_string()).ok()),
+                };
+                let _ = node.handle_link_command(now, exit);
                 let _ = reply.send(());
                 None
             }
@@ -187,7 +130,7 @@ impl Legacy {
             }
             None => None,
         };
-        let (command, frame) = match plan(&cmd, song_info, node, playlist) {
+        let command = match plan(&cmd, song_info, node, playlist) {
             Ok(planned) => planned,
             Err(e) => {
                 let _ = reply.send(Err(e));
@@ -195,10 +138,7 @@ impl Legacy {
             }
         };
         let delay = (cmd.wait_ms > 0).then(|| (cmd.wait_ms as i64).saturating_mul(1_000_000));
-        let r = match command {
-            Command::Load { song } => load_at_position(node, now, song, frame, delay),
-            other => node.handle_command(now, other, delay),
-        };
+        let r = node.handle_command(now, command, delay);
         let r = match r {
             // An original client may send `stop` twice; the second has nothing to change and is
             // not an error for it.
@@ -213,15 +153,15 @@ impl Legacy {
     }
 }
 
-/// The group command a legacy command asks for, and the frame it names (play, load and seek
-/// take a position, counted in the song the command names, or the current one). An error is
-/// the caller's answer (the node never sees the command).
+/// The group command a legacy command asks for (play, load and seek take a position, counted
+/// in the song the command names, or the current one). An error is the caller's answer (the
+/// node never sees the command).
 fn plan(
     cmd: &LegacyCommand,
     song_info: Option<SongInfo>,
     node: &Node,
     playlist: &[SongInfo],
-) -> Result<(Command, Option<u64>), Status> {
+) -> Result<Command, Status> {
     let current = song_info.clone().or_else(|| {
         let s = node.state().song.as_ref()?;
         playlist
@@ -281,7 +221,10 @@ fn plan(
                         s.frames
                     )));
                 }
-                Command::Load { song: song_ref(s) }
+                Command::Load {
+                    song: song_ref(s),
+                    frame: frame.unwrap_or(0),
+                }
             }
             None => return Err(Status::invalid_argument("load needs a song")),
         },
@@ -289,7 +232,7 @@ fn plan(
             frame: frame.unwrap_or(0),
         },
     };
-    Ok((command, frame))
+    Ok(command)
 }
 
 /// The answer to the legacy position query: the position heard when the player plays the
@@ -352,79 +295,5 @@ fn position_response(node: &Node, now: LocalTime, view: &View<'_>) -> GetPositio
             .as_ref()
             .map_or_else(String::new, |s| s.content_hash.clone()),
         group_time_ns: Some(node.group_time(LocalTime(at)).0),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sync_core::{Config, Direction, LinkId, NodeId, PeerRole};
-
-    fn link(remote: &str, listen: Option<&str>, peer: Option<u64>) -> LinkStatus {
-        LinkStatus {
-            link: LinkId(1),
-            remote_addr: remote.to_string(),
-            listen_addr: listen.map(str::to_string),
-            peer: peer.map(NodeId),
-            direction: Direction::Incoming,
-            rtt: None,
-            offset: None,
-            drift_ppm: None,
-            jitter: None,
-            role: PeerRole::Peer,
-            stratum: None,
-            last_contact: 0,
-            suspect: false,
-            probes_sent: 0,
-            probes_answered: 0,
-        }
-    }
-
-    #[test]
-    fn an_exit_closes_the_links_to_the_listen_address_or_node_the_caller_names() {
-        let links = [
-            link("10.0.0.2:40000", Some("10.0.0.2:50052"), Some(0xa)),
-            link("10.0.0.3:40000", None, Some(0xb)),
-            link("10.0.0.4:50052", None, None),
-        ];
-        let by_addr = exit_targets(&links, "10.0.0.2:50052", 0, None);
-        assert_eq!(by_addr, [NodeId(0xa).to_string()]);
-        let by_id = exit_targets(&links, "", 0xb, None);
-        assert_eq!(by_id, [NodeId(0xb).to_string()]);
-        // Before the handshake a link has no node id: it is named by its address.
-        let unnamed = exit_targets(&links, "10.0.0.4:50052", 0, None);
-        assert_eq!(unnamed, ["10.0.0.4:50052"]);
-    }
-
-    #[test]
-    fn an_exit_naming_nothing_known_closes_the_links_from_the_callers_address() {
-        let links = [
-            link("10.0.0.2:40000", Some("10.0.0.2:50052"), Some(0xa)),
-            link("10.0.0.2:40001", None, Some(0xb)),
-        ];
-        let from: SocketAddr = "10.0.0.2:40001".parse().unwrap();
-        assert_eq!(
-            exit_targets(&links, "10.9.9.9:1", 0, Some(from)),
-            [NodeId(0xb).to_string()]
-        );
-        assert!(exit_targets(&links, "10.9.9.9:1", 0, None).is_empty());
-    }
-
-    #[test]
-    fn a_load_at_a_later_frame_takes_two_state_versions_and_at_frame_zero_one() {
-        let song = SongRef {
-            name: "a.wav".into(),
-            content_hash: String::new(),
-            sample_rate: 48_000,
-            frames: 480_000,
-        };
-        let mut node = Node::new(Config::new(NodeId(1)), 1, LocalTime(0));
-        let now = LocalTime(1_000_000_000);
-        let before = node.state().version.counter;
-        load_at_position(&mut node, now, song.clone(), Some(0), None).unwrap();
-        let after_load = node.state().version.counter;
-        assert_eq!(after_load, before + 1);
-        load_at_position(&mut node, now, song, Some(48_000), None).unwrap();
-        assert_eq!(node.state().version.counter, after_load + 2);
     }
 }

@@ -530,6 +530,15 @@ pub async fn run(args: ClientArgs) -> i32 {
     // The node.
     let mut cfg = Config::new(NodeId(node_id));
     cfg.listen_addr = Some(advertised.clone());
+    cfg.own_addrs = interfaces
+        .iter()
+        .map(|ip| join_host_port(*ip, port))
+        .chain([
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("[::1]:{port}"),
+        ])
+        .collect();
     cfg.max_links = args.max_links;
     cfg.lead_min = (args.min_lead_ms as i64).saturating_mul(1_000_000);
     let now = LocalTime(clock.now_ns());
@@ -589,15 +598,6 @@ pub async fn run(args: ClientArgs) -> i32 {
         audio,
         printer,
         advertised,
-        own_addrs: interfaces
-            .iter()
-            .map(|ip| join_host_port(*ip, port))
-            .chain([
-                format!("127.0.0.1:{port}"),
-                format!("localhost:{port}"),
-                format!("[::1]:{port}"),
-            ])
-            .collect(),
         trace,
         interactive: console.interactive,
         lease: std::time::Duration::from_millis(args.lease_ms.max(1)),

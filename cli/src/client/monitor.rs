@@ -6,20 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use player::{Clock, PlaybackState, Player, PlayerEvent, SkewedClock};
-use sync_core::{Correction, LocalTime, Node, PlaybackAction, PlayerReport, SongRef};
+use sync_core::{Correction, LocalTime, Nanos, Node, PlaybackAction, PlayerReport, SongRef};
 
 use crate::trace::TraceWriter;
 
 /// How often the player is sampled (trace lines, position reports).
 pub const TICK: Duration = Duration::from_millis(10);
-/// Every how many ticks a position report goes to the node.
-const REPORT_EVERY: u32 = 5;
 
-/// Whether this tick sends the node a position report. The drift controller in sync-core is
-/// tuned for reports 50 ms apart (`TICK` × `REPORT_EVERY`): its rate estimate divides the
-/// error's change by that spacing, and its noise bounds assume it.
-pub fn position_report_due(tick: u32) -> bool {
-    tick.is_multiple_of(REPORT_EVERY)
+/// Every how many ticks a position report goes to the node: as near as the tick allows to the
+/// spacing the node asks for (`Config::report_interval`, which its drift controller assumes).
+pub fn ticks_per_report(report_interval: Nanos) -> u32 {
+    let tick = TICK.as_nanos() as i64;
+    ((report_interval + tick / 2) / tick).clamp(1, i64::from(u32::MAX)) as u32
 }
 
 /// Drives and samples the player.
@@ -28,6 +26,8 @@ pub struct Monitor {
     clock: Arc<SkewedClock>,
     trace: Option<TraceWriter>,
     ticks: u32,
+    /// Every how many ticks the position goes to the node.
+    report_every: u32,
     /// The instant of the last position reported (one report per position).
     last_report: Option<u64>,
     /// The player's count of output breaks, as last passed on to the node.
@@ -35,13 +35,20 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Follows and samples `player`; writes `trace` lines in `clock`'s base time.
-    pub fn new(player: Arc<Player>, clock: Arc<SkewedClock>, trace: Option<TraceWriter>) -> Self {
+    /// Follows and samples `player`, reporting its position to the node every `report_every`
+    /// ticks; writes `trace` lines in `clock`'s base time.
+    pub fn new(
+        player: Arc<Player>,
+        clock: Arc<SkewedClock>,
+        trace: Option<TraceWriter>,
+        report_every: u32,
+    ) -> Self {
         Monitor {
             player,
             clock,
             trace,
             ticks: 0,
+            report_every: report_every.max(1),
             last_report: None,
             output_breaks: 0,
         }
@@ -97,7 +104,7 @@ impl Monitor {
     }
 
     /// One tick: the player's events become lines to say (returned), its output breaks and
-    /// (every [`REPORT_EVERY`] ticks) its position go to `node`, and the trace gets a line.
+    /// (every `report_every` ticks) its position go to `node`, and the trace gets a line.
     /// `generation` is the fetcher's for the song installed; `loading` the song downloading.
     pub fn tick(
         &mut self,
@@ -106,7 +113,7 @@ impl Monitor {
         loading: Option<&SongRef>,
     ) -> Vec<String> {
         self.ticks = self.ticks.wrapping_add(1);
-        let report = position_report_due(self.ticks);
+        let report = self.ticks.is_multiple_of(self.report_every);
         let said = self.take_events();
         let Some(pos) = self.player.position() else {
             return said;
@@ -213,9 +220,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn positions_go_to_the_node_every_fifth_tick_50_ms_apart() {
-        assert_eq!(TICK * REPORT_EVERY, Duration::from_millis(50));
-        let due: Vec<u32> = (1..=12).filter(|t| position_report_due(*t)).collect();
-        assert_eq!(due, [5, 10]);
+    fn positions_go_to_the_node_as_often_as_its_config_asks() {
+        let config = sync_core::Config::new(sync_core::NodeId(1));
+        assert_eq!(config.report_interval, 50_000_000);
+        assert_eq!(ticks_per_report(config.report_interval), 5);
+        assert_eq!(ticks_per_report(14_000_000), 1);
+        assert_eq!(ticks_per_report(0), 1);
     }
 }

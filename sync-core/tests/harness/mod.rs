@@ -385,6 +385,13 @@ impl Net {
         r
     }
 
+    pub fn link_command(&mut self, i: usize, c: LinkCommand) -> Result<(), CommandError> {
+        let t = self.local(i);
+        let r = self.nodes[i].node.handle_link_command(t, c);
+        self.drain(i);
+        r
+    }
+
     /// Carries out node `i`'s outputs.
     pub fn drain(&mut self, i: usize) {
         while let Some(o) = self.nodes[i].node.poll_output() {
