@@ -59,7 +59,8 @@ pub fn songs_page(songs: &[SongInfo], offset: u32, limit: u32) -> ListSongsRespo
 }
 
 /// The `ListPeers` page of `peers` (the registrations after the request's `after`, ascending):
-/// at most `limit` of them (0: no limit) and [`LIST_PAGE_BYTES`] encoded; `total` counts every
+/// at most `limit` of them (0: no limit) and [`LIST_PAGE_BYTES`] encoded; the cursor is set when
+/// some of `peers` are left out, so pass one more than the page may hold. `total` counts every
 /// live registration.
 pub fn peers_page(peers: &[RegisteredPeer], limit: u32, total: usize) -> ListPeersResponse {
     let wanted = if limit == 0 {
@@ -166,7 +167,11 @@ mod tests {
         let mut seen = Vec::new();
         while (offset as usize) < songs.len() {
             let page = songs_page(&songs, offset, 0);
-            assert!(page.encoded_len() <= LIST_PAGE_BYTES, "{}", page.encoded_len());
+            assert!(
+                page.encoded_len() <= LIST_PAGE_BYTES,
+                "{}",
+                page.encoded_len()
+            );
             assert_eq!(page.total, 5_000);
             assert!(page.next_offset > offset, "a page makes progress");
             seen.extend(page.songs);
@@ -213,7 +218,10 @@ mod tests {
         let huge: Vec<SongInfo> = (0..10_000).map(|i| song(i, 1000)).collect();
         let cut = legacy_playlist(&huge);
         assert!(cut.song_names.len() > 3_000 && cut.song_names.len() < 10_000);
-        assert_eq!(cut.song_names[0], huge[0].name, "a prefix keeps song numbers");
+        assert_eq!(
+            cut.song_names[0], huge[0].name,
+            "a prefix keeps song numbers"
+        );
         assert_eq!(cut.total_songs, 10_000);
         assert!(cut.encoded_len() <= LEGACY_LIST_BYTES);
     }

@@ -58,6 +58,9 @@ pub struct ServerLink {
     server_up: Option<bool>,
     /// The lease renewal task, and its stop signal.
     registration: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>,
+    /// The token of this client's registration (empty before the first), which the renewal
+    /// task keeps up to date and the unregistration presents.
+    token: watch::Sender<String>,
     news_tx: mpsc::UnboundedSender<ServerNews>,
     news_rx: mpsc::UnboundedReceiver<ServerNews>,
 }
@@ -81,6 +84,7 @@ impl ServerLink {
             playlist: Vec::new(),
             server_up: None,
             registration: None,
+            token: watch::Sender::new(String::new()),
             news_tx,
             news_rx,
         }
@@ -207,13 +211,16 @@ impl ServerLink {
         let addr = self.advertised.clone();
         let node = self.node_id;
         let lease = self.lease;
+        let token = self.token.clone();
         let (stop_tx, mut stop) = watch::channel(false);
         let task = tokio::spawn(async move {
             while !*stop.borrow() {
-                let r = audio
-                    .register(&addr, node, lease)
-                    .await
-                    .map(|resp| resp.peer_addr);
+                let held = token.borrow().clone();
+                let r = audio.register(&addr, node, lease, &held).await.map(|resp| {
+                    // A server that restarted hands out a new token.
+                    token.send_replace(resp.token);
+                    resp.peer_addr
+                });
                 let ok = r.is_ok();
                 if tx.send(ServerNews::Registered(r)).is_err() {
                     return;
@@ -245,7 +252,8 @@ impl ServerLink {
         // listed (as joinable) until its lease lapses.
         match tokio::time::timeout(
             Duration::from_secs(3),
-            self.audio.unregister(&self.advertised, self.node_id),
+            self.audio
+                .unregister(&self.advertised, self.node_id, &self.token.borrow()),
         )
         .await
         {
