@@ -86,26 +86,33 @@ pub fn peers_page(peers: &[RegisteredPeer], limit: u32, total: usize) -> ListPee
     }
 }
 
+/// How a legacy list of `names`, each with details of the given encoded sizes, fits in
+/// [`LEGACY_LIST_BYTES`]: how many names go out, and whether their details go too.
+fn legacy_fit(names: &[String], details: impl Iterator<Item = usize>) -> (usize, bool) {
+    let budget = LEGACY_LIST_BYTES - 16;
+    let names_len: usize = names.iter().map(|n| entry_len(n.len())).sum();
+    let details_len: usize = details.map(entry_len).sum();
+    if names_len + details_len <= budget {
+        (names.len(), true)
+    } else {
+        (fitting(names.iter().map(String::len), budget), false)
+    }
+}
+
 /// The legacy `GetPlaylist` answer: every name with its metadata if that fits in
 /// [`LEGACY_LIST_BYTES`], else every name without metadata, else the first names that fit.
 pub fn legacy_playlist(songs: &[SongInfo]) -> PlaylistResponse {
-    let names: Vec<String> = songs.iter().map(|s| s.name.clone()).collect();
-    let names_len: usize = names.iter().map(|n| entry_len(n.len())).sum();
-    let infos_len: usize = songs.iter().map(|s| entry_len(s.encoded_len())).sum();
-    let budget = LEGACY_LIST_BYTES - 16;
-    let total_songs = count(songs.len());
-    if names_len + infos_len <= budget {
-        return PlaylistResponse {
-            song_names: names,
-            songs: songs.to_vec(),
-            total_songs,
-        };
-    }
-    let n = fitting(names.iter().map(String::len), budget);
+    let mut song_names: Vec<String> = songs.iter().map(|s| s.name.clone()).collect();
+    let (n, with_songs) = legacy_fit(&song_names, songs.iter().map(Message::encoded_len));
+    song_names.truncate(n);
     PlaylistResponse {
-        song_names: names.into_iter().take(n).collect(),
-        songs: Vec::new(),
-        total_songs,
+        song_names,
+        songs: if with_songs {
+            songs.to_vec()
+        } else {
+            Vec::new()
+        },
+        total_songs: count(songs.len()),
     }
 }
 
@@ -113,23 +120,17 @@ pub fn legacy_playlist(songs: &[SongInfo]) -> PlaylistResponse {
 /// address with its details if that fits in [`LEGACY_LIST_BYTES`], else every address without
 /// details, else the first addresses that fit.
 pub fn legacy_peer_list(peers: &[RegisteredPeer]) -> PeerListResponse {
-    let addrs: Vec<String> = peers.iter().map(|p| p.peer_addr.clone()).collect();
-    let addrs_len: usize = addrs.iter().map(|a| entry_len(a.len())).sum();
-    let details_len: usize = peers.iter().map(|p| entry_len(p.encoded_len())).sum();
-    let budget = LEGACY_LIST_BYTES - 16;
-    let total_peers = count(peers.len());
-    if addrs_len + details_len <= budget {
-        return PeerListResponse {
-            client_ips: addrs,
-            peers: peers.to_vec(),
-            total_peers,
-        };
-    }
-    let n = fitting(addrs.iter().map(String::len), budget);
+    let mut client_ips: Vec<String> = peers.iter().map(|p| p.peer_addr.clone()).collect();
+    let (n, with_peers) = legacy_fit(&client_ips, peers.iter().map(Message::encoded_len));
+    client_ips.truncate(n);
     PeerListResponse {
-        client_ips: addrs.into_iter().take(n).collect(),
-        peers: Vec::new(),
-        total_peers,
+        client_ips,
+        peers: if with_peers {
+            peers.to_vec()
+        } else {
+            Vec::new()
+        },
+        total_peers: count(peers.len()),
     }
 }
 

@@ -8,7 +8,7 @@ mod e2e;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use e2e::{ClientSpec, Proc, S, Transport, WaitFor, client, free_port, tempfile_dir};
+use e2e::{Proc, S, Transport, WaitFor, client, free_port, tempfile_dir};
 use music262_proto::audio_service::audio_service_client::AudioServiceClient;
 use music262_proto::audio_service::{
     ListPeersRequest, PeerListRequest, PlaylistRequest, RegisterPeerRequest, UnregisterPeerRequest,
@@ -143,12 +143,7 @@ fn a_library_of_ten_thousand_songs_and_ten_thousand_registrations_reach_a_client
     let rt = tokio::runtime::Runtime::new().unwrap();
     let tokens = rt.block_on(register_all(port));
 
-    let spec = ClientSpec {
-        name: "a",
-        offset_ms: 0.0,
-        drift_ppm: 0.0,
-        node_id: 0xa,
-    };
+    let [spec, ..] = e2e::specs();
     let mut a = client(&dir, port, &spec, Transport::Grpc);
     a.wait_for("registered as joinable", 30 * S);
 

@@ -300,6 +300,10 @@ pub enum ServerError {
     /// The request was refused as invalid.
     #[error("{0}")]
     Invalid(String),
+    /// The server refused: the caller may not do this (another client's registration) or
+    /// the server is full.
+    #[error("music server refused: {0}")]
+    Refused(String),
     /// Anything else the server said.
     #[error("music server error: {0}")]
     Other(String),
@@ -317,6 +321,9 @@ impl ServerError {
             Code::NotFound => ServerError::NotFound(s.message().to_string()),
             Code::InvalidArgument | Code::OutOfRange => {
                 ServerError::Invalid(s.message().to_string())
+            }
+            Code::PermissionDenied | Code::ResourceExhausted => {
+                ServerError::Refused(s.message().to_string())
             }
             _ => ServerError::Other(s.message().to_string()),
         }
@@ -393,8 +400,13 @@ impl AudioClient {
                     page.songs.len()
                 )));
             }
+            if page.songs.is_empty() && songs.len() < total {
+                return Err(ServerError::Other(format!(
+                    "playlist page at {offset} of {total} songs is empty"
+                )));
+            }
             songs.extend(page.songs);
-            if songs.len() >= total.min(MAX_LISTED) || offset as usize == songs.len() {
+            if songs.len() >= total.min(MAX_LISTED) {
                 break;
             }
         }

@@ -56,6 +56,8 @@ pub struct ServerLink {
     playlist: Vec<SongInfo>,
     /// Whether the last registration succeeded (`None` before the first answer).
     server_up: Option<bool>,
+    /// Whether the last registration was refused (the address is another registration's).
+    refused: bool,
     /// The lease renewal task, and its stop signal.
     registration: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>,
     /// The token of this client's registration (empty before the first), which the renewal
@@ -83,6 +85,7 @@ impl ServerLink {
             lease,
             playlist: Vec::new(),
             server_up: None,
+            refused: false,
             registration: None,
             token: watch::Sender::new(String::new()),
             news_tx,
@@ -174,8 +177,23 @@ impl ServerLink {
                 }
                 (said, then)
             }
+            ServerNews::Registered(Err(e @ ServerError::Refused(_))) => {
+                // The server answers but holds this address for another registration (this
+                // client's previous run, killed before it withdrew): said once, retried until
+                // that one lapses.
+                if !self.refused {
+                    said.push(format!("{e}; retrying until that registration lapses"));
+                    tracing::warn!(error = %e, "registration refused");
+                }
+                self.refused = true;
+                if self.playlist.is_empty() {
+                    self.fetch_playlist(None, false);
+                }
+                (said, None)
+            }
             ServerNews::Registered(r) => {
                 let up = r.is_ok();
+                self.refused = false;
                 match (&r, self.server_up) {
                     (Ok(addr), None | Some(false)) => {
                         said.push(format!(
