@@ -17,13 +17,15 @@ use transport_grpc::{AudioServer, MusicBackend, SongBytes};
 use crate::console::{self, Input, Printer};
 use crate::library::MusicLibrary;
 use crate::logging::{self, LogTarget};
-use crate::registry::PeerRegistry;
+use crate::registry::{Caller, PeerRegistry};
 
 /// What the music server serves over `audio_service`: its songs and its registry of joinable
 /// peers.
 #[derive(Debug)]
 pub struct Music {
     library: MusicLibrary,
+    /// The songs' metadata, in playlist order.
+    infos: Vec<SongInfo>,
     registry: PeerRegistry,
 }
 
@@ -31,6 +33,7 @@ impl Music {
     /// `library`, with an empty registry.
     pub fn new(library: MusicLibrary) -> Self {
         Music {
+            infos: library.songs().iter().map(|s| s.info.clone()).collect(),
             library,
             registry: PeerRegistry::default(),
         }
@@ -38,20 +41,16 @@ impl Music {
 }
 
 impl MusicBackend for Music {
-    fn songs(&self) -> Vec<SongInfo> {
-        self.library
-            .songs()
-            .iter()
-            .map(|s| s.info.clone())
-            .collect()
+    fn songs(&self) -> &[SongInfo] {
+        &self.infos
     }
 
     async fn open_song(&self, request: &LoadAudioRequest) -> Result<SongBytes, Status> {
         self.library.open(request).await
     }
 
-    fn peers(&self) -> Vec<RegisteredPeer> {
-        self.registry.listed(Instant::now())
+    fn peers(&self, after: &str, max: usize) -> (Vec<RegisteredPeer>, usize) {
+        self.registry.listed(after, max, Instant::now())
     }
 
     fn register_peer(
@@ -63,9 +62,17 @@ impl MusicBackend for Music {
             .register_request(request, observed, Instant::now())
     }
 
-    fn unregister_peer(&self, request: &UnregisterPeerRequest) {
+    fn unregister_peer(
+        &self,
+        request: &UnregisterPeerRequest,
+        observed: Option<IpAddr>,
+    ) -> Result<(), Status> {
+        let caller = Caller {
+            token: &request.token,
+            ip: observed,
+        };
         self.registry
-            .unregister(&request.peer_addr, request.node_id);
+            .unregister(&request.peer_addr, request.node_id, caller, Instant::now())
     }
 }
 

@@ -6,7 +6,8 @@
 //!   [`client::PeerFrame`] envelope that carries sync-core's messages over gRPC and QUIC.
 //! - [`auth`]: group-key authentication of peer frames (HMAC-SHA256, replay protection).
 //! - [`codec`]: [`client::PeerFrame`] ⇄ [`sync_core::Message`], with size limits.
-//! - [`limits`]: the per-peer frame rate limit.
+//! - [`limits`]: the per-peer frame rate limit and the music server's message sizes.
+//! - [`pages`]: the music server's lists cut into pages, and its legacy lists kept small.
 //! - [`legacy`]: typed reading of the legacy `SendMusicCommand` request and the WAV byte
 //!   offsets the original protocol used as positions.
 //!
@@ -18,6 +19,7 @@ pub mod auth;
 pub mod codec;
 pub mod legacy;
 pub mod limits;
+pub mod pages;
 
 /// Generated from `audio_service.proto` (package `audio_service`): the music server.
 // Generated code: lints are the generator's business, except `missing_docs` (every message

@@ -1,7 +1,8 @@
 //! Per-peer rate limits, pure (the caller passes the time): a token bucket that both
 //! transports apply to each link's incoming frames before any decoding or tag check, so that a
 //! flooding peer costs little and cannot starve the others, and that the gRPC peer endpoint
-//! applies to each caller of the legacy methods that change anything.
+//! applies to each caller of the legacy methods that change anything. Also the size limits of
+//! the music server's messages.
 
 /// Frames a peer may send per second, sustained. A healthy link carries at most about 45: clock
 /// probes and replies at 20 per second each while a link is refined, plus states, readiness and
@@ -16,6 +17,19 @@ pub const PEER_FRAME_BURST: u32 = 400;
 pub const LEGACY_CALLS_PER_SECOND: u32 = 20;
 /// Such calls one caller may make in one burst.
 pub const LEGACY_CALL_BURST: u32 = 40;
+
+/// Largest message a music client and the music server accept from each other (tonic's
+/// decoding limit on both sides): 4 MiB, so that a song chunk, a page of a list or a legacy list
+/// answer always passes.
+pub const SERVER_MESSAGE_BYTES: usize = 4 << 20;
+/// Largest encoded page of `ListSongs` and `ListPeers`: 1 MiB, at least 800 songs with names of
+/// the longest kind.
+pub const LIST_PAGE_BYTES: usize = 1 << 20;
+/// Largest encoded answer of the legacy `GetPlaylist` and `GetPeerClientIPs`: 4 MiB (the
+/// receive limit most gRPC implementations default to) less 64 KiB of slack.
+pub const LEGACY_LIST_BYTES: usize = (4 << 20) - (64 << 10);
+/// Most registrations a music server holds at once; more are refused.
+pub const MAX_REGISTRATIONS: usize = 100_000;
 
 /// A token bucket: `burst` tokens at most, refilled at `per_second`.
 #[derive(Clone, Debug)]

@@ -174,6 +174,22 @@ const ADDED_METHODS: &[(&str, &str, &str, &str, bool, bool)] = &[
         false,
     ),
     (
+        "audio_service.audio_service",
+        "ListSongs",
+        "audio_service.ListSongsRequest",
+        "audio_service.ListSongsResponse",
+        false,
+        false,
+    ),
+    (
+        "audio_service.audio_service",
+        "ListPeers",
+        "audio_service.ListPeersRequest",
+        "audio_service.ListPeersResponse",
+        false,
+        false,
+    ),
+    (
         "client.ClientHandler",
         "Exchange",
         "client.PeerFrame",

@@ -4,8 +4,9 @@
 //! legacy field whose number or type changed would read as absent or fail to decode here.
 
 use music262_proto::audio_service::{
-    AudioChunk, LoadAudioRequest, PeerListRequest, PeerListResponse, PlaylistRequest,
-    PlaylistResponse,
+    AudioChunk, ListPeersRequest, ListPeersResponse, ListSongsRequest, ListSongsResponse,
+    LoadAudioRequest, PeerListRequest, PeerListResponse, PlaylistRequest, PlaylistResponse,
+    RegisterPeerRequest, RegisterPeerResponse, RegisteredPeer, SongInfo, UnregisterPeerRequest,
 };
 use music262_proto::client::{
     ExitRequest, ExitResponse, GetPositionRequest, GetPositionResponse, GossipRequest,
@@ -74,6 +75,7 @@ fn playlist_response_song_names_is_field_1_repeated_string() {
     let expected = PlaylistResponse {
         song_names: vec!["a.wav".into(), "b cé.wav".into()],
         songs: vec![],
+        total_songs: 0,
     };
     both_ways(&bytes, &expected);
 }
@@ -126,6 +128,7 @@ fn peer_list_response_client_ips_is_field_1_repeated_string() {
         &PeerListResponse {
             client_ips: vec!["192.168.1.10:50052".into(), "[::1]:50053".into()],
             peers: vec![],
+            total_peers: 0,
         },
     );
 }
@@ -265,5 +268,117 @@ fn additions_are_skipped_by_a_reader_that_knows_only_legacy_fields() {
             position: 7,
             song_num: 8,
         }
+    );
+}
+
+#[test]
+fn list_totals_are_new_numbers_that_an_old_reader_skips() {
+    // Only field 1 is known to an old caller of the legacy lists.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct LegacyList {
+        #[prost(string, repeated, tag = "1")]
+        names: Vec<String>,
+    }
+    let playlist = PlaylistResponse {
+        song_names: vec!["a.wav".into()],
+        songs: vec![],
+        total_songs: 3,
+    };
+    let mut bytes = bytes_field(1, b"a.wav");
+    bytes.extend(varint_field(3, 3));
+    both_ways(&bytes, &playlist);
+    assert_eq!(LegacyList::decode(&bytes[..]).unwrap().names, ["a.wav"]);
+
+    let peers = PeerListResponse {
+        client_ips: vec!["h:1".into()],
+        peers: vec![],
+        total_peers: 2,
+    };
+    let mut bytes = bytes_field(1, b"h:1");
+    bytes.extend(varint_field(3, 2));
+    both_ways(&bytes, &peers);
+    assert_eq!(LegacyList::decode(&bytes[..]).unwrap().names, ["h:1"]);
+}
+
+#[test]
+fn registration_tokens_are_new_fields_and_a_request_without_one_decodes_as_before() {
+    let mut bytes = bytes_field(1, b"h:1");
+    bytes.extend(bytes_field(4, b"abcd"));
+    bytes.extend(varint_field(5, 1));
+    both_ways(
+        &bytes,
+        &RegisterPeerRequest {
+            peer_addr: "h:1".into(),
+            token: "abcd".into(),
+            claim: true,
+            ..Default::default()
+        },
+    );
+    // A caller of the previous version sends no token and no claim.
+    let old = bytes_field(1, b"h:1");
+    let req = RegisterPeerRequest::decode(&old[..]).unwrap();
+    assert_eq!((req.token.as_str(), req.claim), ("", false));
+
+    let answer = RegisterPeerResponse {
+        token: "abcd".into(),
+        ..Default::default()
+    };
+    both_ways(&bytes_field(4, b"abcd"), &answer);
+    let withdraw = UnregisterPeerRequest {
+        token: "abcd".into(),
+        ..Default::default()
+    };
+    both_ways(&bytes_field(3, b"abcd"), &withdraw);
+}
+
+#[test]
+fn pages_carry_their_cursor_and_total_at_their_documented_numbers() {
+    let mut bytes = varint_field(1, 5);
+    bytes.extend(varint_field(2, 10));
+    both_ways(
+        &bytes,
+        &ListSongsRequest {
+            offset: 5,
+            limit: 10,
+        },
+    );
+    let song = SongInfo {
+        name: "a.wav".into(),
+        ..Default::default()
+    };
+    let mut bytes = bytes_field(1, &song.encode_to_vec());
+    bytes.extend(varint_field(2, 7));
+    bytes.extend(varint_field(3, 6));
+    both_ways(
+        &bytes,
+        &ListSongsResponse {
+            songs: vec![song],
+            total: 7,
+            next_offset: 6,
+        },
+    );
+    let mut bytes = bytes_field(1, b"h:1");
+    bytes.extend(varint_field(2, 100));
+    both_ways(
+        &bytes,
+        &ListPeersRequest {
+            after: "h:1".into(),
+            limit: 100,
+        },
+    );
+    let peer = RegisteredPeer {
+        peer_addr: "h:2".into(),
+        ..Default::default()
+    };
+    let mut bytes = bytes_field(1, &peer.encode_to_vec());
+    bytes.extend(bytes_field(2, b"h:2"));
+    bytes.extend(varint_field(3, 9));
+    both_ways(
+        &bytes,
+        &ListPeersResponse {
+            peers: vec![peer],
+            next_after: "h:2".into(),
+            total: 9,
+        },
     );
 }

@@ -572,6 +572,55 @@ class Compliance:
         time.sleep(r.lease_ms / 1000 + 0.3)
         expect(addr not in self.registered().client_ips, f"still listed {r.lease_ms} ms + 300 ms after registering without renewal")
 
+    def check_server_list_songs_pages(self):
+        pages, offset = [], 0
+        while True:
+            page = self.srv.ListSongs(self.S.ListSongsRequest(offset=offset, limit=1), timeout=RPC_TIMEOUT)
+            expect(page.total == len(self.playlist.song_names), f"ListSongs total {page.total}")
+            if not page.songs:
+                break
+            expect(len(page.songs) == 1 and page.next_offset == offset + 1, f"page at {offset}: {page}")
+            pages.extend(page.songs)
+            offset = page.next_offset
+        expect(list(pages) == list(self.playlist.songs), "ListSongs pages differ from GetPlaylist's songs")
+        expect(self.playlist.total_songs == len(self.playlist.song_names), f"total_songs {self.playlist.total_songs}")
+
+    def check_server_list_peers_pages(self):
+        listed, after = [], ""
+        while True:
+            page = self.srv.ListPeers(self.S.ListPeersRequest(after=after, limit=1), timeout=RPC_TIMEOUT)
+            listed.extend(p.peer_addr for p in page.peers)
+            if not page.next_after:
+                break
+            after = page.next_after
+        legacy = list(self.registered().client_ips)
+        expect(listed == sorted(listed), f"ListPeers not in address order: {listed}")
+        expect(set(listed) == set(legacy), f"ListPeers {listed} != GetPeerClientIPs {legacy}")
+
+    def check_server_stranger_unregister_refused(self):
+        denied = self.grpc.StatusCode.PERMISSION_DENIED
+        addr = f"127.0.0.1:{free_port()}"
+        r = self.srv.RegisterPeer(self.S.RegisterPeerRequest(peer_addr=addr, node_id=0x5151, lease_ms=60000, claim=True),
+                                  timeout=RPC_TIMEOUT)
+        expect(len(r.token) == 32, f"token {r.token!r}")
+        bad = []
+        for req in [self.S.UnregisterPeerRequest(peer_addr=addr),
+                    self.S.UnregisterPeerRequest(peer_addr=addr, token="0" * 32),
+                    self.S.UnregisterPeerRequest(node_id=0x5151),
+                    # a running client's registration, claimed by it
+                    self.S.UnregisterPeerRequest(peer_addr=self.a.addr)]:
+            code, detail = self.call(self.srv.UnregisterPeer, req)
+            if code != denied or not detail:
+                bad.append(f"{req}: {code} {detail}")
+        code, detail = self.call(self.srv.RegisterPeer, self.S.RegisterPeerRequest(peer_addr=addr, lease_ms=1))
+        if code != denied:
+            bad.append(f"a tokenless renewal of a claimed address: {code} {detail}")
+        expect(not bad, "not refused with PERMISSION_DENIED: " + "; ".join(bad))
+        ips = set(self.registered().client_ips)
+        expect({addr, self.a.addr} <= ips, "a refused unregister withdrew something")
+        self.srv.UnregisterPeer(self.S.UnregisterPeerRequest(peer_addr=addr, token=r.token), timeout=RPC_TIMEOUT)
+        expect(addr not in self.registered().client_ips, "the token's owner could not withdraw its registration")
+
     # == ClientHandler ===========================================================================
 
     def check_client_join_two_clients(self):

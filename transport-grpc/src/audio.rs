@@ -12,10 +12,13 @@ use std::time::Duration;
 use music262_proto::audio_service::audio_service_client::AudioServiceClient;
 use music262_proto::audio_service::audio_service_server::{AudioService, AudioServiceServer};
 use music262_proto::audio_service::{
-    AudioChunk, LoadAudioRequest, PeerListRequest, PeerListResponse, PlaylistRequest,
-    PlaylistResponse, RegisterPeerRequest, RegisterPeerResponse, RegisteredPeer, SongInfo,
-    UnregisterPeerRequest, UnregisterPeerResponse,
+    AudioChunk, ListPeersRequest, ListPeersResponse, ListSongsRequest, ListSongsResponse,
+    LoadAudioRequest, PeerListRequest, PeerListResponse, PlaylistRequest, PlaylistResponse,
+    RegisterPeerRequest, RegisterPeerResponse, RegisteredPeer, SongInfo, UnregisterPeerRequest,
+    UnregisterPeerResponse,
 };
+use music262_proto::limits::SERVER_MESSAGE_BYTES;
+use music262_proto::pages;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -38,7 +41,7 @@ const CHUNKS_AHEAD: usize = 4;
 /// its registry of joinable peer addresses. Errors are the calls' answers.
 pub trait MusicBackend: Send + Sync + 'static {
     /// The songs, in playlist order.
-    fn songs(&self) -> Vec<SongInfo>;
+    fn songs(&self) -> &[SongInfo];
 
     /// Opens the song `request` names (by name, or by 1-based number) for streaming.
     fn open_song(
@@ -46,8 +49,9 @@ pub trait MusicBackend: Send + Sync + 'static {
         request: &LoadAudioRequest,
     ) -> impl Future<Output = Result<SongBytes, Status>> + Send;
 
-    /// The live registered peers.
-    fn peers(&self) -> Vec<RegisteredPeer>;
+    /// Up to `max` live registered peers with an address after `after`, in ascending order of
+    /// address, and the number of all live ones.
+    fn peers(&self, after: &str, max: usize) -> (Vec<RegisteredPeer>, usize);
 
     /// Registers or renews a peer's address; `observed` is the caller's address as seen.
     fn register_peer(
@@ -56,8 +60,12 @@ pub trait MusicBackend: Send + Sync + 'static {
         observed: Option<IpAddr>,
     ) -> Result<RegisterPeerResponse, Status>;
 
-    /// Withdraws a peer's address.
-    fn unregister_peer(&self, request: &UnregisterPeerRequest);
+    /// Withdraws a peer's address, if the caller at `observed` may.
+    fn unregister_peer(
+        &self,
+        request: &UnregisterPeerRequest,
+        observed: Option<IpAddr>,
+    ) -> Result<(), Status>;
 }
 
 /// A song opened for streaming: its bytes, and how many there are.
@@ -131,7 +139,9 @@ impl<B: MusicBackend> AudioServer<B> {
         let incoming = TcpListenerStream::new(listener);
         tokio::spawn(async move {
             tonic::transport::Server::builder()
-                .add_service(AudioServiceServer::new(self))
+                .add_service(
+                    AudioServiceServer::new(self).max_decoding_message_size(SERVER_MESSAGE_BYTES),
+                )
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
         })
@@ -190,11 +200,7 @@ impl<B: MusicBackend> AudioService for AudioServer<B> {
         &self,
         _request: Request<PlaylistRequest>,
     ) -> Result<Response<PlaylistResponse>, Status> {
-        let songs = self.backend.songs();
-        Ok(Response::new(PlaylistResponse {
-            song_names: songs.iter().map(|s| s.name.clone()).collect(),
-            songs,
-        }))
+        Ok(Response::new(pages::legacy_playlist(self.backend.songs())))
     }
 
     type LoadAudioStream = ChunkStream;
@@ -218,11 +224,8 @@ impl<B: MusicBackend> AudioService for AudioServer<B> {
         &self,
         _request: Request<PeerListRequest>,
     ) -> Result<Response<PeerListResponse>, Status> {
-        let peers = self.backend.peers();
-        Ok(Response::new(PeerListResponse {
-            client_ips: peers.iter().map(|p| p.peer_addr.clone()).collect(),
-            peers,
-        }))
+        let (peers, _) = self.backend.peers("", usize::MAX);
+        Ok(Response::new(pages::legacy_peer_list(&peers)))
     }
 
     async fn register_peer(
@@ -239,10 +242,46 @@ impl<B: MusicBackend> AudioService for AudioServer<B> {
         &self,
         request: Request<UnregisterPeerRequest>,
     ) -> Result<Response<UnregisterPeerResponse>, Status> {
-        self.backend.unregister_peer(request.get_ref());
+        let observed = request.remote_addr().map(|a: SocketAddr| a.ip());
+        self.backend.unregister_peer(request.get_ref(), observed)?;
         Ok(Response::new(UnregisterPeerResponse {}))
     }
+
+    async fn list_songs(
+        &self,
+        request: Request<ListSongsRequest>,
+    ) -> Result<Response<ListSongsResponse>, Status> {
+        let r = request.get_ref();
+        Ok(Response::new(pages::songs_page(
+            self.backend.songs(),
+            r.offset,
+            r.limit,
+        )))
+    }
+
+    async fn list_peers(
+        &self,
+        request: Request<ListPeersRequest>,
+    ) -> Result<Response<ListPeersResponse>, Status> {
+        let r = request.get_ref();
+        let max = if r.limit == 0 {
+            PEERS_PER_PAGE
+        } else {
+            (r.limit as usize).min(PEERS_PER_PAGE)
+        };
+        // One more than the page may hold, to tell whether another page follows.
+        let (peers, total) = self.backend.peers(&r.after, max + 1);
+        let page = pages::peers_page(&peers, max as u32, total);
+        Ok(Response::new(page))
+    }
 }
+
+/// Most registrations in one `ListPeers` page (fewer when they do not fit in
+/// [`music262_proto::limits::LIST_PAGE_BYTES`]).
+const PEERS_PER_PAGE: usize = 20_000;
+
+/// Songs of a playlist at most: a server that pages without end is cut off here.
+const MAX_LISTED: usize = 10_000_000;
 
 /// Why a call to the music server failed, in one line.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -261,6 +300,10 @@ pub enum ServerError {
     /// The request was refused as invalid.
     #[error("{0}")]
     Invalid(String),
+    /// The server refused: the caller may not do this (another client's registration) or
+    /// the server is full.
+    #[error("music server refused: {0}")]
+    Refused(String),
     /// Anything else the server said.
     #[error("music server error: {0}")]
     Other(String),
@@ -278,6 +321,9 @@ impl ServerError {
             Code::NotFound => ServerError::NotFound(s.message().to_string()),
             Code::InvalidArgument | Code::OutOfRange => {
                 ServerError::Invalid(s.message().to_string())
+            }
+            Code::PermissionDenied | Code::ResourceExhausted => {
+                ServerError::Refused(s.message().to_string())
             }
             _ => ServerError::Other(s.message().to_string()),
         }
@@ -308,7 +354,7 @@ impl AudioClient {
         Ok(AudioClient {
             addr: addr.to_string(),
             client: AudioServiceClient::new(endpoint.connect_lazy())
-                .max_decoding_message_size(2 * CHUNK_SIZE),
+                .max_decoding_message_size(SERVER_MESSAGE_BYTES),
             max_song_bytes: MAX_SONG_BYTES,
         })
     }
@@ -328,13 +374,47 @@ impl AudioClient {
         ServerError::from_status(&self.addr, s)
     }
 
-    /// The playlist.
+    /// The whole playlist, page by page (`ListSongs`), or in one answer from a server that
+    /// does not page (`GetPlaylist`).
     pub async fn playlist(&self) -> Result<PlaylistResponse, ServerError> {
         let mut c = self.client.clone();
-        c.get_playlist(PlaylistRequest {})
-            .await
-            .map(Response::into_inner)
-            .map_err(|s| self.err(s))
+        let mut songs: Vec<SongInfo> = Vec::new();
+        loop {
+            let offset = songs.len() as u32;
+            let page = match c.list_songs(ListSongsRequest { offset, limit: 0 }).await {
+                Ok(page) => page.into_inner(),
+                Err(s) if s.code() == Code::Unimplemented && offset == 0 => {
+                    return c
+                        .get_playlist(PlaylistRequest {})
+                        .await
+                        .map(Response::into_inner)
+                        .map_err(|s| self.err(s));
+                }
+                Err(s) => return Err(self.err(s)),
+            };
+            let total = page.total as usize;
+            if page.next_offset as usize != songs.len() + page.songs.len() {
+                return Err(ServerError::Other(format!(
+                    "playlist page from {offset} ends at {} with {} songs",
+                    page.next_offset,
+                    page.songs.len()
+                )));
+            }
+            if page.songs.is_empty() && songs.len() < total {
+                return Err(ServerError::Other(format!(
+                    "playlist page at {offset} of {total} songs is empty"
+                )));
+            }
+            songs.extend(page.songs);
+            if songs.len() >= total.min(MAX_LISTED) {
+                break;
+            }
+        }
+        Ok(PlaylistResponse {
+            song_names: songs.iter().map(|s| s.name.clone()).collect(),
+            total_songs: songs.len() as u32,
+            songs,
+        })
     }
 
     /// Downloads a song's WAV bytes, calling `progress(received, total)` after every chunk.
@@ -384,42 +464,85 @@ impl AudioClient {
         Ok(bytes)
     }
 
-    /// Registers (or renews) this client's joinable address.
+    /// Registers (or renews, with the `token` a registration returned; empty the first time)
+    /// this client's joinable address, claiming it: from then on only the token renews or
+    /// withdraws it.
     pub async fn register(
         &self,
         peer_addr: &str,
         node_id: u64,
         lease: Duration,
+        token: &str,
     ) -> Result<RegisterPeerResponse, ServerError> {
         let mut c = self.client.clone();
         c.register_peer(RegisterPeerRequest {
             peer_addr: peer_addr.to_string(),
             node_id,
             lease_ms: lease.as_millis() as u64,
+            token: token.to_string(),
+            claim: true,
         })
         .await
         .map(Response::into_inner)
         .map_err(|s| self.err(s))
     }
 
-    /// Withdraws this client's address.
-    pub async fn unregister(&self, peer_addr: &str, node_id: u64) -> Result<(), ServerError> {
+    /// Withdraws this client's address, with its registration's `token`.
+    pub async fn unregister(
+        &self,
+        peer_addr: &str,
+        node_id: u64,
+        token: &str,
+    ) -> Result<(), ServerError> {
         let mut c = self.client.clone();
         c.unregister_peer(UnregisterPeerRequest {
             peer_addr: peer_addr.to_string(),
             node_id,
+            token: token.to_string(),
         })
         .await
         .map(|_| ())
         .map_err(|s| self.err(s))
     }
 
-    /// Joinable addresses of live clients.
+    /// Joinable addresses of every live client, page by page (`ListPeers`), or in one answer
+    /// from a server that does not page (`GetPeerClientIPs`).
     pub async fn peers(&self) -> Result<PeerListResponse, ServerError> {
         let mut c = self.client.clone();
-        c.get_peer_client_i_ps(PeerListRequest {})
-            .await
-            .map(Response::into_inner)
-            .map_err(|s| self.err(s))
+        let mut peers: Vec<RegisteredPeer> = Vec::new();
+        let mut after = String::new();
+        loop {
+            let request = ListPeersRequest {
+                after: after.clone(),
+                limit: 0,
+            };
+            let page = match c.list_peers(request).await {
+                Ok(page) => page.into_inner(),
+                Err(s) if s.code() == Code::Unimplemented && peers.is_empty() => {
+                    return c
+                        .get_peer_client_i_ps(PeerListRequest {})
+                        .await
+                        .map(Response::into_inner)
+                        .map_err(|s| self.err(s));
+                }
+                Err(s) => return Err(self.err(s)),
+            };
+            // Each page must move on, so that a server cannot keep the client paging forever.
+            if !page.next_after.is_empty() && page.next_after <= after {
+                return Err(ServerError::Other(format!(
+                    "peer list page after `{after}` does not move on"
+                )));
+            }
+            peers.extend(page.peers);
+            if page.next_after.is_empty() || peers.len() >= MAX_LISTED {
+                break;
+            }
+            after = page.next_after;
+        }
+        Ok(PeerListResponse {
+            client_ips: peers.iter().map(|p| p.peer_addr.clone()).collect(),
+            total_peers: peers.len() as u32,
+            peers,
+        })
     }
 }

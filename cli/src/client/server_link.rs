@@ -56,8 +56,13 @@ pub struct ServerLink {
     playlist: Vec<SongInfo>,
     /// Whether the last registration succeeded (`None` before the first answer).
     server_up: Option<bool>,
+    /// Whether the last registration was refused (the address is another registration's).
+    refused: bool,
     /// The lease renewal task, and its stop signal.
     registration: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>,
+    /// The token of this client's registration (empty before the first), which the renewal
+    /// task keeps up to date and the unregistration presents.
+    token: watch::Sender<String>,
     news_tx: mpsc::UnboundedSender<ServerNews>,
     news_rx: mpsc::UnboundedReceiver<ServerNews>,
 }
@@ -80,7 +85,9 @@ impl ServerLink {
             lease,
             playlist: Vec::new(),
             server_up: None,
+            refused: false,
             registration: None,
+            token: watch::Sender::new(String::new()),
             news_tx,
             news_rx,
         }
@@ -170,8 +177,23 @@ impl ServerLink {
                 }
                 (said, then)
             }
+            ServerNews::Registered(Err(e @ ServerError::Refused(_))) => {
+                // The server answers but holds this address for another registration (this
+                // client's previous run, killed before it withdrew): said once, retried until
+                // that one lapses.
+                if !self.refused {
+                    said.push(format!("{e}; retrying until that registration lapses"));
+                    tracing::warn!(error = %e, "registration refused");
+                }
+                self.refused = true;
+                if self.playlist.is_empty() {
+                    self.fetch_playlist(None, false);
+                }
+                (said, None)
+            }
             ServerNews::Registered(r) => {
                 let up = r.is_ok();
+                self.refused = false;
                 match (&r, self.server_up) {
                     (Ok(addr), None | Some(false)) => {
                         said.push(format!(
@@ -207,13 +229,16 @@ impl ServerLink {
         let addr = self.advertised.clone();
         let node = self.node_id;
         let lease = self.lease;
+        let token = self.token.clone();
         let (stop_tx, mut stop) = watch::channel(false);
         let task = tokio::spawn(async move {
             while !*stop.borrow() {
-                let r = audio
-                    .register(&addr, node, lease)
-                    .await
-                    .map(|resp| resp.peer_addr);
+                let held = token.borrow().clone();
+                let r = audio.register(&addr, node, lease, &held).await.map(|resp| {
+                    // A server that restarted hands out a new token.
+                    token.send_replace(resp.token);
+                    resp.peer_addr
+                });
                 let ok = r.is_ok();
                 if tx.send(ServerNews::Registered(r)).is_err() {
                     return;
@@ -245,7 +270,8 @@ impl ServerLink {
         // listed (as joinable) until its lease lapses.
         match tokio::time::timeout(
             Duration::from_secs(3),
-            self.audio.unregister(&self.advertised, self.node_id),
+            self.audio
+                .unregister(&self.advertised, self.node_id, &self.token.borrow()),
         )
         .await
         {
