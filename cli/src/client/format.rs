@@ -17,7 +17,8 @@ pub fn clock_time(ms: u64) -> String {
     format!("{}:{:02}.{:03}", ms / 60_000, ms / 1000 % 60, ms % 1000)
 }
 
-fn frame_time(song: &SongRef, frame: f64) -> String {
+/// `m:ss.mmm` for a frame of `song`.
+pub fn frame_time(song: &SongRef, frame: f64) -> String {
     clock_time((frame.max(0.0) * 1000.0 / song.sample_rate as f64) as u64)
 }
 
