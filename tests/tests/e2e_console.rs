@@ -251,3 +251,116 @@ fn a_web_page_bound_to_every_address_prints_addresses_that_open_it() {
         assert!(reply.starts_with("HTTP/1.1 200"), "{url}: {reply:.80}");
     }
 }
+
+/// Whether `line` is `{prefix}{m:ss.mmm}{rest} in {N} ms`.
+fn says_at(line: &str, prefix: &str, rest: &str) -> bool {
+    let Some(after) = line.strip_prefix(prefix) else {
+        return false;
+    };
+    let (time, tail) = after.split_at(after.find(' ').unwrap_or(after.len()));
+    let clock = time.len() >= 8
+        && time.split([':', '.']).count() == 3
+        && time
+            .split([':', '.'])
+            .all(|p| p.chars().all(|c| c.is_ascii_digit()));
+    let Some(wait) = tail
+        .strip_prefix(rest)
+        .and_then(|t| t.strip_prefix(" in "))
+        .and_then(|t| t.strip_suffix(" ms"))
+    else {
+        return false;
+    };
+    clock && wait.parse::<u32>().is_ok_and(|ms| ms < 1_000)
+}
+
+/// Posts a command line to a client's web page; returns its JSON answer.
+fn post_command(web: &str, line: &str) -> serde_json::Value {
+    let body = serde_json::json!({ "line": line }).to_string();
+    let mut s = std::net::TcpStream::connect(web).unwrap();
+    s.set_read_timeout(Some(15 * S)).unwrap();
+    write!(
+        s,
+        "POST /command HTTP/1.1\r\nHost: {web}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    let json = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {reply}"))
+}
+
+#[test]
+fn a_command_is_answered_where_it_was_typed_with_what_happens_where_and_when() {
+    let dir = tempfile_dir("console-answers");
+    let (_server, port) = server(&dir);
+    let [sa, ..] = specs();
+    let mut a = client(&dir, port, &sa, Transport::Grpc);
+    let web = format!("127.0.0.1:{}", free_port());
+    let p2p = free_port();
+    let server_addr = format!("127.0.0.1:{port}");
+    let mut b = bare_client(
+        &dir,
+        "b",
+        &[
+            "--server",
+            &server_addr,
+            "--p2p-port",
+            &p2p.to_string(),
+            "--web",
+            &web,
+        ],
+    );
+    b.wait_for("type `help` for commands", 30 * S);
+    b.send(&format!("join {}", a.addr));
+    b.wait_for(&format!("connected to peer {}", a.addr), 20 * S);
+    a.wait_for(&format!("connected to peer 127.0.0.1:{p2p}"), 20 * S);
+
+    a.send("play sample_song.wav");
+    let play = a.wait_for("play sample_song.wav from", 10 * S);
+    assert!(
+        play.starts_with(
+            "play sample_song.wav from 0:00.000 on 2 rooms once every room has loaded it (at \
+             the latest in "
+        ),
+        "{play}"
+    );
+    a.wait_for("loaded sample_song.wav", 30 * S);
+    b.wait_for("loaded sample_song.wav", 30 * S);
+    std::thread::sleep(2 * S);
+
+    let pause = answer(&mut a, "pause");
+    assert_eq!(pause.len(), 1, "{pause:?}");
+    assert!(says_at(&pause[0], "pause at ", " on 2 rooms"), "{pause:?}");
+    // The other client's notice is as before.
+    b.wait_for("pause sample_song.wav at", 5 * S);
+
+    let seek = answer(&mut a, "seek 0:10");
+    assert_eq!(seek.len(), 1, "{seek:?}");
+    assert!(
+        says_at(&seek[0], "seek to ", " (paused) on 2 rooms"),
+        "{seek:?}"
+    );
+    assert!(seek[0].starts_with("seek to 0:10.000 "), "{seek:?}");
+
+    // Typed on the page: the page's answer is the line the console shows.
+    let reply = post_command(&web, "resume");
+    assert_eq!(reply["ok"], true, "{reply}");
+    let text = reply["output"].as_str().unwrap_or_default().to_string();
+    assert!(says_at(&text, "resume from ", " on 2 rooms"), "{reply}");
+    assert!(text.starts_with("resume from 0:10.000 "), "{reply}");
+    b.wait_for("(web page) resume", 5 * S);
+    b.wait_for(&text, 5 * S);
+
+    let stop = answer(&mut a, "stop");
+    assert_eq!(stop.len(), 1, "{stop:?}");
+    let wait = stop[0]
+        .strip_prefix("stop on 2 rooms in ")
+        .unwrap_or_default();
+    assert!(
+        wait.strip_suffix(" ms")
+            .is_some_and(|ms| ms.parse::<u32>().is_ok()),
+        "{stop:?}"
+    );
+}

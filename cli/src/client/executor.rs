@@ -9,7 +9,7 @@ use sync_core::{
 };
 
 use super::commands::{self, SongChoice, UserCommand};
-use super::format;
+use super::format::{self, Typed};
 use super::links::Links;
 use super::peers::RefusedCounts;
 use super::server_link::{Pending, ServerLink, song_ref};
@@ -106,8 +106,13 @@ impl Executor {
             Err(e) => return Reply::result(Err(e)),
         };
         let Context { node, now, .. } = ctx;
-        let command = |node: &mut Node, c: Command| {
-            Reply::result(node.handle_command(now, c, None).map_err(|e| e.to_string()))
+        // A group command is answered with what it does, where and when.
+        let command = |node: &mut Node, typed: Typed, c: Command| {
+            let r = node.handle_command(now, c, None);
+            match r {
+                Ok(()) => Reply::said(format::command_effect(typed, node, now)),
+                Err(e) => Reply::result(Err(e.to_string())),
+            }
         };
         let link_command = |node: &mut Node, c: LinkCommand| {
             Reply::result(node.handle_link_command(now, c).map_err(|e| e.to_string()))
@@ -126,23 +131,23 @@ impl Executor {
                 said: play(choice, true, node, now, ctx.server),
                 ..Reply::default()
             },
-            UserCommand::Pause => command(node, Command::Pause),
-            UserCommand::Resume => command(node, Command::Resume),
-            UserCommand::Stop => command(node, Command::Stop),
+            UserCommand::Pause => command(node, Typed::Pause, Command::Pause),
+            UserCommand::Resume => command(node, Typed::Resume, Command::Resume),
+            UserCommand::Stop => command(node, Typed::Stop, Command::Stop),
             UserCommand::Seek(ms) => match &node.state().song {
                 None => Reply::result(Err(CommandError::NoSong.to_string())),
                 Some(s) => {
                     let frame = ms.saturating_mul(u64::from(s.sample_rate)) / 1000;
                     let length = format::frame_time(s, s.frames as f64);
-                    let r = node.handle_command(now, Command::Seek { frame }, None);
-                    // The node counts in frames; the user typed a time.
-                    Reply::result(r.map_err(|e| match e {
-                        CommandError::OutOfRange { .. } => format!(
+                    match node.handle_command(now, Command::Seek { frame }, None) {
+                        Ok(()) => Reply::said(format::command_effect(Typed::Seek, node, now)),
+                        // The node counts in frames; the user typed a time.
+                        Err(CommandError::OutOfRange { .. }) => Reply::result(Err(format!(
                             "position {} is beyond the end of the song ({length})",
                             format::clock_time(ms)
-                        ),
-                        e => e.to_string(),
-                    }))
+                        ))),
+                        Err(e) => Reply::result(Err(e.to_string())),
+                    }
                 }
             },
             UserCommand::Status => Reply::said(self.status(&Context { node, ..ctx })),
@@ -275,7 +280,7 @@ pub fn play(
         },
     };
     match node.handle_command(now, Command::Play { song, frame: 0 }, None) {
-        Ok(()) => Vec::new(),
+        Ok(()) => vec![format::command_effect(Typed::Play, node, now)],
         Err(e) => vec![e.to_string()],
     }
 }
