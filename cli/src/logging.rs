@@ -1,5 +1,6 @@
 //! Logging: `tracing` to a file or to stderr, never onto the prompt.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use tracing_subscriber::EnvFilter;
@@ -25,9 +26,27 @@ impl LogTarget {
 }
 
 /// Starts logging at `default_level`, raised or narrowed by `filter` (the `RUST_LOG` directives,
-/// read by `env.rs`; ignored if they do not parse). Returns a line that says where the log
-/// goes, or an error line.
+/// read by `env.rs`; ignored if they do not parse), and logs a start line naming `program`, its
+/// version and its arguments (a log file is appended to across runs). Colour codes only go to a
+/// terminal. Returns a line that says where the log goes, or an error line.
 pub fn init(
+    program: &str,
+    target: &LogTarget,
+    default_level: &str,
+    filter: Option<&str>,
+) -> Result<String, String> {
+    let said = subscribe(target, default_level, filter)?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        ?args,
+        pid = std::process::id(),
+        "{program} starting"
+    );
+    Ok(said)
+}
+
+fn subscribe(
     target: &LogTarget,
     default_level: &str,
     filter: Option<&str>,
@@ -39,6 +58,7 @@ pub fn init(
         LogTarget::Stderr => {
             tracing_subscriber::fmt()
                 .with_env_filter(filter)
+                .with_ansi(std::io::stderr().is_terminal())
                 .with_writer(std::io::stderr)
                 .init();
             Ok("log: standard error".to_string())

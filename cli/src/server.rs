@@ -132,6 +132,7 @@ fn status(server: &AudioServer<Music>, addr: SocketAddr, started: Instant) -> St
 /// Runs the server until `exit` or a signal. Returns the process exit code.
 pub async fn run(args: ServerArgs) -> i32 {
     if let Err(e) = logging::init(
+        "music_server",
         &LogTarget::parse(&args.log_file),
         "info",
         crate::env::log_filter(&crate::env::process).as_deref(),

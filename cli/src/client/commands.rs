@@ -38,10 +38,10 @@ pub enum UserCommand {
     Leave(String),
     /// Share peer addresses with every peer.
     Gossip,
-    /// Which channels this client plays.
-    Channel(ChannelMode),
-    /// Volume, 0 to 100 %.
-    Volume(f32),
+    /// Which channels this client plays (`None`: show it).
+    Channel(Option<ChannelMode>),
+    /// Volume, 0 to 1 (`None`: show it).
+    Volume(Option<f32>),
     /// Extra delay of this client's output device, in milliseconds (`None`: show it).
     Latency(Option<f64>),
     /// The list of commands.
@@ -68,8 +68,8 @@ peers:
   gossip                   share the addresses of your peers with all of them
 this client only:
   status                   what plays, where, and how well this client is in sync
-  channel left|right|both  which channel(s) this client plays
-  volume <0-100>           this client's volume
+  channel left|right|both  which channel(s) this client plays (`channel` alone shows it)
+  volume <0-100>           this client's volume (`volume` alone shows it)
   latency <ms>             extra delay of this client's speakers that the sound card does not
                            report (Bluetooth, HDMI receivers): playback starts that much earlier
                            so it is heard in sync; `latency` alone shows it
@@ -156,21 +156,23 @@ pub fn parse(line: &str) -> Result<Option<UserCommand>, String> {
             need("a peer address or node id (see `connections`)")?.to_string(),
         ))),
         "gossip" => none(UserCommand::Gossip),
+        "channel" if rest.is_empty() => Ok(Some(UserCommand::Channel(None))),
         "channel" => {
-            let mode = need("left, right or both")?
+            let mode = rest
                 .parse::<ChannelMode>()
                 .map_err(|_| format!("`{rest}` is not a channel; use left, right or both"))?;
-            Ok(Some(UserCommand::Channel(mode)))
+            Ok(Some(UserCommand::Channel(Some(mode))))
         }
+        "volume" | "vol" if rest.is_empty() => Ok(Some(UserCommand::Volume(None))),
         "volume" | "vol" => {
-            let v: f32 = need("a percentage")?
+            let v: f32 = rest
                 .trim_end_matches('%')
                 .parse()
                 .map_err(|_| format!("`{rest}` is not a volume; use 0 to 100"))?;
             if !(0.0..=100.0).contains(&v) {
                 return Err("volume goes from 0 to 100".into());
             }
-            Ok(Some(UserCommand::Volume(v / 100.0)))
+            Ok(Some(UserCommand::Volume(Some(v / 100.0))))
         }
         "latency" => {
             if rest.is_empty() {
@@ -244,9 +246,14 @@ mod tests {
         );
         assert_eq!(
             parse("channel left").unwrap(),
-            Some(UserCommand::Channel(ChannelMode::Left))
+            Some(UserCommand::Channel(Some(ChannelMode::Left)))
         );
-        assert_eq!(parse("volume 50").unwrap(), Some(UserCommand::Volume(0.5)));
+        assert_eq!(parse("channel").unwrap(), Some(UserCommand::Channel(None)));
+        assert_eq!(
+            parse("volume 50").unwrap(),
+            Some(UserCommand::Volume(Some(0.5)))
+        );
+        assert_eq!(parse("volume").unwrap(), Some(UserCommand::Volume(None)));
         assert_eq!(
             parse("latency 40ms").unwrap(),
             Some(UserCommand::Latency(Some(40.0)))

@@ -199,7 +199,6 @@ impl Driver {
         }
         match told {
             Told::Say(line) => self.console.say(line),
-            Told::AnswerOnly(line) => self.console.answer_only(line),
             Told::Nothing => {}
         }
     }

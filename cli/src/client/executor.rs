@@ -3,13 +3,13 @@
 //! instead of printing it, so that the caller decides where the text goes.
 
 use music262_proto::audio_service::SongInfo;
-use player::Player;
+use player::{ChannelMode, Player};
 use sync_core::{
     Command, CommandError, LinkCommand, LocalTime, Node, PeerAddr, PeerSelector, SongRef,
 };
 
 use super::commands::{self, SongChoice, UserCommand};
-use super::format;
+use super::format::{self, Typed};
 use super::links::Links;
 use super::peers::RefusedCounts;
 use super::server_link::{Pending, ServerLink, song_ref};
@@ -78,6 +78,8 @@ pub struct Executor {
     key_note: String,
     /// The volume last set, 0 to 1.
     volume: f32,
+    /// The channels last chosen.
+    channel: ChannelMode,
 }
 
 impl Executor {
@@ -87,6 +89,7 @@ impl Executor {
             advertised,
             key_note,
             volume: 1.0,
+            channel: ChannelMode::default(),
         }
     }
 
@@ -103,8 +106,13 @@ impl Executor {
             Err(e) => return Reply::result(Err(e)),
         };
         let Context { node, now, .. } = ctx;
-        let command = |node: &mut Node, c: Command| {
-            Reply::result(node.handle_command(now, c, None).map_err(|e| e.to_string()))
+        // A group command is answered with what it does, where and when.
+        let command = |node: &mut Node, typed: Typed, c: Command| {
+            let r = node.handle_command(now, c, None);
+            match r {
+                Ok(()) => Reply::said(format::command_effect(typed, node, now)),
+                Err(e) => Reply::result(Err(e.to_string())),
+            }
         };
         let link_command = |node: &mut Node, c: LinkCommand| {
             Reply::result(node.handle_link_command(now, c).map_err(|e| e.to_string()))
@@ -123,14 +131,23 @@ impl Executor {
                 said: play(choice, true, node, now, ctx.server),
                 ..Reply::default()
             },
-            UserCommand::Pause => command(node, Command::Pause),
-            UserCommand::Resume => command(node, Command::Resume),
-            UserCommand::Stop => command(node, Command::Stop),
+            UserCommand::Pause => command(node, Typed::Pause, Command::Pause),
+            UserCommand::Resume => command(node, Typed::Resume, Command::Resume),
+            UserCommand::Stop => command(node, Typed::Stop, Command::Stop),
             UserCommand::Seek(ms) => match &node.state().song {
                 None => Reply::result(Err(CommandError::NoSong.to_string())),
                 Some(s) => {
                     let frame = ms.saturating_mul(u64::from(s.sample_rate)) / 1000;
-                    command(node, Command::Seek { frame })
+                    let length = format::frame_time(s, s.frames as f64);
+                    match node.handle_command(now, Command::Seek { frame }, None) {
+                        Ok(()) => Reply::said(format::command_effect(Typed::Seek, node, now)),
+                        // The node counts in frames; the user typed a time.
+                        Err(CommandError::OutOfRange { .. }) => Reply::result(Err(format!(
+                            "position {} is beyond the end of the song ({length})",
+                            format::clock_time(ms)
+                        ))),
+                        Err(e) => Reply::result(Err(e.to_string())),
+                    }
                 }
             },
             UserCommand::Status => Reply::said(self.status(&Context { node, ..ctx })),
@@ -179,13 +196,18 @@ impl Executor {
                 reply
             }
             UserCommand::Channel(mode) => {
-                ctx.player.set_channel(mode);
-                Reply::said(format!("playing channel: {mode:?}").to_lowercase())
+                if let Some(mode) = mode {
+                    ctx.player.set_channel(mode);
+                    self.channel = mode;
+                }
+                Reply::said(format!("playing channel: {:?}", self.channel).to_lowercase())
             }
             UserCommand::Volume(v) => {
-                ctx.player.set_volume(v);
-                self.volume = v;
-                Reply::said(format!("volume {:.0}%", v * 100.0))
+                if let Some(v) = v {
+                    ctx.player.set_volume(v);
+                    self.volume = v;
+                }
+                Reply::said(format!("volume {:.0}%", self.volume * 100.0))
             }
             UserCommand::Latency(None) => Reply::said(format!(
                 "output latency {:.1} ms (set it with `latency <ms>`)",
@@ -195,10 +217,7 @@ impl Executor {
                 ctx.player.set_output_latency_ns((ms * 1e6).round() as u64);
                 // While playing, the output moves by the change at once; the sync loop sees it
                 // as an error and re-cues onto the group's timeline.
-                Reply::said(format!(
-                    "output latency {ms:.1} ms: this client starts that much early to be heard \
-                     in sync"
-                ))
+                Reply::said(latency_note(ms))
             }
         }
     }
@@ -261,8 +280,19 @@ pub fn play(
         },
     };
     match node.handle_command(now, Command::Play { song, frame: 0 }, None) {
-        Ok(()) => Vec::new(),
+        Ok(()) => vec![format::command_effect(Typed::Play, node, now)],
         Err(e) => vec![e.to_string()],
+    }
+}
+
+/// What an output latency of `ms` does, in one line.
+pub fn latency_note(ms: f64) -> String {
+    if ms > 0.0 {
+        format!("output latency {ms:.1} ms: this client starts that much early to be heard in sync")
+    } else {
+        "output latency 0.0 ms: no extra delay; this client plays on the group's instant as its \
+         sound card reports it"
+            .to_string()
     }
 }
 

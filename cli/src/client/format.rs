@@ -6,8 +6,8 @@ use music262_proto::audio_service::{PeerListResponse, SongInfo};
 use player::Player;
 use sync_core::time::format_nanos;
 use sync_core::{
-    BadInput, DisconnectReason, Event, GroupState, LinkId, LinkStatus, LocalTime, Mode, Node,
-    PeerRole, SongRef, Timeline,
+    BadInput, DisconnectReason, Event, GroupState, GroupTime, LinkId, LinkStatus, LocalTime, Mode,
+    Node, PeerRole, SongRef, Timeline,
 };
 
 use super::peers::Peers;
@@ -17,7 +17,8 @@ pub fn clock_time(ms: u64) -> String {
     format!("{}:{:02}.{:03}", ms / 60_000, ms / 1000 % 60, ms % 1000)
 }
 
-fn frame_time(song: &SongRef, frame: f64) -> String {
+/// `m:ss.mmm` for a frame of `song`.
+pub fn frame_time(song: &SongRef, frame: f64) -> String {
     clock_time((frame.max(0.0) * 1000.0 / song.sample_rate as f64) as u64)
 }
 
@@ -43,6 +44,73 @@ pub fn describe_state(s: &GroupState) -> String {
             format!("play {name} from {}", frame_time(song, frame as f64))
         }
         (m, None) => format!("{m:?}"),
+    }
+}
+
+/// A group command typed at this client, for the line that answers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Typed {
+    /// `play`.
+    Play,
+    /// `pause`.
+    Pause,
+    /// `resume`.
+    Resume,
+    /// `seek`.
+    Seek,
+    /// `stop`.
+    Stop,
+}
+
+/// The line answering a group command typed here, read from the state the node holds after it:
+/// what happens, on how many rooms (this one and its linked peers), and in how long, e.g.
+/// `pause at 0:09.253 on 3 rooms in 20 ms`.
+pub fn command_effect(typed: Typed, node: &Node, now: LocalTime) -> String {
+    let state = node.state();
+    let rooms = node.peer_count() + 1;
+    let on = match rooms {
+        1 => "on this room only".to_string(),
+        n => format!("on {n} rooms"),
+    };
+    // A state can only take effect now or later; never print a negative wait.
+    let wait_ms = |at: GroupTime| node.local_time(at).since(now).max(0) as f64 / 1e6;
+    let Some(song) = &state.song else {
+        return format!("{} {on}", describe_state(state));
+    };
+    let name = &song.name;
+    let time = |frame: u64| frame_time(song, frame as f64);
+    match (typed, state.mode) {
+        (_, Mode::Stopped { at }) => format!("stop {on} in {:.0} ms", wait_ms(at)),
+        (
+            _,
+            Mode::Loading {
+                start_frame,
+                deadline,
+            },
+        ) => format!(
+            "play {name} from {} {on} once every room has loaded it (at the latest in {:.1} s)",
+            time(start_frame),
+            wait_ms(deadline) / 1e3
+        ),
+        (Typed::Seek, Mode::Paused { frame, at }) => format!(
+            "seek to {} (paused) {on} in {:.0} ms",
+            time(frame),
+            wait_ms(at)
+        ),
+        (_, Mode::Paused { frame, at }) => {
+            format!("pause at {} {on} in {:.0} ms", time(frame), wait_ms(at))
+        }
+        (Typed::Seek, Mode::Playing { frame, at }) => {
+            format!("seek to {} {on} in {:.0} ms", time(frame), wait_ms(at))
+        }
+        (Typed::Resume, Mode::Playing { frame, at }) => {
+            format!("resume from {} {on} in {:.0} ms", time(frame), wait_ms(at))
+        }
+        (_, Mode::Playing { frame, at }) => format!(
+            "play {name} from {} {on} in {:.0} ms",
+            time(frame),
+            wait_ms(at)
+        ),
     }
 }
 
@@ -241,9 +309,6 @@ pub enum Told {
     Nothing,
     /// A line for the console.
     Say(String),
-    /// A line for the answer to the web page's command only (the prompt needs no echo of what
-    /// was just typed; a click on the page is answered with what it does).
-    AnswerOnly(String),
 }
 
 /// A node event: logged, and turned into what the console says. `peers` names the links (the
@@ -294,8 +359,9 @@ pub fn event(e: &Event, peers: &Peers, node: &Node, now: LocalTime) -> Told {
                     Told::Say(format!("{what} (from {name})"))
                 }
                 None => {
+                    // The command's own answer said it (`command_effect`); the log keeps it.
                     tracing::info!(version = %state.version, %what, in_ms, "command issued here");
-                    Told::AnswerOnly(format!("{what}, in {in_ms:.0} ms on every peer"))
+                    Told::Nothing
                 }
             }
         }
@@ -367,7 +433,7 @@ mod tests {
     }
 
     #[test]
-    fn a_command_issued_here_answers_the_page_and_one_from_a_peer_is_said() {
+    fn a_command_issued_here_is_left_to_its_answer_and_one_from_a_peer_is_said() {
         let node = Node::new(Config::new(NodeId(1)), 1, LocalTime(0));
         let peers = Peers::default();
         let state = GroupState {
@@ -381,10 +447,10 @@ mod tests {
             from,
             late_by: 0,
         };
-        assert!(matches!(
+        assert_eq!(
             event(&accepted(None), &peers, &node, LocalTime(0)),
-            Told::AnswerOnly(line) if line.starts_with("stop, in ")
-        ));
+            Told::Nothing
+        );
         assert_eq!(
             event(&accepted(Some(LinkId(3))), &peers, &node, LocalTime(0)),
             Told::Say("stop (from link 3)".to_string())

@@ -273,21 +273,6 @@ pub async fn run(args: ClientArgs) -> i32 {
             return 2;
         }
     };
-    let log_target = match &args.log_file {
-        Some(p) => LogTarget::parse(p),
-        None => LogTarget::File(
-            std::env::temp_dir()
-                .join("music262")
-                .join(format!("client-{}.log", args.p2p_port)),
-        ),
-    };
-    let log_line = match logging::init(&log_target, "info", env.log_filter.as_deref()) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
-    };
     let sink: SinkSpec = match args.sink.parse() {
         Ok(s) => s,
         Err(e) => {
@@ -339,23 +324,6 @@ pub async fn run(args: ClientArgs) -> i32 {
     };
     let clock = crate::clock::sync_clock(&env.skew);
 
-    let console = console::start("music262> ", None);
-    let printer = console.printer.clone();
-    printer.println(log_line);
-    for line in &env.retired {
-        tracing::warn!("{line}");
-        printer.println(line);
-    }
-    if clock.offset_ns() != 0 || clock.drift_ppm() != 0.0 {
-        printer.println(format!(
-            "sync clock skewed by {:+.3} ms and {:+.1} ppm (from {} / {})",
-            clock.offset_ns() as f64 / 1e6,
-            clock.drift_ppm(),
-            crate::env::CLOCK_OFFSET_MS,
-            crate::env::CLOCK_DRIFT_PPM
-        ));
-    }
-
     // The peer endpoint: the port asked for, or the next free one, over TCP (gRPC) and UDP
     // (QUIC) alike.
     let mut listener = None;
@@ -367,12 +335,6 @@ pub async fn run(args: ClientArgs) -> i32 {
         };
         match bound {
             Ok(pair) => {
-                if port != args.p2p_port {
-                    printer.println(format!(
-                        "peer port {} is in use; listening on {port} instead",
-                        args.p2p_port
-                    ));
-                }
                 listener = Some(pair);
                 break;
             }
@@ -395,6 +357,84 @@ pub async fn run(args: ClientArgs) -> i32 {
         .local_addr()
         .map(|a| a.port())
         .unwrap_or(args.p2p_port);
+    // The log file is named after the port actually bound, so that a client that fell back to
+    // another port does not write into the log of the client holding the one it asked for.
+    let log_target = match &args.log_file {
+        Some(p) => LogTarget::parse(p),
+        None => LogTarget::File(
+            std::env::temp_dir()
+                .join("music262")
+                .join(format!("client-{port}.log")),
+        ),
+    };
+    let log_line = match logging::init(
+        "music_client",
+        &log_target,
+        "info",
+        env.log_filter.as_deref(),
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+
+    // What can fail at start fails here, before the banner and the prompt.
+    let player_clock: Arc<dyn Clock> = clock.clone();
+    let player = match Player::open(player_config(&args, &sink), player_clock) {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    // The web page: a taken port stops the client with one line instead of leaving it half
+    // started.
+    let web = match args.web {
+        Some(addr) => match crate::web::bind(addr, group_key.clone()).await {
+            Ok(w) => Some(w),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 2;
+            }
+        },
+        None => None,
+    };
+    let trace = match &args.trace {
+        Some(p) => match crate::trace::TraceWriter::create(p) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        },
+        None => None,
+    };
+
+    let console = console::start("music262> ", None);
+    let printer = console.printer.clone();
+    printer.println(log_line);
+    for line in &env.retired {
+        tracing::warn!("{line}");
+        printer.println(line);
+    }
+    if clock.offset_ns() != 0 || clock.drift_ppm() != 0.0 {
+        printer.println(format!(
+            "sync clock skewed by {:+.3} ms and {:+.1} ppm (from {} / {})",
+            clock.offset_ns() as f64 / 1e6,
+            clock.drift_ppm(),
+            crate::env::CLOCK_OFFSET_MS,
+            crate::env::CLOCK_DRIFT_PPM
+        ));
+    }
+
+    if port != args.p2p_port {
+        printer.println(format!(
+            "peer port {} is in use; listening on {port} instead",
+            args.p2p_port
+        ));
+    }
 
     let interfaces = interface_addrs();
     let advertised = args.advertise.clone().unwrap_or_else(|| {
@@ -450,14 +490,7 @@ pub async fn run(args: ClientArgs) -> i32 {
     };
 
     // The player.
-    let player_clock: Arc<dyn Clock> = clock.clone();
-    let player = match Player::open(player_config(&args, &sink), player_clock) {
-        Ok(p) => Arc::new(p),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
+    // The player.
     if let Some(note) = player.fallback_note() {
         printer.println(note);
     }
@@ -488,44 +521,18 @@ pub async fn run(args: ClientArgs) -> i32 {
     }
     if args.latency_ms > 0.0 {
         player.set_output_latency_ns((args.latency_ms * 1e6).round() as u64);
-        printer.println(format!(
-            "output latency {:.1} ms: playback starts that much early",
-            args.latency_ms
-        ));
+        printer.println(executor::latency_note(args.latency_ms));
     }
 
-    // The web page, bound before anything else listens so that a taken port stops the client
-    // with one line instead of leaving it half started.
-    let web = match args.web {
-        Some(addr) => match crate::web::bind(addr, group_key.clone()).await {
-            Ok(w) => {
-                printer.println(format!("web page: {}", w.url()));
-                if !addr.ip().is_loopback() && group_key.is_none() {
-                    printer.println(
-                        "warning: the web page is reachable from the network and there is no \
-                         group key: anyone who can reach it can control playback",
-                    );
-                }
-                Some(w)
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return 2;
-            }
-        },
-        None => None,
-    };
-
-    let trace = match &args.trace {
-        Some(p) => match crate::trace::TraceWriter::create(p) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return 1;
-            }
-        },
-        None => None,
-    };
+    if let Some(w) = &web {
+        printer.println(format!("web page: {}", w.url(&interfaces)));
+        if !w.local_addr().ip().is_loopback() && group_key.is_none() {
+            printer.println(
+                "warning: the web page is reachable from the network and there is no \
+                 group key: anyone who can reach it can control playback",
+            );
+        }
+    }
 
     // The node.
     let mut cfg = Config::new(NodeId(node_id));

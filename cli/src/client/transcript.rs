@@ -46,14 +46,6 @@ impl Transcript {
         self.printer.println(text);
     }
 
-    /// A line for the answer to the page's running command only: the prompt needs no echo of
-    /// what was just typed there.
-    pub fn answer_only(&mut self, text: String) {
-        if let Some(lines) = self.capture.as_mut() {
-            lines.push(text);
-        }
-    }
-
     /// Prints without keeping the line anywhere (the echo of a page's command).
     pub fn echo(&self, text: impl AsRef<str>) {
         self.printer.println(text);
@@ -83,20 +75,25 @@ mod tests {
     fn a_page_command_is_answered_with_what_was_said_while_it_ran() {
         let mut t = Transcript::new(Printer::stdout(), true);
         t.say("before");
-        t.answer_only("not printed".to_string());
         t.begin_capture();
         t.say("one\ntwo");
-        t.answer_only("play a.wav from 0:00.000, in 20 ms on every peer".to_string());
+        t.say("pause at 0:09.253 on 3 rooms in 20 ms");
         assert_eq!(
             t.end_capture(),
-            [
-                "one\ntwo",
-                "play a.wav from 0:00.000, in 20 ms on every peer"
-            ]
+            ["one\ntwo", "pause at 0:09.253 on 3 rooms in 20 ms"]
         );
         t.say("after");
         assert!(t.end_capture().is_empty());
-        assert_eq!(t.recent(), &["before", "one", "two", "after"]);
+        assert_eq!(
+            t.recent(),
+            &[
+                "before",
+                "one",
+                "two",
+                "pause at 0:09.253 on 3 rooms in 20 ms",
+                "after"
+            ]
+        );
     }
 
     #[test]

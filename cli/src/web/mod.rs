@@ -15,7 +15,7 @@ pub mod model;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,12 +53,24 @@ pub struct WebServer {
 pub async fn bind(addr: SocketAddr, key: Option<GroupKey>) -> Result<WebServer, String> {
     match tokio::net::TcpListener::bind(addr).await {
         Ok(listener) => Ok(WebServer { listener, key }),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
-            "--web {addr}: the port is in use; pick another, e.g. --web 127.0.0.1:{}",
-            addr.port().wrapping_add(1).max(1024)
-        )),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(match free_port_after(addr) {
+            Some(free) => format!(
+                "--web {addr}: the port is in use; pick another, e.g. --web {free} (free \
+                     now)"
+            ),
+            None => format!("--web {addr}: the port is in use; pick another"),
+        }),
         Err(e) => Err(format!("--web {addr}: cannot listen there: {e}")),
     }
+}
+
+/// The first address after `addr` (same IP, one of the next 20 ports) that can be bound now;
+/// checked by binding it, so that the suggestion is not some other program's port.
+fn free_port_after(addr: SocketAddr) -> Option<SocketAddr> {
+    (1..=20u16)
+        .filter_map(|i| addr.port().checked_add(i))
+        .map(|port| SocketAddr::new(addr.ip(), port))
+        .find(|a| std::net::TcpListener::bind(a).is_ok())
 }
 
 /// What every handler shares.
@@ -88,18 +100,38 @@ impl WebServer {
             .expect("a bound listener has an address")
     }
 
-    /// The page's address to print, with the token when one is needed.
-    pub fn url(&self) -> String {
+    /// The page's address to print, with the token when one is needed. Bound to every address
+    /// (`0.0.0.0`, `::`), it lists loopback and `interfaces` (this machine's addresses), any of
+    /// which opens it.
+    pub fn url(&self, interfaces: &[IpAddr]) -> String {
         let addr = self.local_addr();
-        let host = if addr.ip().is_unspecified() {
-            format!("127.0.0.1:{}", addr.port())
-        } else {
-            addr.to_string()
+        let link = |ip: IpAddr| {
+            let host = SocketAddr::new(ip, addr.port());
+            match &self.key {
+                Some(k) => format!("http://{host}/?token={}", k.legacy_token()),
+                None => format!("http://{host}/"),
+            }
         };
-        match &self.key {
-            Some(k) => format!("http://{host}/?token={}", k.legacy_token()),
-            None => format!("http://{host}/"),
+        if !addr.ip().is_unspecified() {
+            return link(addr.ip());
         }
+        let loopback = match addr.ip() {
+            IpAddr::V4(_) => IpAddr::from([127, 0, 0, 1]),
+            IpAddr::V6(_) => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        };
+        // A socket bound to 0.0.0.0 takes IPv4 only; one bound to :: takes both.
+        let reachable = interfaces
+            .iter()
+            .filter(|ip| addr.is_ipv6() || ip.is_ipv4())
+            .copied();
+        let links: Vec<String> = std::iter::once(loopback)
+            .chain(reachable)
+            .map(link)
+            .collect();
+        format!(
+            "{} (listening on every address of this machine)",
+            links.join(" or ")
+        )
     }
 
     /// Serves until `shutdown` completes. Snapshots come from `state`; commands go to
@@ -319,7 +351,7 @@ mod tests {
         mpsc::UnboundedReceiver<WebCommand>,
     ) {
         let server = bind("127.0.0.1:0".parse().unwrap(), key).await.unwrap();
-        let (addr, url) = (server.local_addr(), server.url());
+        let (addr, url) = (server.local_addr(), server.url(&[]));
         let snapshot = Snapshot {
             state: "playing".into(),
             node_id: "00000000000000aa".into(),
