@@ -310,7 +310,24 @@ impl Links {
         now: LocalTime,
         config: &Config,
     ) -> Result<(), &'static str> {
-        let addr = addr.as_str();
+        self.dial(addr.as_str(), now, config)
+    }
+
+    /// Whether a link (handshaken or not) goes to `addr`, as dialled or as the peer's listen
+    /// address.
+    pub(crate) fn has_link_to(&self, addr: &str) -> bool {
+        self.map
+            .values()
+            .any(|l| l.remote_addr == addr || l.listen_addr() == Some(addr))
+    }
+
+    /// A dial to `addr` (a `join`, a redial): it becomes pending, or the reason it is refused.
+    pub(crate) fn dial(
+        &mut self,
+        addr: &str,
+        now: LocalTime,
+        config: &Config,
+    ) -> Result<(), &'static str> {
         if is_own_addr(addr, config) {
             return Err("that is this client's own address");
         }
