@@ -409,8 +409,14 @@ impl Node {
         let duplicate = self.links.other_link_to(link, h.node_id);
         let this = self.links.get(&link).map(|l| (l.direction, l.up_at));
         if let (Some((other, odir, oup)), Some((dir, up))) = (duplicate, this) {
-            let keep_other =
-                (dialer(odir, h.node_id), oup, other) < (dialer(dir, h.node_id), up, link);
+            // A link silent past the suspect delay is stale (the peer was stopped or cut off
+            // and dialled again): the fresh one replaces it whoever dialled.
+            let stale = self
+                .links
+                .get(&other)
+                .is_some_and(|l| now.since(l.last_rx) >= self.config.suspect_after);
+            let keep_other = !stale
+                && (dialer(odir, h.node_id), oup, other) < (dialer(dir, h.node_id), up, link);
             let drop = if keep_other { link } else { other };
             if drop == link {
                 self.close_link(link, LeaveReason::Duplicate);
