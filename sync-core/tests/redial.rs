@@ -8,12 +8,7 @@ use sync_core::*;
 
 fn pair() -> Net {
     let mut net = Net::new(&skewed_clocks(2));
-    net.connect(LinkSpec {
-        a: 0,
-        b: 1,
-        delay_ab: MS,
-        delay_ba: MS,
-    });
+    mesh(&mut net, 2, MS);
     net.run_until(SEC);
     assert_eq!(net.nodes[0].node.peer_count(), 1);
     net
