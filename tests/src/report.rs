@@ -68,6 +68,9 @@ pub struct Report {
     pub final_live_peers: usize,
     /// Connected components of live peers at the end.
     pub final_components: usize,
+    /// For each scripted fault: ms from its heal until the live peers were one group again
+    /// (`None`: not within the scenario's bound).
+    pub heal_to_group_ms: Vec<Option<f64>>,
     /// Hash of the trace, hexadecimal (equal seeds and commits give equal hashes).
     pub trace_hash: String,
     /// The command that replays this run.
@@ -125,6 +128,11 @@ impl Report {
             events: o.events,
             final_live_peers: o.final_live,
             final_components: o.final_components,
+            heal_to_group_ms: o
+                .heal_times
+                .iter()
+                .map(|t| t.map(|t| t as f64 / 1e6))
+                .collect(),
             trace_hash: format!("{:016x}", o.trace_hash),
             replay: o.config.replay_command(),
         }
@@ -175,6 +183,14 @@ impl Report {
             "jumps {}   bad messages {}   live peers at end {} in {} component(s)\n",
             self.jumps, self.bad_messages, self.final_live_peers, self.final_components
         ));
+        if !self.heal_to_group_ms.is_empty() {
+            let times: Vec<String> = self
+                .heal_to_group_ms
+                .iter()
+                .map(|t| t.map_or("never".into(), |t| format!("{t:.0} ms")))
+                .collect();
+            s.push_str(&format!("heal to one group   {}\n", times.join(", ")));
+        }
         s.push_str(&format!(
             "invariant violations {}   trace {}\n",
             self.invariant_violations, self.trace_hash

@@ -12,7 +12,15 @@ pub const US: u64 = 1_000;
 pub const SEC: u64 = 1_000_000_000;
 
 /// Names accepted by [`SimConfig::scenario`].
-pub const SCENARIOS: &[&str] = &["lan", "wifi", "wan-lossy", "partition", "churn", "scale"];
+pub const SCENARIOS: &[&str] = &[
+    "lan",
+    "wifi",
+    "wan-lossy",
+    "partition",
+    "churn",
+    "heal",
+    "scale",
+];
 
 /// How the peers are wired at the start (each edge is a `join` typed at one end).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,6 +29,8 @@ pub enum Topology {
     FullMesh,
     /// Peer i joins peer i + 1.
     Chain,
+    /// Every peer joins peer 0 (the hub).
+    Star,
     /// A random spanning tree plus random extra edges until the mean degree reaches `degree`,
     /// never more than the node's link cap.
     Random {
@@ -135,6 +145,55 @@ pub struct PartitionProfile {
     pub minority: f64,
 }
 
+/// One scripted fault of the `heal` scenario (and any config that lists some).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FaultKind {
+    /// The group splits in two for `duration` ns (packets lost both ways; links that stay
+    /// silent past the transport's timeout are lost at both ends).
+    Partition {
+        /// How long it lasts, ns.
+        duration: u64,
+        /// Fraction of the peers on the smaller side.
+        minority: f64,
+    },
+    /// A random live peer other than peer 0 is stopped (SIGSTOP) for `duration` ns: it takes
+    /// no input and gives no output while its clock runs on, then resumes where it was.
+    Freeze {
+        /// How long it is stopped, ns.
+        duration: u64,
+    },
+    /// A random live peer other than peer 0 is killed and started again `down_for` ns later on
+    /// the same address, with a new node id and no state; nobody types `join`.
+    Restart {
+        /// How long it is down, ns.
+        down_for: u64,
+    },
+    /// Peer 0 (the hub of a star) is killed -9 and stays down.
+    KillHub,
+}
+
+/// A fault and when it strikes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fault {
+    /// True instant, ns after the start.
+    pub at: u64,
+    /// What happens.
+    pub kind: FaultKind,
+}
+
+impl Fault {
+    /// The instant the fault is over (the heal, the resume, the restart; a hub's death at once).
+    pub fn healed_at(&self) -> u64 {
+        match self.kind {
+            FaultKind::Partition { duration, .. } | FaultKind::Freeze { duration } => {
+                self.at + duration
+            }
+            FaultKind::Restart { down_for } => self.at + down_for,
+            FaultKind::KillHub => self.at,
+        }
+    }
+}
+
 /// When commands are typed.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CommandProfile {
@@ -205,8 +264,18 @@ pub struct SimConfig {
     pub jump_settle: u64,
     /// Player position reports every this-many ns of local time.
     pub report_interval: u64,
-    /// Peers re-dial missing neighbours every this-many ns.
+    /// Peers re-dial missing neighbours every this-many ns, as a user typing `join` would
+    /// (0: never; the real drivers do not, so the `heal` scenario leaves it to the nodes).
     pub keeper_interval: u64,
+    /// A connection that carries nothing for this long, ns, is lost at both ends (the
+    /// transport's own timeout: TCP retransmissions giving up, QUIC's idle timeout).
+    pub transport_timeout: u64,
+    /// Scripted faults.
+    pub faults: Vec<Fault>,
+    /// After every partition heal and fault, the live peers must be one group again within this,
+    /// ns (one component, one reference, one state version), and a command typed then must
+    /// reach all of them within its lead + 1 s (0: not checked).
+    pub heal_bound: u64,
     /// Message bound per link per second, for the invariant.
     pub message_bound_per_link: u64,
     /// Record per-peer sync error series (for plots).
@@ -271,6 +340,9 @@ impl SimConfig {
             jump_settle: 100 * MS,
             report_interval: 50 * MS,
             keeper_interval: 5 * SEC,
+            transport_timeout: 10 * SEC,
+            faults: Vec::new(),
+            heal_bound: 0,
             message_bound_per_link: 40,
             series: false,
             full_trace: true,
@@ -332,6 +404,41 @@ impl SimConfig {
                 c.commands.concurrent = 0.3;
                 c.commands.stops = true;
                 c.quiet_tail = 15 * SEC;
+            }
+            "heal" => {
+                // What broke with real processes (issue 24): a star over TCP, nobody re-dialling
+                // by hand, a short and a long partition, a peer stopped and resumed, a peer
+                // restarted on its address. After each the group must be one within 10 s.
+                c.topology = Topology::Star;
+                c.transport = Transport::Stream;
+                c.duration = 110 * SEC;
+                c.keeper_interval = 0;
+                c.heal_bound = 10 * SEC;
+                c.commands.mean_interval = 8 * SEC;
+                c.commands.stops = true;
+                c.quiet_tail = 12 * SEC;
+                let partition = |duration| FaultKind::Partition {
+                    duration,
+                    minority: 0.4,
+                };
+                c.faults = vec![
+                    Fault {
+                        at: 15 * SEC,
+                        kind: partition(4 * SEC),
+                    },
+                    Fault {
+                        at: 30 * SEC,
+                        kind: partition(15 * SEC),
+                    },
+                    Fault {
+                        at: 60 * SEC,
+                        kind: FaultKind::Freeze { duration: 10 * SEC },
+                    },
+                    Fault {
+                        at: 82 * SEC,
+                        kind: FaultKind::Restart { down_for: 3 * SEC },
+                    },
+                ];
             }
             "scale" => {
                 c.peers = 1000;

@@ -25,6 +25,8 @@ use crate::player::VirtualPlayer;
 use crate::scenario::{MS, SEC, SimConfig, Topology, Transport};
 use crate::stats::Histogram;
 
+mod faults;
+
 /// One broken invariant, with the true instant it was seen at.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Violation {
@@ -105,6 +107,9 @@ pub struct Outcome {
     pub final_components: usize,
     /// Leads of the commands, ns.
     pub leads: Histogram,
+    /// For each fault of [`SimConfig::faults`] that healed: ns from its heal until the live
+    /// peers were one group again (`None`: not within [`SimConfig::heal_bound`]).
+    pub heal_times: Vec<Option<u64>>,
 }
 
 // ------------------------------------------------------------------------------------------
@@ -163,6 +168,24 @@ enum Ev {
     },
     ClockStep,
     Debug,
+    /// Fault `k` of the script strikes.
+    Fault(usize),
+    /// A stopped peer runs again.
+    Resume {
+        node: usize,
+    },
+    /// A killed peer starts again on its address, with a new id.
+    Restart {
+        node: usize,
+    },
+    /// Links still blocked by partition number `partition` are lost at both ends.
+    TransportTimeout {
+        partition: u64,
+    },
+    /// Is the group one again after the heal at `healed_at`?
+    HealCheck {
+        healed_at: u64,
+    },
 }
 
 impl Ev {
@@ -184,6 +207,11 @@ impl Ev {
             Ev::InitialJoin { .. } => 14,
             Ev::ClockStep => 15,
             Ev::Debug => 16,
+            Ev::Fault(_) => 17,
+            Ev::Resume { .. } => 18,
+            Ev::Restart { .. } => 19,
+            Ev::TransportTimeout { .. } => 20,
+            Ev::HealCheck { .. } => 21,
         }
     }
 }
@@ -265,6 +293,10 @@ struct Peer {
     prev_state: Option<GroupState>,
     up_since: u64,
     bucket: (u64, u64),
+    /// Stopped (SIGSTOP): inputs wait until it runs again, it sends nothing.
+    frozen: bool,
+    /// When a stopped peer runs again, ns.
+    resumes_at: u64,
 }
 
 struct Wire {
@@ -272,6 +304,8 @@ struct Wire {
     ends: [(usize, LinkId, u32); 2],
     models: [LinkModel; 2],
     up: bool,
+    /// Lost by the transport (timed out): not even packets already sent arrive.
+    dead: bool,
 }
 
 /// The simulator. Build it with [`Sim::new`], then [`Sim::run`].
@@ -293,6 +327,10 @@ pub struct Sim {
     quiet_from: u64,
     hash: TraceHash,
     out: Outcome,
+    /// Partitions started so far (a transport timeout applies to its own partition only).
+    partitions: u64,
+    /// Indices in `out.commands` of the commands typed once a heal was over.
+    heal_commands: Vec<usize>,
 }
 
 fn song_library() -> Vec<SongRef> {
@@ -378,6 +416,8 @@ impl Sim {
                 prev_state: None,
                 up_since: 0,
                 bucket: (0, 0),
+                frozen: false,
+                resumes_at: 0,
             });
         }
         let sample_interval = cfg.effective_sample_interval();
@@ -402,6 +442,7 @@ impl Sim {
             final_live: 0,
             final_components: 0,
             leads: Histogram::new(),
+            heal_times: Vec::new(),
         };
         Sim {
             cfg,
@@ -421,6 +462,8 @@ impl Sim {
             quiet_from,
             hash: TraceHash::new(),
             out,
+            partitions: 0,
+            heal_commands: Vec::new(),
         }
     }
 
@@ -482,6 +525,11 @@ impl Sim {
             Topology::Chain => {
                 for a in 0..n.saturating_sub(1) {
                     edges.insert((a, a + 1));
+                }
+            }
+            Topology::Star => {
+                for b in 1..n {
+                    edges.insert((0, b));
                 }
             }
             Topology::Random { degree } => {
@@ -592,6 +640,9 @@ impl Sim {
         for s in self.cfg.clock_steps.clone() {
             self.schedule(s.at, Ev::ClockStep);
         }
+        for k in 0..self.cfg.faults.len() {
+            self.schedule(self.cfg.faults[k].at, Ev::Fault(k));
+        }
         let si = self.sample_interval;
         self.schedule(si, Ev::Sample);
         if self.cfg.debug_interval > 0 {
@@ -617,8 +668,10 @@ impl Sim {
         self.accept_logs.insert((i, inc), Vec::new());
         let tick = self.between(0, self.cfg.report_interval);
         self.schedule(self.now + tick, Ev::Tick { node: i, inc });
-        let keep = self.between(self.cfg.keeper_interval / 2, self.cfg.keeper_interval);
-        self.schedule(self.now + keep, Ev::Keeper { node: i, inc });
+        if self.cfg.keeper_interval > 0 {
+            let keep = self.between(self.cfg.keeper_interval / 2, self.cfg.keeper_interval);
+            self.schedule(self.now + keep, Ev::Keeper { node: i, inc });
+        }
         if restarted {
             // A restarted or joining peer dials a few of its neighbours, as a user would.
             let mut ns = self.peers[i].neighbours.clone();
@@ -896,6 +949,10 @@ impl Sim {
         wire.up = false;
         let end = usize::from(wire.ends[0].0 != i);
         let (to, to_link, to_inc) = wire.ends[1 - end];
+        if wire.models[end].is_blocked() {
+            // Across a partition the close is lost: the other end finds out by itself.
+            return;
+        }
         // The other end learns of it after what was sent before it (one base delay).
         let d = wire.models[end].config().base_delay;
         self.schedule(
@@ -940,6 +997,7 @@ impl Sim {
                 LinkModel::new(self.cfg.link.direction(ba), s2),
             ],
             up: true,
+            dead: false,
         });
         self.peers[a].links.insert(la, w);
         self.peers[b].links.insert(lb, w);
@@ -987,6 +1045,9 @@ impl Sim {
                 wire.up = false;
                 let end = usize::from(wire.ends[0].0 != i);
                 let (to, to_link, to_inc) = wire.ends[1 - end];
+                if wire.models[end].is_blocked() {
+                    continue; // the reset is lost in the partition
+                }
                 let d = wire.models[end].config().base_delay;
                 self.schedule(
                     self.now + d,
@@ -1025,22 +1086,10 @@ impl Sim {
 
     fn partition_start(&mut self) {
         let Some(p) = self.cfg.partition else { return };
-        let n = self.cfg.peers;
-        let k = ((n as f64 * p.minority).round() as usize).clamp(1, n - 1);
-        let mut side = vec![false; n];
-        let mut all: Vec<usize> = (0..n).collect();
-        for _ in 0..k {
-            let j = self.below(all.len());
-            side[all.swap_remove(j)] = true;
-        }
-        for w in &mut self.wires {
-            let (a, b) = (w.ends[0].0, w.ends[1].0);
-            if side[a] != side[b] {
-                w.models[0].set_blocked(true);
-                w.models[1].set_blocked(true);
-            }
-        }
-        self.partition_side = Some(side);
+        self.split(p.minority);
+        let partition = self.partitions;
+        let at = self.now + self.cfg.transport_timeout;
+        self.schedule(at, Ev::TransportTimeout { partition });
     }
 
     fn partition_heal(&mut self) {
@@ -1231,7 +1280,9 @@ impl Sim {
     }
 
     fn command(&mut self) {
-        let up: Vec<usize> = (0..self.cfg.peers).filter(|&i| self.is_up(i)).collect();
+        let up: Vec<usize> = (0..self.cfg.peers)
+            .filter(|&i| self.is_up(i) && !self.peers[i].frozen)
+            .collect();
         if up.is_empty() {
             return;
         }
@@ -1315,7 +1366,7 @@ impl Sim {
         let global_excluded = self.excluded_now();
         let mut heard: Vec<(StateVersion, String, f64, usize)> = Vec::new();
         for i in 0..self.cfg.peers {
-            if !self.is_up(i) {
+            if !self.is_up(i) || self.peers[i].frozen {
                 continue;
             }
             let p = &mut self.peers[i];
@@ -1478,6 +1529,23 @@ impl Sim {
             c.latency = all.then(|| worst - c.issued);
             c.converged = all && worst <= c.issued + c.lead + SEC;
         }
+        for &k in &self.heal_commands {
+            let c = &commands[k];
+            if !c.converged {
+                let what = format!(
+                    "a command typed at peer {} after a heal ({:?}) did not reach every peer within its lead + 1 s",
+                    c.peer, c.command
+                );
+                self.out.violation_count += 1;
+                if self.out.violations.len() < 100 {
+                    self.out.violations.push(Violation {
+                        at: c.issued,
+                        peer: Some(c.peer),
+                        what,
+                    });
+                }
+            }
+        }
         self.out.commands = commands;
         self.out.trace_hash = self.hash.0;
     }
@@ -1514,9 +1582,17 @@ impl Sim {
     }
 
     fn handle(&mut self, ev: Ev) {
+        let Some(ev) = self.defer_if_frozen(ev) else {
+            return;
+        };
         match ev {
             Ev::Deliver { to, inc, link, msg } => {
                 if self.peers[to].incarnation != inc || !self.is_up(to) {
+                    return;
+                }
+                if let Some(&w) = self.peers[to].links.get(&link)
+                    && self.wires[w].dead
+                {
                     return;
                 }
                 let local = self.local(to);
@@ -1655,6 +1731,11 @@ impl Sim {
                 self.debug_print();
                 self.schedule(self.now + self.cfg.debug_interval, Ev::Debug);
             }
+            Ev::Fault(k) => self.fault(k),
+            Ev::Resume { node } => self.resume(node),
+            Ev::Restart { node } => self.restart(node),
+            Ev::TransportTimeout { partition } => self.transport_timeout(partition),
+            Ev::HealCheck { healed_at } => self.heal_check(healed_at),
             Ev::ClockStep => {
                 // The clock's step is part of its function of true time; wake every node so
                 // that timeouts are re-read against the new reading.

@@ -371,6 +371,8 @@ pub enum TimeoutReason {
     StateEffective,
     /// The song's end.
     SongEnd,
+    /// A lost member's address is due to be dialled again.
+    Redial,
 }
 
 /// The clock-sync role of a peer relative to this node, for tables.

@@ -104,6 +104,20 @@ pub struct Config {
     /// For this long (ns) after the player's output breaks, errors above
     /// [`ControllerConfig::break_jump_threshold`] are re-seeked.
     pub output_break_window: Nanos,
+    /// A member whose link dropped (timeout, reset, partition) is dialled again at its listen
+    /// address this long (ns) after, and after each failed dial the wait doubles...
+    pub redial_min: Nanos,
+    /// ...up to this (ns). With the defaults one lost address is dialled at most about 3 times
+    /// in its first second and then once every 3 to 5 s.
+    pub redial_max: Nanos,
+    /// Total spread of each redial wait, as a fraction of it (0.5: +-25 %), so that the two ends
+    /// of a link and the members of a split group do not dial in step.
+    pub redial_jitter: f64,
+    /// A lost member not linked again within this (ns) is forgotten: it is no longer dialled.
+    pub forget_lost_after: Nanos,
+    /// Most lost members' addresses remembered at once (bounds the dials per second to about
+    /// this divided by `redial_max`, once every backoff has grown).
+    pub max_redials: usize,
 }
 
 impl Config {
@@ -148,6 +162,11 @@ impl Config {
             max_sample_rate_hz: 1_536_000,
             output_break_settle: 150 * MILLISECOND,
             output_break_window: 2 * SECOND,
+            redial_min: 500 * MILLISECOND,
+            redial_max: 4 * SECOND,
+            redial_jitter: 0.5,
+            forget_lost_after: 600 * SECOND,
+            max_redials: 32,
         }
     }
 }

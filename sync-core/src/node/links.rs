@@ -278,8 +278,7 @@ impl Links {
         now: LocalTime,
         config: &Config,
     ) -> Vec<String> {
-        self.pending_connects
-            .retain(|_, at| now.since(*at) < config.pending_connect_lifetime);
+        self.forget_stale_dials(now, config);
         let mut dial = Vec::new();
         for addr in addrs {
             if self.map.len() + self.pending_connects.len() >= config.max_links {
@@ -292,6 +291,13 @@ impl Links {
             dial.push(addr);
         }
         dial
+    }
+
+    /// Forgets dials pending longer than the pending lifetime (never answered), so that their
+    /// addresses can be dialled again.
+    fn forget_stale_dials(&mut self, now: LocalTime, config: &Config) {
+        self.pending_connects
+            .retain(|_, at| now.since(*at) < config.pending_connect_lifetime);
     }
 
     fn is_known_addr(&self, addr: &str, config: &Config) -> bool {
@@ -310,7 +316,25 @@ impl Links {
         now: LocalTime,
         config: &Config,
     ) -> Result<(), &'static str> {
-        let addr = addr.as_str();
+        self.dial(addr.as_str(), now, config)
+    }
+
+    /// Whether a link (handshaken or not) goes to `addr`, as dialled or as the peer's listen
+    /// address.
+    pub(crate) fn has_link_to(&self, addr: &str) -> bool {
+        self.map
+            .values()
+            .any(|l| l.remote_addr == addr || l.listen_addr() == Some(addr))
+    }
+
+    /// A dial to `addr` (a `join`, a redial): it becomes pending, or the reason it is refused.
+    pub(crate) fn dial(
+        &mut self,
+        addr: &str,
+        now: LocalTime,
+        config: &Config,
+    ) -> Result<(), &'static str> {
+        self.forget_stale_dials(now, config);
         if is_own_addr(addr, config) {
             return Err("that is this client's own address");
         }

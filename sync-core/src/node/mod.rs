@@ -12,6 +12,7 @@ mod clock_tree;
 mod config;
 mod follower;
 mod links;
+mod redial;
 mod register;
 
 use std::collections::VecDeque;
@@ -29,6 +30,7 @@ pub use config::{Config, MAX_STRATUM};
 use clock_tree::{ClockTree, MappingChange, Selection, TimebaseChange};
 use follower::Follower;
 use links::{Link, LinkDue, Links, earliest};
+use redial::Redials;
 use register::{Register, Retime};
 
 use crate::message::{Hello, LeaveReason, Message, PROTOCOL_VERSION, Probe, ProbeReply};
@@ -58,6 +60,7 @@ pub struct Node {
     rng: ChaCha8Rng,
     now: LocalTime,
     links: Links,
+    redials: Redials,
     tree: ClockTree,
     register: Register,
     follower: Follower,
@@ -81,6 +84,7 @@ impl Node {
             rng,
             now,
             links: Links::default(),
+            redials: Redials::default(),
             out: Outbox::default(),
             messages_received: 0,
             bad_messages: 0,
@@ -203,6 +207,7 @@ impl Node {
     /// `now` handled once `handle_timeout` has run for it, so a driver cannot busy-loop on it.
     pub fn poll_timeout(&self) -> Option<(LocalTime, TimeoutReason)> {
         let links = self.links.poll_timeout(&self.config);
+        let links = earliest(links, self.redials.poll_timeout());
         let tree = self.tree.poll_timeout(self.id(), &self.config);
         let register = self.register.poll_timeout(&self.tree.mapping, self.now);
         earliest(earliest(links, tree), register)
@@ -243,6 +248,13 @@ impl Node {
     pub fn handle_connect_failed(&mut self, now: LocalTime, addr: &str) {
         self.advance(now);
         self.links.connect_failed(addr);
+        let r = self.uniform();
+        self.redials.failed(addr, self.now, r, &self.config);
+    }
+
+    /// A uniform draw in [0, 1) from the node's seeded generator.
+    fn uniform(&mut self) -> f64 {
+        self.rng.next_u32() as f64 / (u32::MAX as f64 + 1.0)
     }
 
     /// The transport lost a link.
@@ -258,6 +270,7 @@ impl Node {
         if tell_driver {
             self.out.push(Output::Disconnect { link });
         }
+        self.remember_lost(&l, &reason);
         self.event(Event::PeerDisconnected {
             link,
             peer: l.peer_id(),
@@ -268,6 +281,53 @@ impl Node {
         }
         self.select_reference();
         self.check_ready();
+    }
+
+    /// A member whose link dropped without leaving on purpose is redialled at its listen
+    /// address (unless another link to it remains); a redial that never completed its
+    /// handshake counts as a failed dial.
+    fn remember_lost(&mut self, l: &Link, reason: &DisconnectReason) {
+        let Some(peer) = l.peer_id() else {
+            if l.direction == Direction::Outgoing {
+                let r = self.uniform();
+                self.redials
+                    .failed(&l.remote_addr, self.now, r, &self.config);
+            }
+            return;
+        };
+        let dropped = matches!(
+            reason,
+            DisconnectReason::Closed
+                | DisconnectReason::Timeout
+                | DisconnectReason::PeerLeft(LeaveReason::Timeout)
+        );
+        let Some(addr) = l.listen_addr() else {
+            return;
+        };
+        if dropped && !self.links.peer_ids().any(|p| p == peer) && !self.links.has_link_to(addr) {
+            let r = self.uniform();
+            self.redials.lost(addr, self.now, r, &self.config);
+        }
+    }
+
+    /// Dials the lost members whose backoff is over.
+    fn redial_due(&mut self) {
+        let now = self.now;
+        for addr in self.redials.due(now, &self.config) {
+            let r = self.uniform();
+            if self.links.has_link_to(&addr) {
+                // Back by the other end's dial (or a join), awaiting its hello.
+                self.redials.put_off(&addr, now, r, &self.config);
+                continue;
+            }
+            match self.links.dial(&addr, now, &self.config) {
+                Ok(()) => {
+                    self.redials.dialled(&addr, now, r, &self.config);
+                    self.out.push(Output::Connect { addr });
+                }
+                Err(_) => self.redials.put_off(&addr, now, r, &self.config),
+            }
+        }
     }
 
     fn close_link(&mut self, link: LinkId, why: LeaveReason) {
@@ -349,8 +409,14 @@ impl Node {
         let duplicate = self.links.other_link_to(link, h.node_id);
         let this = self.links.get(&link).map(|l| (l.direction, l.up_at));
         if let (Some((other, odir, oup)), Some((dir, up))) = (duplicate, this) {
-            let keep_other =
-                (dialer(odir, h.node_id), oup, other) < (dialer(dir, h.node_id), up, link);
+            // A link silent past the suspect delay is stale (the peer was stopped or cut off
+            // and dialled again): the fresh one replaces it whoever dialled.
+            let stale = self
+                .links
+                .get(&other)
+                .is_some_and(|l| now.since(l.last_rx) >= self.config.suspect_after);
+            let keep_other = !stale
+                && (dialer(odir, h.node_id), oup, other) < (dialer(dir, h.node_id), up, link);
             let drop = if keep_other { link } else { other };
             if drop == link {
                 self.close_link(link, LeaveReason::Duplicate);
@@ -371,6 +437,13 @@ impl Node {
             self.send(link, Message::Gossip(addrs));
             self.close_link(link, LeaveReason::Full);
             return;
+        }
+        if let Some(addr) = &h.listen_addr {
+            self.redials.linked(addr);
+        }
+        if let Some(l) = self.links.get(&link) {
+            let dialled = l.remote_addr.clone();
+            self.redials.linked(&dialled);
         }
         self.event(Event::PeerConnected {
             link,
@@ -858,6 +931,7 @@ impl Node {
                 }
             }
         }
+        self.redial_due();
         if self.tree.reference_lost(self.id(), now, &self.config) {
             self.select_reference();
         }

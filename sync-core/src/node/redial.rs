@@ -1,0 +1,119 @@
+//! Redials: the listen addresses of members whose link dropped (timeout, reset, partition, a
+//! peer stopped or restarted), dialled again with capped, jittered exponential backoff until a
+//! link to the address is back or the address is forgotten. A peer that left on purpose, or
+//! refused the link, is not redialled.
+
+use std::collections::BTreeMap;
+
+use super::api::TimeoutReason;
+use super::config::Config;
+use crate::time::{LocalTime, Nanos};
+
+/// One lost member's address.
+#[derive(Clone, Copy, Debug)]
+struct Lost {
+    /// When its link dropped: forgotten `Config::forget_lost_after` later.
+    since: LocalTime,
+    /// Dials made since, each one answered by a failure or not answered at all.
+    attempts: u32,
+    /// When the next dial is due.
+    next_at: LocalTime,
+}
+
+/// The lost members' addresses, ordered by address.
+#[derive(Debug, Default)]
+pub(crate) struct Redials {
+    lost: BTreeMap<String, Lost>,
+}
+
+/// The wait before dial number `attempts + 1`: `redial_min` doubled per attempt, capped at
+/// `redial_max`, spread by `redial_jitter` around it (`r` uniform in [0, 1)).
+fn backoff(attempts: u32, r: f64, config: &Config) -> Nanos {
+    let base = config
+        .redial_min
+        .saturating_mul(1 << attempts.min(20))
+        .min(config.redial_max);
+    (base as f64 * (1.0 + config.redial_jitter * (r - 0.5))) as Nanos
+}
+
+impl Redials {
+    /// The link to the member listening at `addr` dropped at `now`: dial it again after the
+    /// first backoff. An address already remembered keeps its backoff. At most
+    /// `Config::max_redials` addresses are remembered; beyond, the oldest loss is forgotten.
+    pub(crate) fn lost(&mut self, addr: &str, now: LocalTime, r: f64, config: &Config) {
+        if config.max_redials == 0 || self.lost.contains_key(addr) {
+            return;
+        }
+        while self.lost.len() >= config.max_redials {
+            let oldest = self
+                .lost
+                .iter()
+                .min_by_key(|(a, l)| (l.since, (*a).clone()))
+                .map(|(a, _)| a.clone());
+            if let Some(a) = oldest {
+                self.lost.remove(&a);
+            }
+        }
+        let next_at = now + backoff(0, r, config);
+        self.lost.insert(
+            addr.to_string(),
+            Lost {
+                since: now,
+                attempts: 0,
+                next_at,
+            },
+        );
+    }
+
+    /// A link to `addr` completed its handshake: nothing to redial there.
+    pub(crate) fn linked(&mut self, addr: &str) {
+        self.lost.remove(addr);
+    }
+
+    /// A dial to `addr` failed (refused, unreachable, handshake timed out): the next one waits
+    /// for the backoff from now.
+    pub(crate) fn failed(&mut self, addr: &str, now: LocalTime, r: f64, config: &Config) {
+        if let Some(l) = self.lost.get_mut(addr) {
+            l.next_at = l.next_at.max(now + backoff(l.attempts, r, config));
+        }
+    }
+
+    /// Forgets addresses lost longer than `Config::forget_lost_after`, and returns those whose
+    /// dial is due at `now`, in address order. The caller dials each or puts it off
+    /// ([`Redials::dialled`] or [`Redials::put_off`]), so none stays due.
+    pub(crate) fn due(&mut self, now: LocalTime, config: &Config) -> Vec<String> {
+        self.lost
+            .retain(|_, l| now.since(l.since) < config.forget_lost_after);
+        self.lost
+            .iter()
+            .filter(|(_, l)| l.next_at <= now)
+            .map(|(a, _)| a.clone())
+            .collect()
+    }
+
+    /// A dial to `addr` was asked for at `now`: the next one, if this one is never answered,
+    /// waits for the next backoff.
+    pub(crate) fn dialled(&mut self, addr: &str, now: LocalTime, r: f64, config: &Config) {
+        if let Some(l) = self.lost.get_mut(addr) {
+            l.attempts = l.attempts.saturating_add(1);
+            l.next_at = now + backoff(l.attempts, r, config);
+        }
+    }
+
+    /// The dial to `addr` cannot be made now (a dial is pending, the link cap is reached): try
+    /// again after the largest backoff.
+    pub(crate) fn put_off(&mut self, addr: &str, now: LocalTime, r: f64, config: &Config) {
+        if let Some(l) = self.lost.get_mut(addr) {
+            l.next_at = now + backoff(u32::MAX, r, config);
+        }
+    }
+
+    /// The earliest dial due.
+    pub(crate) fn poll_timeout(&self) -> Option<(LocalTime, TimeoutReason)> {
+        self.lost
+            .values()
+            .map(|l| l.next_at)
+            .min()
+            .map(|at| (at, TimeoutReason::Redial))
+    }
+}
