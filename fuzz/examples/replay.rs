@@ -22,7 +22,10 @@ fn main() -> ExitCode {
         }
     };
     f(&data);
-    println!("{target}: {input} ({} bytes) replayed without a panic", data.len());
+    println!(
+        "{target}: {input} ({} bytes) replayed without a panic",
+        data.len()
+    );
     ExitCode::SUCCESS
 }
 
