@@ -362,6 +362,37 @@ fn bracket<T>(points: &[T], host_ns: impl Fn(&T) -> u64, at: u64) -> Option<(usi
     (h1 - h0 <= 50_000_000).then(|| (i, (at - h0) as f64 / (h1 - h0) as f64))
 }
 
+/// The host instant (ns) the sound stopped in `trace` at its first pause after `from_ns`: when
+/// the frame reached the frame the pause holds, extrapolated at the rate of the last two playing
+/// lines (the trace samples the position, so the stop falls between lines). `None` when the
+/// trace holds no playing line followed by a paused one after `from_ns`.
+pub fn pause_instant_ns(trace: &[TracePoint], from_ns: u64) -> Option<u64> {
+    let after: Vec<&TracePoint> = trace.iter().filter(|p| p.host_ns >= from_ns).collect();
+    let k = after
+        .windows(2)
+        .position(|w| w[0].playing && w[1].state == TraceState::Paused)?;
+    let (last, held) = (after[k], after[k + 1].frame);
+    let before = after[..k].iter().rev().find(|p| p.playing)?;
+    let per_ns = (last.frame - before.frame) / (last.host_ns - before.host_ns) as f64;
+    if per_ns <= 0.0 {
+        return None;
+    }
+    let offset_ns = ((held - last.frame) / per_ns).round() as i64;
+    last.host_ns.checked_add_signed(offset_ns)
+}
+
+/// The spread (µs) of the instants the sound stopped across `traces` at their first pause after
+/// `from_ns` ([`pause_instant_ns`]); `None` when a trace shows no such pause.
+pub fn pause_spread_us(traces: &[Vec<TracePoint>], from_ns: u64) -> Option<f64> {
+    let instants: Option<Vec<u64>> = traces
+        .iter()
+        .map(|t| pause_instant_ns(t, from_ns))
+        .collect();
+    let instants = instants?;
+    let (lo, hi) = (instants.iter().min()?, instants.iter().max()?);
+    Some((hi - lo) as f64 / 1e3)
+}
+
 /// The `q` quantile (0..=1) of the absolute values; `None` when empty.
 pub fn quantile_abs(v: &[f64], q: f64) -> Option<f64> {
     let mut a: Vec<f64> = v.iter().map(|x| x.abs()).collect();
@@ -559,6 +590,46 @@ mod tests {
             state: TraceState::Playing,
             group_ns: None,
         }
+    }
+
+    /// A trace playing at 48 kHz from `start_ns` (host) every 10 ms, pausing when frame `held`
+    /// is heard, then paused lines holding it.
+    fn trace_pausing_at(start_ns: u64, held: f64) -> Vec<TracePoint> {
+        let mut t = Vec::new();
+        for i in 0..100u64 {
+            let host_ns = start_ns + i * 10_000_000;
+            let frame = i as f64 * 480.0;
+            if frame > held {
+                t.push(TracePoint {
+                    playing: false,
+                    state: TraceState::Paused,
+                    frame: held,
+                    ..pt(host_ns, held)
+                });
+            } else {
+                t.push(pt(host_ns, frame));
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn the_pause_instant_is_when_the_frame_reached_the_held_frame_between_lines() {
+        // Frame 10_000 is heard 208.333 ms after the start, between the lines at 200 and 210.
+        let t = trace_pausing_at(1_000_000_000, 10_000.0);
+        let at = pause_instant_ns(&t, 0).unwrap();
+        assert!((at as f64 - 1_208_333_333.0).abs() < 2.0, "{at}");
+        assert_eq!(pause_instant_ns(&t[..20], 0), None, "no pause in the trace");
+    }
+
+    #[test]
+    fn the_pause_spread_is_how_far_apart_the_sound_stopped() {
+        // The same frame held, but the second client heard it 150 µs later.
+        let a = trace_pausing_at(1_000_000_000, 10_000.0);
+        let b = trace_pausing_at(1_000_150_000, 10_000.0);
+        let spread = pause_spread_us(&[a.clone(), b], 0).unwrap();
+        assert!((spread - 150.0).abs() < 0.01, "{spread}");
+        assert_eq!(pause_spread_us(&[a.clone(), a[..20].to_vec()], 0), None);
     }
 
     #[test]

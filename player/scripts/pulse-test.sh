@@ -14,4 +14,7 @@ trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$runtime"'
 export PULSE_SERVER="unix:$runtime/native"
 for _ in $(seq 50); do pactl info >/dev/null 2>&1 && break; sleep 0.1; done
 pactl info >/dev/null || { cat "$runtime/pulseaudio.log"; exit 1; }
-cargo test -p player --test pulse -- --ignored --nocapture
+# It must have run: a renamed or filtered-out test would otherwise pass as "0 passed".
+cargo test -p player --test pulse -- --ignored --nocapture 2>&1 | tee "$runtime/test.log"
+grep -q '^test result: ok\. 1 passed' "$runtime/test.log" ||
+  { echo "the PulseAudio test did not run and pass" >&2; exit 1; }
