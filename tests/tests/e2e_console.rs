@@ -352,6 +352,8 @@ fn a_command_is_answered_where_it_was_typed_with_what_happens_where_and_when() {
     assert!(text.starts_with("resume from 0:10.000 "), "{reply}");
     b.wait_for("(web page) resume", 5 * S);
     b.wait_for(&text, 5 * S);
+    // The other client's notice of the resume, before the next command's answer is read.
+    a.wait_for("play sample_song.wav from 0:10.000", 5 * S);
 
     let stop = answer(&mut a, "stop");
     assert_eq!(stop.len(), 1, "{stop:?}");
