@@ -284,6 +284,9 @@ impl Driver {
             links: &self.links,
         };
         let reply = self.executor.execute(line, ctx);
+        if let Some(addr) = &reply.joining {
+            self.peers.joining(addr);
+        }
         self.say_all(reply.said.iter());
         reply
     }

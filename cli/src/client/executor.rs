@@ -41,6 +41,8 @@ pub struct Reply {
     pub result: Result<(), String>,
     /// Whether it asks the client to quit.
     pub quit: bool,
+    /// The address a `join` dials: a failure there is said again even if said before.
+    pub joining: Option<String>,
 }
 
 impl Default for Reply {
@@ -50,6 +52,7 @@ impl Default for Reply {
             said: Vec::new(),
             result: Ok(()),
             quit: false,
+            joining: None,
         }
     }
 }
@@ -167,6 +170,7 @@ impl Executor {
                     let mut reply = link_command(node, LinkCommand::Join { addr });
                     if reply.result.is_ok() {
                         reply.said.push(format!("joining {text}..."));
+                        reply.joining = Some(text);
                     }
                     reply
                 }

@@ -2,7 +2,7 @@
 //! It turns the transports' link events other than frames and legacy calls into node inputs
 //! and console lines.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use music262_proto::auth::Refusal;
 use music262_proto::codec::CodecError;
@@ -29,6 +29,24 @@ pub struct RefusedCounts {
 pub struct Peers {
     names: BTreeMap<LinkId, String>,
     refused: RefusedCounts,
+    failed_dials: FailedDials,
+}
+
+/// Addresses whose failed dial was said: the node redials them with backoff, and the console
+/// hears of them again only once one links or the user types `join` there.
+#[derive(Default)]
+struct FailedDials(BTreeSet<String>);
+
+impl FailedDials {
+    /// A dial to `addr` failed: whether to say so (the first failure since it last linked).
+    fn failed(&mut self, addr: &str) -> bool {
+        self.0.insert(addr.to_string())
+    }
+
+    /// `addr` linked, or the user typed `join` there: its next failure is said.
+    fn forget(&mut self, addr: &str) {
+        self.0.remove(addr);
+    }
 }
 
 impl Peers {
@@ -43,6 +61,11 @@ impl Peers {
     /// The link's name, if it has one yet.
     pub fn get(&self, link: LinkId) -> Option<&String> {
         self.names.get(&link)
+    }
+
+    /// The user typed `join addr`: its failure is said even if an earlier dial's was.
+    pub fn joining(&mut self, addr: &str) {
+        self.failed_dials.forget(addr);
     }
 
     /// What the transports refused so far.
@@ -83,13 +106,18 @@ impl Peers {
                 via,
             } => {
                 tracing::info!(peer = %remote_addr, ?direction, via = via.name(), "link up");
+                self.failed_dials.forget(&remote_addr);
                 self.names.insert(link, remote_addr.clone());
                 node.handle_link_up(now, link, remote_addr, direction);
                 None
             }
             LinkEvent::ConnectFailed { addr, error } => {
-                tracing::warn!(peer = %addr, %error, "connection failed");
                 node.handle_connect_failed(now, &addr);
+                if !self.failed_dials.failed(&addr) {
+                    tracing::debug!(peer = %addr, %error, "connection failed again");
+                    return None;
+                }
+                tracing::warn!(peer = %addr, %error, "connection failed");
                 Some(format!(
                     "cannot join {addr}: {error}; check that a client runs there (`peers` lists \
                      the joinable ones) and that its peer port is reachable"

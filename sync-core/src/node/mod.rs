@@ -12,6 +12,7 @@ mod clock_tree;
 mod config;
 mod follower;
 mod links;
+mod queries;
 mod redial;
 mod register;
 
@@ -88,107 +89,6 @@ impl Node {
             out: Outbox::default(),
             messages_received: 0,
             bad_messages: 0,
-        }
-    }
-
-    // ----------------------------------------------------------------------------------------
-    // Queries
-
-    /// This node's id.
-    pub fn id(&self) -> NodeId {
-        self.config.node_id
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// The group state held.
-    pub fn state(&self) -> &GroupState {
-        &self.register.state
-    }
-
-    /// Whether `song` is the group's song: a download that finishes after the group moved on
-    /// is kept aside, not installed.
-    pub fn wants_song(&self, song: &SongRef) -> bool {
-        self.register
-            .state
-            .song
-            .as_ref()
-            .is_some_and(|s| s.same_song(song))
-    }
-
-    /// Group time at local instant `at`.
-    pub fn group_time(&self, at: LocalTime) -> GroupTime {
-        self.tree.mapping.to_group(at)
-    }
-
-    /// Group time at local instant `at`, fractional, as nanoseconds since `base`.
-    pub fn group_time_since(&self, at: LocalTime, base: GroupTime) -> f64 {
-        self.tree.mapping.to_group_since(at, base)
-    }
-
-    /// The local instant at which group time reaches `g`.
-    pub fn local_time(&self, g: GroupTime) -> LocalTime {
-        self.tree.mapping.to_local(g)
-    }
-
-    /// Where the group timeline stands at local instant `at` (what should be heard then).
-    pub fn timeline_at(&self, at: LocalTime) -> Timeline {
-        self.register.state.timeline_at(self.group_time(at))
-    }
-
-    /// Fractional frame the timeline says is heard at local instant `at`, when playing.
-    pub fn expected_frame(&self, at: LocalTime) -> Option<f64> {
-        let playing = self.follower.playing;
-        register::expected_frame(&self.register.state, &self.tree.mapping, playing, at)
-    }
-
-    /// Clock-sync status.
-    pub fn sync_status(&self) -> SyncStatus {
-        SyncStatus {
-            node_id: self.id(),
-            root: self.tree.root,
-            stratum: self.tree.stratum,
-            parent: self.tree.parent_peer(&self.links),
-            mapping: self.tree.mapping,
-            lead: self.lead(),
-            radius: self.tree.radius,
-        }
-    }
-
-    /// The lead currently added to commands: long enough for a state to cross the clock tree
-    /// from here to its farthest node (measured delays with a factor and a margin), bounded.
-    pub fn lead(&self) -> Nanos {
-        self.tree.lead(&self.config)
-    }
-
-    /// The drift controller's last rate (ppm) and error (ns).
-    pub fn correction_status(&self) -> (f64, Option<Nanos>) {
-        self.follower.correction_status()
-    }
-
-    /// Snapshots of every link, ordered by link id.
-    pub fn links(&self) -> Vec<LinkStatus> {
-        self.links.statuses(self.now, self.id(), self.tree.parent)
-    }
-
-    /// Number of links whose handshake completed.
-    pub fn peer_count(&self) -> usize {
-        self.links.peer_count()
-    }
-
-    /// Counters.
-    pub fn counters(&self) -> Counters {
-        Counters {
-            messages_sent: self.out.messages_sent,
-            messages_received: self.messages_received,
-            bad_messages: self.bad_messages,
-            states_accepted: self.register.states_accepted,
-            states_ignored: self.register.states_ignored,
-            jumps: self.follower.jumps,
-            states_foreign: self.register.states_foreign,
         }
     }
 
