@@ -148,6 +148,12 @@ impl Driver {
                 _ = &mut signal => break,
             }
             self.drain();
+            // A stop ends the retries of a song that cannot be fetched.
+            let given_up = self.fetcher.give_up_unwanted(&self.node);
+            if !matches!(given_up, Loading::Pending) {
+                self.report_loading(given_up);
+                self.drain();
+            }
         }
         self.shutdown().await;
         0
@@ -280,6 +286,7 @@ impl Driver {
             player: &self.player,
             server: &self.server,
             loading: self.fetcher.loading(),
+            failed: self.fetcher.failed(),
             refused: self.peers.refused(),
             links: &self.links,
         };

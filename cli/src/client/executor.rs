@@ -26,6 +26,8 @@ pub struct Context<'a> {
     pub server: &'a ServerLink,
     /// The song downloading, for `status`.
     pub loading: Option<&'a SongRef>,
+    /// The last song that could not be loaded and why, for `status`.
+    pub failed: Option<(&'a SongRef, &'a str)>,
     /// What the transports refused, for `status`.
     pub refused: RefusedCounts,
     /// The transports, for the `connections` table.
@@ -236,6 +238,7 @@ impl Executor {
             server_up: ctx.server.server_up(),
             advertised: &self.advertised,
             loading: ctx.loading,
+            failed: ctx.failed,
         });
         let r = ctx.refused;
         let latency = ctx.player.output_latency_ns();

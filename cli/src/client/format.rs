@@ -212,7 +212,8 @@ pub fn connections(
     out
 }
 
-/// The group's song, what it does (`playing`, `paused`, `loading`, `finished`, `stopped`) and
+/// The group's song, what it does (`playing`, `paused`, `loading`, `finished`, `stopped`, or
+/// `silent` where the group plays a song this room does not hold) and
 /// the frame being heard (the player's own report while playing), or `None` without a song.
 pub fn heard_state<'a>(
     node: &'a Node,
@@ -222,11 +223,13 @@ pub fn heard_state<'a>(
     let song = node.state().song.as_ref()?;
     let heard = player.position().map(|p| p.frame);
     let (what, frame) = match node.timeline_at(now) {
+        Timeline::Loading => ("loading", 0.0),
+        Timeline::Stopped => ("stopped", 0.0),
+        // The group's timeline runs on, but nothing of it is heard without the song.
+        Timeline::Playing { frame } if !node.has_song() => ("silent", frame),
         Timeline::Playing { frame } => ("playing", heard.unwrap_or(frame)),
         Timeline::Paused { frame } => ("paused", frame as f64),
-        Timeline::Loading => ("loading", 0.0),
         Timeline::Finished => ("finished", song.frames as f64),
-        Timeline::Stopped => ("stopped", 0.0),
     };
     Some((song, what, frame))
 }
@@ -247,6 +250,8 @@ pub struct StatusInput<'a> {
     pub advertised: &'a str,
     /// The song being downloaded.
     pub loading: Option<&'a SongRef>,
+    /// The last song that could not be loaded and why.
+    pub failed: Option<(&'a SongRef, &'a str)>,
 }
 
 /// The `status` text.
@@ -266,6 +271,8 @@ pub fn status(s: &StatusInput<'_>) -> String {
     }
     if let Some(l) = s.loading {
         out.push_str(&format!("\nloading {} from the server", l.name));
+    } else if let Some((song, why)) = s.failed {
+        out.push_str(&format!("\nthis room cannot play {}: {why}", song.name));
     }
     let sync = s.node.sync_status();
     let (rate, error) = s.node.correction_status();
@@ -350,8 +357,13 @@ pub fn event(e: &Event, peers: &Peers, node: &Node, now: LocalTime) -> Told {
             late_by,
         } => {
             let what = describe_state(state);
-            let effective = node.local_time(state.effective_at());
-            let in_ms = effective.since(now) as f64 / 1e6;
+            // A loading state has no instant of its own yet: it plays at the latest at its
+            // deadline. A late state took effect already (`late_ms` says by how much).
+            let at = match state.mode {
+                Mode::Loading { deadline, .. } => deadline,
+                _ => state.effective_at(),
+            };
+            let in_ms = node.local_time(at).since(now).max(0) as f64 / 1e6;
             match from {
                 Some(link) => {
                     let name = peers.name(*link);
@@ -370,12 +382,17 @@ pub fn event(e: &Event, peers: &Peers, node: &Node, now: LocalTime) -> Told {
             Told::Nothing
         }
         Event::SongFinished { song } => {
-            tracing::info!(song = %song.name, "song finished");
-            Told::Say(format!("{} finished", song.name))
+            tracing::info!(song = %song.name, heard = node.has_song(), "song finished");
+            // A song this room never held did not finish here.
+            if node.has_song() {
+                Told::Say(format!("{} finished", song.name))
+            } else {
+                Told::Nothing
+            }
         }
         Event::LoadFailed { song, reason } => {
             tracing::warn!(song = %song.name, %reason, "load failed");
-            Told::Say(format!("cannot load {}: {reason}", song.name))
+            Told::Say(format!("cannot play {}: {reason}", song.name))
         }
         Event::ReferenceChanged {
             root,

@@ -24,6 +24,9 @@ struct PlanKey {
 pub(crate) struct Follower {
     loaded: Option<SongRef>,
     requested: Option<SongRef>,
+    /// The song whose load failed, and the state version that asked for it: not asked for
+    /// again until a newer state asks (the driver has already retried it).
+    failed: Option<(SongRef, StateVersion)>,
     plan: Option<PlanKey>,
     pub(crate) playing: bool,
     jump_until: Option<LocalTime>,
@@ -70,6 +73,7 @@ impl Follower {
         Follower {
             loaded: None,
             requested: None,
+            failed: None,
             plan: None,
             playing: false,
             jump_until: None,
@@ -112,6 +116,16 @@ impl Follower {
         }
     }
 
+    /// The player could not load `song`: it is not asked for again while `state` holds.
+    /// Returns whether the failure is news for the user: the group wants the song played
+    /// (not when a stop made the driver give it up).
+    pub(crate) fn load_failed(&mut self, song: &SongRef, state: &GroupState) -> bool {
+        self.load_answered(song);
+        self.failed = Some((song.clone(), state.version));
+        state.song.as_ref().is_some_and(|s| s.same_song(song))
+            && !matches!(state.mode, Mode::Stopped { .. })
+    }
+
     /// The player's output broke at `at`: its first reports after the restart describe buffers
     /// queued in a burst before the stream ran again and are not worth a decision; until the
     /// break window ends, errors above the break threshold are re-seeked.
@@ -141,8 +155,12 @@ impl Follower {
         retime: Retime,
         out: &mut Outbox,
     ) -> bool {
+        let failed_here = self.failed.as_ref().is_some_and(|(s, v)| {
+            *v == state.version && state.song.as_ref().is_some_and(|x| x.same_song(s))
+        });
         if let Some(song) = state.song.clone()
             && !self.has_song_of(state)
+            && !failed_here
             && self.requested.as_ref().is_none_or(|r| !r.same_song(&song))
         {
             self.requested = Some(song.clone());

@@ -778,8 +778,9 @@ impl Node {
                 self.check_ready();
             }
             PlayerReport::LoadFailed { song, reason } => {
-                self.follower.load_answered(&song);
-                self.event(Event::LoadFailed { song, reason });
+                if self.follower.load_failed(&song, &self.register.state) {
+                    self.event(Event::LoadFailed { song, reason });
+                }
             }
             PlayerReport::Position { at, frame } => self.follower.position(
                 &self.register.state,

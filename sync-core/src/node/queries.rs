@@ -29,6 +29,11 @@ impl Node {
             .is_some_and(|s| s.same_song(song))
     }
 
+    /// Whether the player holds the group's song (it reported it loaded).
+    pub fn has_song(&self) -> bool {
+        self.follower.has_song_of(&self.register.state)
+    }
+
     /// Group time at local instant `at`.
     pub fn group_time(&self, at: LocalTime) -> GroupTime {
         self.tree.mapping.to_group(at)
