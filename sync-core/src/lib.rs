@@ -78,8 +78,8 @@ pub use control::{ControlDecision, ControllerConfig, DriftController};
 pub use message::{Announce, Hello, LeaveReason, Message, PROTOCOL_VERSION, Probe, ProbeReply};
 pub use node::{
     BadInput, Command, CommandError, Config, Correction, Counters, Direction, DisconnectReason,
-    Event, LinkCommand, LinkId, LinkStatus, Node, Output, PeerRole, PlaybackAction, PlayerReport,
-    SyncStatus, TimeoutReason,
+    Event, LinkCommand, LinkId, LinkStatus, LoadWait, Node, Output, PeerRole, PlaybackAction,
+    PlayerReport, SyncStatus, TimeoutReason,
 };
 pub use peer::{BadAddr, PeerAddr, PeerSelector};
 pub use state::{GroupState, Mode, NodeId, SongRef, StateVersion, Timeline};

@@ -755,6 +755,53 @@ fn a_stuck_peer_does_not_hold_the_group_longer_than_the_ready_timeout() {
 }
 
 #[test]
+fn a_peer_that_cannot_load_is_named_while_waited_for_then_not_waited_for_again() {
+    let mut net = star_of_three();
+    net.nodes[2].load_delay = None; // never loads
+    net.run_until(2 * SEC);
+    let play = Command::Play {
+        song: Some(song(48_000 * 60)),
+        frame: 0,
+    };
+    net.command(0, play.clone()).unwrap();
+    net.run_until(3 * SEC);
+    let now = net.local(0);
+    let wait = net.nodes[0].node.load_wait(now).expect("waiting");
+    assert_eq!(wait.waiting_for, [NodeId(102)], "{wait:?}");
+    assert!(wait.not_waited.is_empty() && !wait.loading_here, "{wait:?}");
+    assert_eq!(wait.deadline.since(wait.since), 3 * SEC as i64, "{wait:?}");
+    assert!(
+        net.nodes[1].node.load_wait(net.local(1)).is_none(),
+        "only the initiator waits"
+    );
+
+    // At the deadline the group starts without it, and says so once.
+    net.run_until(5 * SEC + 100 * MS);
+    assert!(net.frame(0).is_some() && net.frame(1).is_some());
+    let (version, without) = net.nodes[0]
+        .node
+        .started_without()
+        .expect("deadline passed");
+    assert_eq!(version, wait.version);
+    assert_eq!(without, [NodeId(102)]);
+    assert!(net.nodes[0].node.load_wait(net.local(0)).is_none());
+
+    // The next play waits only for the peer that loads: it starts in well under a second.
+    net.command(0, Command::Stop).unwrap();
+    net.run_until(6 * SEC);
+    net.command(0, play).unwrap();
+    let wait = net.nodes[0].node.load_wait(net.local(0)).expect("loading");
+    assert_eq!(wait.not_waited, [NodeId(102)], "{wait:?}");
+    net.run_until(6 * SEC + 200 * MS);
+    assert!(
+        net.frame(0).is_some(),
+        "the group waited for the peer that cannot load"
+    );
+    assert!(net.frame(1).is_some());
+    assert!(net.frame(2).is_none());
+}
+
+#[test]
 fn the_song_end_stops_every_node() {
     let mut net = three_in_a_chain();
     net.run_until(2 * SEC);

@@ -18,6 +18,7 @@ use super::format::{self, Told};
 use super::legacy::{self, Legacy};
 use super::links::{LinkEvent, Links};
 use super::monitor::{self, Monitor, TICK};
+use super::news::News;
 use super::peers::Peers;
 use super::server_link::{Pending, ServerLink, ServerNews};
 use super::transcript::Transcript;
@@ -61,6 +62,8 @@ pub struct Driver {
     monitor: Monitor,
     executor: Executor,
     legacy: Legacy,
+    /// What the console has shown of the group, so that only news is said.
+    news: News,
     web: Option<WebPage>,
     /// Whether the console is a terminal (whose end of input quits).
     interactive: bool,
@@ -88,6 +91,7 @@ impl Driver {
             ),
             executor: Executor::new(p.advertised.clone(), p.key_note),
             legacy: Legacy,
+            news: News::default(),
             web: p.web.map(|w| WebPage::new(w, p.advertised, p.transport)),
             peers: Peers::default(),
             node: p.node,
@@ -198,13 +202,20 @@ impl Driver {
     }
 
     fn on_event(&mut self, e: Event) {
-        let told = format::event(&e, &self.peers, &self.node, self.now());
+        let now = self.now();
+        let told = format::event(&e, &self.peers, &self.node, now);
         self.peers.on_event(&e);
+        let news = match &e {
+            Event::StateAccepted { state, .. } => self.news.state(state, &self.node, now),
+            Event::SongFinished { song } => self.news.finished(song),
+            _ => true,
+        };
         if let Event::PeerDisconnected { link, .. } = e {
             self.links.close(link);
         }
         match told {
-            Told::Say(line) => self.console.say(line),
+            Told::Say(line) if news => self.console.say(line),
+            Told::Say(line) => tracing::debug!(%line, "not news: already shown"),
             Told::Nothing => {}
         }
     }
@@ -277,6 +288,12 @@ impl Driver {
             self.fetcher.loading(),
         );
         self.say_all(said);
+        let now = self.now();
+        let waits = [
+            self.news.wait(&self.node, now),
+            self.news.started_without(&self.node),
+        ];
+        self.say_all(waits.into_iter().flatten());
     }
 
     fn execute(&mut self, line: &str) -> Reply {

@@ -6,8 +6,8 @@ use music262_proto::audio_service::{PeerListResponse, SongInfo};
 use player::Player;
 use sync_core::time::format_nanos;
 use sync_core::{
-    BadInput, DisconnectReason, Event, GroupState, GroupTime, LinkId, LinkStatus, LocalTime, Mode,
-    Node, PeerRole, SongRef, Timeline,
+    BadInput, DisconnectReason, Event, GroupState, GroupTime, LinkId, LinkStatus, LoadWait,
+    LocalTime, Mode, Node, NodeId, PeerRole, SongRef, Timeline,
 };
 
 use super::peers::Peers;
@@ -44,6 +44,36 @@ pub fn describe_state(s: &GroupState) -> String {
             format!("play {name} from {}", frame_time(song, frame as f64))
         }
         (m, None) => format!("{m:?}"),
+    }
+}
+
+/// How late a received state may be and still be told from its own anchor: later than that,
+/// a peer joining a group that plays is told where the group is now.
+const TOLD_FROM_ANCHOR: i64 = 1_000_000_000;
+
+/// One line saying what a state received at `now` means here: as [`describe_state`], but a
+/// playing timeline that started well before now (a late joiner's, a loading state past its
+/// deadline) is told where it stands now.
+pub fn describe_heard(s: &GroupState, node: &Node, now: LocalTime) -> String {
+    let anchor = match s.mode {
+        Mode::Playing { frame, at } => Some((frame, at)),
+        Mode::Loading {
+            start_frame,
+            deadline,
+        } if node.local_time(deadline) <= now => Some((start_frame, deadline)),
+        _ => None,
+    };
+    match (anchor, &s.song) {
+        (Some((frame, at)), Some(song)) => {
+            let since = now.since(node.local_time(at));
+            let frame = if since > TOLD_FROM_ANCHOR {
+                frame as f64 + song.nanos_to_frames(since as f64)
+            } else {
+                frame as f64
+            };
+            format!("play {} from {}", song.name, frame_time(song, frame))
+        }
+        _ => describe_state(s),
     }
 }
 
@@ -234,6 +264,55 @@ pub fn heard_state<'a>(
     Some((song, what, frame))
 }
 
+/// The rooms of `ids`, named as the console names their links (`127.0.0.1:50062`), or by
+/// node id when not linked.
+pub fn rooms(node: &Node, ids: &[NodeId]) -> String {
+    let links = node.links();
+    let name = |id: &NodeId| {
+        links
+            .iter()
+            .find(|l| l.peer == Some(*id))
+            .map(|l| {
+                l.listen_addr
+                    .clone()
+                    .unwrap_or_else(|| l.remote_addr.clone())
+            })
+            .unwrap_or_else(|| format!("node {id}"))
+    };
+    ids.iter().map(name).collect::<Vec<_>>().join(", ")
+}
+
+/// For whom a loading state this room started waits, and how long:
+/// `waiting for 127.0.0.1:50062 to load (1.2 s of at most 3.0 s)`.
+pub fn load_wait(node: &Node, w: &LoadWait, now: LocalTime) -> String {
+    let mut whom = rooms(node, &w.waiting_for);
+    if w.loading_here {
+        whom = if whom.is_empty() {
+            "this room".to_string()
+        } else {
+            format!("this room and {whom}")
+        };
+    }
+    format!(
+        "waiting for {whom} to load ({:.1} s of at most {:.1} s)",
+        now.since(w.since).max(0) as f64 / 1e9,
+        w.deadline.since(w.since).max(0) as f64 / 1e9
+    )
+}
+
+/// The line for a group that started without rooms that had not loaded its song in time.
+pub fn started_without(node: &Node, ids: &[NodeId]) -> String {
+    let song = node
+        .state()
+        .song
+        .as_ref()
+        .map_or("the song", |s| s.name.as_str());
+    format!(
+        "playing without {}: not loaded in time; it joins in sync when it has {song}",
+        rooms(node, ids)
+    )
+}
+
 /// What `status` needs.
 pub struct StatusInput<'a> {
     /// The node.
@@ -266,6 +345,15 @@ pub fn status(s: &StatusInput<'_>) -> String {
                 song.name,
                 frame_time(song, frame),
                 frame
+            ));
+        }
+    }
+    if let Some(w) = s.node.load_wait(s.now) {
+        out.push_str(&format!("\n{}", load_wait(s.node, &w, s.now)));
+        if !w.not_waited.is_empty() {
+            out.push_str(&format!(
+                "\nnot waiting for {} (it did not load the last song in time)",
+                rooms(s.node, &w.not_waited)
             ));
         }
     }
@@ -356,7 +444,7 @@ pub fn event(e: &Event, peers: &Peers, node: &Node, now: LocalTime) -> Told {
             from,
             late_by,
         } => {
-            let what = describe_state(state);
+            let what = describe_heard(state, node, now);
             // A loading state has no instant of its own yet: it plays at the latest at its
             // deadline. A late state took effect already (`late_ms` says by how much).
             let at = match state.mode {

@@ -9,6 +9,7 @@ mod format;
 mod legacy;
 mod links;
 mod monitor;
+mod news;
 mod peers;
 mod server_link;
 mod transcript;

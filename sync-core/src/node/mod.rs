@@ -27,6 +27,7 @@ pub use api::{
     TimeoutReason,
 };
 pub use config::{Config, MAX_STRATUM};
+pub use register::LoadWait;
 
 use clock_tree::{ClockTree, MappingChange, Selection, TimebaseChange};
 use follower::Follower;
@@ -839,6 +840,9 @@ impl Node {
         self.tree.forget_old_roots(now, &self.config);
 
         let mapping = self.tree.mapping;
+        let me = self.id();
+        self.register
+            .deadline_passed(me, self.links.peer_ids(), &mapping, now);
         if let Some(version) = self.register.effective_due(&mapping, now) {
             if matches!(
                 self.register.state.mode,

@@ -34,6 +34,25 @@ impl Node {
         self.follower.has_song_of(&self.register.state)
     }
 
+    /// The wait of a loading state this node started, while it lasts: for whom, since when,
+    /// until when at most (asked at local instant `now`).
+    pub fn load_wait(&self, now: LocalTime) -> Option<LoadWait> {
+        let loaded = self.follower.has_song_of(&self.register.state);
+        self.register.load_wait(
+            self.id(),
+            self.links.peer_ids(),
+            loaded,
+            &self.tree.mapping,
+            now.max(self.now),
+        )
+    }
+
+    /// The last loading state this node started whose deadline passed, and the linked peers
+    /// the group started without (empty when all were ready).
+    pub fn started_without(&self) -> Option<(StateVersion, &[NodeId])> {
+        self.register.started_without()
+    }
+
     /// Group time at local instant `at`.
     pub fn group_time(&self, at: LocalTime) -> GroupTime {
         self.tree.mapping.to_group(at)

@@ -22,6 +22,24 @@ pub(crate) struct Retime {
     pub(crate) pause_on_timeline: bool,
 }
 
+/// The wait of a loading state this node started: for whom, and how long at most.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadWait {
+    /// The loading state's version.
+    pub version: StateVersion,
+    /// Linked peers that have not loaded the song yet, ascending.
+    pub waiting_for: Vec<NodeId>,
+    /// Whether this node itself has not loaded it yet.
+    pub loading_here: bool,
+    /// Linked peers not waited for: they missed an earlier deadline and have not loaded a
+    /// song since (they join late, in sync, when they have it).
+    pub not_waited: Vec<NodeId>,
+    /// When the wait began, on the local clock.
+    pub since: LocalTime,
+    /// When the group starts at the latest, on the local clock.
+    pub deadline: LocalTime,
+}
+
 /// The state register of one node.
 #[derive(Debug)]
 pub(crate) struct Register {
@@ -31,6 +49,14 @@ pub(crate) struct Register {
     finished_announced: Option<StateVersion>,
     /// Peers that said they loaded the song of the current (loading) version.
     ready_from: BTreeSet<NodeId>,
+    /// Group instant at which the current loading state was accepted (its wait began).
+    loading_since: GroupTime,
+    /// Peers that missed the deadline of a loading state this node started and have not
+    /// loaded a song since: later loading states do not wait for them (they join late, in
+    /// sync, when they have the song).
+    unready: BTreeSet<NodeId>,
+    /// The loading state whose deadline passed, and the peers the group started without.
+    started_without: Option<(StateVersion, Vec<NodeId>)>,
     pub(crate) states_accepted: u64,
     pub(crate) states_ignored: u64,
     pub(crate) states_foreign: u64,
@@ -86,6 +112,9 @@ impl Register {
             effective_announced: None,
             finished_announced: None,
             ready_from: BTreeSet::new(),
+            loading_since: GroupTime(0),
+            unready: BTreeSet::new(),
+            started_without: None,
             states_accepted: 0,
             states_ignored: 0,
             states_foreign: 0,
@@ -178,6 +207,7 @@ impl Register {
         self.states_accepted += 1;
         // Readiness is per version: Ready messages name the version they answer.
         self.ready_from.clear();
+        self.loading_since = mapping.to_group(now);
         // Compare the two timelines at an instant where both play: now, or the later of their
         // anchors (a state re-stated or re-decided a hair later must not re-seek a player that
         // already started on the earlier one).
@@ -291,6 +321,10 @@ impl Register {
 
     /// A peer said it loaded the song of version `v`; kept when `v` is ours and current.
     pub(crate) fn ready(&mut self, me: NodeId, peer: Option<NodeId>, v: StateVersion) -> bool {
+        if let Some(peer) = peer {
+            // It loads songs again: later loading states wait for it.
+            self.unready.remove(&peer);
+        }
         if v != self.state.version || v.origin != me {
             return false;
         }
@@ -298,6 +332,79 @@ impl Register {
             self.ready_from.insert(peer);
         }
         true
+    }
+
+    /// The wait of a loading state this node initiated, while it lasts (`loaded`: whether
+    /// this node holds the song).
+    pub(crate) fn load_wait(
+        &self,
+        me: NodeId,
+        peers: impl Iterator<Item = NodeId>,
+        loaded: bool,
+        mapping: &ClockMapping,
+        now: LocalTime,
+    ) -> Option<LoadWait> {
+        let Mode::Loading { deadline, .. } = effective_mode(&self.state, mapping, now) else {
+            return None;
+        };
+        if self.state.version.origin != me {
+            return None;
+        }
+        let (mut waiting_for, mut not_waited) = (Vec::new(), Vec::new());
+        for p in peers.filter(|p| !self.ready_from.contains(p)) {
+            if self.unready.contains(&p) {
+                not_waited.push(p);
+            } else {
+                waiting_for.push(p);
+            }
+        }
+        waiting_for.sort();
+        not_waited.sort();
+        Some(LoadWait {
+            version: self.state.version,
+            waiting_for,
+            loading_here: !loaded,
+            not_waited,
+            since: mapping.to_local(self.loading_since),
+            deadline: mapping.to_local(deadline),
+        })
+    }
+
+    /// The deadline of a loading state this node initiated has passed: the peers not ready
+    /// then are remembered (not waited for by later loading states until they load a song),
+    /// and named by [`Register::started_without`]. Once per version.
+    pub(crate) fn deadline_passed(
+        &mut self,
+        me: NodeId,
+        peers: impl Iterator<Item = NodeId>,
+        mapping: &ClockMapping,
+        now: LocalTime,
+    ) {
+        let Mode::Loading { deadline, .. } = self.state.mode else {
+            return;
+        };
+        let version = self.state.version;
+        if version.origin != me
+            || mapping.to_local(deadline) > now
+            || self
+                .started_without
+                .as_ref()
+                .is_some_and(|(v, _)| *v == version)
+        {
+            return;
+        }
+        let mut missed: Vec<NodeId> = peers.filter(|p| !self.ready_from.contains(p)).collect();
+        missed.sort();
+        self.unready.extend(missed.iter().copied());
+        self.started_without = Some((version, missed));
+    }
+
+    /// The last loading state this node initiated whose deadline passed, and the peers the
+    /// group started without (empty when every peer was ready).
+    pub(crate) fn started_without(&self) -> Option<(StateVersion, &[NodeId])> {
+        self.started_without
+            .as_ref()
+            .map(|(v, peers)| (*v, peers.as_slice()))
     }
 
     /// The loading state this node initiated, once it (`loaded`) and every peer are ready:
@@ -318,7 +425,7 @@ impl Register {
         if self.state.version.origin != me || !loaded {
             return None;
         }
-        if !peers.all(|p| self.ready_from.contains(&p)) {
+        if !peers.all(|p| self.ready_from.contains(&p) || self.unready.contains(&p)) {
             return None;
         }
         let at = mapping.to_group(now) + lead;
