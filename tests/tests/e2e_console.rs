@@ -30,14 +30,6 @@ fn bare_client(dir: &Path, name: &str, args: &[&str]) -> Proc {
     Proc::spawn(name, cmd).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The non-empty lines a typed command gets within half a second.
-fn answer(c: &mut Client, line: &str) -> Vec<String> {
-    c.ask(line, S / 2)
-        .into_iter()
-        .filter(|l| !l.trim().is_empty())
-        .collect()
-}
-
 #[test]
 fn seek_volume_channel_and_latency_answer_in_the_users_words() {
     let dir = tempfile_dir("console-words");

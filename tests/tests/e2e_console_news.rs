@@ -9,14 +9,6 @@ use std::time::Duration;
 
 use e2e::*;
 
-/// The non-empty lines a typed command gets within half a second.
-fn answer(c: &mut Client, line: &str) -> Vec<String> {
-    c.ask(line, S / 2)
-        .into_iter()
-        .filter(|l| !l.trim().is_empty())
-        .collect()
-}
-
 /// The lines printed during the next `wait`.
 fn printed_during(c: &mut Client, wait: Duration) -> Vec<String> {
     c.ask("", wait)
@@ -93,35 +85,14 @@ fn a_song_that_cannot_be_fetched_is_reported_once_and_not_played() {
     );
 }
 
-/// A client of the music server on `server_port` (or, with `None`, of a server that does not
-/// exist), started on its own peer port with a log of its own; waits for its prompt.
-fn plain_client(dir: &std::path::Path, name: &str, server_port: Option<u16>) -> Client {
-    let spec = ClientSpec {
-        name: match name {
-            "b" => "b",
-            "c" => "c",
-            _ => "d",
-        },
-        offset_ms: 0.0,
-        drift_ppm: 0.0,
-        node_id: 0xd0 + u64::from(name.as_bytes()[0]),
-    };
-    client(
-        dir,
-        server_port.unwrap_or_else(free_port),
-        &spec,
-        Transport::Grpc,
-    )
-}
-
 #[test]
 fn a_group_names_the_room_it_waits_for_then_plays_without_it() {
     let dir = tempfile_dir("console-waits");
     let (_server, port) = server(&dir);
-    let [sa, ..] = specs();
+    let [sa, sb, _] = specs();
     let mut a = client(&dir, port, &sa, Transport::Grpc);
     // B's music server does not exist: B cannot load any song.
-    let mut b = plain_client(&dir, "b", None);
+    let mut b = client(&dir, free_port(), &sb, Transport::Grpc);
     join(&mut b, &mut a);
 
     a.send("play sample_song.wav");

@@ -215,6 +215,14 @@ pub fn status_state(lines: &[String]) -> Option<String> {
         .map(|s| s.trim_end_matches(',').to_string())
 }
 
+/// The non-empty lines a typed command gets within half a second.
+pub fn answer(c: &mut Client, line: &str) -> Vec<String> {
+    c.ask(line, S / 2)
+        .into_iter()
+        .filter(|l| !l.trim().is_empty())
+        .collect()
+}
+
 /// One second.
 pub const S: Duration = Duration::from_secs(1);
 
