@@ -61,8 +61,9 @@ impl Shown {
             (Shown::Playing(a, x), Shown::Playing(b, y)) => {
                 a.same_song(b) && (x - y).abs() < i128::from(SAME_TIMELINE)
             }
-            (Shown::Stopped(Some(a)), Shown::Stopped(Some(b)))
-            | (Shown::Finished(a), Shown::Finished(b)) => a.same_song(b),
+            // Silence is silence, whichever song the stopped group holds.
+            (Shown::Stopped(_), Shown::Stopped(_)) => true,
+            (Shown::Finished(a), Shown::Finished(b)) => a.same_song(b),
             (Shown::Loading(a, f), Shown::Loading(b, g))
             | (Shown::Paused(a, f), Shown::Paused(b, g)) => a.same_song(b) && f == g,
             (a, b) => a == b,
@@ -70,14 +71,23 @@ impl Shown {
     }
 }
 
-/// What this console has shown of the group, to say only what is new.
-#[derive(Default)]
+/// What this console has shown of the group, to say only what is new: at first, silence.
 pub struct News {
-    shown: Option<Shown>,
+    shown: Shown,
     /// The loading state whose wait was said.
     wait_said: Option<StateVersion>,
     /// The loading state whose start without some rooms was said.
     without_said: Option<StateVersion>,
+}
+
+impl Default for News {
+    fn default() -> Self {
+        News {
+            shown: Shown::Stopped(None),
+            wait_said: None,
+            without_said: None,
+        }
+    }
 }
 
 impl News {
@@ -94,8 +104,8 @@ impl News {
     }
 
     fn record(&mut self, now: Shown) -> bool {
-        let news = self.shown.as_ref().is_none_or(|s| !s.same(&now));
-        self.shown = Some(now);
+        let news = !self.shown.same(&now);
+        self.shown = now;
         news
     }
 
@@ -157,6 +167,9 @@ mod tests {
         let mut news = News::default();
         let a = song("a.wav");
         let now = LocalTime(1_000_000_000);
+        // A group found stopped (an old stop heard after a rejoin) changes nothing heard.
+        let stop = Mode::Stopped { at: GroupTime(0) };
+        assert!(!news.state(&state(1, &a, stop), &node, now));
         let playing = |frame, at| Mode::Playing {
             frame,
             at: GroupTime(at),
@@ -171,12 +184,12 @@ mod tests {
         ));
         // A seek is news; stopping twice is said once; the end once.
         assert!(news.state(&state(3, &a, playing(48_000 * 20, later)), &node, now));
-        let stop = Mode::Stopped { at: GroupTime(0) };
         assert!(news.state(&state(4, &a, stop), &node, now));
         assert!(!news.state(&state(5, &a, stop), &node, now));
         assert!(news.state(&state(6, &a, playing(0, later)), &node, now));
         assert!(news.finished(&a));
         assert!(!news.finished(&a));
         assert!(news.state(&state(7, &song("b.wav"), stop), &node, now));
+        assert!(!news.state(&state(8, &a, stop), &node, now));
     }
 }
