@@ -19,7 +19,8 @@ pub struct Snapshot {
     pub server_up: Option<bool>,
     /// The group's song, if any.
     pub song: Option<SongView>,
-    /// `playing`, `paused`, `stopped`, `loading` or `finished`.
+    /// `playing`, `paused`, `stopped`, `loading`, `finished`, or `silent` (the group plays a
+    /// song this client does not hold).
     pub state: String,
     /// Position being heard, in milliseconds from the start of the song.
     pub position_ms: f64,
