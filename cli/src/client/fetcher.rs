@@ -66,12 +66,15 @@ impl Loading {
     }
 }
 
-/// The song being fetched: how many tries so far, since when, and the task running.
+/// The song being fetched: how many tries so far, since when, and the task running (a
+/// download, or the wait before the next one).
 struct Attempt {
     song: SongRef,
     tries: usize,
     started: Instant,
     task: tokio::task::AbortHandle,
+    /// Whether the task is the wait before the next try.
+    waiting: bool,
 }
 
 /// Downloads, decodes and caches songs, and loads them into the player.
@@ -158,15 +161,17 @@ impl Fetcher {
             tries: 1,
             started: Instant::now(),
             task,
+            waiting: false,
         });
         Loading::Pending
     }
 
     /// The group stopped or moved on: a download waiting for its next try is given up (the
     /// node hears that the load failed, and says nothing of it since the song is not wanted).
+    /// A download under way runs to its end (a stopped group may still want the song ready).
     pub fn give_up_unwanted(&mut self, node: &Node) -> Loading {
         match &self.fetching {
-            Some(a) if !wanted(node, &a.song) => {
+            Some(a) if a.waiting && !wanted(node, &a.song) => {
                 let a = self.fetching.take().expect("checked above");
                 a.task.abort();
                 tracing::info!(song = %a.song.name, tries = a.tries, "download given up: the group no longer plays it");
@@ -200,6 +205,7 @@ impl Fetcher {
                 let a = self.fetching.as_mut().expect("current");
                 a.tries += 1;
                 a.task = task;
+                a.waiting = false;
                 Loading::Pending
             }
             Outcome::RetryDue => self.give_up_unwanted(node),
@@ -217,6 +223,7 @@ impl Fetcher {
                             });
                         })
                         .abort_handle();
+                        a.waiting = true;
                         Loading::Pending
                     }
                     _ => {
