@@ -1,0 +1,254 @@
+//! Measuring a run: sync error samples, quiescence checks and command latency at the end, and
+//! the debugging print.
+
+use std::collections::BTreeSet;
+
+use sync_core::{StateVersion, Timeline};
+
+use super::{Sim, Violation};
+use crate::scenario::SEC;
+
+impl Sim {
+    /// Prints each live peer's place in the clock tree, its group-time error against the
+    /// reference it follows (true time), and its controller, for debugging runs.
+    pub(super) fn debug_print(&mut self) {
+        let now = self.now as f64;
+        for i in 0..self.cfg.peers {
+            let Some(node) = self.peers[i].node.as_ref() else {
+                continue;
+            };
+            let s = node.sync_status();
+            let Some(r) = (0..self.cfg.peers).find(|&j| self.peers[j].id == s.root) else {
+                continue;
+            };
+            let Some(root) = self.peers[r].node.as_ref() else {
+                continue;
+            };
+            let base = root.group_time(self.local(r));
+            let err = node.group_time_since(self.local(i), base);
+            let (rate, last) = node.correction_status();
+            // The parent link's estimate against the truth.
+            let parent = s.parent.and_then(|pid| {
+                let j = (0..self.cfg.peers).find(|&j| self.peers[j].id == pid)?;
+                let l = node.links().into_iter().find(|l| l.peer == Some(pid))?;
+                let truth = self.local(j).0 as f64 - self.local(i).0 as f64;
+                let (ci, cj) = (self.peers[i].clock, self.peers[j].clock);
+                let true_rate = (cj.oscillator_rate() / ci.oscillator_rate() - 1.0) * 1e6;
+                Some((
+                    (l.offset? - truth) / 1e3,
+                    l.drift_ppm? - true_rate,
+                    l.rtt? as f64 / 1e3,
+                ))
+            });
+            let heard = self.peers[i].player.heard(now);
+            eprintln!(
+                "{:9.3} peer {i:3} stratum {} map {:+9.3} ppm  clock err {:+9.2} us  link (off err us, rate err ppm, rtt us) {:?}  ctl {:+8.2} ppm err {:?} us  heard {:?}",
+                now / 1e9,
+                s.stratum,
+                s.mapping.rate_ppm,
+                err / 1e3,
+                parent,
+                rate,
+                last.map(|e| e as f64 / 1e3),
+                heard.is_some()
+            );
+        }
+    }
+
+    pub(super) fn excluded_now(&mut self) -> bool {
+        let now = self.now;
+        self.command_windows.retain(|&(_, end)| end >= now);
+        self.command_windows
+            .iter()
+            .any(|&(start, end)| start <= now && now <= end)
+    }
+
+    pub(super) fn sample(&mut self) {
+        let now = self.now as f64;
+        let global_excluded = self.excluded_now();
+        let mut heard: Vec<(StateVersion, String, f64, usize)> = Vec::new();
+        for i in 0..self.cfg.peers {
+            if !self.is_up(i) || self.peers[i].frozen {
+                continue;
+            }
+            let p = &mut self.peers[i];
+            let f = p.player.heard(now);
+            // Positions never run backwards within one segment of playback.
+            let epoch = p.player.epoch();
+            if let (Some(f), Some((lf, le))) = (f, p.last_heard)
+                && le == epoch
+                && f < lf - 1e-6
+            {
+                let what = format!("heard position ran backwards: {lf} -> {f}");
+                self.violation(Some(i), what);
+            }
+            let p = &mut self.peers[i];
+            p.last_heard = f.map(|f| (f, epoch));
+            if let Some(since) = p.song_start_pending
+                && let Some(t0) = p.player.last_start_from_silence()
+                && t0 >= since
+            {
+                p.warmup_until = t0 + self.cfg.warmup as f64;
+                p.song_start_pending = None;
+            }
+            let Some(f) = f else { continue };
+            if global_excluded
+                || p.song_start_pending.is_some()
+                || now < p.warmup_until
+                || now < p.jump_settle_until
+            {
+                continue;
+            }
+            let node = p.node.as_ref().expect("up");
+            let Some(song) = node.state().song.clone() else {
+                continue;
+            };
+            if p.player.song().is_none_or(|s| !s.same_song(&song)) {
+                continue;
+            }
+            let ns = f / song.sample_rate as f64 * 1e9;
+            heard.push((node.state().version, song.name, ns, i));
+        }
+        heard.sort_by(|a, b| {
+            (a.0, &a.1)
+                .cmp(&(b.0, &b.1))
+                .then(a.2.total_cmp(&b.2))
+                .then(a.3.cmp(&b.3))
+        });
+        let mut start = 0;
+        while start < heard.len() {
+            let mut end = start + 1;
+            while end < heard.len()
+                && heard[end].0 == heard[start].0
+                && heard[end].1 == heard[start].1
+            {
+                end += 1;
+            }
+            let group = &heard[start..end];
+            if group.len() >= 2 {
+                for a in 0..group.len() {
+                    for b in a + 1..group.len() {
+                        let d = (group[b].2 - group[a].2).abs();
+                        self.out.pair_error.add(d.round() as u64);
+                    }
+                }
+                let spread = group[group.len() - 1].2 - group[0].2;
+                if self.cfg.debug_interval > 0 && spread > 10e6 {
+                    let v: Vec<(usize, f64)> = group.iter().map(|g| (g.3, g.2 / 1e9)).collect();
+                    eprintln!(
+                        "{:9.3} spread {:.3} ms among {v:?}",
+                        now / 1e9,
+                        spread / 1e6
+                    );
+                }
+                self.out.spread.add(spread.round() as u64);
+                let median = group[group.len() / 2].2;
+                for (_, _, ns, i) in group {
+                    let e = ns - median;
+                    self.out.peer_error.add(e.abs().round() as u64);
+                    if self.cfg.series && (*i < 16 || self.cfg.peers <= 64) {
+                        self.out.series.push((now / 1e9, *i, e / 1e3));
+                    }
+                }
+            }
+            start = end;
+        }
+    }
+
+    pub(super) fn finish(&mut self) {
+        // Quiescence: every component of live peers holds one state version, and every live
+        // peer whose timeline plays is heard playing.
+        let n = self.cfg.peers;
+        let mut seen = BTreeSet::new();
+        let mut components = 0;
+        for i in 0..n {
+            if !self.is_up(i) || seen.contains(&i) {
+                continue;
+            }
+            components += 1;
+            let comp = self.component_of(i);
+            let versions: BTreeSet<StateVersion> = comp
+                .iter()
+                .filter_map(|&j| self.peers[j].node.as_ref())
+                .map(|nd| nd.state().version)
+                .collect();
+            if versions.len() > 1 && self.now >= self.quiet_from + 5 * SEC {
+                let what = format!(
+                    "after quiescence a component of {} peers holds {} state versions",
+                    comp.len(),
+                    versions.len()
+                );
+                self.violation(Some(i), what);
+            }
+            seen.extend(comp);
+        }
+        if self.now >= self.quiet_from + 5 * SEC {
+            for i in 0..n {
+                if !self.is_up(i) {
+                    continue;
+                }
+                let local = self.local(i);
+                let now = self.now as f64;
+                let p = &mut self.peers[i];
+                let node = p.node.as_ref().expect("up");
+                let plays = matches!(node.timeline_at(local), Timeline::Playing { .. });
+                let heard = p.player.heard(now).is_some();
+                if plays && !heard {
+                    self.violation(Some(i), "timeline plays but the player is silent".into());
+                }
+                if !plays && heard {
+                    self.violation(Some(i), "timeline is silent but the player plays".into());
+                }
+            }
+        }
+        self.out.final_live = (0..n).filter(|&i| self.is_up(i)).count();
+        self.out.final_components = components;
+        for i in 0..n {
+            if self.is_up(i) {
+                self.out.peer_up_time += self.now - self.peers[i].up_since;
+            }
+        }
+        // Command latency: until every required peer accepted that version or a newer one, or
+        // the effective instant, whichever is later. Peers that died before applying it are
+        // not required.
+        let mut commands = std::mem::take(&mut self.out.commands);
+        for c in &mut commands {
+            let mut worst = c.effective;
+            let mut all = true;
+            for &(p, inc) in &c.required {
+                let log = self.accept_logs.get(&(p, inc));
+                let applied = log.and_then(|l| l.iter().find(|(_, v)| *v >= c.version));
+                match applied {
+                    Some((t, _)) => worst = worst.max(*t),
+                    None => {
+                        let alive = self.peers[p].incarnation == inc && self.is_up(p);
+                        if alive {
+                            all = false;
+                        }
+                    }
+                }
+            }
+            c.latency = all.then(|| worst - c.issued);
+            c.converged = all && worst <= c.issued + c.lead + SEC;
+        }
+        for &k in &self.heal_commands {
+            let c = &commands[k];
+            if !c.converged {
+                let what = format!(
+                    "a command typed at peer {} after a heal ({:?}) did not reach every peer within its lead + 1 s",
+                    c.peer, c.command
+                );
+                self.out.violation_count += 1;
+                if self.out.violations.len() < 100 {
+                    self.out.violations.push(Violation {
+                        at: c.issued,
+                        peer: Some(c.peer),
+                        what,
+                    });
+                }
+            }
+        }
+        self.out.commands = commands;
+        self.out.trace_hash = self.hash.0;
+    }
+}
