@@ -75,6 +75,8 @@ impl Sim {
 
     pub(super) fn partition_start(&mut self) {
         let Some(p) = self.cfg.partition else { return };
+        // A heal not yet followed by one timeline stays unmeasured (`None`).
+        self.open_heals.clear();
         self.split(p.minority);
         let partition = self.partitions;
         let at = self.now + self.cfg.transport_timeout;
@@ -87,6 +89,9 @@ impl Sim {
             w.models[1].set_blocked(false);
         }
         self.partition_side = None;
+        self.out.heal_lags.push(None);
+        self.open_heals
+            .push((self.out.heal_lags.len() - 1, self.now));
     }
 
     pub(super) fn keeper(&mut self, i: usize) {

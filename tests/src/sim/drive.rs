@@ -112,6 +112,7 @@ impl Sim {
                         let p = &mut self.peers[i];
                         let at_true = p.clock.true_f64(at.0 as f64).max(now);
                         p.jump_settle_until = at_true + self.cfg.jump_settle as f64;
+                        p.jump_only_until = p.jump_settle_until;
                     }
                     if let Correction::Rate { ppm } = c
                         && (!ppm.is_finite() || ppm.abs() > 500.0 + 1e-9)

@@ -75,6 +75,16 @@ pub(super) enum Ev {
     HealCheck {
         healed_at: u64,
     },
+    /// A peer's audio thread stops getting the processor (its device's callbacks stall).
+    DeviceStall {
+        node: usize,
+        inc: u32,
+    },
+    /// The stalled callbacks run again.
+    DeviceResume {
+        node: usize,
+        inc: u32,
+    },
 }
 
 impl Ev {
@@ -101,6 +111,8 @@ impl Ev {
             Ev::Restart { .. } => 19,
             Ev::TransportTimeout { .. } => 20,
             Ev::HealCheck { .. } => 21,
+            Ev::DeviceStall { .. } => 22,
+            Ev::DeviceResume { .. } => 23,
         }
     }
 }

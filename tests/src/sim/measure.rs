@@ -3,10 +3,13 @@
 
 use std::collections::BTreeSet;
 
+use serde::Serialize;
+
 use sync_core::{StateVersion, Timeline};
 
 use super::{Sim, Violation};
 use crate::scenario::SEC;
+use crate::stats::Histogram;
 
 impl Sim {
     /// Prints each live peer's place in the clock tree, its group-time error against the
@@ -66,9 +69,14 @@ impl Sim {
     pub(super) fn sample(&mut self) {
         let now = self.now as f64;
         let global_excluded = self.excluded_now();
-        let mut heard: Vec<(StateVersion, String, f64, usize)> = Vec::new();
+        self.out.sample_instants += 1;
+        let mut heard: Vec<Heard> = Vec::new();
+        let mut sounding: Vec<Heard> = Vec::new();
+        // Every playing peer, excluded or not: for recoveries and heal lags.
+        let mut playing: Vec<(usize, (StateVersion, String), Option<f64>)> = Vec::new();
         for i in 0..self.cfg.peers {
             if !self.is_up(i) || self.peers[i].frozen {
+                self.out.exclusions.down_or_stopped += 1;
                 continue;
             }
             let p = &mut self.peers[i];
@@ -91,67 +99,111 @@ impl Sim {
                 p.warmup_until = t0 + self.cfg.warmup as f64;
                 p.song_start_pending = None;
             }
-            let Some(f) = f else { continue };
-            if global_excluded
-                || p.song_start_pending.is_some()
-                || now < p.warmup_until
-                || now < p.jump_settle_until
-            {
-                continue;
-            }
-            let node = p.node.as_ref().expect("up");
-            let Some(song) = node.state().song.clone() else {
+            self.collect_pause_stops(i);
+            let Some(f) = f else {
+                self.out.exclusions.silent += 1;
                 continue;
             };
-            if p.player.song().is_none_or(|s| !s.same_song(&song)) {
+            let p = &self.peers[i];
+            let node = p.node.as_ref().expect("up");
+            let version = node.state().version;
+            let song = node.state().song.clone();
+            let same_song = song
+                .as_ref()
+                .is_some_and(|s| p.player.song().is_some_and(|ps| ps.same_song(s)));
+            type Rule = fn(&mut Exclusions) -> &mut u64;
+            let rule: Option<Rule> = if global_excluded {
+                Some(|x| &mut x.command_window)
+            } else if p.song_start_pending.is_some() {
+                Some(|x| &mut x.song_starting)
+            } else if now < p.warmup_until {
+                Some(|x| &mut x.warmup)
+            } else if now < p.jump_only_until {
+                Some(|x| &mut x.after_jump)
+            } else if now < p.jump_settle_until {
+                Some(|x| &mut x.after_start)
+            } else if song.is_none() {
+                Some(|x| &mut x.no_song)
+            } else if !same_song {
+                Some(|x| &mut x.song_mismatch)
+            } else {
+                None
+            };
+            let Some(song) = song.filter(|_| same_song) else {
+                if let Some(r) = rule {
+                    *r(&mut self.out.exclusions) += 1;
+                }
+                continue;
+            };
+            let rate = song.sample_rate as f64;
+            let sound = self.sound_ns(i, now, f, rate);
+            let key = (version, song.name.clone());
+            playing.push((i, key, sound));
+            if let Some(r) = rule {
+                *r(&mut self.out.exclusions) += 1;
                 continue;
             }
-            let ns = f / song.sample_rate as f64 * 1e9;
-            heard.push((node.state().version, song.name, ns, i));
+            heard.push((version, song.name.clone(), f / rate * 1e9, i));
+            if self.cfg.device.is_some() {
+                match sound {
+                    Some(ns) => sounding.push((version, song.name, ns, i)),
+                    None => {
+                        if let Some(d) = self.out.device.as_mut() {
+                            d.silent_samples += 1;
+                        }
+                    }
+                }
+            }
         }
-        heard.sort_by(|a, b| {
-            (a.0, &a.1)
-                .cmp(&(b.0, &b.1))
-                .then(a.2.total_cmp(&b.2))
-                .then(a.3.cmp(&b.3))
-        });
-        let mut start = 0;
-        while start < heard.len() {
-            let mut end = start + 1;
-            while end < heard.len()
-                && heard[end].0 == heard[start].0
-                && heard[end].1 == heard[start].1
-            {
-                end += 1;
+        self.track_recoveries(now, &playing);
+        self.track_heals(&playing);
+        let series = self.cfg.series;
+        let keep = |i: usize| series && (i < 16 || self.cfg.peers <= 64);
+        let mut points = Vec::new();
+        let lone = group_figures(
+            &mut heard,
+            [
+                &mut self.out.pair_error,
+                &mut self.out.spread,
+                &mut self.out.peer_error,
+            ],
+            |i, e| {
+                if keep(i) {
+                    points.push((now / 1e9, i, e / 1e3));
+                }
+            },
+        );
+        self.out.exclusions.alone += lone;
+        self.out.series.extend(points);
+        if let Some(d) = self.out.device.as_mut() {
+            group_figures(
+                &mut sounding,
+                [&mut d.pair_error, &mut d.spread, &mut d.peer_error],
+                |_, _| {},
+            );
+        }
+    }
+
+    /// Closes the heal lags whose live peers now all hold one state version and sound it
+    /// within 1 ms of each other.
+    fn track_heals(&mut self, playing: &[(usize, (StateVersion, String), Option<f64>)]) {
+        if self.open_heals.is_empty() {
+            return;
+        }
+        let versions: BTreeSet<StateVersion> = (0..self.cfg.peers)
+            .filter(|&i| !self.peers[i].frozen)
+            .filter_map(|i| self.peers[i].node.as_ref())
+            .map(|n| n.state().version)
+            .collect();
+        let songs: BTreeSet<&String> = playing.iter().map(|p| &p.1.1).collect();
+        let ns: Vec<f64> = playing.iter().filter_map(|p| p.2).collect();
+        let lo = ns.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = ns.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let one = versions.len() == 1 && songs.len() <= 1 && (ns.len() < 2 || hi - lo <= 1e6);
+        if one {
+            for (k, at) in std::mem::take(&mut self.open_heals) {
+                self.out.heal_lags[k] = Some(self.now - at);
             }
-            let group = &heard[start..end];
-            if group.len() >= 2 {
-                for a in 0..group.len() {
-                    for b in a + 1..group.len() {
-                        let d = (group[b].2 - group[a].2).abs();
-                        self.out.pair_error.add(d.round() as u64);
-                    }
-                }
-                let spread = group[group.len() - 1].2 - group[0].2;
-                if self.cfg.debug_interval > 0 && spread > 10e6 {
-                    let v: Vec<(usize, f64)> = group.iter().map(|g| (g.3, g.2 / 1e9)).collect();
-                    eprintln!(
-                        "{:9.3} spread {:.3} ms among {v:?}",
-                        now / 1e9,
-                        spread / 1e6
-                    );
-                }
-                self.out.spread.add(spread.round() as u64);
-                let median = group[group.len() / 2].2;
-                for (_, _, ns, i) in group {
-                    let e = ns - median;
-                    self.out.peer_error.add(e.abs().round() as u64);
-                    if self.cfg.series && (*i < 16 || self.cfg.peers <= 64) {
-                        self.out.series.push((now / 1e9, *i, e / 1e3));
-                    }
-                }
-            }
-            start = end;
         }
     }
 
@@ -249,6 +301,84 @@ impl Sim {
             }
         }
         self.out.commands = commands;
+        self.close_watches(usize::MAX, self.now as f64);
+        self.finish_sound();
         self.out.trace_hash = self.hash.0;
     }
+}
+
+/// A compared sample: state version, song, song position heard (ns), peer.
+type Heard = (StateVersion, String, f64, usize);
+
+/// Adds the sample's figures (pairwise error, spread, error against the median) of every group
+/// of peers on one version and song to `into`, calling `point` with each peer's error (ns);
+/// returns how many peers were alone in their group (nothing to compare with).
+fn group_figures(
+    heard: &mut [Heard],
+    into: [&mut Histogram; 3],
+    mut point: impl FnMut(usize, f64),
+) -> u64 {
+    let [pairs, spreads, peers] = into;
+    heard.sort_by(|a, b| {
+        (a.0, &a.1)
+            .cmp(&(b.0, &b.1))
+            .then(a.2.total_cmp(&b.2))
+            .then(a.3.cmp(&b.3))
+    });
+    let mut alone = 0;
+    let mut start = 0;
+    while start < heard.len() {
+        let mut end = start + 1;
+        while end < heard.len() && heard[end].0 == heard[start].0 && heard[end].1 == heard[start].1
+        {
+            end += 1;
+        }
+        let group = &heard[start..end];
+        if group.len() >= 2 {
+            for a in 0..group.len() {
+                for b in a + 1..group.len() {
+                    let d = (group[b].2 - group[a].2).abs();
+                    pairs.add(d.round() as u64);
+                }
+            }
+            let spread = group[group.len() - 1].2 - group[0].2;
+            spreads.add(spread.round() as u64);
+            let median = group[group.len() / 2].2;
+            for (_, _, ns, i) in group {
+                let e = ns - median;
+                peers.add(e.abs().round() as u64);
+                point(*i, e);
+            }
+        } else {
+            alone += 1;
+        }
+        start = end;
+    }
+    alone
+}
+
+/// Peer samples left out of the error figures, by the first rule that left each out. A peer
+/// sample is one peer at one sample instant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Exclusions {
+    /// The peer was down, or stopped (SIGSTOP).
+    pub down_or_stopped: u64,
+    /// Its player was silent (stopped, paused, loading): no position to compare.
+    pub silent: u64,
+    /// Inside a typed command's window (from typing until its effect plus its lead): every peer.
+    pub command_window: u64,
+    /// A song start was expected and had not begun (a `play`, a (re)started node).
+    pub song_starting: u64,
+    /// Within the warm-up after the song started from silence.
+    pub warmup: u64,
+    /// Within the settling after a jump correction lands.
+    pub after_jump: u64,
+    /// Within the settling after any `Start` lands (a late state, a repaired loss, a heal).
+    pub after_start: u64,
+    /// The node's state holds no song.
+    pub no_song: u64,
+    /// The player holds another song than its node's state (still loading the new one).
+    pub song_mismatch: u64,
+    /// The only peer on its state version and song at that instant: nothing to compare with.
+    pub alone: u64,
 }

@@ -28,9 +28,12 @@ mod events;
 mod faults;
 mod measure;
 mod setup;
+mod sound;
 
 use events::{Entry, Ev, TraceHash};
+pub use measure::Exclusions;
 use setup::song_library;
+pub use sound::{DeviceOutcome, RECOVERED_NS, Recovery};
 
 /// One broken invariant, with the true instant it was seen at.
 #[derive(Clone, Debug, PartialEq)]
@@ -115,6 +118,21 @@ pub struct Outcome {
     /// For each fault of [`SimConfig::faults`] that healed: ns from its heal until the live
     /// peers were one group again (`None`: not within [`SimConfig::heal_bound`]).
     pub heal_times: Vec<Option<u64>>,
+    /// Sample instants (each looks at every peer: `peers` peer samples).
+    pub sample_instants: u64,
+    /// Peer samples each exclusion rule left out of the error figures.
+    pub exclusions: Exclusions,
+    /// For each partition heal: ns until every live peer held one state version and sounded
+    /// it within 1 ms of the others (`None`: not before the next partition or the end).
+    pub heal_lags: Vec<Option<u64>>,
+    /// For each pause that stopped several peers' sound (same song, same frame): the spread of
+    /// the instants their sound stopped, ns, with the ideal player.
+    pub pause_stop_spread: Histogram,
+    /// Pauses applied more than 1 ms past their frame (late; the position went back to it), over
+    /// every player since its last (re)start.
+    pub late_pauses: u64,
+    /// The figures heard through the simulated sound devices (when [`SimConfig::device`]).
+    pub device: Option<DeviceOutcome>,
 }
 
 // ------------------------------------------------------------------------------------------
@@ -146,6 +164,10 @@ struct Peer {
     frozen: bool,
     /// When a stopped peer runs again, ns.
     resumes_at: u64,
+    /// The simulated sound device it plays through (`None`: the ideal player).
+    device: Option<crate::device::SimDevice>,
+    /// Until when the settling after a jump correction (not a start) excludes its samples.
+    jump_only_until: f64,
 }
 
 struct Wire {
@@ -180,6 +202,12 @@ pub struct Sim {
     partitions: u64,
     /// Indices in `out.commands` of the commands typed once a heal was over.
     heal_commands: Vec<usize>,
+    /// Underruns whose recovery is being watched.
+    watches: Vec<sound::Watch>,
+    /// Where each peer's sound stopped at each pause.
+    pause_stops: sound::PauseStops,
+    /// Partition heals not yet followed by one timeline: (index in `heal_lags`, instant).
+    open_heals: Vec<(usize, u64)>,
 }
 
 impl Sim {
@@ -231,6 +259,8 @@ impl Sim {
                 bucket: (0, 0),
                 frozen: false,
                 resumes_at: 0,
+                device: None,
+                jump_only_until: 0.0,
             });
         }
         let sample_interval = cfg.effective_sample_interval();
@@ -256,6 +286,12 @@ impl Sim {
             final_components: 0,
             leads: Histogram::new(),
             heal_times: Vec::new(),
+            sample_instants: 0,
+            exclusions: Exclusions::default(),
+            heal_lags: Vec::new(),
+            pause_stop_spread: Histogram::new(),
+            late_pauses: 0,
+            device: cfg.device.map(|_| DeviceOutcome::default()),
         };
         Sim {
             cfg,
@@ -277,6 +313,9 @@ impl Sim {
             out,
             partitions: 0,
             heal_commands: Vec::new(),
+            watches: Vec::new(),
+            pause_stops: sound::PauseStops::new(),
+            open_heals: Vec::new(),
         }
     }
 
@@ -506,6 +545,8 @@ impl Sim {
             Ev::Restart { node } => self.restart(node),
             Ev::TransportTimeout { partition } => self.transport_timeout(partition),
             Ev::HealCheck { healed_at } => self.heal_check(healed_at),
+            Ev::DeviceStall { node, inc } => self.device_stall(node, inc),
+            Ev::DeviceResume { node, inc } => self.device_resume(node, inc),
             Ev::ClockStep => {
                 // The clock's step is part of its function of true time; wake every node so
                 // that timeouts are re-read against the new reading.

@@ -172,6 +172,7 @@ impl Sim {
             let keep = self.between(self.cfg.keeper_interval / 2, self.cfg.keeper_interval);
             self.schedule(self.now + keep, Ev::Keeper { node: i, inc });
         }
+        self.open_device(i);
         if restarted {
             // A restarted or joining peer dials a few of its neighbours, as a user would.
             let mut ns = self.peers[i].neighbours.clone();
