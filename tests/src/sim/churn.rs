@@ -27,25 +27,7 @@ impl Sim {
         if !silent {
             // The process died: its host closes the connections (peers see them drop).
             for w in links {
-                let wire = &mut self.wires[w];
-                if !wire.up {
-                    continue;
-                }
-                wire.up = false;
-                let end = usize::from(wire.ends[0].0 != i);
-                let (to, to_link, to_inc) = wire.ends[1 - end];
-                if wire.models[end].is_blocked() {
-                    continue; // the reset is lost in the partition
-                }
-                let d = wire.models[end].config().base_delay;
-                self.schedule(
-                    self.now + d,
-                    Ev::LinkDown {
-                        node: to,
-                        inc: to_inc,
-                        link: to_link,
-                    },
-                );
+                self.close_wire(w, i);
             }
         }
     }

@@ -257,6 +257,13 @@ impl Sim {
         let Some(w) = self.peers[i].links.remove(&link) else {
             return;
         };
+        self.close_wire(w, i);
+    }
+
+    /// Peer `i` closes wire `w` (a disconnect, or its host resetting a dead process's
+    /// connections): the other end learns of it after what was sent before it (one base
+    /// delay), unless a partition loses the close (it then finds out by itself).
+    pub(super) fn close_wire(&mut self, w: usize, i: usize) {
         let wire = &mut self.wires[w];
         if !wire.up {
             return;
@@ -265,10 +272,8 @@ impl Sim {
         let end = usize::from(wire.ends[0].0 != i);
         let (to, to_link, to_inc) = wire.ends[1 - end];
         if wire.models[end].is_blocked() {
-            // Across a partition the close is lost: the other end finds out by itself.
             return;
         }
-        // The other end learns of it after what was sent before it (one base delay).
         let d = wire.models[end].config().base_delay;
         self.schedule(
             self.now + d,
