@@ -246,12 +246,8 @@ impl Report {
             self.jumps, self.bad_messages, self.final_live_peers, self.final_components
         ));
         if !self.heal_to_group_ms.is_empty() {
-            let times: Vec<String> = self
-                .heal_to_group_ms
-                .iter()
-                .map(|t| t.map_or("never".into(), |t| format!("{t:.0} ms")))
-                .collect();
-            s.push_str(&format!("heal to one group   {}\n", times.join(", ")));
+            let times = durations(self.heal_to_group_ms.iter().copied());
+            s.push_str(&format!("heal to one group   {times}\n"));
         }
         let x = &self.excluded_samples;
         s.push_str(&format!(
@@ -268,12 +264,8 @@ impl Report {
             x.alone
         ));
         if !self.post_heal_lag_ms.is_empty() {
-            let lags: Vec<String> = self
-                .post_heal_lag_ms
-                .iter()
-                .map(|t| t.map_or("never".into(), |t| format!("{t:.0} ms")))
-                .collect();
-            s.push_str(&format!("post-heal lag        {}\n", lags.join(", ")));
+            let lags = durations(self.post_heal_lag_ms.iter().copied());
+            s.push_str(&format!("post-heal lag        {lags}\n"));
         }
         s.push_str(&format!(
             "pause stop spread    {}   ({} late pauses)\n",
@@ -289,18 +281,11 @@ impl Report {
                 q(&d.sync_spread_us, "us"),
                 q(&d.pause_stop_spread_us, "us")
             ));
-            let rec: Vec<String> = d
-                .recoveries
-                .iter()
-                .map(|r| {
-                    r.recovered_ms
-                        .map_or("never".into(), |t| format!("{t:.0} ms"))
-                })
-                .collect();
+            let rec = durations(d.recoveries.iter().map(|r| r.recovered_ms));
             s.push_str(&format!(
                 "  underruns {} (recovered to 100 us after: {}), buffering changes {}, silent samples {}\n",
                 d.underruns,
-                rec.join(", "),
+                rec,
                 d.buffering_changes,
                 d.silent_samples
             ));
@@ -317,4 +302,12 @@ impl Report {
         }
         s
     }
+}
+
+/// Durations in ms as "700 ms, never, 80 ms".
+fn durations(ms: impl Iterator<Item = Option<f64>>) -> String {
+    let v: Vec<String> = ms
+        .map(|t| t.map_or("never".into(), |t| format!("{t:.0} ms")))
+        .collect();
+    v.join(", ")
 }
