@@ -6,6 +6,8 @@
 //! It runs on true time (fractional nanoseconds) and is sample-exact: the frame heard at any
 //! instant is a fraction computed from the segment's anchor, advancing at the song's rate times
 //! the node's oscillator (clock drift), the sound card's own error and the commanded rate.
+//! Through a simulated sound device ([`crate::device`]) the simulator slips it at an underrun
+//! and hears it shifted by the device timing's error; it records where pauses stopped it.
 
 use sync_core::{Correction, LocalTime, PlaybackAction, SongRef};
 
@@ -514,5 +516,32 @@ mod tests {
         );
         p.heard(3e9);
         assert!(p.take_backward_moves().is_empty());
+    }
+
+    #[test]
+    fn a_slip_puts_the_frames_behind_and_a_pause_records_when_its_frame_was_reached() {
+        let clock = SimClock::new(0, 0.0);
+        let mut p = VirtualPlayer::new(clock, 0.0);
+        p.loaded(song());
+        let l = |t: f64| local(&clock, t);
+        let start = PlaybackAction::Start {
+            frame: 0,
+            at: l(0.0),
+        };
+        p.apply(0.0, l(0.0), &start, false);
+        // The device ran dry: from 1 s on the frames are 50 ms (2 400 frames) late.
+        p.slip(1e9, 50e6);
+        assert!((p.heard(2e9).unwrap() - (96_000.0 - 2_400.0)).abs() < 1e-6);
+        let pause = PlaybackAction::PauseAt {
+            frame: 96_000,
+            at: l(2e9),
+        };
+        p.apply(2e9, l(2e9), &pause, false);
+        assert_eq!(p.heard(3e9), None);
+        let holds = p.take_holds();
+        assert_eq!(holds.len(), 1);
+        assert!((holds[0].0 - 2.05e9).abs() < 1.0, "{holds:?}");
+        assert_eq!(holds[0].1, 96_000);
+        assert_eq!(p.late_pauses(), 0);
     }
 }
