@@ -331,7 +331,9 @@ impl Estimator {
         self.age += period;
         self.delay_sum += report - filtered;
         self.delay_n += 1.0;
-        if self.age >= DELAY_MIN_AGE_NS && self.since_break.is_none() {
+        // The mean goes on learning, over the whole stream's life, except in the second after a
+        // restart, while the reports may show a new buffering.
+        if self.age >= DELAY_MIN_AGE_NS && self.since_break.is_none_or(|s| s > BREAK_VERIFY_NS) {
             self.delay = Some(self.delay_sum / self.delay_n);
         }
         let Some(delay) = self.delay else {
