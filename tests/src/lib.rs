@@ -3,6 +3,8 @@
 //! * [`link`]: the sans-IO network impairment (delay, jitter, random and bursty loss,
 //!   duplication, reordering, bandwidth, partitions), reusable by a real impairment relay;
 //! * [`clock`]: per-node clocks with offset, drift and steps;
+//! * [`device`]: a simulated sound device (callback period, latency reported with noise and
+//!   wander, buffering changes, underruns) and the player's estimator of it;
 //! * [`player`]: a virtual player that follows playback actions and corrections like the real
 //!   render core, sample-exact, so sync error is measured as heard;
 //! * [`scenario`]: what a run simulates, and the presets of `docs/protocol.md` ("Targets");
@@ -17,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod device;
 pub mod experiment;
 pub mod link;
 pub mod player;

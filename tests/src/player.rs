@@ -6,6 +6,8 @@
 //! It runs on true time (fractional nanoseconds) and is sample-exact: the frame heard at any
 //! instant is a fraction computed from the segment's anchor, advancing at the song's rate times
 //! the node's oscillator (clock drift), the sound card's own error and the commanded rate.
+//! Through a simulated sound device ([`crate::device`]) the simulator slips it at an underrun
+//! and hears it shifted by the device timing's error; it records where pauses stopped it.
 
 use sync_core::{Correction, LocalTime, PlaybackAction, SongRef};
 
@@ -73,6 +75,11 @@ pub struct VirtualPlayer {
     starts_from_silence: u64,
     last_start_from_silence: Option<f64>,
     jumps: u64,
+    /// Pauses that stopped the sound, as (true instant, frame): where it played on to the frame,
+    /// or where it was past it and went back. Drained by the simulator.
+    holds: Vec<(f64, u64)>,
+    /// Pauses applied more than a millisecond past their frame (the position went back).
+    late_pauses: u64,
 }
 
 impl VirtualPlayer {
@@ -91,6 +98,8 @@ impl VirtualPlayer {
             starts_from_silence: 0,
             last_start_from_silence: None,
             jumps: 0,
+            holds: Vec::new(),
+            late_pauses: 0,
         }
     }
 
@@ -117,6 +126,37 @@ impl VirtualPlayer {
     /// True instant of the last start from silence.
     pub fn last_start_from_silence(&self) -> Option<f64> {
         self.last_start_from_silence
+    }
+
+    /// Takes the pauses that stopped the sound since the last call: (true instant, frame).
+    pub fn take_holds(&mut self) -> Vec<(f64, u64)> {
+        std::mem::take(&mut self.holds)
+    }
+
+    /// Pauses applied more than a millisecond past their frame so far.
+    pub fn late_pauses(&self) -> u64 {
+        self.late_pauses
+    }
+
+    /// Song frames per true nanosecond while playing (`None`: not playing).
+    pub fn frames_per_ns(&self) -> Option<f64> {
+        matches!(self.mode, Mode::Playing { .. }).then(|| self.speed())
+    }
+
+    /// The sound device ran dry and restarted at true instant `now`: the frames handed over
+    /// from now on are `slip` ns later than the player meant (the renderer carries on from the
+    /// frame it stopped at).
+    pub fn slip(&mut self, now: f64, slip: f64) {
+        self.settle(now);
+        let speed = self.speed();
+        if let Mode::Playing { t0, f0, .. } = &mut self.mode
+            && now >= *t0
+        {
+            // Re-anchored at now, `slip` of frames behind; a discontinuity of the position.
+            *f0 += (now - *t0 - slip) * speed;
+            *t0 = now;
+            self.epoch += 1;
+        }
     }
 
     /// Takes the unexplained backwards moves recorded so far.
@@ -162,6 +202,8 @@ impl VirtualPlayer {
             if let Some(pf) = pause_at
                 && f >= pf as f64
             {
+                let reached = t0 + (pf as f64 - f0) / self.speed();
+                self.holds.push((reached, pf));
                 self.mode = Mode::Paused { frame: pf as f64 };
                 return;
             }
@@ -230,9 +272,15 @@ impl VirtualPlayer {
                         *pause_at = Some(frame);
                     }
                 }
-                _ => {
+                other => {
                     // Past the frame: output stops and the position goes back to it (allowed);
                     // not playing: cue there.
+                    if let Some(f) = other {
+                        self.holds.push((p.at, frame));
+                        if f - frame as f64 > self.sample_rate() * 1e-3 {
+                            self.late_pauses += 1;
+                        }
+                    }
                     self.epoch += 1;
                     self.mode = Mode::Paused {
                         frame: frame as f64,
@@ -468,5 +516,32 @@ mod tests {
         );
         p.heard(3e9);
         assert!(p.take_backward_moves().is_empty());
+    }
+
+    #[test]
+    fn a_slip_puts_the_frames_behind_and_a_pause_records_when_its_frame_was_reached() {
+        let clock = SimClock::new(0, 0.0);
+        let mut p = VirtualPlayer::new(clock, 0.0);
+        p.loaded(song());
+        let l = |t: f64| local(&clock, t);
+        let start = PlaybackAction::Start {
+            frame: 0,
+            at: l(0.0),
+        };
+        p.apply(0.0, l(0.0), &start, false);
+        // The device ran dry: from 1 s on the frames are 50 ms (2 400 frames) late.
+        p.slip(1e9, 50e6);
+        assert!((p.heard(2e9).unwrap() - (96_000.0 - 2_400.0)).abs() < 1e-6);
+        let pause = PlaybackAction::PauseAt {
+            frame: 96_000,
+            at: l(2e9),
+        };
+        p.apply(2e9, l(2e9), &pause, false);
+        assert_eq!(p.heard(3e9), None);
+        let holds = p.take_holds();
+        assert_eq!(holds.len(), 1);
+        assert!((holds[0].0 - 2.05e9).abs() < 1.0, "{holds:?}");
+        assert_eq!(holds[0].1, 96_000);
+        assert_eq!(p.late_pauses(), 0);
     }
 }

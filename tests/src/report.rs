@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::scenario::SEC;
-use crate::sim::Outcome;
+use crate::sim::{Exclusions, Outcome, Recovery};
 use crate::stats::{Histogram, Quantiles};
 
 /// One broken invariant, as reported.
@@ -15,6 +15,31 @@ pub struct ReportedViolation {
     pub peer: Option<usize>,
     /// What was wrong.
     pub what: String,
+}
+
+/// The figures heard through the simulated sound devices ([`crate::device`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct DeviceReport {
+    /// The device model of every peer (`rig`, `busy`).
+    pub model: String,
+    /// Peers 1..=this played through the busy device instead.
+    pub busy_peers: usize,
+    /// Pairwise sync error as heard (µs).
+    pub sync_error_us: Quantiles,
+    /// Worst pair at each sample instant as heard (µs).
+    pub sync_spread_us: Quantiles,
+    /// Each peer's error against the median as heard (µs).
+    pub peer_error_us: Quantiles,
+    /// Samples left out because a device was silent (run dry) while its player played.
+    pub silent_samples: u64,
+    /// Underruns over every device.
+    pub underruns: u64,
+    /// Changes of buffering without a break over every device.
+    pub buffering_changes: u64,
+    /// Each underrun: when, the slip, and the time until the sound was back within 100 µs.
+    pub recoveries: Vec<Recovery>,
+    /// The spread of the instants the sound stopped at pauses, through the devices (µs).
+    pub pause_stop_spread_us: Quantiles,
 }
 
 /// Everything `sim` reports about a run.
@@ -71,6 +96,22 @@ pub struct Report {
     /// For each scripted fault: ms from its heal until the live peers were one group again
     /// (`None`: not within the scenario's bound).
     pub heal_to_group_ms: Vec<Option<f64>>,
+    /// Peer samples looked at: every peer at every sample instant. Each is either in
+    /// `peer_error_us` or counted once in `excluded_samples`.
+    pub peer_samples: u64,
+    /// Peer samples each exclusion rule left out of the error figures (see [`Exclusions`]).
+    pub excluded_samples: Exclusions,
+    /// For each partition heal: ms until every live peer held one state version and sounded
+    /// it within 1 ms of the others (`None`: not before the next partition or the end).
+    pub post_heal_lag_ms: Vec<Option<f64>>,
+    /// Pauses that stopped several peers' sound on the same frame: the spread of the instants their
+    /// sound stopped (µs), with the ideal player.
+    pub pause_stop_spread_us: Quantiles,
+    /// Pauses applied more than 1 ms past their frame (late; the position went back to it), over
+    /// every player since its last (re)start.
+    pub late_pauses: u64,
+    /// The figures heard through the simulated sound devices (`None`: the ideal player only).
+    pub device: Option<DeviceReport>,
     /// Hash of the trace, hexadecimal (equal seeds and commits give equal hashes).
     pub trace_hash: String,
     /// The command that replays this run.
@@ -133,6 +174,27 @@ impl Report {
                 .iter()
                 .map(|t| t.map(|t| t as f64 / 1e6))
                 .collect(),
+            peer_samples: o.sample_instants * o.config.peers as u64,
+            excluded_samples: o.exclusions,
+            post_heal_lag_ms: o
+                .heal_lags
+                .iter()
+                .map(|t| t.map(|t| t as f64 / 1e6))
+                .collect(),
+            pause_stop_spread_us: o.pause_stop_spread.summary(1e3),
+            late_pauses: o.late_pauses,
+            device: o.device.as_ref().map(|d| DeviceReport {
+                model: o.config.device.map_or("", |p| p.name).to_string(),
+                busy_peers: o.config.busy_peers,
+                sync_error_us: d.pair_error.summary(1e3),
+                sync_spread_us: d.spread.summary(1e3),
+                peer_error_us: d.peer_error.summary(1e3),
+                silent_samples: d.silent_samples,
+                underruns: d.underruns,
+                buffering_changes: d.buffering_changes,
+                recoveries: d.recoveries.clone(),
+                pause_stop_spread_us: d.pause_stop_spread.summary(1e3),
+            }),
             trace_hash: format!("{:016x}", o.trace_hash),
             replay: o.config.replay_command(),
         }
@@ -184,12 +246,49 @@ impl Report {
             self.jumps, self.bad_messages, self.final_live_peers, self.final_components
         ));
         if !self.heal_to_group_ms.is_empty() {
-            let times: Vec<String> = self
-                .heal_to_group_ms
-                .iter()
-                .map(|t| t.map_or("never".into(), |t| format!("{t:.0} ms")))
-                .collect();
-            s.push_str(&format!("heal to one group   {}\n", times.join(", ")));
+            let times = durations(self.heal_to_group_ms.iter().copied());
+            s.push_str(&format!("heal to one group   {times}\n"));
+        }
+        let x = &self.excluded_samples;
+        s.push_str(&format!(
+            "excluded samples     down/stopped {}, silent {}, command window {}, song starting {}, warm-up {}, after jump {}, after start {}, no song {}, song mismatch {}, alone {}\n",
+            x.down_or_stopped,
+            x.silent,
+            x.command_window,
+            x.song_starting,
+            x.warmup,
+            x.after_jump,
+            x.after_start,
+            x.no_song,
+            x.song_mismatch,
+            x.alone
+        ));
+        if !self.post_heal_lag_ms.is_empty() {
+            let lags = durations(self.post_heal_lag_ms.iter().copied());
+            s.push_str(&format!("post-heal lag        {lags}\n"));
+        }
+        s.push_str(&format!(
+            "pause stop spread    {}   ({} late pauses)\n",
+            q(&self.pause_stop_spread_us, "us"),
+            self.late_pauses
+        ));
+        if let Some(d) = &self.device {
+            s.push_str(&format!(
+                "through devices ({}, {} busy):\n  sync error (pairs) {}\n  sync spread        {}\n  pause stop spread  {}\n",
+                d.model,
+                d.busy_peers,
+                q(&d.sync_error_us, "us"),
+                q(&d.sync_spread_us, "us"),
+                q(&d.pause_stop_spread_us, "us")
+            ));
+            let rec = durations(d.recoveries.iter().map(|r| r.recovered_ms));
+            s.push_str(&format!(
+                "  underruns {} (recovered to 100 us after: {}), buffering changes {}, silent samples {}\n",
+                d.underruns,
+                rec,
+                d.buffering_changes,
+                d.silent_samples
+            ));
         }
         s.push_str(&format!(
             "invariant violations {}   trace {}\n",
@@ -203,4 +302,12 @@ impl Report {
         }
         s
     }
+}
+
+/// Durations in ms as "700 ms, never, 80 ms".
+fn durations(ms: impl Iterator<Item = Option<f64>>) -> String {
+    let v: Vec<String> = ms
+        .map(|t| t.map_or("never".into(), |t| format!("{t:.0} ms")))
+        .collect();
+    v.join(", ")
 }

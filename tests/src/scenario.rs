@@ -2,6 +2,7 @@
 //! churn, partitions and the commands users type; and the named presets of the simulator targets
 //! (`docs/protocol.md`, "Targets").
 
+use crate::device::DeviceProfile;
 use crate::link::{GilbertElliott, LinkConfig};
 
 /// Nanoseconds in a millisecond.
@@ -20,6 +21,7 @@ pub const SCENARIOS: &[&str] = &[
     "churn",
     "heal",
     "scale",
+    "busy-device",
 ];
 
 /// How the peers are wired at the start (each edge is a `join` typed at one end).
@@ -286,6 +288,11 @@ pub struct SimConfig {
     pub max_events: u64,
     /// Print every peer's clock and controller state to stderr every this-many ns (0: never).
     pub debug_interval: u64,
+    /// Every peer plays through this simulated sound device (`None`: the ideal player, sample
+    /// exact at its instants; see `tests/README.md`).
+    pub device: Option<DeviceProfile>,
+    /// Peers 1..=this play through [`DeviceProfile::busy`] instead (a device on a busy machine).
+    pub busy_peers: usize,
 }
 
 fn lan_link() -> LinkProfile {
@@ -348,6 +355,8 @@ impl SimConfig {
             full_trace: true,
             max_events: 0,
             debug_interval: 0,
+            device: None,
+            busy_peers: 0,
         };
         match name {
             "lan" => {}
@@ -447,6 +456,7 @@ impl SimConfig {
                 c.commands.mean_interval = 20 * SEC;
                 c.full_trace = false;
             }
+            "busy-device" => busy_device(&mut c),
             other => {
                 return Err(format!(
                     "unknown scenario {other:?}; known: {}",
@@ -473,7 +483,7 @@ impl SimConfig {
     /// The shell command that replays this run (for presets with their defaults otherwise).
     pub fn replay_command(&self) -> String {
         format!(
-            "cargo run --release -p music262-tests --bin sim -- --scenario {} --peers {} --seed {} --duration {}{}",
+            "cargo run --release -p music262-tests --bin sim -- --scenario {} --peers {} --seed {} --duration {}{}{}",
             self.scenario,
             self.peers,
             self.seed,
@@ -482,7 +492,9 @@ impl SimConfig {
                 String::new()
             } else {
                 format!(" --transport {}", self.transport.name())
-            }
+            },
+            self.device
+                .map_or(String::new(), |d| format!(" --device {}", d.name))
         )
     }
 
@@ -495,4 +507,16 @@ impl SimConfig {
         let pairs = (self.peers * self.peers.saturating_sub(1) / 2) as u64;
         (pairs * 1_000).clamp(10 * MS, SEC)
     }
+}
+
+/// `busy-device`: four peers on a LAN, each through the rig's sound device, peer 1's on a busy
+/// machine (an underrun every few seconds, [`DeviceProfile::busy`]); one `play` and nothing
+/// else typed, so that each underrun's recovery is measured alone. 40 s: the shortest song of
+/// the library plays to the end.
+fn busy_device(c: &mut SimConfig) {
+    c.peers = 4;
+    c.duration = 40 * SEC;
+    c.commands.mean_interval = 0;
+    c.device = Some(DeviceProfile::rig());
+    c.busy_peers = 1;
 }

@@ -2,6 +2,7 @@
 //! latency, message rates and invariant violations (a table, or JSON with `--json`).
 
 use clap::Parser;
+use music262_tests::device::DeviceProfile;
 use music262_tests::scenario::{SCENARIOS, SEC};
 use music262_tests::{SimConfig, Transport, plot, run_checked};
 
@@ -9,7 +10,7 @@ use music262_tests::{SimConfig, Transport, plot, run_checked};
 #[command(
     name = "sim",
     about = "Deterministic simulation of many Music262 peers",
-    after_help = "Scenarios: lan, wifi, wan-lossy, partition, churn, scale (see tests/README.md)."
+    after_help = "Scenarios: lan, wifi, wan-lossy, partition, churn, heal, scale, busy-device (see tests/README.md)."
 )]
 struct Args {
     /// Scenario preset.
@@ -27,6 +28,10 @@ struct Args {
     /// Transport model: quic (probes as datagrams, the rest reliable), stream, datagram.
     #[arg(long)]
     transport: Option<String>,
+    /// Play through a simulated sound device (rig: the as-heard rig's idle device; busy: one
+    /// that underruns every few seconds) and report the figures as heard through it too.
+    #[arg(long)]
+    device: Option<String>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -52,6 +57,15 @@ fn main() {
     if let Some(t) = &args.transport {
         match Transport::parse(t) {
             Ok(t) => config.transport = t,
+            Err(e) => {
+                eprintln!("sim: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    if let Some(d) = &args.device {
+        match DeviceProfile::parse(d) {
+            Ok(d) => config.device = Some(d),
             Err(e) => {
                 eprintln!("sim: {e}");
                 std::process::exit(2);
