@@ -12,8 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::e2e::{
-    Client, ClientSpec, Proc, Transport, client_command, server_command, start_client,
-    start_server,
+    Client, ClientSpec, Proc, Transport, client_command, server_command, start_client, start_server,
 };
 
 /// Prefix of every namespace a lab makes: `m262-<pid>-<lab>-<host>`.
@@ -32,11 +31,11 @@ static LABS: AtomicU32 = AtomicU32::new(0);
 
 /// One host of a lab: a network namespace with one address on the lab's bridge.
 #[derive(Debug)]
-pub struct Host {
+struct Host {
     /// The namespace's name.
-    pub ns: String,
+    ns: String,
     /// Its IPv4 address on the bridge.
-    pub ip: String,
+    ip: String,
 }
 
 /// Hosts joined by a bridge; removed on drop. Declare it before the processes that run in it,
@@ -134,7 +133,9 @@ impl Lab {
                 lab.hosts.push(host);
                 run(
                     "ip",
-                    &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns],
+                    &[
+                        "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+                    ],
                 )?;
                 run("ip", &["link", "set", &veth, "master", &lab.bridge, "up"])?;
                 let ip = format!("10.62.0.{}/24", i + 1);
@@ -148,11 +149,6 @@ impl Lab {
             panic!("cannot make network namespaces (root, iproute2 and nftables needed): {e}");
         }
         lab
-    }
-
-    /// Host `i`.
-    pub fn host(&self, i: usize) -> &Host {
-        &self.hosts[i]
     }
 
     /// Drops every packet between the hosts of `side` and the hosts of `other`, both ways
@@ -177,8 +173,13 @@ impl Lab {
     pub fn heal(&self) {
         for h in &self.hosts {
             if output("ip", &["netns", "exec", &h.ns, "nft", "list", "tables"]).contains(TABLE) {
-                run("ip", &["netns", "exec", &h.ns, "nft", "delete", "table", "inet", TABLE])
-                    .unwrap_or_else(|e| panic!("cannot heal {}: {e}", h.ns));
+                run(
+                    "ip",
+                    &[
+                        "netns", "exec", &h.ns, "nft", "delete", "table", "inet", TABLE,
+                    ],
+                )
+                .unwrap_or_else(|e| panic!("cannot heal {}: {e}", h.ns));
             }
         }
     }
@@ -236,9 +237,7 @@ fn nft_in(ns: &str, rules: &str) -> Result<(), String> {
         .expect("nft's stdin")
         .write_all(rules.as_bytes())
         .map_err(|e| format!("cannot write to nft: {e}"))?;
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("nft: {e}"))?;
+    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
