@@ -221,112 +221,100 @@ fn heal_case(name: &str, transport: Transport, fault: Fault, seconds: u64) {
     assert_one_group(&mut g, held);
 }
 
-// The reason is repeated in each attribute: `ignore` takes a literal only.
-
-#[test]
-#[cfg_attr(
-    no_netns,
-    ignore = "needs root, iproute2 and nftables (network namespaces)"
-)]
-fn a_4_s_partition_heals_into_one_group_over_grpc() {
-    heal_case(
-        "netns-partition-4s-grpc",
-        Transport::Grpc,
-        Fault::Partition,
-        4,
-    );
-}
-
-#[test]
-#[cfg_attr(
-    no_netns,
-    ignore = "needs root, iproute2 and nftables (network namespaces)"
-)]
-fn a_4_s_partition_heals_into_one_group_over_quic() {
-    heal_case(
-        "netns-partition-4s-quic",
-        Transport::Quic,
-        Fault::Partition,
-        4,
-    );
-}
-
-/// Long past the removal of the links (6 s): the group heals through redials alone.
-#[test]
-#[cfg_attr(
-    no_netns,
-    ignore = "needs root, iproute2 and nftables (network namespaces)"
-)]
-fn a_60_s_partition_heals_into_one_group_over_grpc() {
-    heal_case(
-        "netns-partition-60s-grpc",
-        Transport::Grpc,
-        Fault::Partition,
-        60,
-    );
-}
-
-#[test]
-#[cfg_attr(
-    no_netns,
-    ignore = "needs root, iproute2 and nftables (network namespaces)"
-)]
-fn a_60_s_partition_heals_into_one_group_over_quic() {
-    heal_case(
-        "netns-partition-60s-quic",
-        Transport::Quic,
-        Fault::Partition,
-        60,
-    );
-}
-
-/// Its links removed by the others while it cannot answer, then used again by it when it runs
-/// (its own side has not yet seen the silence).
-#[test]
-#[cfg_attr(
-    no_netns,
-    ignore = "needs root, iproute2 and nftables (network namespaces)"
-)]
-fn a_client_stopped_for_10_s_takes_the_pause_it_missed_and_rejoins_the_group() {
-    heal_case("netns-stop-10s-grpc", Transport::Grpc, Fault::Stop, 10);
-}
-
-#[test]
-#[cfg_attr(
-    no_netns,
-    ignore = "needs root, iproute2 and nftables (network namespaces)"
-)]
-fn a_client_stopped_for_60_s_takes_the_pause_it_missed_and_rejoins_the_group() {
-    heal_case("netns-stop-60s-quic", Transport::Quic, Fault::Stop, 60);
-}
-
-/// Killed with -9 and started again on its port, C types no `join`: A and B, which know its
-/// address, link to it again, and it plays the group's song with them.
-#[test]
-#[cfg_attr(
-    no_netns,
-    ignore = "needs root, iproute2 and nftables (network namespaces)"
-)]
-fn a_client_restarted_on_its_port_is_linked_again_without_a_join() {
-    let mut g = playing_group("netns-restart", Transport::Grpc);
-    let addr = g.c.addr.clone();
-    g.c.kill();
-    g.a.wait_for(&format!("peer {addr} disconnected"), 15 * S);
-    g.b.wait_for(&format!("peer {addr} disconnected"), 15 * S);
-    let again = ClientSpec {
-        name: "c-again",
-        ..spec_c()
+/// A test that needs network namespaces: ignored, with the reason, where `build.rs` found the
+/// machine without them (never under CI).
+macro_rules! netns_test {
+    ($(#[$doc:meta])* fn $name:ident() $body:block) => {
+        $(#[$doc])*
+        #[test]
+        #[cfg_attr(no_netns, ignore = "needs root, iproute2 and nftables (network namespaces)")]
+        fn $name() $body
     };
-    let started = Instant::now();
-    g.c = g
-        .lab
-        .client(HOST_C, SERVER, &g.dir, &again, Transport::Grpc);
-    g.c.wait_for("loaded noise-groove.wav", HEAL_BOUND);
-    eprintln!(
-        "heal time netns-restart: {:.2} s from the restart to the group's song loaded",
-        started.elapsed().as_secs_f64()
-    );
-    std::thread::sleep(2 * S);
-    pause_typed_on(&mut g, C);
-    resume_typed_on(&mut g, A);
+}
+
+netns_test! {
+    fn a_4_s_partition_heals_into_one_group_over_grpc() {
+        heal_case(
+            "netns-partition-4s-grpc",
+            Transport::Grpc,
+            Fault::Partition,
+            4,
+        );
+    }
+}
+
+netns_test! {
+    fn a_4_s_partition_heals_into_one_group_over_quic() {
+        heal_case(
+            "netns-partition-4s-quic",
+            Transport::Quic,
+            Fault::Partition,
+            4,
+        );
+    }
+}
+
+netns_test! {
+    /// Long past the removal of the links (6 s): the group heals through redials alone.
+    fn a_60_s_partition_heals_into_one_group_over_grpc() {
+        heal_case(
+            "netns-partition-60s-grpc",
+            Transport::Grpc,
+            Fault::Partition,
+            60,
+        );
+    }
+}
+
+netns_test! {
+    fn a_60_s_partition_heals_into_one_group_over_quic() {
+        heal_case(
+            "netns-partition-60s-quic",
+            Transport::Quic,
+            Fault::Partition,
+            60,
+        );
+    }
+}
+
+netns_test! {
+    /// Its links die both ways (the others remove it; once it runs it sees the silence too):
+    /// it redials and takes the pause the others made meanwhile.
+    fn a_client_stopped_for_10_s_takes_the_pause_it_missed_and_rejoins_the_group() {
+        heal_case("netns-stop-10s-grpc", Transport::Grpc, Fault::Stop, 10);
+    }
+}
+
+netns_test! {
+    fn a_client_stopped_for_60_s_takes_the_pause_it_missed_and_rejoins_the_group() {
+        heal_case("netns-stop-60s-quic", Transport::Quic, Fault::Stop, 60);
+    }
+}
+
+netns_test! {
+    /// Killed with -9 and started again on its port, C types no `join`: A and B, which know its
+    /// address, link to it again, and it plays the group's song with them.
+    fn a_client_restarted_on_its_port_is_linked_again_without_a_join() {
+        let mut g = playing_group("netns-restart", Transport::Grpc);
+        let addr = g.c.addr.clone();
+        g.c.kill();
+        g.a.wait_for(&format!("peer {addr} disconnected"), 15 * S);
+        g.b.wait_for(&format!("peer {addr} disconnected"), 15 * S);
+        let again = ClientSpec {
+            name: "c-again",
+            ..spec_c()
+        };
+        let started = Instant::now();
+        g.c = g
+            .lab
+            .client(HOST_C, SERVER, &g.dir, &again, Transport::Grpc);
+        g.c.wait_for("loaded noise-groove.wav", HEAL_BOUND);
+        eprintln!(
+            "heal time netns-restart: {:.2} s from the restart to the group's song loaded",
+            started.elapsed().as_secs_f64()
+        );
+        std::thread::sleep(2 * S);
+        pause_typed_on(&mut g, C);
+        resume_typed_on(&mut g, A);
+    }
 }
