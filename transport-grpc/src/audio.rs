@@ -342,15 +342,8 @@ pub struct AudioClient {
 impl AudioClient {
     /// A client for the server at `addr` (`host:port`). Fails only on a malformed address.
     pub fn new(addr: &str) -> Result<Self, ServerError> {
-        let uri = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let endpoint = tonic::transport::Endpoint::from_shared(uri)
-            .map_err(|e| ServerError::Invalid(format!("bad server address `{addr}`: {e}")))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true);
+        let endpoint = crate::dial::endpoint(addr, Duration::from_secs(2))
+            .map_err(|e| ServerError::Invalid(format!("music server: {e}")))?;
         Ok(AudioClient {
             addr: addr.to_string(),
             client: AudioServiceClient::new(endpoint.connect_lazy())

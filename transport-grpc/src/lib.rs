@@ -5,6 +5,7 @@
 //! - [`audio`]: the music server's protocol (`audio_service`): the tonic service over what the
 //!   music server offers ([`MusicBackend`], implemented by the server), and the client a music
 //!   client uses.
+//! - [`dial`]: how both dial: a bounded connect and HTTP/2 keep-alive pings.
 //!
 //! With a group key ([`PeerTransport::with_group_key`]) every `Exchange` link runs the
 //! group-key handshake of `music262_proto::auth` before it is reported up, every frame is
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audio;
+pub mod dial;
 pub mod peer;
 pub mod stamp;
 

@@ -228,20 +228,10 @@ impl PeerLinks for PeerTransport {
     }
 }
 
-fn endpoint_uri(addr: &str) -> String {
-    if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    }
-}
-
 type Dialled = (ClientHandlerClient<tonic::transport::Channel>, ConnStamps);
 
 async fn dial(addr: &str, clock: ClockFn) -> Result<Dialled, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(endpoint_uri(addr))
-        .map_err(|e| format!("bad address `{addr}`: {e}"))?
-        .connect_timeout(CONNECT_TIMEOUT);
+    let endpoint = crate::dial::endpoint(addr, CONNECT_TIMEOUT)?;
     // Our own connector, so that the TCP stream under the channel stamps its reads.
     let stamp_slot: Arc<Mutex<ConnStamps>> = Arc::default();
     let slot = stamp_slot.clone();

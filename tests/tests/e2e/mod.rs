@@ -70,15 +70,19 @@ pub fn server(dir: &Path) -> (Proc, u16) {
 
 /// A music server on `port` (again, after a restart), logging to `<name>.log`.
 pub fn server_on(dir: &Path, port: u16, name: &str) -> Proc {
+    start_server(name, server_command(dir, port, name, "127.0.0.1"))
+}
+
+/// The command line of a music server on `bind:port`, logging to `<name>.log` in `dir`.
+pub fn server_command(dir: &Path, port: u16, name: &str, bind: &str) -> Command {
     let mut cmd = Command::new(binary("music_server"));
-    cmd.args([
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--log-file",
-    ])
-    .arg(dir.join(format!("{name}.log")));
+    cmd.args(["--port", &port.to_string(), "--bind", bind, "--log-file"])
+        .arg(dir.join(format!("{name}.log")));
+    cmd
+}
+
+/// Runs `cmd` (a music server's command line) and waits until it listens.
+pub fn start_server(name: &str, cmd: Command) -> Proc {
     let mut p = spawn(name, cmd);
     p.wait_for("music server listening", Duration::from_secs(60));
     p
@@ -156,18 +160,32 @@ pub fn client_on(
     env: &[(&str, &str)],
     port: u16,
 ) -> Client {
-    let addr = format!("127.0.0.1:{port}");
-    let trace = dir.join(format!("{}.csv", spec.name));
+    let server = format!("127.0.0.1:{server_port}");
+    let cmd = client_command(dir, &server, spec, transport, env, "127.0.0.1", port);
+    start_client(dir, spec, cmd, "127.0.0.1", port)
+}
+
+/// The command line of a client listening on `ip:port` (and advertising it), using the music
+/// server at `server` (`host:port`), with a null sink, a trace and `spec`'s clock skew.
+pub fn client_command(
+    dir: &Path,
+    server: &str,
+    spec: &ClientSpec,
+    transport: Transport,
+    env: &[(&str, &str)],
+    ip: &str,
+    port: u16,
+) -> Command {
     let mut cmd = Command::new(binary("music_client"));
     cmd.args([
         "--server",
-        &format!("127.0.0.1:{server_port}"),
+        server,
         "--p2p-port",
         &port.to_string(),
         "--bind",
-        "127.0.0.1",
+        ip,
         "--advertise",
-        &addr,
+        &format!("{ip}:{port}"),
         "--sink",
         "null",
         "--node-id",
@@ -180,18 +198,23 @@ pub fn client_on(
     ])
     .arg(dir.join(format!("{}.log", spec.name)))
     .arg("--trace")
-    .arg(&trace)
+    .arg(dir.join(format!("{}.csv", spec.name)))
     .env("MUSIC262_CLOCK_OFFSET_MS", spec.offset_ms.to_string())
     .env("MUSIC262_CLOCK_DRIFT_PPM", spec.drift_ppm.to_string())
     .env("RUST_LOG", "info")
     .envs(env.iter().copied());
+    cmd
+}
+
+/// Runs `cmd` (made by [`client_command`] for `spec`, on `ip:port`) and waits for its console.
+pub fn start_client(dir: &Path, spec: &ClientSpec, cmd: Command, ip: &str, port: u16) -> Client {
     let mut proc = spawn(spec.name, cmd);
     proc.wait_for("type `help` for commands", Duration::from_secs(30));
     Client {
         proc,
         port,
-        addr,
-        trace,
+        addr: format!("{ip}:{port}"),
+        trace: dir.join(format!("{}.csv", spec.name)),
     }
 }
 
