@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::time::Duration;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Sources remembered at once; refusals from more are still counted in the totals, not logged
 /// per source (a flood from many addresses must not grow memory).
@@ -22,7 +24,11 @@ pub enum RefusalKind {
 }
 
 impl RefusalKind {
-    const ALL: [RefusalKind; 3] = [RefusalKind::WrongKey, RefusalKind::TooMany, RefusalKind::Idle];
+    const ALL: [RefusalKind; 3] = [
+        RefusalKind::WrongKey,
+        RefusalKind::TooMany,
+        RefusalKind::Idle,
+    ];
 
     fn label(self) -> &'static str {
         match self {
@@ -77,7 +83,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -293,6 +299,58 @@ impl<K: Ord> RefusalSummary<K> {
             addresses: std::mem::take(&mut self.addresses).len(),
             seconds: elapsed.div_ceil(1_000_000_000),
         })
+    }
+}
+
+/// How often one source's refusals are logged at most.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The refusals of one port, logged at a bounded rate.
+#[derive(Debug)]
+pub struct PortLog {
+    /// The port as log lines name it ("peer port", "music server port").
+    name: &'static str,
+    start: Instant,
+    log: Mutex<SourceLog<IpAddr>>,
+}
+
+impl PortLog {
+    /// An empty log of the port called `name`.
+    pub fn new(name: &'static str) -> Arc<Self> {
+        Arc::new(PortLog {
+            name,
+            start: Instant::now(),
+            log: Mutex::new(SourceLog::new(REFUSAL_LOG_INTERVAL)),
+        })
+    }
+
+    /// The port's name in log lines.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    /// A connection from `ip` refused (or closed) for `kind`: logged if a line is due.
+    pub fn note(&self, ip: IpAddr, kind: RefusalKind) {
+        let report = self
+            .log
+            .lock()
+            .expect("refusal log")
+            .note(self.now(), &ip, kind);
+        if let Some(r) = report {
+            tracing::warn!(port = self.name, "{r}");
+        }
+    }
+
+    /// Logs what went unsaid of sources that went quiet.
+    pub fn flush(&self) {
+        let reports = self.log.lock().expect("refusal log").flush(self.now());
+        for r in reports {
+            tracing::warn!(port = self.name, "{r}");
+        }
     }
 }
 

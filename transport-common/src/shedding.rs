@@ -324,7 +324,10 @@ mod tests {
         // Every address now holds one: nobody is busier than a fourth one would be.
         drop(second);
         let _d = gate.admit(addr("10.0.0.4:1000")).unwrap();
-        assert_eq!(gate.admit(addr("10.0.0.5:1000")).unwrap_err(), ShedReason::Total);
+        assert_eq!(
+            gate.admit(addr("10.0.0.5:1000")).unwrap_err(),
+            ShedReason::Total
+        );
     }
 
     #[test]

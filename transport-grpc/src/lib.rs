@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audio;
+pub mod listen;
 pub mod peer;
 pub mod stamp;
 

@@ -271,6 +271,8 @@ impl Driver {
             self.fetcher.loading(),
         );
         self.say_all(said);
+        let refusals = self.peers.refusal_summary(self.now());
+        self.say_all(refusals);
     }
 
     fn execute(&mut self, line: &str) -> Reply {
