@@ -21,6 +21,8 @@ pub enum RefusalKind {
     TooMany,
     /// A stranger's connection carried nothing for the idle timeout and was closed.
     Idle,
+    /// The handshake broke off or took too long (garbage, a closed stream, silence).
+    Handshake,
 }
 
 impl RefusalKind {
@@ -35,13 +37,14 @@ impl RefusalKind {
             RefusalKind::WrongKey => "wrong group key",
             RefusalKind::TooMany => "too many",
             RefusalKind::Idle => "idle",
+            RefusalKind::Handshake => "failed handshake",
         }
     }
 }
 
 /// Refusals counted by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KindCounts([u64; 3]);
+pub struct KindCounts([u64; 4]);
 
 impl KindCounts {
     fn add(&mut self, kind: RefusalKind, n: u64) {

@@ -26,16 +26,18 @@ pub struct ConnLimits {
 }
 
 impl ConnLimits {
-    /// A client's peer port: 16 per address, 256 in all, idle strangers closed after 10 s.
+    /// A client's peer port: 32 per address (peers on one host handshake at once), 256 in
+    /// all, idle strangers closed after 10 s.
     pub const PEER_PORT: ConnLimits = ConnLimits {
-        per_ip: 16,
+        per_ip: 32,
         total: 256,
         idle_timeout: Duration::from_secs(10),
     };
-    /// The music server's port: 64 per address (clients behind one NAT), 1,024 in all, idle
-    /// connections closed after 60 s (a client's channel reconnects on its next call).
+    /// The music server's port: 256 per address (many clients on one host or behind one
+    /// NAT), 1,024 in all, idle connections closed after 60 s (a client's channel reconnects
+    /// on its next call).
     pub const SERVER_PORT: ConnLimits = ConnLimits {
-        per_ip: 64,
+        per_ip: 256,
         total: 1024,
         idle_timeout: Duration::from_secs(60),
     };

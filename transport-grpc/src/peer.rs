@@ -510,7 +510,10 @@ async fn run_keyed_link(
                     error,
                 },
                 HandshakeFailure::Broken(error) => {
-                    tracing::debug!(peer = %remote_addr, %error, "gRPC group-key handshake failed");
+                    tracing::trace!(peer = %remote_addr, %error, "gRPC group-key handshake failed");
+                    if let Ok(a) = remote_addr.parse::<SocketAddr>() {
+                        shared.port_log.note(a.ip(), RefusalKind::Handshake);
+                    }
                     return;
                 }
             };

@@ -590,7 +590,10 @@ async fn open_link(
                     error,
                 });
             } else {
-                tracing::debug!(peer = %remote_addr, %error, "QUIC group-key handshake failed");
+                tracing::trace!(peer = %remote_addr, %error, "QUIC group-key handshake failed");
+                if let Ok(a) = remote_addr.parse::<SocketAddr>() {
+                    shared.port_log.note(a.ip(), RefusalKind::Handshake);
+                }
             }
         }
     }

@@ -140,7 +140,9 @@ impl Peers {
                 direction,
                 via,
             } => {
-                tracing::info!(peer = %remote_addr, ?direction, via = via.name(), "link up");
+                // Debug only: a stranger's link that never says hello would be a line each; a
+                // peer's is said at info by the node's `PeerConnected`.
+                tracing::debug!(peer = %remote_addr, ?direction, via = via.name(), "link up");
                 self.failed_dials.forget(&remote_addr);
                 self.names.insert(link, remote_addr.clone());
                 node.handle_link_up(now, link, remote_addr, direction);
@@ -178,7 +180,7 @@ impl Peers {
                 }
             },
             LinkEvent::Down { link, error } => {
-                tracing::info!(peer = %self.name(link), ?error, "link down");
+                tracing::debug!(peer = %self.name(link), ?error, "link down");
                 node.handle_link_down(now, link);
                 None
             }
