@@ -245,9 +245,9 @@ fn a_flooded_peer_port_keeps_its_group_in_sync_takes_a_new_member_and_stays_quie
         cpu * 100.0,
         quiet * 100.0
     );
-    // The console says the first refusal and then nothing more than a summary a minute.
+    // The console says the first three refusals and then a summary a minute at most.
     let refusal_lines = said.iter().filter(|l| l.contains("refused")).count();
-    assert!(refusal_lines <= 2, "console: {said:?}");
+    assert!(refusal_lines <= 4, "console: {said:?}");
     assert_in_sync(&[&a, &b, &c], 3, 1_000.0);
     eprintln!("[{:.1} s] done", started.elapsed().as_secs_f64());
     drop(idle);

@@ -29,7 +29,7 @@ pub mod testing;
 
 pub use counters::{AtomicCounters, Counters, PeerRateLimit};
 pub use event::{PeerLinks, TransportEvent};
-pub use shedding::{ConnGate, ConnLimits, ConnSlot, ShedReason};
+pub use shedding::{ConnGate, ConnLimits, ConnSlot, PortGate, ShedReason};
 
 /// Reads the node's sync clock, in nanoseconds (`sync_core::LocalTime` units).
 pub type ClockFn = Arc<dyn Fn() -> u64 + Send + Sync>;

@@ -248,37 +248,47 @@ impl fmt::Display for Summary {
     }
 }
 
-/// What a console says of refusals: the first one after a quiet interval in full (the caller
-/// prints it with its reason), the rest in one [`Summary`] per interval at most.
+/// What a console says of refusals: the first few after a quiet interval in full (the caller
+/// prints each with its reason), the rest in one [`Summary`] per interval at most.
 #[derive(Debug)]
 pub struct RefusalSummary<K> {
     interval_ns: u64,
-    /// When the console last said something of refusals.
-    said_at: Option<u64>,
+    /// Refusals said in full in each window.
+    burst: u32,
+    /// When the current window began (at a refusal after a quiet interval, or at a summary).
+    window_start: Option<u64>,
+    /// Refusals said in full in the current window.
+    said: u32,
     counts: KindCounts,
     addresses: BTreeSet<K>,
 }
 
 impl<K: Ord> RefusalSummary<K> {
-    /// A console that says refusals at most once per `interval`.
-    pub fn new(interval: Duration) -> Self {
+    /// A console that says `burst` refusals in full after a quiet `interval`, then one summary
+    /// per `interval` at most while they go on.
+    pub fn new(interval: Duration, burst: u32) -> Self {
         RefusalSummary {
             interval_ns: interval.as_nanos() as u64,
-            said_at: None,
+            burst,
+            window_start: None,
+            said: 0,
             counts: KindCounts::default(),
             addresses: BTreeSet::new(),
         }
     }
 
-    /// A refusal of `kind` from `source` at `now` (ns): `true` when it is to be said at once
-    /// (nothing was said for an interval), else it waits for the next [`Self::take`].
+    /// A refusal of `kind` from `source` at `now` (ns): `true` when it is to be said at once,
+    /// else it waits for the next [`Self::take`].
     pub fn note(&mut self, now: u64, source: K, kind: RefusalKind) -> bool {
-        if self
-            .said_at
-            .is_none_or(|t| now.saturating_sub(t) >= self.interval_ns)
-            && self.counts.total() == 0
-        {
-            self.said_at = Some(now);
+        let quiet = self
+            .window_start
+            .is_none_or(|t| now.saturating_sub(t) >= self.interval_ns);
+        if quiet && self.counts.total() == 0 {
+            self.window_start = Some(now);
+            self.said = 0;
+        }
+        if self.said < self.burst {
+            self.said += 1;
             return true;
         }
         self.counts.add(kind, 1);
@@ -288,15 +298,15 @@ impl<K: Ord> RefusalSummary<K> {
         false
     }
 
-    /// The summary due at `now`: refusals counted and a whole interval since the console last
-    /// said one.
+    /// The summary due at `now`: refusals counted and a whole interval since the window began.
+    /// Refusals that go on after it are summarised again an interval later, none said in full.
     pub fn take(&mut self, now: u64) -> Option<Summary> {
-        let said = self.said_at?;
-        let elapsed = now.saturating_sub(said);
+        let elapsed = now.saturating_sub(self.window_start?);
         if self.counts.total() == 0 || elapsed < self.interval_ns {
             return None;
         }
-        self.said_at = Some(now);
+        self.window_start = Some(now);
+        self.said = self.burst;
         Some(Summary {
             counts: std::mem::take(&mut self.counts),
             addresses: std::mem::take(&mut self.addresses).len(),
@@ -394,10 +404,11 @@ mod tests {
     }
 
     #[test]
-    fn the_console_says_the_first_refusal_then_one_summary_a_minute_naming_sources_and_kinds() {
-        let mut console = RefusalSummary::new(Duration::from_secs(60));
+    fn the_console_says_the_first_refusals_then_one_summary_a_minute_naming_sources_and_kinds() {
+        let mut console = RefusalSummary::new(Duration::from_secs(60), 2);
         assert!(console.note(0, "10.0.0.1", RefusalKind::WrongKey));
-        for i in 1..4_213u64 {
+        assert!(console.note(SEC, "10.0.0.1", RefusalKind::WrongKey));
+        for i in 2..4_214u64 {
             let (src, kind) = match i % 3 {
                 0 => ("10.0.0.1", RefusalKind::WrongKey),
                 1 => ("10.0.0.2", RefusalKind::WrongKey),
@@ -412,9 +423,13 @@ mod tests {
             "refused 4,212 connections from 3 addresses in the last 60 s (wrong group key: \
              2,808; too many: 1,404)"
         );
-        assert_eq!(console.take(200 * SEC), None);
-        // Quiet for a whole interval: the next one is said at once again.
-        assert!(console.note(200 * SEC, "10.0.0.4", RefusalKind::TooMany));
+        // Still flooding: the next minute is a summary again, nothing said in full.
+        assert!(!console.note(70 * SEC, "10.0.0.1", RefusalKind::WrongKey));
+        assert_eq!(console.take(100 * SEC), None);
+        assert_eq!(console.take(120 * SEC).unwrap().counts.total(), 1);
+        assert_eq!(console.take(300 * SEC), None);
+        // Quiet for a whole interval: the next ones are said at once again.
+        assert!(console.note(300 * SEC, "10.0.0.4", RefusalKind::TooMany));
     }
 
     #[test]

@@ -200,6 +200,31 @@ impl ConnGate {
     }
 }
 
+/// A transport's gate, set when its port starts serving (a transport that only dials has
+/// none).
+#[derive(Debug, Default)]
+pub struct PortGate(std::sync::OnceLock<ConnGate>);
+
+impl PortGate {
+    /// The gate, made with `limits` if the port had none yet.
+    pub fn serve(&self, limits: ConnLimits) -> ConnGate {
+        self.0.get_or_init(|| ConnGate::new(limits)).clone()
+    }
+
+    /// The gate, if the port serves.
+    pub fn get(&self) -> Option<&ConnGate> {
+        self.0.get()
+    }
+
+    /// The accepted connection from `remote_addr` (`ip:port`) carries a member's link: it
+    /// leaves the strangers' budget ([`ConnGate::member`]). Anything else is ignored.
+    pub fn member(&self, remote_addr: &str) {
+        if let (Some(gate), Ok(addr)) = (self.0.get(), remote_addr.parse::<SocketAddr>()) {
+            gate.member(addr);
+        }
+    }
+}
+
 /// An admitted connection's place in its gate; dropping it frees the place.
 #[derive(Debug)]
 pub struct ConnSlot {

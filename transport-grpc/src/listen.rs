@@ -87,7 +87,6 @@ where
             };
             match gate.admit(remote) {
                 Ok(slot) => {
-                    let _ = tcp.set_nodelay(true);
                     let idle = gate.limits().idle_timeout;
                     let conn = Guarded::new(wrap(tcp), slot, idle, log.clone());
                     if tx.send(Ok(conn)).await.is_err() {

@@ -39,7 +39,7 @@ use transport_common::probe::{
 };
 use transport_common::refusals::{PortLog, RefusalKind};
 use transport_common::{
-    AtomicCounters, ClockFn, ConnGate, ConnLimits, Counters, PeerLinks, PeerRateLimit,
+    AtomicCounters, ClockFn, ConnLimits, Counters, PeerLinks, PeerRateLimit, PortGate,
 };
 
 use crate::listen;
@@ -105,19 +105,9 @@ struct Shared {
     /// Rate limits of the callers of legacy methods that change anything, by IP address.
     legacy_rates: Mutex<BTreeMap<IpAddr, RateLimit>>,
     /// The peer port's connection budget, once it serves.
-    gate: OnceLock<ConnGate>,
+    gate: PortGate,
     /// The peer port's refusals, logged at a bounded rate.
     port_log: Arc<PortLog>,
-}
-
-impl Shared {
-    /// The accepted connection from `remote_addr` carries a member's link: it leaves the
-    /// strangers' budget of the peer port.
-    fn member(&self, remote_addr: &str) {
-        if let (Some(gate), Ok(addr)) = (self.gate.get(), remote_addr.parse::<SocketAddr>()) {
-            gate.member(addr);
-        }
-    }
 }
 
 /// Legacy callers whose rates are remembered at once; beyond this the table starts afresh (a
@@ -169,7 +159,7 @@ impl PeerTransport {
             key,
             counters: AtomicCounters::default(),
             legacy_rates: Mutex::new(BTreeMap::new()),
-            gate: OnceLock::new(),
+            gate: PortGate::default(),
             port_log: PortLog::new("peer port"),
         });
         (PeerTransport { shared }, rx)
@@ -201,11 +191,7 @@ impl PeerTransport {
         .max_decoding_message_size(MAX_FRAME_LEN)
         .max_encoding_message_size(MAX_FRAME_LEN);
         let clock = self.shared.clock.clone();
-        let gate = self
-            .shared
-            .gate
-            .get_or_init(|| ConnGate::new(limits))
-            .clone();
+        let gate = self.shared.gate.serve(limits);
         let events = self.shared.events.clone();
         let incoming = listen::admit(
             listener,
@@ -471,7 +457,7 @@ async fn run_keyed_link(
                 return; // closed meanwhile
             }
             if direction == Direction::Incoming {
-                shared.member(&remote_addr);
+                shared.gate.member(&remote_addr);
             }
             let _ = shared.events.send(TransportEvent::LinkUp {
                 link,
@@ -917,7 +903,7 @@ impl ClientHandler for PeerService {
         let link = register_link(&shared, tx, Some(reader.abort_handle()));
         if shared.key.is_none() {
             // Without a key any link is a member's.
-            shared.member(&remote_addr);
+            shared.gate.member(&remote_addr);
             let _ = shared.events.send(TransportEvent::LinkUp {
                 link,
                 remote_addr,

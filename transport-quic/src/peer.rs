@@ -13,7 +13,7 @@ use std::future::{Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ use transport_common::probe::{
 use transport_common::refusals::{PortLog, RefusalKind};
 use transport_common::{
     AtomicCounters, ClockFn, ConnGate, ConnLimits, ConnSlot, Counters, PeerLinks, PeerRateLimit,
-    TransportEvent,
+    PortGate, TransportEvent,
 };
 
 use crate::framing::{FrameReader, delimit};
@@ -92,19 +92,9 @@ struct Shared {
     /// The group key: with one, every link is authenticated and every frame sealed.
     key: Option<GroupKey>,
     /// The peer port's connection budget, once it serves.
-    gate: OnceLock<ConnGate>,
+    gate: PortGate,
     /// The peer port's refusals, logged at a bounded rate.
     port_log: Arc<PortLog>,
-}
-
-impl Shared {
-    /// The accepted connection from `remote_addr` carries a member's link: it leaves the
-    /// strangers' budget of the peer port.
-    fn member(&self, remote_addr: &str) {
-        if let (Some(gate), Ok(addr)) = (self.gate.get(), remote_addr.parse::<SocketAddr>()) {
-            gate.member(addr);
-        }
-    }
 }
 
 /// The QUIC peer transport. Cheap to clone; all clones drive the same links.
@@ -161,7 +151,7 @@ impl QuicTransport {
             tx_stamps: TxStamps::default(),
             counters: AtomicCounters::default(),
             key,
-            gate: OnceLock::new(),
+            gate: PortGate::default(),
             port_log: PortLog::new("QUIC peer port"),
         });
         (QuicTransport { shared }, rx)
@@ -189,11 +179,7 @@ impl QuicTransport {
         limits: ConnLimits,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<tokio::task::JoinHandle<()>, QuicError> {
-        let gate = self
-            .shared
-            .gate
-            .get_or_init(|| ConnGate::new(limits))
-            .clone();
+        let gate = self.shared.gate.serve(limits);
         let endpoint = make_endpoint(&self.shared, socket, true)?;
         *self.shared.endpoint.lock().expect("endpoint lock") = Some(endpoint.clone());
         let shared = self.shared.clone();
@@ -536,7 +522,7 @@ async fn open_link(
     let Some(key) = shared.key.clone() else {
         // Without a key any link is a member's.
         if direction == Direction::Incoming {
-            shared.member(&remote_addr);
+            shared.gate.member(&remote_addr);
         }
         start_link(&shared, conn, send, recv, remote_addr, direction, None);
         return;
@@ -552,7 +538,7 @@ async fn open_link(
     match outcome {
         Ok(auth) => {
             if direction == Direction::Incoming {
-                shared.member(&remote_addr);
+                shared.gate.member(&remote_addr);
             }
             start_link(
                 &shared,

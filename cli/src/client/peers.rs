@@ -1,7 +1,7 @@
 //! The peers as the console names them, and what the transports refused (counted for `status`).
 //! It turns the transports' link events other than frames and legacy calls into node inputs
 //! and console lines. Links and connections refused from outside are said at a bounded rate:
-//! the first after a quiet minute in full, the rest in one summary line a minute at most.
+//! the first three after a quiet minute in full, the rest in one summary line a minute at most.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -29,8 +29,10 @@ pub struct RefusedCounts {
     pub connections: u64,
 }
 
-/// How often the console speaks of refusals from outside at most.
+/// How often the console sums up refusals from outside at most.
 pub const REFUSAL_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
+/// Refusals from outside said in full after a quiet interval, before they are summed up.
+pub const REFUSALS_SAID_IN_FULL: u32 = 3;
 
 /// Names of the links (their address, or the listen address a peer announced) and the counts
 /// of refused input.
@@ -48,7 +50,7 @@ impl Default for Peers {
             names: BTreeMap::new(),
             refused: RefusedCounts::default(),
             failed_dials: FailedDials::default(),
-            outside: RefusalSummary::new(REFUSAL_SUMMARY_INTERVAL),
+            outside: RefusalSummary::new(REFUSAL_SUMMARY_INTERVAL, REFUSALS_SAID_IN_FULL),
         }
     }
 }
