@@ -191,6 +191,7 @@ pub async fn run(args: ServerArgs) -> i32 {
             s.info.channels
         ));
     }
+    transport_grpc::listen::raise_fd_limit();
     let addr = SocketAddr::new(args.bind, args.port);
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,

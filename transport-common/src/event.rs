@@ -4,7 +4,7 @@ use music262_proto::auth::Refusal;
 use music262_proto::codec::CodecError;
 use sync_core::{Direction, LinkId, LocalTime, Message};
 
-use crate::Counters;
+use crate::{Counters, ShedReason};
 
 /// Something a transport tells the driver. `L` is a call of the transport's own that the
 /// driver must answer (the gRPC transport's legacy `ClientHandler` methods); a transport
@@ -58,6 +58,14 @@ pub enum TransportEvent<L = std::convert::Infallible> {
         /// Why.
         reason: Refusal,
     },
+    /// A connection from outside was closed at the listening port before it carried a link:
+    /// the port was full ([`crate::ConnLimits`]). Nothing of it reached the node.
+    Shed {
+        /// The remote address.
+        remote_addr: std::net::SocketAddr,
+        /// Why.
+        reason: ShedReason,
+    },
 }
 
 impl<L> TransportEvent<L> {
@@ -90,6 +98,13 @@ impl<L> TransportEvent<L> {
                 link,
                 remote_addr,
                 dialled,
+                reason,
+            },
+            TransportEvent::Shed {
+                remote_addr,
+                reason,
+            } => TransportEvent::Shed {
+                remote_addr,
                 reason,
             },
         }

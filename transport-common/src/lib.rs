@@ -8,7 +8,9 @@
 //! - [`probe`]: the provisional transmit stamp of a clock probe and the group-key handshake's
 //!   failure type and timings;
 //! - [`kernel`]: the kernel's receive instant of what a socket read (`SO_TIMESTAMPNS`);
-//! - [`PeerLinks`]: the calls a driver makes on a transport.
+//! - [`PeerLinks`]: the calls a driver makes on a transport;
+//! - [`shedding`]: the connection budget of a listening port, the accept loop's backoff and the
+//!   descriptor limit; [`refusals`]: refusals logged and summarised at a bounded rate.
 //!
 //! With the feature `testing`, the module `testing` holds the loopback clock-sync suite both transports
 //! run. No I/O runtime is needed otherwise.
@@ -20,11 +22,14 @@ pub mod counters;
 pub mod event;
 pub mod kernel;
 pub mod probe;
+pub mod refusals;
+pub mod shedding;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use counters::{AtomicCounters, Counters, PeerRateLimit};
 pub use event::{PeerLinks, TransportEvent};
+pub use shedding::{ConnGate, ConnLimits, ConnSlot, PortGate, ShedReason};
 
 /// Reads the node's sync clock, in nanoseconds (`sync_core::LocalTime` units).
 pub type ClockFn = Arc<dyn Fn() -> u64 + Send + Sync>;

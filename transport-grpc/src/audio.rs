@@ -23,7 +23,11 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
+use transport_common::refusals::PortLog;
+use transport_common::{ConnGate, ConnLimits};
+
+use crate::listen;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
@@ -130,13 +134,31 @@ impl<B: MusicBackend> AudioServer<B> {
         &self.stats
     }
 
-    /// Serves on `listener` until `shutdown` resolves.
+    /// Serves on `listener` until `shutdown` resolves, with the music server port's
+    /// connection limits ([`ConnLimits::SERVER_PORT`]).
     pub fn serve(
         self,
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
-        let incoming = TcpListenerStream::new(listener);
+        self.serve_with_limits(listener, ConnLimits::SERVER_PORT, shutdown)
+    }
+
+    /// As [`AudioServer::serve`], with these connection limits: connections beyond them are
+    /// closed at accept and idle ones after the idle timeout (see [`crate::listen`]).
+    pub fn serve_with_limits(
+        self,
+        listener: TcpListener,
+        limits: ConnLimits,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
+        let incoming = listen::admit(
+            listener,
+            ConnGate::new(limits),
+            PortLog::new("music server port"),
+            |tcp| tcp,
+            |_, _| {},
+        );
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(

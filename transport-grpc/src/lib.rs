@@ -18,6 +18,7 @@
 
 pub mod audio;
 pub mod dial;
+pub mod listen;
 pub mod peer;
 pub mod stamp;
 

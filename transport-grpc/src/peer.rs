@@ -29,7 +29,7 @@ use prost::Message as _;
 use sync_core::{Direction, LinkId, LocalTime, Message};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use transport_common::counters::bump;
@@ -37,7 +37,12 @@ use transport_common::probe::{
     AUTH_TIMEOUT, CONNECT_TIMEOUT, HandshakeFailure, LINK_QUEUE, REFUSAL_LINGER, auth_role,
     stamp_message,
 };
-use transport_common::{AtomicCounters, ClockFn, Counters, PeerLinks, PeerRateLimit};
+use transport_common::refusals::{PortLog, RefusalKind};
+use transport_common::{
+    AtomicCounters, ClockFn, ConnLimits, Counters, PeerLinks, PeerRateLimit, PortGate,
+};
+
+use crate::listen;
 
 use crate::stamp::{ConnStamps, Reseal, StampedConnectInfo, StampedStream};
 
@@ -99,6 +104,10 @@ struct Shared {
     counters: AtomicCounters,
     /// Rate limits of the callers of legacy methods that change anything, by IP address.
     legacy_rates: Mutex<BTreeMap<IpAddr, RateLimit>>,
+    /// The peer port's connection budget, once it serves.
+    gate: PortGate,
+    /// The peer port's refusals, logged at a bounded rate.
+    port_log: Arc<PortLog>,
 }
 
 /// Legacy callers whose rates are remembered at once; beyond this the table starts afresh (a
@@ -150,14 +159,30 @@ impl PeerTransport {
             key,
             counters: AtomicCounters::default(),
             legacy_rates: Mutex::new(BTreeMap::new()),
+            gate: PortGate::default(),
+            port_log: PortLog::new("peer port"),
         });
         (PeerTransport { shared }, rx)
     }
 
-    /// Serves the peer endpoint on `listener` until `shutdown` resolves.
+    /// Serves the peer endpoint on `listener` until `shutdown` resolves, with the peer port's
+    /// connection limits ([`ConnLimits::PEER_PORT`]).
     pub fn serve(
         &self,
         listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
+        self.serve_with_limits(listener, ConnLimits::PEER_PORT, shutdown)
+    }
+
+    /// As [`PeerTransport::serve`], with these limits on strangers' connections: beyond them a
+    /// connection is closed at accept (reported as [`TransportEvent::Shed`]), and a stranger's
+    /// idle one after the idle timeout. A connection whose link passes the group-key handshake
+    /// (any link, without a key) is a member's and leaves the strangers' budget.
+    pub fn serve_with_limits(
+        &self,
+        listener: TcpListener,
+        limits: ConnLimits,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
         let service = ClientHandlerServer::new(PeerService {
@@ -166,8 +191,20 @@ impl PeerTransport {
         .max_decoding_message_size(MAX_FRAME_LEN)
         .max_encoding_message_size(MAX_FRAME_LEN);
         let clock = self.shared.clock.clone();
-        let incoming = TcpListenerStream::new(listener)
-            .map(move |s| s.map(|s| StampedStream::new(s, clock.clone())));
+        let gate = self.shared.gate.serve(limits);
+        let events = self.shared.events.clone();
+        let incoming = listen::admit(
+            listener,
+            gate,
+            self.shared.port_log.clone(),
+            move |tcp| StampedStream::new(tcp, clock.clone()),
+            move |remote_addr, reason| {
+                let _ = events.send(TransportEvent::Shed {
+                    remote_addr,
+                    reason,
+                });
+            },
+        );
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .tcp_nodelay(true)
@@ -409,6 +446,9 @@ async fn run_keyed_link(
             if !shared.links.lock().expect("links lock").contains_key(&link) {
                 return; // closed meanwhile
             }
+            if direction == Direction::Incoming {
+                shared.gate.member(&remote_addr);
+            }
             let _ = shared.events.send(TransportEvent::LinkUp {
                 link,
                 remote_addr: remote_addr.clone(),
@@ -422,7 +462,11 @@ async fn run_keyed_link(
             let event = match failure {
                 HandshakeFailure::Refused(error) => {
                     bump(&shared.counters.auth_refused);
-                    tracing::warn!(peer = %remote_addr, %error, "gRPC link refused");
+                    match remote_addr.parse::<SocketAddr>() {
+                        // A stranger's refusals are logged at a bounded rate.
+                        Ok(a) if !dialled => shared.port_log.note(a.ip(), RefusalKind::WrongKey),
+                        _ => tracing::warn!(peer = %remote_addr, %error, "gRPC link refused"),
+                    }
                     // Dropping the stream at once would reset it, and the peer could lose our
                     // opening frame unread and never learn why; let it read and refuse in
                     // turn, briefly (what it sends meanwhile is discarded).
@@ -442,7 +486,10 @@ async fn run_keyed_link(
                     error,
                 },
                 HandshakeFailure::Broken(error) => {
-                    tracing::debug!(peer = %remote_addr, %error, "gRPC group-key handshake failed");
+                    tracing::trace!(peer = %remote_addr, %error, "gRPC group-key handshake failed");
+                    if let Ok(a) = remote_addr.parse::<SocketAddr>() {
+                        shared.port_log.note(a.ip(), RefusalKind::Handshake);
+                    }
                     return;
                 }
             };
@@ -845,6 +892,8 @@ impl ClientHandler for PeerService {
         });
         let link = register_link(&shared, tx, Some(reader.abort_handle()));
         if shared.key.is_none() {
+            // Without a key any link is a member's.
+            shared.gate.member(&remote_addr);
             let _ = shared.events.send(TransportEvent::LinkUp {
                 link,
                 remote_addr,

@@ -14,6 +14,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use music262_proto::auth::{self, Channel, GroupKey, LinkKeys, Opener, Refusal, Role, Sealer};
@@ -31,8 +32,10 @@ use transport_common::probe::{
     AUTH_TIMEOUT, CONNECT_TIMEOUT, HandshakeFailure, LINK_QUEUE, REFUSAL_LINGER, auth_role,
     stamp_message,
 };
+use transport_common::refusals::{PortLog, RefusalKind};
 use transport_common::{
-    AtomicCounters, ClockFn, Counters, PeerLinks, PeerRateLimit, TransportEvent,
+    AtomicCounters, ClockFn, ConnGate, ConnLimits, ConnSlot, Counters, PeerLinks, PeerRateLimit,
+    PortGate, TransportEvent,
 };
 
 use crate::framing::{FrameReader, delimit};
@@ -88,6 +91,10 @@ struct Shared {
     counters: AtomicCounters,
     /// The group key: with one, every link is authenticated and every frame sealed.
     key: Option<GroupKey>,
+    /// The peer port's connection budget, once it serves.
+    gate: PortGate,
+    /// The peer port's refusals, logged at a bounded rate.
+    port_log: Arc<PortLog>,
 }
 
 /// The QUIC peer transport. Cheap to clone; all clones drive the same links.
@@ -144,17 +151,35 @@ impl QuicTransport {
             tx_stamps: TxStamps::default(),
             counters: AtomicCounters::default(),
             key,
+            gate: PortGate::default(),
+            port_log: PortLog::new("QUIC peer port"),
         });
         (QuicTransport { shared }, rx)
     }
 
     /// Serves the peer endpoint on `socket` (links are dialled from it too) until `shutdown`
-    /// resolves, then closes every connection. Must be called within a tokio runtime.
+    /// resolves, then closes every connection, with the peer port's connection limits
+    /// ([`ConnLimits::PEER_PORT`]). Must be called within a tokio runtime.
     pub fn serve(
         &self,
         socket: std::net::UdpSocket,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<tokio::task::JoinHandle<()>, QuicError> {
+        self.serve_with_limits(socket, ConnLimits::PEER_PORT, shutdown)
+    }
+
+    /// As [`QuicTransport::serve`], with these limits on strangers' connections: beyond them
+    /// an incoming connection is refused before its handshake (reported as
+    /// [`TransportEvent::Shed`]). A connection whose link passes the group-key handshake (any
+    /// link, without a key) is a member's and leaves the strangers' budget; a stranger's is
+    /// closed by the stream and handshake timeouts.
+    pub fn serve_with_limits(
+        &self,
+        socket: std::net::UdpSocket,
+        limits: ConnLimits,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<tokio::task::JoinHandle<()>, QuicError> {
+        let gate = self.shared.gate.serve(limits);
         let endpoint = make_endpoint(&self.shared, socket, true)?;
         *self.shared.endpoint.lock().expect("endpoint lock") = Some(endpoint.clone());
         let shared = self.shared.clone();
@@ -163,9 +188,7 @@ impl QuicTransport {
             loop {
                 tokio::select! {
                     incoming = endpoint.accept() => match incoming {
-                        Some(incoming) => {
-                            tokio::spawn(accept_link(shared.clone(), incoming));
-                        }
+                        Some(incoming) => admit(&shared, &gate, incoming),
                         None => break,
                     },
                     _ = &mut shutdown => break,
@@ -286,6 +309,10 @@ fn make_endpoint(
     let server_config = if serve {
         let mut config = ServerConfig::with_crypto(Arc::new(tls::server_crypto()?));
         config.transport_config(transport_config());
+        // Handshakes not yet taken by the accept loop (which takes them at once).
+        if let Some(gate) = shared.gate.get() {
+            config.max_incoming(gate.limits().total);
+        }
         Some(config)
     } else {
         None
@@ -344,7 +371,42 @@ async fn dial(shared: &Shared, addr: &str) -> Result<Dialled, String> {
     Ok((conn, send, recv))
 }
 
-async fn accept_link(shared: Arc<Shared>, incoming: quinn::Incoming) {
+/// An incoming connection admitted by `gate` is accepted; one beyond it refused at once
+/// (quinn's `Incoming::refuse`: no handshake, no state kept), logged and reported.
+fn admit(shared: &Arc<Shared>, gate: &ConnGate, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    match gate.admit(remote) {
+        Ok(slot) => {
+            tokio::spawn(accept_link(shared.clone(), incoming, slot));
+        }
+        Err(reason) => {
+            incoming.refuse();
+            shared.port_log.note(remote.ip(), RefusalKind::TooMany);
+            let _ = shared.events.send(TransportEvent::Shed {
+                remote_addr: remote,
+                reason,
+            });
+        }
+    }
+}
+
+/// Holds `slot` while `conn` is open, and closes `conn` if the gate sheds it for a newcomer.
+async fn hold_slot(conn: Connection, slot: ConnSlot) {
+    let shed = std::future::poll_fn(|cx| {
+        slot.wake_on_shed(cx.waker());
+        if slot.is_shed() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    });
+    tokio::select! {
+        _ = conn.closed() => {}
+        _ = shed => conn.close(VarInt::from_u32(0), b"too many connections"),
+    }
+}
+
+async fn accept_link(shared: Arc<Shared>, incoming: quinn::Incoming, slot: ConnSlot) {
     let remote = incoming.remote_address();
     let conn = match tokio::time::timeout(CONNECT_TIMEOUT, incoming.into_future()).await {
         Ok(Ok(c)) => c,
@@ -357,6 +419,7 @@ async fn accept_link(shared: Arc<Shared>, incoming: quinn::Incoming) {
             return;
         }
     };
+    tokio::spawn(hold_slot(conn.clone(), slot));
     match tokio::time::timeout(STREAM_TIMEOUT, conn.accept_bi()).await {
         Ok(Ok((send, recv))) => {
             open_link(
@@ -457,6 +520,10 @@ async fn open_link(
     direction: Direction,
 ) {
     let Some(key) = shared.key.clone() else {
+        // Without a key any link is a member's.
+        if direction == Direction::Incoming {
+            shared.gate.member(&remote_addr);
+        }
         start_link(&shared, conn, send, recv, remote_addr, direction, None);
         return;
     };
@@ -469,18 +536,27 @@ async fn open_link(
     .await
     .unwrap_or_else(|_| Err(HandshakeFailure::too_slow()));
     match outcome {
-        Ok(auth) => start_link(
-            &shared,
-            conn,
-            send,
-            recv,
-            remote_addr,
-            direction,
-            Some(auth),
-        ),
+        Ok(auth) => {
+            if direction == Direction::Incoming {
+                shared.gate.member(&remote_addr);
+            }
+            start_link(
+                &shared,
+                conn,
+                send,
+                recv,
+                remote_addr,
+                direction,
+                Some(auth),
+            )
+        }
         Err(HandshakeFailure::Refused(error)) => {
             bump(&shared.counters.auth_refused);
-            tracing::warn!(peer = %remote_addr, %error, "QUIC link refused");
+            match remote_addr.parse::<SocketAddr>() {
+                // A stranger's refusals are logged at a bounded rate.
+                Ok(a) if !dialled => shared.port_log.note(a.ip(), RefusalKind::WrongKey),
+                _ => tracing::warn!(peer = %remote_addr, %error, "QUIC link refused"),
+            }
             // Closing at once would discard our opening frame before the peer reads it, and
             // it would not learn why; let it read and refuse in turn, briefly.
             let _ = tokio::time::timeout(REFUSAL_LINGER, conn.closed()).await;
@@ -500,7 +576,10 @@ async fn open_link(
                     error,
                 });
             } else {
-                tracing::debug!(peer = %remote_addr, %error, "QUIC group-key handshake failed");
+                tracing::trace!(peer = %remote_addr, %error, "QUIC group-key handshake failed");
+                if let Ok(a) = remote_addr.parse::<SocketAddr>() {
+                    shared.port_log.note(a.ip(), RefusalKind::Handshake);
+                }
             }
         }
     }

@@ -294,6 +294,8 @@ impl Driver {
             self.news.started_without(&self.node),
         ];
         self.say_all(waits.into_iter().flatten());
+        let refusals = self.peers.refusal_summary(now);
+        self.say_all(refusals);
     }
 
     fn execute(&mut self, line: &str) -> Reply {

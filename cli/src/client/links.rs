@@ -10,7 +10,7 @@ use music262_proto::auth::Refusal;
 use music262_proto::codec::CodecError;
 use sync_core::{Direction, LinkId, LocalTime, Message};
 use tokio::sync::mpsc::UnboundedReceiver;
-use transport_common::{PeerLinks, TransportEvent};
+use transport_common::{PeerLinks, ShedReason, TransportEvent};
 use transport_grpc::{LegacyCall, PeerTransport};
 use transport_quic::QuicTransport;
 
@@ -42,6 +42,11 @@ pub enum LinkEvent {
         remote_addr: String,
         dialled: bool,
         reason: Refusal,
+    },
+    /// A connection from outside closed at the peer port before it carried a link (too many).
+    Shed {
+        remote_addr: std::net::SocketAddr,
+        reason: ShedReason,
     },
     /// A legacy `ClientHandler` call (gRPC only).
     Legacy(LegacyCall),
@@ -76,6 +81,13 @@ impl LinkEvent {
                 link,
                 remote_addr,
                 dialled,
+                reason,
+            },
+            TransportEvent::Shed {
+                remote_addr,
+                reason,
+            } => LinkEvent::Shed {
+                remote_addr,
                 reason,
             },
         }

@@ -381,6 +381,8 @@ pub async fn run(args: ClientArgs) -> i32 {
         }
     };
 
+    transport_grpc::listen::raise_fd_limit();
+
     // What can fail at start fails here, before the banner and the prompt.
     let player_clock: Arc<dyn Clock> = clock.clone();
     let player = match Player::open(player_config(&args, &sink), player_clock) {

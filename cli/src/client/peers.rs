@@ -1,12 +1,16 @@
 //! The peers as the console names them, and what the transports refused (counted for `status`).
 //! It turns the transports' link events other than frames and legacy calls into node inputs
-//! and console lines.
+//! and console lines. Links and connections refused from outside are said at a bounded rate:
+//! the first three after a quiet minute in full, the rest in one summary line a minute at most.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use music262_proto::auth::Refusal;
 use music262_proto::codec::CodecError;
 use sync_core::{Event, LinkId, LocalTime, Node};
+use transport_common::refusals::{RefusalKind, RefusalSummary};
 
 use super::links::{LinkEvent, Links};
 
@@ -21,15 +25,41 @@ pub struct RefusedCounts {
     pub legacy_calls: u64,
     /// Frames dropped by the per-peer rate limit.
     pub rate_limited: u64,
+    /// Connections closed at the peer port before they carried a link (too many).
+    pub connections: u64,
 }
+
+/// How often the console sums up refusals from outside at most.
+pub const REFUSAL_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
+/// Refusals from outside said in full after a quiet interval, before they are summed up.
+pub const REFUSALS_SAID_IN_FULL: u32 = 3;
 
 /// Names of the links (their address, or the listen address a peer announced) and the counts
 /// of refused input.
-#[derive(Default)]
 pub struct Peers {
     names: BTreeMap<LinkId, String>,
     refused: RefusedCounts,
     failed_dials: FailedDials,
+    /// What the console said of refusals from outside, by source address (without port).
+    outside: RefusalSummary<String>,
+}
+
+impl Default for Peers {
+    fn default() -> Self {
+        Peers {
+            names: BTreeMap::new(),
+            refused: RefusedCounts::default(),
+            failed_dials: FailedDials::default(),
+            outside: RefusalSummary::new(REFUSAL_SUMMARY_INTERVAL, REFUSALS_SAID_IN_FULL),
+        }
+    }
+}
+
+/// The address of `remote` without its port, for counting sources.
+fn source_of(remote: &str) -> String {
+    remote
+        .parse::<SocketAddr>()
+        .map_or_else(|_| remote.to_string(), |a| a.ip().to_string())
 }
 
 /// Addresses whose failed dial was said: the node redials them with backoff, and the console
@@ -73,6 +103,13 @@ impl Peers {
         self.refused
     }
 
+    /// The summary of refusals from outside due at `now`, if any (one a minute at most).
+    pub fn refusal_summary(&mut self, now: LocalTime) -> Option<String> {
+        let summary = self.outside.take(now.0)?;
+        tracing::warn!("{summary}");
+        Some(summary.to_string())
+    }
+
     /// Keeps the names in step with the node's events; call after the event was told.
     pub fn on_event(&mut self, e: &Event) {
         match e {
@@ -105,7 +142,9 @@ impl Peers {
                 direction,
                 via,
             } => {
-                tracing::info!(peer = %remote_addr, ?direction, via = via.name(), "link up");
+                // Debug only: a stranger's link that never says hello would be a line each; a
+                // peer's is said at info by the node's `PeerConnected`.
+                tracing::debug!(peer = %remote_addr, ?direction, via = via.name(), "link up");
                 self.failed_dials.forget(&remote_addr);
                 self.names.insert(link, remote_addr.clone());
                 node.handle_link_up(now, link, remote_addr, direction);
@@ -143,7 +182,7 @@ impl Peers {
                 }
             },
             LinkEvent::Down { link, error } => {
-                tracing::info!(peer = %self.name(link), ?error, "link down");
+                tracing::debug!(peer = %self.name(link), ?error, "link down");
                 node.handle_link_down(now, link);
                 None
             }
@@ -153,6 +192,18 @@ impl Peers {
                 dialled,
                 reason,
             } => self.on_refused(now, node, link, remote_addr, dialled, reason),
+            LinkEvent::Shed {
+                remote_addr,
+                reason,
+            } => {
+                self.refused.connections += 1;
+                let source = remote_addr.ip().to_string();
+                if !self.outside.note(now.0, source, RefusalKind::TooMany) {
+                    return None;
+                }
+                tracing::warn!(peer = %remote_addr, error = %reason, "connection refused");
+                Some(format!("connection from {remote_addr} refused: {reason}"))
+            }
             LinkEvent::Legacy(_) => {
                 unreachable!("legacy calls go to the legacy adapter, not here")
             }
@@ -174,12 +225,17 @@ impl Peers {
         match &reason {
             Refusal::Auth(_) if link.is_none() => {
                 self.refused.links += 1;
-                tracing::warn!(%peer, error = %reason, "link refused");
-                let line = format!("link with {peer} refused: {reason}");
                 if dialled {
                     node.handle_connect_failed(now, &peer);
+                } else if !self
+                    .outside
+                    .note(now.0, source_of(&peer), RefusalKind::WrongKey)
+                {
+                    // Counted for the next summary.
+                    return None;
                 }
-                return Some(line);
+                tracing::warn!(%peer, error = %reason, "link refused");
+                return Some(format!("link with {peer} refused: {reason}"));
             }
             Refusal::Auth(_) => {
                 self.refused.frames += 1;

@@ -332,10 +332,14 @@ impl Node {
         else {
             return;
         };
-        if full && direction == Direction::Incoming {
-            // Point the newcomer at our neighbours so the group stays connected, then refuse.
-            let addrs = self.links.neighbour_addrs(Some(link));
-            self.send(link, Message::Gossip(addrs));
+        if full {
+            // Point a newcomer at our neighbours so the group stays connected, then refuse. A
+            // dialled link is refused too: accepted links may have filled the cap while it was
+            // being dialled (dials are counted only when they are made).
+            if direction == Direction::Incoming {
+                let addrs = self.links.neighbour_addrs(Some(link));
+                self.send(link, Message::Gossip(addrs));
+            }
             self.close_link(link, LeaveReason::Full);
             return;
         }
