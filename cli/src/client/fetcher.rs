@@ -220,20 +220,25 @@ async fn download(
                         );
                     }
                 }
-                player::decode_wav_bytes(&bytes).map_err(|e| e.to_string())
+                player::decode_bytes(&bytes).map_err(|e| e.to_string())
             })
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r);
-            if decoded.is_ok() {
+            if let Ok(d) = &decoded {
                 printer.println(format!(
                     "loaded {} ({:.1} MB in {:.2} s)",
                     song.name,
                     size as f64 / 1e6,
                     started.elapsed().as_secs_f64()
                 ));
+                // Said once per download: every peer decodes the same bytes the same way.
+                if let Some(damage) = &d.damage {
+                    tracing::warn!(song = %song.name, %damage, "damaged song");
+                    printer.println(format!("{}: {damage}", song.name));
+                }
             }
-            decoded.map(Arc::new)
+            decoded.map(|d| Arc::new(d.song))
         }
         Err(e) => Err(e),
     };
