@@ -17,6 +17,9 @@ use transport_grpc::{MAX_SONG_BYTES, SongBytes};
 pub use builtin::builtin;
 pub use scan::{Scan, Skip, scan, scan_with_limit};
 
+/// Longest title, artist or album listed, in characters.
+const MAX_TAG_CHARS: usize = 200;
+
 /// Metadata of an audio file's bytes, as the playlist lists it: decoded once, as every player
 /// will decode it, for the exact frame count, and its tags read. Fails if the bytes are not a
 /// file the players can decode.
@@ -38,6 +41,11 @@ pub fn song_info(name: &str, bytes: &[u8]) -> Result<SongInfo, DecodeError> {
     };
     // A file whose tags do not read still plays: it is listed by its name alone.
     let tags = player::tags::read_tags(bytes).unwrap_or_default();
+    // A tag is a line of a list: a long one (or a hostile one) is cut.
+    let short = |t: Option<String>| {
+        t.map(|t| t.chars().take(MAX_TAG_CHARS).collect())
+            .unwrap_or_default()
+    };
     Ok(SongInfo {
         name: name.to_string(),
         duration_ms: song.duration_ns() / 1_000_000,
@@ -49,9 +57,9 @@ pub fn song_info(name: &str, bytes: &[u8]) -> Result<SongInfo, DecodeError> {
         content_hash: hex::encode(Sha256::digest(bytes)),
         data_offset: layout.data_offset,
         block_align: layout.bytes_per_frame,
-        title: tags.title.unwrap_or_default(),
-        artist: tags.artist.unwrap_or_default(),
-        album: tags.album.unwrap_or_default(),
+        title: short(tags.title),
+        artist: short(tags.artist),
+        album: short(tags.album),
         track_number: tags.track_number.unwrap_or(0),
         has_cover: tags.cover.is_some(),
         format: decoded.container,

@@ -12,10 +12,10 @@ use std::time::Duration;
 use music262_proto::audio_service::audio_service_client::AudioServiceClient;
 use music262_proto::audio_service::audio_service_server::{AudioService, AudioServiceServer};
 use music262_proto::audio_service::{
-    AudioChunk, CoverRequest, CoverResponse, ListPeersRequest, ListPeersResponse, ListSongsRequest, ListSongsResponse,
-    LoadAudioRequest, PeerListRequest, PeerListResponse, PlaylistRequest, PlaylistResponse,
-    RegisterPeerRequest, RegisterPeerResponse, RegisteredPeer, SongInfo, UnregisterPeerRequest,
-    UnregisterPeerResponse,
+    AudioChunk, CoverRequest, CoverResponse, ListPeersRequest, ListPeersResponse, ListSongsRequest,
+    ListSongsResponse, LoadAudioRequest, PeerListRequest, PeerListResponse, PlaylistRequest,
+    PlaylistResponse, RegisterPeerRequest, RegisterPeerResponse, RegisteredPeer, SongInfo,
+    UnregisterPeerRequest, UnregisterPeerResponse,
 };
 use music262_proto::limits::SERVER_MESSAGE_BYTES;
 use music262_proto::pages;
