@@ -11,6 +11,7 @@ mod links;
 mod monitor;
 mod peers;
 mod server_link;
+mod songs;
 mod transcript;
 mod web_snapshot;
 
