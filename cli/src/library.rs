@@ -1,39 +1,68 @@
-//! The music server's songs ([`MusicLibrary`]): a scanned folder of WAV files, or a small
-//! built-in library of generated songs so that a first run works with no files at all; found
-//! by name or number and opened for streaming.
+//! The music server's songs ([`MusicLibrary`]): a scanned folder of audio files ([`scan`]), or
+//! a small built-in library of generated songs ([`builtin`]) so that a first run works with no
+//! files at all; found by name or number and opened for streaming.
 
-use std::path::{Path, PathBuf};
+mod builtin;
+mod scan;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use music262_proto::audio_service::{LoadAudioRequest, SongInfo};
-use player::{Song, WavEncoding, decode_wav_bytes, encode_wav};
-use rand_chacha::ChaCha8Rng;
-use rand_core::{Rng, SeedableRng};
+use music262_proto::audio_service::{CoverResponse, LoadAudioRequest, SongInfo};
+use player::{DecodeError, decode_bytes};
 use sha2::{Digest, Sha256};
 use tonic::Status;
 use transport_grpc::{MAX_SONG_BYTES, SongBytes};
 
-/// Metadata of a WAV file's bytes, as the playlist lists it. Fails (one line) if the bytes are
-/// not a WAV file the players can decode.
-pub fn song_info(name: &str, bytes: &[u8]) -> Result<SongInfo, String> {
-    let song = decode_wav_bytes(bytes).map_err(|e| format!("{name}: {e}"))?;
-    let bits = hound::WavReader::new(std::io::Cursor::new(bytes))
-        .map(|r| r.spec().bits_per_sample)
-        .map_err(|e| format!("{name}: {e}"))?;
-    let layout = song
-        .wav_layout()
-        .ok_or_else(|| format!("{name}: no data chunk"))?;
+pub use builtin::builtin;
+pub use scan::{Scan, Skip, scan, scan_with_limit};
+
+/// Longest title, artist or album listed, in characters.
+const MAX_TAG_CHARS: usize = 200;
+
+/// Metadata of an audio file's bytes, as the playlist lists it: decoded once, as every player
+/// will decode it, for the exact frame count, and its tags read. Fails if the bytes are not a
+/// file the players can decode.
+pub fn song_info(name: &str, bytes: &[u8]) -> Result<SongInfo, DecodeError> {
+    let decoded = decode_bytes(bytes)?;
+    let song = &decoded.song;
+    let (bits, layout) = match song.wav_layout() {
+        Some(layout) => (
+            layout.bytes_per_frame / u32::from(song.channels.max(1)) * 8,
+            layout,
+        ),
+        None => (
+            0,
+            player::WavLayout {
+                data_offset: 0,
+                bytes_per_frame: 0,
+            },
+        ),
+    };
+    // A file whose tags do not read still plays: it is listed by its name alone.
+    let tags = player::tags::read_tags(bytes).unwrap_or_default();
+    // A tag is a line of a list: a long one (or a hostile one) is cut.
+    let short = |t: Option<String>| {
+        t.map(|t| t.chars().take(MAX_TAG_CHARS).collect())
+            .unwrap_or_default()
+    };
     Ok(SongInfo {
         name: name.to_string(),
         duration_ms: song.duration_ns() / 1_000_000,
         sample_rate: song.sample_rate,
         channels: u32::from(song.channels),
-        bits_per_sample: u32::from(bits),
+        bits_per_sample: bits,
         size_bytes: bytes.len() as u64,
         frames: song.frames,
         content_hash: hex::encode(Sha256::digest(bytes)),
         data_offset: layout.data_offset,
         block_align: layout.bytes_per_frame,
+        title: short(tags.title),
+        artist: short(tags.artist),
+        album: short(tags.album),
+        track_number: tags.track_number.unwrap_or(0),
+        has_cover: tags.cover.is_some(),
+        format: decoded.container,
     })
 }
 
@@ -98,6 +127,39 @@ impl MusicLibrary {
         })
     }
 
+    /// The cover art of the song named `name`, read from its file now (covers are not kept in
+    /// memory: a large library's would not fit).
+    pub async fn cover(&self, name: &str) -> Result<CoverResponse, Status> {
+        let song = self.find(&LoadAudioRequest {
+            song_num: 0,
+            song_name: name.to_string(),
+        })?;
+        let no_cover = || Status::not_found(format!("song `{name}` has no cover art"));
+        if !song.info.has_cover {
+            return Err(no_cover());
+        }
+        let mut reader = self
+            .open(&LoadAudioRequest {
+                song_num: 0,
+                song_name: name.to_string(),
+            })
+            .await?
+            .reader;
+        let mut bytes = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut bytes)
+            .await
+            .map_err(|e| Status::not_found(format!("song `{name}` cannot be read: {e}")))?;
+        let tags = tokio::task::spawn_blocking(move || player::tags::read_tags(&bytes))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::failed_precondition(format!("song `{name}`: {e}")))?;
+        let cover = tags.cover.ok_or_else(no_cover)?;
+        Ok(CoverResponse {
+            media_type: cover.media_type,
+            data: cover.data,
+        })
+    }
+
     /// Opens the song `req` names for streaming. A file is checked again: the folder may have
     /// changed since it was scanned.
     pub async fn open(&self, req: &LoadAudioRequest) -> Result<SongBytes, Status> {
@@ -142,231 +204,11 @@ impl MusicLibrary {
     }
 }
 
-/// What scanning a folder found.
-#[derive(Debug, Default)]
-pub struct Scan {
-    /// Songs, sorted by file name.
-    pub songs: Vec<LibrarySong>,
-    /// One line per file skipped, saying why.
-    pub skipped: Vec<String>,
-}
-
-/// Scans `dir` (not recursively) for `.wav` files. Only files that really live inside `dir`
-/// are taken: a symbolic link leading out of it is skipped, so the server never opens a path
-/// outside its audio folder; so is a file over [`MAX_SONG_BYTES`] (it is not even read).
-/// `progress(done, total, name)` is called per file.
-pub fn scan(dir: &Path, progress: impl FnMut(usize, usize, &str)) -> Result<Scan, String> {
-    scan_with_limit(dir, MAX_SONG_BYTES, progress)
-}
-
-/// [`scan`] with another song size limit, in bytes.
-pub fn scan_with_limit(
-    dir: &Path,
-    max_song_bytes: u64,
-    mut progress: impl FnMut(usize, usize, &str),
-) -> Result<Scan, String> {
-    let root = dir
-        .canonicalize()
-        .map_err(|e| format!("audio folder {}: {e}", dir.display()))?;
-    if !root.is_dir() {
-        return Err(format!("audio folder {} is not a folder", dir.display()));
-    }
-    let mut candidates: Vec<PathBuf> = std::fs::read_dir(&root)
-        .map_err(|e| format!("audio folder {}: {e}", dir.display()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.extension()
-                .and_then(|x| x.to_str())
-                .is_some_and(|x| x.eq_ignore_ascii_case("wav"))
-        })
-        .collect();
-    candidates.sort();
-    let total = candidates.len();
-    let mut scan = Scan::default();
-    for (i, path) in candidates.into_iter().enumerate() {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
-        progress(i, total, &name);
-        let real = match path.canonicalize() {
-            Ok(p) => p,
-            Err(e) => {
-                scan.skipped.push(format!("{name}: {e}"));
-                continue;
-            }
-        };
-        if !real.starts_with(&root) || !real.is_file() {
-            scan.skipped.push(format!(
-                "{name}: skipped, it leads outside the audio folder"
-            ));
-            continue;
-        }
-        match std::fs::metadata(&real) {
-            Ok(m) if m.len() > max_song_bytes => {
-                scan.skipped.push(format!(
-                    "{name}: skipped, {} bytes is over the song size limit of {max_song_bytes} \
-                     bytes",
-                    m.len()
-                ));
-                continue;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                scan.skipped.push(format!("{name}: {e}"));
-                continue;
-            }
-        }
-        let bytes = match std::fs::read(&real) {
-            Ok(b) => b,
-            Err(e) => {
-                scan.skipped.push(format!("{name}: {e}"));
-                continue;
-            }
-        };
-        match song_info(&name, &bytes) {
-            Ok(info) => scan.songs.push(LibrarySong {
-                info,
-                source: SongSource::File(real),
-            }),
-            Err(e) => scan.skipped.push(e),
-        }
-    }
-    progress(total, total, "");
-    Ok(scan)
-}
-
-const RATE: u32 = 48_000;
-
-fn to_library(name: &str, song: Song) -> LibrarySong {
-    let bytes = encode_wav(&song, WavEncoding::Pcm16).expect("generated songs encode");
-    let info = song_info(name, &bytes).expect("generated songs decode");
-    LibrarySong {
-        info,
-        source: SongSource::Memory(Arc::from(bytes)),
-    }
-}
-
-/// Bell-like tones on a pentatonic scale, one every half second, 30 s, stereo.
-fn chimes() -> Song {
-    let frames = 30 * RATE as usize;
-    let notes = [523.25, 587.33, 659.25, 783.99, 880.0, 1046.5];
-    let mut samples = vec![0f32; frames * 2];
-    for n in 0..60 {
-        let f = notes[(n * 7 + n / 3) % notes.len()];
-        let start = n * RATE as usize / 2;
-        let pan = (n % 5) as f32 / 4.0;
-        for i in 0..(2 * RATE as usize).min(frames - start) {
-            let t = i as f32 / RATE as f32;
-            let env = (-3.0 * t).exp() * 0.18;
-            let v = env
-                * ((2.0 * std::f32::consts::PI * f * t).sin()
-                    + 0.4 * (2.0 * std::f32::consts::PI * 2.76 * f * t).sin());
-            samples[(start + i) * 2] += v * (1.0 - pan);
-            samples[(start + i) * 2 + 1] += v * pan;
-        }
-    }
-    Song::from_interleaved(RATE, 2, samples).expect("valid song")
-}
-
-/// A drum groove of noise bursts and a low kick, 30 s, stereo: noise-like material whose
-/// cross-correlation has a sharp peak, which is what sync measurements on the sound need.
-fn noise_groove() -> Song {
-    let frames = 30 * RATE as usize;
-    let mut rng = ChaCha8Rng::seed_from_u64(262);
-    let mut samples = vec![0f32; frames * 2];
-    let beat = RATE as usize / 4; // 240 bpm sixteenth-ish grid
-    for i in 0..frames {
-        let in_beat = i % beat;
-        let step = i / beat;
-        let t = in_beat as f32 / RATE as f32;
-        let noise = (rng.next_u32() as f32 / u32::MAX as f32) * 2.0 - 1.0;
-        let hat = noise * (-40.0 * t).exp() * if step.is_multiple_of(2) { 0.25 } else { 0.5 };
-        let kick = if step.is_multiple_of(4) {
-            (2.0 * std::f32::consts::PI * (50.0 + 60.0 * (-20.0 * t).exp()) * t).sin()
-                * (-8.0 * t).exp()
-                * 0.6
-        } else {
-            0.0
-        };
-        // A quiet noise bed keeps every window correlatable.
-        let bed = noise * 0.05;
-        samples[i * 2] = hat + kick + bed;
-        samples[i * 2 + 1] = hat * 0.8 + kick + bed;
-    }
-    Song::from_interleaved(RATE, 2, samples).expect("valid song")
-}
-
-/// A slow logarithmic sine sweep, 20 s, mono at 44.1 kHz (exercises resampling).
-fn sweep() -> Song {
-    let rate = 44_100u32;
-    let frames = 20 * rate as usize;
-    let (f0, f1) = (110f64, 3520f64);
-    let k = (f1 / f0).ln() / frames as f64;
-    let samples: Vec<f32> = (0..frames)
-        .map(|i| {
-            let phase =
-                2.0 * std::f64::consts::PI * f0 * ((k * i as f64).exp() - 1.0) / (k * rate as f64);
-            (phase.sin() * 0.3) as f32
-        })
-        .collect();
-    Song::from_interleaved(rate, 1, samples).expect("valid song")
-}
-
-/// The song the peer-to-peer guide's example plays (`play sample_song.wav`): a short tune
-/// (a melody over a bass line at 120 beats a minute), 45 s, stereo, so the guide works as
-/// written on a server started without any files.
-fn sample_song() -> Song {
-    let frames = 45 * RATE as usize;
-    let eighth = RATE as usize / 4;
-    // A minor pentatonic phrase, eight bars of eight eighth notes, repeated; 0 is a rest.
-    let melody = [
-        440.0, 523.25, 587.33, 659.25, 587.33, 523.25, 440.0, 0.0, //
-        392.0, 440.0, 523.25, 440.0, 392.0, 329.63, 392.0, 0.0, //
-        440.0, 523.25, 659.25, 783.99, 659.25, 587.33, 523.25, 587.33, //
-        659.25, 587.33, 523.25, 440.0, 392.0, 440.0, 440.0, 0.0,
-    ];
-    let bass = [110.0, 98.0, 87.31, 98.0];
-    let mut samples = vec![0f32; frames * 2];
-    let mut add = |start: usize, len: usize, f: f32, gain: f32, pan: f32, bright: f32| {
-        for i in 0..len.min(frames.saturating_sub(start)) {
-            let t = i as f32 / RATE as f32;
-            // A fast attack avoids a click at the onset; the decay makes it a plucked note.
-            let env = (1.0 - (-400.0 * t).exp()) * (-4.0 * t).exp() * gain;
-            let w = 2.0 * std::f32::consts::PI * f * t;
-            let v = env * (w.sin() + bright * (2.0 * w).sin() + bright * 0.5 * (3.0 * w).sin());
-            samples[(start + i) * 2] += v * (1.0 - pan);
-            samples[(start + i) * 2 + 1] += v * pan;
-        }
-    };
-    for step in 0..frames / eighth {
-        let f = melody[step % melody.len()];
-        if f > 0.0 {
-            add(step * eighth, 2 * eighth, f, 0.16, 0.6, 0.3);
-        }
-        if step % 2 == 0 {
-            let root = bass[(step / 16) % bass.len()];
-            add(step * eighth, 2 * eighth, root, 0.22, 0.4, 0.5);
-        }
-    }
-    Song::from_interleaved(RATE, 2, samples).expect("valid song")
-}
-
-/// The built-in library: four generated songs.
-pub fn builtin() -> Vec<LibrarySong> {
-    vec![
-        to_library("chimes.wav", chimes()),
-        to_library("noise-groove.wav", noise_groove()),
-        to_library("sweep-44k-mono.wav", sweep()),
-        to_library("sample_song.wav", sample_song()),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use builtin::sweep;
+    use player::{WavEncoding, encode_wav};
     use tonic::Code;
 
     fn song(name: &str) -> LibrarySong {
@@ -453,6 +295,101 @@ mod tests {
                 .any(|s| s.contains("outside the audio folder"))
         );
         assert!(super::scan(&dir.path().join("missing"), |_, _, _| {}).is_err());
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../player/tests/data/formats");
+        std::fs::read(dir.join(name)).unwrap()
+    }
+
+    #[test]
+    fn scanning_enters_subfolders_reads_tags_and_counts_what_it_skips() {
+        let dir = tempfile::tempdir().unwrap();
+        let album = dir.path().join("Fixtures/disc 1");
+        std::fs::create_dir_all(&album).unwrap();
+        std::fs::create_dir_all(dir.path().join("Other")).unwrap();
+        std::fs::write(album.join("03 blue.flac"), fixture("sweep.flac")).unwrap();
+        std::fs::write(dir.path().join("red.MP3"), fixture("sweep.mp3")).unwrap();
+        std::fs::write(dir.path().join("Other/green.ogg"), fixture("sweep.ogg")).unwrap();
+        std::fs::write(dir.path().join("Other/song.wma"), fixture("sweep.wma")).unwrap();
+        std::fs::write(dir.path().join("voice.opus"), fixture("sweep.opus")).unwrap();
+        std::fs::write(dir.path().join("cover.png"), fixture("cover.png")).unwrap();
+        std::fs::write(dir.path().join(".DS_Store"), b"hidden").unwrap();
+        let flac = fixture("sweep.flac");
+        std::fs::write(album.join("cut.flac"), &flac[..200]).unwrap();
+        let scan = scan(dir.path(), |_, _, _| {}).unwrap();
+        let names: Vec<&str> = scan.songs.iter().map(|s| s.info.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec!["Fixtures/disc 1/03 blue.flac", "Other/green.ogg", "red.MP3"]
+        );
+        let blue = &scan.songs[0].info;
+        assert_eq!(
+            (
+                blue.title.as_str(),
+                blue.artist.as_str(),
+                blue.album.as_str()
+            ),
+            ("Blue Sweep", "The Test Tones", "Fixtures")
+        );
+        assert_eq!((blue.track_number, blue.has_cover), (3, true));
+        assert_eq!(
+            (blue.format.as_str(), blue.frames, blue.duration_ms),
+            ("flac", 22_050, 500)
+        );
+        assert_eq!((blue.data_offset, blue.block_align), (0, 0));
+        let red = &scan.songs[2].info;
+        assert_eq!(
+            (red.title.as_str(), red.frames, red.format.as_str()),
+            ("Red Glide", 22_050, "mp3")
+        );
+        assert_eq!(scan.songs[1].info.title, "Green Rise");
+        assert!(!scan.songs[1].info.has_cover);
+        assert_eq!(
+            scan.summary().unwrap(),
+            "skipped 4: 2 unsupported format (.opus, .wma), 1 damaged, 1 not audio"
+        );
+        assert!(
+            scan.skipped
+                .iter()
+                .any(|l| l.starts_with("Fixtures/disc 1/cut.flac: not a valid audio file")),
+            "{:?}",
+            scan.skipped
+        );
+    }
+
+    #[tokio::test]
+    async fn songs_in_subfolders_stream_their_exact_bytes_and_their_cover() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a")).unwrap();
+        let flac = fixture("sweep.flac");
+        std::fs::write(dir.path().join("a/blue.flac"), &flac).unwrap();
+        std::fs::write(dir.path().join("green.ogg"), fixture("sweep.ogg")).unwrap();
+        let client = serve(scan(dir.path(), |_, _, _| {}).unwrap().songs).await;
+        assert_eq!(
+            client.playlist().await.unwrap().song_names,
+            vec!["a/blue.flac", "green.ogg"]
+        );
+        assert_eq!(
+            client
+                .load_song(by_name("a/blue.flac"), |_, _| {})
+                .await
+                .unwrap(),
+            flac
+        );
+        let cover = client.cover("a/blue.flac").await.unwrap();
+        assert_eq!(
+            (cover.media_type.as_str(), cover.data),
+            ("image/png", fixture("cover.png"))
+        );
+        let err = client.cover("green.ogg").await.unwrap_err();
+        assert_eq!(err.to_string(), "song `green.ogg` has no cover art");
+        let err = client.cover("nothing.flac").await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no song named `nothing.flac` on this server"
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `music_server`: serves a folder of WAV songs (or the built-in library), streams them to
+//! `music_server`: serves a folder of songs (or the built-in library), streams them to
 //! clients and keeps the registry of joinable peer addresses.
 
 use std::net::{IpAddr, SocketAddr};
@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use clap::Parser;
 use music262_proto::audio_service::{
-    LoadAudioRequest, RegisterPeerRequest, RegisterPeerResponse, RegisteredPeer, SongInfo,
-    UnregisterPeerRequest,
+    CoverResponse, LoadAudioRequest, RegisterPeerRequest, RegisterPeerResponse, RegisteredPeer,
+    SongInfo, UnregisterPeerRequest,
 };
 use tonic::Status;
 use transport_grpc::{AudioServer, MusicBackend, SongBytes};
@@ -49,6 +49,10 @@ impl MusicBackend for Music {
         self.library.open(request).await
     }
 
+    async fn cover(&self, name: &str) -> Result<CoverResponse, Status> {
+        self.library.cover(name).await
+    }
+
     fn peers(&self, after: &str, max: usize) -> (Vec<RegisteredPeer>, usize) {
         self.registry.listed(after, max, Instant::now())
     }
@@ -81,10 +85,11 @@ impl MusicBackend for Music {
 #[command(
     name = "music_server",
     version,
-    about = "Music262 music server: lists and streams WAV songs to music clients and keeps the \
+    about = "Music262 music server: lists and streams songs (FLAC, MP3, Ogg Vorbis, AAC/ALAC, \
+             AIFF, WAV) to music clients and keeps the \
              registry of joinable clients.",
     after_help = "Examples:\n  music_server                          serve the built-in songs on port 50051\n  \
-                  music_server --audio-dir ~/Music      serve every .wav file of a folder\n  \
+                  music_server --audio-dir ~/Music      serve every song of a folder and its subfolders\n  \
                   music_server --port 6000 --bind 127.0.0.1  only this machine's clients, on port 6000\n  \
                   music_server --log-file /tmp/server.log  log to a file (RUST_LOG=debug for more)\n\n\
                   Console commands: status, help, exit."
@@ -93,8 +98,8 @@ pub struct ServerArgs {
     /// TCP port to listen on.
     #[arg(long, default_value_t = 50051)]
     pub port: u16,
-    /// Folder of .wav songs to serve (not recursive). Without it, a built-in library of
-    /// generated songs is served.
+    /// Folder of songs to serve, subfolders included (FLAC, MP3, Ogg Vorbis, AAC/ALAC in
+    /// M4A, AIFF, WAV). Without it, a built-in library of generated songs is served.
     #[arg(long, value_name = "DIR")]
     pub audio_dir: Option<PathBuf>,
     /// Address to listen on (0.0.0.0: every interface).
@@ -159,12 +164,16 @@ pub async fn run(args: ServerArgs) -> i32 {
             });
             match scan {
                 Ok(scan) => {
+                    // Each file in the log, one summary line on the console.
                     for s in &scan.skipped {
-                        printer.println(format!("warning: {s}"));
+                        tracing::info!("{s}");
+                    }
+                    if let Some(summary) = scan.summary() {
+                        printer.println(format!("{summary} (the log names each file)"));
                     }
                     if scan.songs.is_empty() {
                         printer.println(format!(
-                            "warning: no playable .wav files in {}",
+                            "warning: no playable songs in {} or its subfolders",
                             dir.display()
                         ));
                     }
@@ -172,8 +181,8 @@ pub async fn run(args: ServerArgs) -> i32 {
                 }
                 Err(e) => {
                     eprintln!(
-                        "error: {e}; give a folder of .wav files with --audio-dir, or leave it \
-                         out to serve the built-in songs"
+                        "error: {e}; give a folder of songs with --audio-dir, or leave it out to \
+                         serve the built-in songs"
                     );
                     return 2;
                 }
@@ -181,8 +190,13 @@ pub async fn run(args: ServerArgs) -> i32 {
         }
     };
     for (i, s) in songs.iter().enumerate() {
+        let tags = match (s.info.title.as_str(), s.info.artist.as_str()) {
+            ("", _) => String::new(),
+            (title, "") => format!("  {title}"),
+            (title, artist) => format!("  {title} - {artist}"),
+        };
         printer.println(format!(
-            "{:>3}. {}  ({}:{:02}, {} Hz, {} ch)",
+            "{:>3}. {}{tags}  ({}:{:02}, {} Hz, {} ch)",
             i + 1,
             s.info.name,
             s.info.duration_ms / 60_000,

@@ -4,7 +4,9 @@
 //! reports which frame is heard at which instant of the node's sync clock. It knows nothing of
 //! the protocol: the client's driver maps sync-core's playback actions onto [`Player`].
 //!
-//! - [`song`]: WAV decoding and encoding (hound).
+//! - [`song`]: the decoded song; WAV decoding and encoding (hound).
+//! - [`decode`]: any supported format (FLAC, MP3, Ogg Vorbis, AAC/ALAC in MP4, AIFF, WAV)
+//!   decoded into a song (symphonia); [`tags`]: a file's tags and cover art.
 //! - [`render`]: the render core. A [`Control`] sends timed commands to a [`Renderer`] that
 //!   sinks step buffer by buffer; it resamples with rubato and knows the exact song position of
 //!   every output slot.
@@ -14,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod decode;
 mod player;
 mod priority;
 mod probe;
@@ -21,9 +24,11 @@ pub mod render;
 mod resample;
 pub mod sink;
 pub mod song;
+pub mod tags;
 mod timeline;
 
 pub use clock::{Clock, ManualClock, SkewedClock, SystemClock};
+pub use decode::{Damage, Decoded, decode_bytes};
 pub use player::{DEFAULT_PACED_RATE, Player, PlayerConfig, PlayerError};
 pub use priority::AUDIO_NICE;
 pub use render::{

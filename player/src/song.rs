@@ -1,7 +1,7 @@
-//! Songs in memory: WAV decoding (hound) into normalised `f32` frames, and WAV encoding.
+//! Songs in memory: WAV decoding (hound) into normalised `f32` frames, and WAV encoding. Other
+//! formats are decoded by [`crate::decode`], into the same [`Song`].
 //!
-//! Songs arrive over the network as the bytes of their WAV file, so decoding works on bytes
-//! first; a file is read whole and decoded the same way. Every malformed or truncated input is
+//! Songs arrive over the network as the bytes of their file, so decoding works on bytes first; a file is read whole and decoded the same way. Every malformed or truncated input is
 //! an error value, never a panic, and the header's claimed size never decides an allocation on
 //! its own (a corrupt header could otherwise ask for gigabytes).
 
@@ -9,7 +9,7 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Why a WAV file could not be decoded. Display is one line.
+/// Why an audio file could not be decoded. Display is one line.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     /// The file could not be read.
@@ -20,11 +20,12 @@ pub enum DecodeError {
         /// The reason.
         source: std::io::Error,
     },
-    /// The bytes are not a well-formed WAV file (bad RIFF/WAVE header, chunk sizes, fmt chunk).
-    #[error("not a valid WAV file: {0}")]
+    /// The bytes are not a well-formed file of their format (for WAV: bad RIFF/WAVE header,
+    /// chunk sizes, fmt chunk), or no audio in them decodes.
+    #[error("not a valid audio file: {0}")]
     Malformed(String),
-    /// A valid WAV file in an encoding this player does not decode.
-    #[error("unsupported WAV encoding: {0}")]
+    /// A format or an encoding this player does not decode.
+    #[error("unsupported audio: {0}")]
     Unsupported(String),
     /// The data chunk is shorter than its header claims (for example a cut-off download).
     #[error(

@@ -150,6 +150,7 @@ mod tests {
             frames: 48_000,
             data_offset: 44,
             block_align: 4,
+            ..SongInfo::default()
         }
     }
 

@@ -190,6 +190,14 @@ const ADDED_METHODS: &[(&str, &str, &str, &str, bool, bool)] = &[
         false,
     ),
     (
+        "audio_service.audio_service",
+        "GetCover",
+        "audio_service.CoverRequest",
+        "audio_service.CoverResponse",
+        false,
+        false,
+    ),
+    (
         "client.ClientHandler",
         "Exchange",
         "client.PeerFrame",

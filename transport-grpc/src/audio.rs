@@ -12,10 +12,10 @@ use std::time::Duration;
 use music262_proto::audio_service::audio_service_client::AudioServiceClient;
 use music262_proto::audio_service::audio_service_server::{AudioService, AudioServiceServer};
 use music262_proto::audio_service::{
-    AudioChunk, ListPeersRequest, ListPeersResponse, ListSongsRequest, ListSongsResponse,
-    LoadAudioRequest, PeerListRequest, PeerListResponse, PlaylistRequest, PlaylistResponse,
-    RegisterPeerRequest, RegisterPeerResponse, RegisteredPeer, SongInfo, UnregisterPeerRequest,
-    UnregisterPeerResponse,
+    AudioChunk, CoverRequest, CoverResponse, ListPeersRequest, ListPeersResponse, ListSongsRequest,
+    ListSongsResponse, LoadAudioRequest, PeerListRequest, PeerListResponse, PlaylistRequest,
+    PlaylistResponse, RegisterPeerRequest, RegisterPeerResponse, RegisteredPeer, SongInfo,
+    UnregisterPeerRequest, UnregisterPeerResponse,
 };
 use music262_proto::limits::SERVER_MESSAGE_BYTES;
 use music262_proto::pages;
@@ -31,7 +31,7 @@ use crate::listen;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
-/// Largest song (WAV file) a server offers or a client downloads, in bytes: 1 GiB, about 93
+/// Largest song (audio file) a server offers or a client downloads, in bytes: 1 GiB, about 93
 /// minutes of 48 kHz 16-bit stereo. A client holds a song in memory, so a bigger one (or a
 /// server that streams without end) must not be taken.
 pub const MAX_SONG_BYTES: u64 = 1 << 30;
@@ -70,6 +70,13 @@ pub trait MusicBackend: Send + Sync + 'static {
         request: &UnregisterPeerRequest,
         observed: Option<IpAddr>,
     ) -> Result<(), Status>;
+
+    /// The cover art embedded in the song named `name`; NOT_FOUND when it has none. A backend
+    /// without cover art keeps this default.
+    fn cover(&self, name: &str) -> impl Future<Output = Result<CoverResponse, Status>> + Send {
+        let status = Status::not_found(format!("song `{name}` has no cover art"));
+        async move { Err(status) }
+    }
 }
 
 /// A song opened for streaming: its bytes, and how many there are.
@@ -281,6 +288,16 @@ impl<B: MusicBackend> AudioService for AudioServer<B> {
         )))
     }
 
+    async fn get_cover(
+        &self,
+        request: Request<CoverRequest>,
+    ) -> Result<Response<CoverResponse>, Status> {
+        self.backend
+            .cover(&request.get_ref().song_name)
+            .await
+            .map(Response::new)
+    }
+
     async fn list_peers(
         &self,
         request: Request<ListPeersRequest>,
@@ -432,7 +449,18 @@ impl AudioClient {
         })
     }
 
-    /// Downloads a song's WAV bytes, calling `progress(received, total)` after every chunk.
+    /// The cover art embedded in the song named `name` (`GetCover`).
+    pub async fn cover(&self, name: &str) -> Result<CoverResponse, ServerError> {
+        let mut c = self.client.clone();
+        c.get_cover(CoverRequest {
+            song_name: name.to_string(),
+        })
+        .await
+        .map(Response::into_inner)
+        .map_err(|s| self.err(s))
+    }
+
+    /// Downloads a song's file bytes, calling `progress(received, total)` after every chunk.
     pub async fn load_song(
         &self,
         request: LoadAudioRequest,

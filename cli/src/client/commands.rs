@@ -7,7 +7,7 @@ use player::ChannelMode;
 pub enum SongChoice {
     /// 1-based playlist number.
     Number(usize),
-    /// File name as listed.
+    /// A file name as listed, or words of its title, artist, album or file name.
     Name(String),
 }
 
@@ -16,6 +16,8 @@ pub enum SongChoice {
 pub enum UserCommand {
     /// Show the server's songs.
     Playlist,
+    /// List the songs whose tags or file name hold these words.
+    Search(String),
     /// Play a song (or the current one again).
     Play(Option<SongChoice>),
     /// Pause everywhere.
@@ -53,8 +55,11 @@ pub enum UserCommand {
 /// The help text.
 pub const HELP: &str = "\
 playback (applies to every connected peer at the same instant):
-  playlist                 list the songs on the music server
-  play <number|name>       play a song from the start (play alone: the current song again)
+  playlist                 list the songs on the music server: title, artist, length
+  search <words>           list the songs whose title, artist, album or file name hold the words
+  play <number|name|words> play a song from the start: its number, its file name, or words of
+                           its title, artist, album or file name (several matches are listed);
+                           play alone: the current song again
   pause                    pause everyone on the same frame
   resume                   resume from there
   stop                     stop
@@ -140,6 +145,9 @@ pub fn parse(line: &str) -> Result<Option<UserCommand>, String> {
         } else {
             Some(SongChoice::Name(rest.to_string()))
         }))),
+        "search" | "find" => Ok(Some(UserCommand::Search(
+            need("words to look for, like `search blue`")?.to_string(),
+        ))),
         "pause" => none(UserCommand::Pause),
         "resume" => none(UserCommand::Resume),
         "stop" => none(UserCommand::Stop),
@@ -233,6 +241,10 @@ mod tests {
         );
         assert_eq!(parse("PLAY").unwrap(), Some(UserCommand::Play(None)));
         assert_eq!(
+            parse("search the  blue").unwrap(),
+            Some(UserCommand::Search("the  blue".into()))
+        );
+        assert_eq!(
             parse("seek 1:23.5").unwrap(),
             Some(UserCommand::Seek(83_500))
         );
@@ -302,6 +314,10 @@ mod tests {
                 "`1:75` is not a time; use seconds (83.5) or minutes:seconds (1:23.5)",
             ),
             ("pause now", "`pause` takes no argument"),
+            (
+                "search",
+                "`search` needs words to look for, like `search blue`; type `help`",
+            ),
             ("volume 120", "volume goes from 0 to 100"),
             (
                 "latency soon",

@@ -2,7 +2,6 @@
 //! web page becomes group commands, player settings or a report. It returns what it has to say
 //! instead of printing it, so that the caller decides where the text goes.
 
-use music262_proto::audio_service::SongInfo;
 use player::{ChannelMode, Player};
 use sync_core::{
     Command, CommandError, LinkCommand, LocalTime, Node, PeerAddr, PeerSelector, SongRef,
@@ -13,6 +12,7 @@ use super::format::{self, Typed};
 use super::links::Links;
 use super::peers::RefusedCounts;
 use super::server_link::{Pending, ServerLink, song_ref};
+use super::songs::{self, Resolved};
 
 /// What a command reads and acts on besides the executor's own settings.
 pub struct Context<'a> {
@@ -131,6 +131,9 @@ impl Executor {
             UserCommand::Playlist => {
                 ctx.server.fetch_playlist(None, true);
                 Reply::default()
+            }
+            UserCommand::Search(words) => {
+                Reply::said(songs::search_text(ctx.server.playlist(), &words))
             }
             UserCommand::Play(choice) => Reply {
                 said: play(choice, true, node, now, ctx.server),
@@ -255,7 +258,7 @@ impl Executor {
     }
 }
 
-/// `play`: the song chosen (by number or name in the playlist), or the current one again. With
+/// `play`: the song chosen (by number, name or words, see [`songs::resolve`]), or the current one again. With
 /// `may_fetch`, a song not in the playlist is looked for again once it is fetched. Returns what
 /// to say.
 pub fn play(
@@ -267,20 +270,27 @@ pub fn play(
 ) -> Vec<String> {
     let song = match &choice {
         None => None,
-        Some(c) => match find(server.playlist(), c) {
-            Some(info) => Some(song_ref(info)),
-            None if may_fetch => {
+        Some(c) => match songs::resolve(server.playlist(), c) {
+            Resolved::One(_, info) => Some(song_ref(info)),
+            Resolved::Several(found) => {
+                let text = match c {
+                    SongChoice::Name(text) => text.clone(),
+                    SongChoice::Number(n) => n.to_string(),
+                };
+                return vec![songs::several(&text, &found)];
+            }
+            Resolved::Nothing if may_fetch => {
                 server.fetch_playlist(Some(Pending::User(choice)), false);
                 return Vec::new();
             }
-            None => {
+            Resolved::Nothing => {
                 return vec![match c {
                     SongChoice::Number(n) => format!(
                         "there is no song {n}: the playlist has {} songs",
                         server.playlist().len()
                     ),
                     SongChoice::Name(name) => {
-                        format!("there is no song named `{name}`; type `playlist`")
+                        format!("no song is named `{name}` or matches it; type `playlist`")
                     }
                 }];
             }
@@ -300,12 +310,5 @@ pub fn latency_note(ms: f64) -> String {
         "output latency 0.0 ms: no extra delay; this client plays on the group's instant as its \
          sound card reports it"
             .to_string()
-    }
-}
-
-fn find<'a>(playlist: &'a [SongInfo], choice: &SongChoice) -> Option<&'a SongInfo> {
-    match choice {
-        SongChoice::Number(n) => playlist.get(n - 1),
-        SongChoice::Name(name) => playlist.iter().find(|s| &s.name == name),
     }
 }

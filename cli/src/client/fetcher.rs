@@ -334,7 +334,12 @@ async fn download(
                         size as f64 / 1e6,
                         started.elapsed().as_secs_f64()
                     ));
-                    Outcome::Done(Arc::new(decoded))
+                    // Said once per download: every peer decodes the same bytes the same way.
+                    if let Some(damage) = &decoded.damage {
+                        tracing::warn!(song = %song.name, %damage, "damaged song");
+                        printer.println(format!("{}: {damage}", song.name));
+                    }
+                    Outcome::Done(Arc::new(decoded.song))
                 }
                 Err(failed) => failed,
             }
@@ -348,15 +353,15 @@ async fn download(
 }
 
 /// The downloaded bytes checked against the listed hash (a mismatch may be a broken transfer:
-/// worth another try) and decoded (a file that is not WAV stays one).
-fn check_and_decode(bytes: &[u8], expected: &str) -> Result<Song, Outcome> {
+/// worth another try) and decoded (a file that cannot be decoded stays one).
+fn check_and_decode(bytes: &[u8], expected: &str) -> Result<player::Decoded, Outcome> {
     use sha2::Digest;
     if !expected.is_empty() && hex::encode(sha2::Sha256::digest(bytes)) != expected {
         return Err(Outcome::Retryable(
             "the server sent different content than it listed (hash mismatch)".to_string(),
         ));
     }
-    player::decode_wav_bytes(bytes).map_err(|e| Outcome::Failed(e.to_string()))
+    player::decode_bytes(bytes).map_err(|e| Outcome::Failed(e.to_string()))
 }
 
 fn progress_bar(name: &str) -> indicatif::ProgressBar {

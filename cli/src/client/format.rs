@@ -1,8 +1,8 @@
-//! Text the client prints: the playlist, `status`, the `connections` table (modelled on
+//! Text the client prints: `status`, the `connections` table (modelled on
 //! `chronyc sources`), `peers`, one-line descriptions of commands, and what the node's events
 //! say on the console and in the log.
 
-use music262_proto::audio_service::{PeerListResponse, SongInfo};
+use music262_proto::audio_service::PeerListResponse;
 use player::Player;
 use sync_core::time::format_nanos;
 use sync_core::{
@@ -142,33 +142,6 @@ pub fn command_effect(typed: Typed, node: &Node, now: LocalTime) -> String {
             wait_ms(at)
         ),
     }
-}
-
-/// The playlist, numbered from 1.
-pub fn playlist(songs: &[SongInfo]) -> String {
-    if songs.is_empty() {
-        return "the server has no songs".to_string();
-    }
-    let mut out = String::new();
-    for (i, s) in songs.iter().enumerate() {
-        if i > 0 {
-            out.push('\n');
-        }
-        if s.sample_rate == 0 {
-            out.push_str(&format!("{:>3}. {}", i + 1, s.name));
-        } else {
-            out.push_str(&format!(
-                "{:>3}. {:<32} {:>9}  {} Hz  {} ch  {:.1} MB",
-                i + 1,
-                s.name,
-                clock_time(s.duration_ms),
-                s.sample_rate,
-                s.channels,
-                s.size_bytes as f64 / 1e6
-            ));
-        }
-    }
-    out
 }
 
 /// The clients registered with the server.

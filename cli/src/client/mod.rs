@@ -12,6 +12,7 @@ mod monitor;
 mod news;
 mod peers;
 mod server_link;
+mod songs;
 mod transcript;
 mod web_snapshot;
 

@@ -13,6 +13,7 @@ use transport_grpc::{AudioClient, ServerError};
 
 use super::commands::SongChoice;
 use super::format;
+use super::songs;
 use crate::console::Printer;
 
 /// A command waiting for the playlist to name its song.
@@ -166,7 +167,7 @@ impl ServerLink {
                     Ok(list) => {
                         self.playlist = list;
                         if print {
-                            said.push(format::playlist(&self.playlist));
+                            said.push(songs::playlist(&self.playlist));
                         }
                     }
                     Err(e) => {

@@ -1,0 +1,357 @@
+//! Decoding any supported audio file held in memory into a [`Song`]: WAV through hound (exact,
+//! and it keeps the data chunk's layout for the legacy byte positions), everything else through
+//! symphonia (FLAC, MP3, Ogg Vorbis, AAC and ALAC in MP4/M4A, AIFF, WAV encodings hound lacks).
+//!
+//! Every peer must hear the same frame for the same frame number, so decoding is a pure
+//! function of the bytes: symphonia trims encoder delay and padding from the packets' own
+//! gapless information (LAME/Xing headers, Ogg granule positions), the same way everywhere.
+//! Broken packets are skipped (the song plays what decodes) and counted in [`Damage`]; a file
+//! that yields no audio at all is an error.
+
+use std::io::Cursor;
+
+use symphonia::core::audio::{Channels, GenericAudioBufferRef};
+use symphonia::core::codecs::audio::AudioDecoderOptions;
+use symphonia::core::errors::Error as SymError;
+use symphonia::core::formats::probe::Hint;
+use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
+use symphonia::core::io::{MediaSource, MediaSourceStream, ReadOnlySource};
+use symphonia::core::meta::MetadataOptions;
+
+use crate::song::{DecodeError, Song, decode_wav_bytes};
+
+/// Packets of a file that did not decode: the song plays without them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// Packets skipped because they did not decode.
+    pub skipped_packets: u64,
+    /// Frames the container announced that did not decode.
+    pub missing_frames: u64,
+    /// Whether the file ended in the middle of its data (a cut-off file).
+    pub truncated: bool,
+    /// The first decoder error, for the one log line.
+    pub first_error: String,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if self.truncated {
+            parts.push("the file is cut off".to_string());
+        }
+        if self.skipped_packets > 0 {
+            parts.push(format!(
+                "{} damaged packet(s) skipped (first: {})",
+                self.skipped_packets, self.first_error
+            ));
+        }
+        if self.missing_frames > 0 {
+            parts.push(format!("{} frames missing", self.missing_frames));
+        }
+        write!(f, "{}; playing what decodes", parts.join(", "))
+    }
+}
+
+/// A song decoded from a file, with what was wrong with the file if anything.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// The song.
+    pub song: Song,
+    /// The container's short name (`wav`, `flac`, `mp3`, `ogg`, `isomp4`, `aiff`, ...).
+    pub container: String,
+    /// Damage skipped while decoding; `None` for a clean file.
+    pub damage: Option<Damage>,
+}
+
+/// Whether `bytes` start like a RIFF/WAVE (or RF64) file.
+fn looks_like_wav(bytes: &[u8]) -> bool {
+    bytes.len() >= 12 && matches!(&bytes[..4], b"RIFF" | b"RF64") && &bytes[8..12] == b"WAVE"
+}
+
+/// Decodes an audio file held in memory, whatever its format. Songs with more than two
+/// channels are mixed down to stereo (see [`downmix_to_stereo`]); samples are clamped to
+/// [-1, 1] and non-finite ones zeroed.
+pub fn decode_bytes(bytes: &[u8]) -> Result<Decoded, DecodeError> {
+    if looks_like_wav(bytes) {
+        match decode_wav_bytes(bytes) {
+            Ok(song) if song.channels <= 2 => {
+                return Ok(Decoded {
+                    song,
+                    container: "wav".into(),
+                    damage: None,
+                });
+            }
+            // More channels than stereo: symphonia knows the speaker positions.
+            Ok(_) => {}
+            Err(e @ DecodeError::Truncated { .. }) => return Err(e),
+            // An encoding hound lacks (64-bit float, A-law, ...): symphonia may read it; if
+            // not, hound's reason is the clearer one.
+            Err(e) => return decode_with_symphonia(bytes).map_err(|_| e),
+        }
+    }
+    decode_with_symphonia(bytes)
+}
+
+/// The container `bytes` look like by their first bytes, for a clear error when the file is
+/// one of the formats this player knows but cannot be read (cut off, damaged).
+fn sniff(bytes: &[u8]) -> Option<&'static str> {
+    let at = |offset: usize, magic: &[u8]| bytes.get(offset..offset + magic.len()) == Some(magic);
+    if at(0, b"fLaC") {
+        Some("FLAC")
+    } else if at(0, b"OggS") {
+        Some("Ogg")
+    } else if at(4, b"ftyp") {
+        Some("MP4")
+    } else if at(0, b"FORM") && (at(8, b"AIFF") || at(8, b"AIFC")) {
+        Some("AIFF")
+    } else if looks_like_wav(bytes) {
+        Some("WAV")
+    } else if at(0, b"ID3") || (bytes.len() >= 2 && bytes[0] == 0xFF && bytes[1] & 0xE0 == 0xE0) {
+        Some("MP3")
+    } else {
+        None
+    }
+}
+
+fn probe<'a>(source: Box<dyn MediaSource + 'a>) -> Result<Box<dyn FormatReader + 'a>, SymError> {
+    let mss = MediaSourceStream::new(source, Default::default());
+    symphonia::default::get_probe().probe(
+        &Hint::new(),
+        mss,
+        FormatOptions::default(),
+        MetadataOptions::default(),
+    )
+}
+
+/// Opens `bytes` with symphonia's probe: the format reader of the file's container. Some
+/// readers look at the end of a seekable file first (an Ogg file's last page, for its length)
+/// and fail on a cut-off one; such a file is opened again as a stream, which plays what it
+/// holds.
+pub(crate) fn open_format(bytes: &[u8]) -> Result<Box<dyn FormatReader + '_>, DecodeError> {
+    let error = match probe(Box::new(Cursor::new(bytes))) {
+        Ok(format) => return Ok(format),
+        Err(e) => e,
+    };
+    if let Ok(format) = probe(Box::new(ReadOnlySource::new(Cursor::new(bytes)))) {
+        return Ok(format);
+    }
+    Err(match (sniff(bytes), error) {
+        (Some(kind), e) => DecodeError::Malformed(format!(
+            "{kind} file that cannot be read, cut off or damaged ({e})"
+        )),
+        (None, SymError::Unsupported(_)) => {
+            DecodeError::Unsupported("not an audio format this player knows".into())
+        }
+        (None, other) => DecodeError::Malformed(other.to_string()),
+    })
+}
+
+fn decode_with_symphonia(bytes: &[u8]) -> Result<Decoded, DecodeError> {
+    let mut format = open_format(bytes)?;
+    let container = format.format_info().short_name.to_string();
+    let track = format
+        .default_track(TrackType::Audio)
+        .ok_or_else(|| DecodeError::Unsupported(format!("{container} file without audio")))?;
+    let track_id = track.id;
+    let expected_frames = track.num_frames;
+    let params = track
+        .codec_params
+        .as_ref()
+        .and_then(|p| p.audio())
+        .ok_or_else(|| DecodeError::Unsupported(format!("{container} track without audio")))?
+        .clone();
+    let mut decoder = symphonia::default::get_codecs()
+        .make_audio_decoder(&params, &AudioDecoderOptions::default())
+        .map_err(|_| DecodeError::Unsupported(format!("codec {} in {container}", params.codec)))?;
+
+    let mut samples: Vec<f32> = Vec::new();
+    let mut scratch: Vec<f32> = Vec::new();
+    // Rate and channels of the first decoded buffer; a packet that disagrees is damage.
+    let mut shape: Option<(u32, Channels)> = None;
+    let mut skipped = 0u64;
+    let mut truncated = false;
+    let mut first_error = String::new();
+    let mut note = |e: &dyn std::fmt::Display, skipped: &mut u64| {
+        if first_error.is_empty() {
+            first_error = e.to_string();
+        }
+        *skipped += 1;
+    };
+    loop {
+        let packet = match format.next_packet() {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                truncated = true;
+                break;
+            }
+            Err(SymError::DecodeError(e)) => {
+                // The demuxer lost its way in a corrupt stretch; it resynchronises itself.
+                note(&e, &mut skipped);
+                if skipped > 10_000 {
+                    break;
+                }
+                continue;
+            }
+            Err(e) if shape.is_some() => {
+                // Audio was decoded before the container broke: play that much.
+                note(&e, &mut skipped);
+                truncated = true;
+                break;
+            }
+            Err(e) => return Err(DecodeError::Malformed(e.to_string())),
+        };
+        if packet.track_id != track_id {
+            continue;
+        }
+        match decoder.decode(&packet) {
+            Ok(buf) => {
+                let this = (buf.spec().rate(), buf.spec().channels().clone());
+                match &shape {
+                    None => shape = Some(this),
+                    Some(s) if *s != this => {
+                        note(&"the sample rate or channels changed", &mut skipped);
+                        continue;
+                    }
+                    Some(_) => {}
+                }
+                append_interleaved(&buf, &mut scratch, &mut samples);
+            }
+            Err(SymError::DecodeError(e)) => note(&e, &mut skipped),
+            Err(SymError::IoError(e)) => note(&e, &mut skipped),
+            Err(e) => return Err(DecodeError::Malformed(e.to_string())),
+        }
+    }
+    let Some((rate, channels)) = shape else {
+        return Err(DecodeError::Malformed(if first_error.is_empty() {
+            format!("{container} file holds no audio")
+        } else {
+            format!("no packet of the {container} file decodes ({first_error})")
+        }));
+    };
+    for s in &mut samples {
+        *s = if s.is_finite() {
+            s.clamp(-1.0, 1.0)
+        } else {
+            0.0
+        };
+    }
+    let count = channels.count();
+    let (samples, out_channels) = if count > 2 {
+        (downmix_to_stereo(&samples, &channels), 2)
+    } else {
+        (samples, count as u16)
+    };
+    let song = Song::from_interleaved(rate, out_channels, samples)?;
+    // Some demuxers resynchronise past a damaged stretch without an error: the frames the
+    // container announced and did not deliver tell.
+    let missing_frames = expected_frames.map_or(0, |n| n.saturating_sub(song.frames));
+    let damage = (skipped > 0 || truncated || missing_frames > 0).then_some(Damage {
+        skipped_packets: skipped,
+        missing_frames,
+        truncated,
+        first_error,
+    });
+    Ok(Decoded {
+        song,
+        container,
+        damage,
+    })
+}
+
+/// Appends one decoded buffer to `out`, interleaved as `f32`.
+fn append_interleaved(buf: &GenericAudioBufferRef<'_>, scratch: &mut Vec<f32>, out: &mut Vec<f32>) {
+    scratch.clear();
+    scratch.resize(buf.samples_interleaved(), 0.0);
+    buf.copy_to_slice_interleaved(&mut scratch[..]);
+    out.extend_from_slice(scratch);
+}
+
+/// Which side of a stereo pair a speaker feeds: (left weight, right weight).
+fn stereo_weights(name: &str) -> (f32, f32) {
+    const HALF_POWER: f32 = std::f32::consts::FRAC_1_SQRT_2;
+    if name.starts_with("LFE") {
+        // The sub-bass channel is left out, as ITU-R BS.775 downmixes do.
+        (0.0, 0.0)
+    } else if name.contains("LEFT") {
+        (1.0, 0.0)
+    } else if name.contains("RIGHT") {
+        (0.0, 1.0)
+    } else {
+        (HALF_POWER, HALF_POWER)
+    }
+}
+
+/// Mixes interleaved audio of more than two channels down to stereo: left speakers to the
+/// left, right ones to the right, centre ones to both at half power, the LFE channel left out;
+/// each side is scaled by its total weight so that nothing clips. Channels without positions
+/// alternate left and right.
+pub fn downmix_to_stereo(samples: &[f32], channels: &Channels) -> Vec<f32> {
+    let count = channels.count().max(1);
+    let weights: Vec<(f32, f32)> = match channels {
+        Channels::Positioned(positions) => positions
+            .iter_names()
+            .map(|(name, _)| stereo_weights(name))
+            .collect(),
+        _ => (0..count)
+            .map(|i| if i % 2 == 0 { (1.0, 0.0) } else { (0.0, 1.0) })
+            .collect(),
+    };
+    let (sum_l, sum_r) = weights
+        .iter()
+        .fold((0.0, 0.0), |(l, r), w| (l + w.0, r + w.1));
+    let (gain_l, gain_r) = (1.0 / sum_l.max(1.0), 1.0 / sum_r.max(1.0));
+    samples
+        .chunks_exact(count)
+        .flat_map(|frame| {
+            let (l, r) = frame
+                .iter()
+                .zip(&weights)
+                .fold((0.0, 0.0), |(l, r), (s, w)| (l + s * w.0, r + s * w.1));
+            [l * gain_l, r * gain_r]
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use symphonia::core::audio::Position;
+
+    #[test]
+    fn five_one_mixes_down_to_stereo_without_lfe_and_without_clipping() {
+        let layout = Channels::Positioned(
+            Position::FRONT_LEFT
+                | Position::FRONT_RIGHT
+                | Position::FRONT_CENTER
+                | Position::LFE1
+                | Position::REAR_LEFT
+                | Position::REAR_RIGHT,
+        );
+        // Left speakers only, then the LFE only, then everything at full scale.
+        let frames = [
+            [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0, 0.0, 0.0],
+            [1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+        ];
+        let samples: Vec<f32> = frames.iter().flatten().copied().collect();
+        let out = downmix_to_stereo(&samples, &layout);
+        assert_eq!(out.len(), 6);
+        assert!(out[0] > 0.5 && out[1] == 0.0, "left stays left: {out:?}");
+        assert_eq!(&out[2..4], &[0.0, 0.0], "the LFE is left out");
+        assert!(
+            (out[4] - 1.0).abs() < 1e-6 && (out[5] - 1.0).abs() < 1e-6,
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn bytes_of_no_known_format_are_named_unsupported() {
+        let err = decode_bytes(b"this is a text file, not music at all").unwrap_err();
+        assert!(matches!(err, DecodeError::Unsupported(_)), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "unsupported audio: not an audio format this player knows"
+        );
+    }
+}
