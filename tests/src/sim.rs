@@ -365,6 +365,7 @@ fn message_len(m: &Message) -> usize {
         Message::State(_) => 120,
         Message::Ready(_) => 24,
         Message::Gossip(a) => 16 + 24 * a.len(),
+        Message::Members(m) => 16 + 36 * m.len(),
         Message::Leave(_) => 8,
     }
 }

@@ -11,7 +11,9 @@ mod api;
 mod clock_tree;
 mod config;
 mod follower;
+mod keep;
 mod links;
+mod members;
 mod queries;
 mod redial;
 mod register;
@@ -31,6 +33,7 @@ pub use config::{Config, MAX_STRATUM};
 use clock_tree::{ClockTree, MappingChange, Selection, TimebaseChange};
 use follower::Follower;
 use links::{Link, LinkDue, Links, earliest};
+use members::Members;
 use redial::Redials;
 use register::{Register, Retime};
 
@@ -62,6 +65,7 @@ pub struct Node {
     now: LocalTime,
     links: Links,
     redials: Redials,
+    members: Members,
     tree: ClockTree,
     register: Register,
     follower: Follower,
@@ -86,6 +90,7 @@ impl Node {
             now,
             links: Links::default(),
             redials: Redials::default(),
+            members: Members::default(),
             out: Outbox::default(),
             messages_received: 0,
             bad_messages: 0,
@@ -108,6 +113,7 @@ impl Node {
     pub fn poll_timeout(&self) -> Option<(LocalTime, TimeoutReason)> {
         let links = self.links.poll_timeout(&self.config);
         let links = earliest(links, self.redials.poll_timeout());
+        let links = earliest(links, self.members_timeout());
         let tree = self.tree.poll_timeout(self.id(), &self.config);
         let register = self.register.poll_timeout(&self.tree.mapping, self.now);
         earliest(earliest(links, tree), register)
@@ -150,6 +156,7 @@ impl Node {
         self.links.connect_failed(addr);
         let r = self.uniform();
         self.redials.failed(addr, self.now, r, &self.config);
+        self.member_dial_failed(addr);
     }
 
     /// A uniform draw in [0, 1) from the node's seeded generator.
@@ -171,6 +178,7 @@ impl Node {
             self.out.push(Output::Disconnect { link });
         }
         self.remember_lost(&l, &reason);
+        self.member_link_ended(&l, &reason);
         self.event(Event::PeerDisconnected {
             link,
             peer: l.peer_id(),
@@ -280,6 +288,7 @@ impl Node {
                     self.connect_to_gossiped(addrs);
                 }
             }
+            Message::Members(members) => self.on_members(link, members),
             Message::Leave(reason) => {
                 self.remove_link(link, DisconnectReason::PeerLeft(reason), true);
             }
@@ -331,10 +340,14 @@ impl Node {
         else {
             return;
         };
-        if full && direction == Direction::Incoming {
-            // Point the newcomer at our neighbours so the group stays connected, then refuse.
-            let addrs = self.links.neighbour_addrs(Some(link));
-            self.send(link, Message::Gossip(addrs));
+        if full {
+            // The cap holds whoever dialled. Point the newcomer at the members (and, for a peer
+            // that predates them, at our neighbours) so the group stays connected, then refuse.
+            if direction == Direction::Incoming {
+                self.send_members(link);
+                let addrs = self.links.neighbour_addrs(Some(link));
+                self.send(link, Message::Gossip(addrs));
+            }
             self.close_link(link, LeaveReason::Full);
             return;
         }
@@ -350,6 +363,7 @@ impl Node {
             peer: h.node_id,
             listen_addr: h.listen_addr,
         });
+        self.member_linked(link);
         // A newcomer learns the group state at once rather than at the next anti-entropy round.
         if self.register.state.version != StateVersion::default() {
             self.push_state(link, now);
@@ -359,6 +373,11 @@ impl Node {
     }
 
     fn connect_to_gossiped(&mut self, addrs: Vec<String>) {
+        // Addresses that refused us lately wait for their backoff, so refusals cannot loop.
+        let addrs = addrs
+            .into_iter()
+            .filter(|a| self.may_dial_gossiped(a))
+            .collect();
         for addr in self.links.gossiped_to_dial(addrs, self.now, &self.config) {
             self.out.push(Output::Connect { addr });
         }
@@ -832,6 +851,7 @@ impl Node {
             }
         }
         self.redial_due();
+        self.members_round();
         if self.tree.reference_lost(self.id(), now, &self.config) {
             self.select_reference();
         }

@@ -28,7 +28,7 @@ pub(crate) struct Redials {
 
 /// The wait before dial number `attempts + 1`: `redial_min` doubled per attempt, capped at
 /// `redial_max`, spread by `redial_jitter` around it (`r` uniform in [0, 1)).
-fn backoff(attempts: u32, r: f64, config: &Config) -> Nanos {
+pub(crate) fn backoff(attempts: u32, r: f64, config: &Config) -> Nanos {
     let base = config
         .redial_min
         .saturating_mul(1 << attempts.min(20))
@@ -63,6 +63,11 @@ impl Redials {
                 next_at,
             },
         );
+    }
+
+    /// Whether `addr` is a lost member's, dialled again by this backoff.
+    pub(crate) fn contains(&self, addr: &str) -> bool {
+        self.lost.contains_key(addr)
     }
 
     /// A link to `addr` completed its handshake: nothing to redial there.
