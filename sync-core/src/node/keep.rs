@@ -36,7 +36,8 @@ impl Node {
         else {
             return;
         };
-        self.members.linked(&addr, id, self.now, &self.config);
+        self.members
+            .linked(&addr, id, self.now, false, &self.config);
         self.send_members(link);
     }
 
@@ -103,7 +104,7 @@ impl Node {
                 continue;
             };
             if let (Some(addr), Some(id)) = (l.listen_addr().map(str::to_string), l.peer_id()) {
-                self.members.linked(&addr, id, now, &self.config);
+                self.members.linked(&addr, id, now, true, &self.config);
             }
         }
         self.members.forget_old(now, &self.config);

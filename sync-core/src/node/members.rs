@@ -37,18 +37,35 @@ pub(crate) struct Members {
 }
 
 impl Members {
-    /// A neighbour at `addr` with id `id` completed its handshake (or is still linked) at `now`:
-    /// it is a member, under this id from now on, and dials to it succeed.
-    pub(crate) fn linked(&mut self, addr: &str, id: NodeId, now: LocalTime, config: &Config) {
-        let m = Member {
-            id,
-            seen: now,
-            refusals: 0,
-            quiet_until: None,
-        };
+    /// A neighbour at `addr` with id `id` completed its handshake at `now`: it is a member,
+    /// under this id from now on. Its refusals count on until the link is `settled` (still
+    /// there at a round): a full member says hello before it refuses.
+    pub(crate) fn linked(
+        &mut self,
+        addr: &str,
+        id: NodeId,
+        now: LocalTime,
+        settled: bool,
+        config: &Config,
+    ) {
         match self.map.get_mut(addr) {
-            Some(old) => *old = m,
-            None => self.insert(addr, m, config),
+            Some(m) => {
+                m.id = id;
+                m.seen = now;
+                if settled {
+                    m.refusals = 0;
+                    m.quiet_until = None;
+                }
+            }
+            None => {
+                let m = Member {
+                    id,
+                    seen: now,
+                    refusals: 0,
+                    quiet_until: None,
+                };
+                self.insert(addr, m, config);
+            }
         }
     }
 
@@ -244,4 +261,84 @@ pub(crate) fn next_dial(
         return None;
     }
     ring.iter().map(|(a, _)| a).find(|a| !has_link(a)).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::SECOND;
+
+    fn member(addr: &str, id: u64, age_ms: u64) -> MemberInfo {
+        MemberInfo {
+            addr: addr.into(),
+            node_id: NodeId(id),
+            age_ms,
+        }
+    }
+
+    #[test]
+    fn the_ring_starts_after_this_node_and_wraps_to_the_lowest_id() {
+        let config = Config::new(NodeId(5));
+        let mut m = Members::default();
+        let now = LocalTime(100 * SECOND as u64);
+        let heard = vec![
+            member("a:1", 9, 0),
+            member("b:1", 2, 0),
+            member("c:1", 7, 0),
+        ];
+        m.heard(heard, now, |_| false, &config);
+        let ring: Vec<u64> = m
+            .ring(NodeId(5), now, |_| false)
+            .iter()
+            .map(|r| r.1.0)
+            .collect();
+        assert_eq!(ring, vec![7, 9, 2]);
+        // The successor is dialled first; with it linked, the next while below min_links.
+        let ring = m.ring(NodeId(5), now, |_| false);
+        assert_eq!(next_dial(&ring, |_| false, 0, &config), Some("c:1".into()));
+        assert_eq!(
+            next_dial(&ring, |a| a == "c:1", 1, &config),
+            Some("a:1".into())
+        );
+        assert_eq!(next_dial(&ring, |a| a != "b:1", 3, &config), None);
+        // A refused member is skipped until its backoff is over.
+        m.refused("c:1", now, 0.5, &config);
+        let ring = m.ring(NodeId(5), now, |_| false);
+        assert_eq!(ring[0].0, "a:1");
+    }
+
+    #[test]
+    fn fresher_news_of_an_address_replaces_its_id_and_stale_news_does_not() {
+        let config = Config::new(NodeId(1));
+        let mut m = Members::default();
+        let now = LocalTime(100 * SECOND as u64);
+        m.heard(vec![member("h:1", 3, 5_000)], now, |_| false, &config);
+        m.heard(vec![member("h:1", 4, 1_000)], now, |_| false, &config);
+        m.heard(vec![member("h:1", 3, 9_000)], now, |_| false, &config);
+        assert_eq!(m.list(now), vec![("h:1".into(), NodeId(4), SECOND)]);
+        // Too old to be news; and this node's own address is never a member.
+        m.heard(vec![member("old:1", 8, 61_000)], now, |_| false, &config);
+        m.heard(vec![member("me:1", 8, 0)], now, |a| a == "me:1", &config);
+        assert_eq!(m.list(now).len(), 1);
+    }
+
+    #[test]
+    fn a_table_larger_than_a_message_is_told_in_windows_that_cover_it() {
+        let mut config = Config::new(NodeId(0));
+        config.max_gossip_addrs = 4;
+        let mut m = Members::default();
+        let now = LocalTime(SECOND as u64);
+        let all: Vec<MemberInfo> = (1..=10)
+            .map(|i| member(&format!("h{i:02}:1"), i, 0))
+            .collect();
+        m.heard(all, now, |_| false, &config);
+        let mut told = std::collections::BTreeSet::new();
+        for _ in 0..4 {
+            let g = m.gossip(NodeId(0), Some("me:1"), now, &config);
+            assert_eq!(g.len(), 4);
+            assert_eq!(g[0].addr, "me:1");
+            told.extend(g.into_iter().skip(1).map(|i| i.addr));
+        }
+        assert_eq!(told.len(), 10, "every member told within four rounds");
+    }
 }
