@@ -954,10 +954,12 @@ impl Sim {
             // Across a partition the close is lost: the other end finds out by itself.
             return;
         }
-        // The other end learns of it after what was sent before it (one base delay).
+        // The other end learns of it after what was sent before it (one base delay, and no
+        // earlier than the stream's last message: a full peer's members and leave come first).
         let d = wire.models[end].config().base_delay;
+        let at = (self.now + d).max(wire.models[end].last_stream_delivery());
         self.schedule(
-            self.now + d,
+            at,
             Ev::LinkDown {
                 node: to,
                 inc: to_inc,

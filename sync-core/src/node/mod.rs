@@ -341,22 +341,22 @@ impl Node {
             return;
         };
         if full {
-            // The cap holds whoever dialled. Point the newcomer at the members (and, for a peer
-            // that predates them, at our neighbours) so the group stays connected, then refuse.
+            // The cap holds whoever dialled. Point the newcomer at the members so the group
+            // stays connected, then refuse. (Not a gossip of addresses: a newcomer dials every
+            // one it gets, and in a large group of full members each refusal's gossip fed
+            // another round of refusals.)
             if direction == Direction::Incoming {
                 self.send_members(link);
-                let addrs = self.links.neighbour_addrs(Some(link));
-                self.send(link, Message::Gossip(addrs));
             }
             self.close_link(link, LeaveReason::Full);
             return;
         }
         if let Some(addr) = &h.listen_addr {
-            self.redials.linked(addr);
+            self.redials.linked(addr, now);
         }
         if let Some(l) = self.links.get(&link) {
             let dialled = l.remote_addr.clone();
-            self.redials.linked(&dialled);
+            self.redials.linked(&dialled, now);
         }
         self.event(Event::PeerConnected {
             link,
