@@ -153,3 +153,43 @@ impl Redials {
             .map(|at| (at, TimeoutReason::Redial))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::NodeId;
+    use crate::time::{MILLISECOND, SECOND};
+
+    #[test]
+    fn a_link_that_drops_right_after_its_handshake_grows_the_backoff_instead_of_restarting_it() {
+        let config = Config::new(NodeId(1));
+        let mut r = Redials::default();
+        let mut now = LocalTime(SECOND as u64);
+        r.lost("h:1", now, 0.5, &config);
+        let mut waits_ms = Vec::new();
+        for _ in 0..5 {
+            let (due_at, _) = r.poll_timeout().expect("a redial is due");
+            waits_ms.push(due_at.since(now) / MILLISECOND);
+            now = due_at;
+            assert_eq!(r.due(now, &config), vec!["h:1".to_string()]);
+            r.dialled("h:1", now, 0.5, &config);
+            // The dial links (nothing is due while it holds)...
+            r.linked("h:1", now);
+            assert!(r.poll_timeout().is_none());
+            // ...and the peer closes it at once, as a full peer does.
+            now = now + MILLISECOND;
+            r.lost("h:1", now, 0.5, &config);
+        }
+        assert_eq!(waits_ms, [500, 2_000, 4_000, 4_000, 4_000]);
+        // A link that held past redial_max is forgotten: a later loss starts afresh.
+        let (due_at, _) = r.poll_timeout().expect("due");
+        r.due(due_at, &config);
+        r.dialled("h:1", due_at, 0.5, &config);
+        r.linked("h:1", due_at);
+        let later = due_at + 5 * SECOND;
+        assert!(r.due(later, &config).is_empty());
+        r.lost("h:1", later, 0.5, &config);
+        let (next, _) = r.poll_timeout().expect("due");
+        assert_eq!(next.since(later) / MILLISECOND, 500);
+    }
+}
