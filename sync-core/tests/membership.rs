@@ -200,3 +200,19 @@ fn a_member_restarted_with_a_new_id_replaces_its_former_self() {
         );
     }
 }
+
+#[test]
+fn a_member_left_on_purpose_is_not_linked_again_even_when_the_leave_was_lost() {
+    let mut net = Net::new(&skewed_clocks(3));
+    mesh(&mut net, 3, MS);
+    net.run_until(5 * SEC);
+    // Node 2 leaves node 0, but its `Leave` is lost: node 0 sees a bare close and redials.
+    net.drop_filter = Some(Box::new(|from, to, m| {
+        from == 2 && to == 0 && matches!(m, Message::Leave(_))
+    }));
+    let peer = PeerSelector::parse("node0:1").expect("address");
+    net.link_command(2, LinkCommand::Leave { peer }).unwrap();
+    net.run_until(30 * SEC);
+    assert!(net.link_of(2, 0).is_none(), "the leave stands");
+    assert!(net.link_of(2, 1).is_some() && net.link_of(0, 1).is_some());
+}

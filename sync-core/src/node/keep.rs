@@ -67,17 +67,14 @@ impl Node {
                 DisconnectReason::PeerLeft(LeaveReason::Full | LeaveReason::Refused)
                     | DisconnectReason::HandshakeTimeout
             );
-        let left = matches!(
-            reason,
-            DisconnectReason::PeerLeft(LeaveReason::Leaving)
-                | DisconnectReason::Local(LeaveReason::Leaving)
-        );
+        let by_us = matches!(reason, DisconnectReason::Local(LeaveReason::Leaving));
+        let left = by_us || matches!(reason, DisconnectReason::PeerLeft(LeaveReason::Leaving));
         for addr in &addrs {
             if refused {
                 let r = self.uniform();
                 self.members.refused(addr, now, r, &self.config);
             } else if left {
-                self.members.left(addr, now, &self.config);
+                self.members.left(addr, now, by_us, &self.config);
             }
         }
         if !left {
@@ -135,6 +132,14 @@ impl Node {
         if self.links.dial(&addr, now, &self.config).is_ok() {
             self.out.push(Output::Connect { addr });
         }
+    }
+
+    /// Whether the peer on `link` (by its listen address) is one this node left lately.
+    pub(super) fn left_lately(&self, link: LinkId) -> bool {
+        self.links
+            .get(&link)
+            .and_then(Link::listen_addr)
+            .is_some_and(|a| self.members.refuses(a, self.now))
     }
 
     /// Whether gossip's `addr` may be dialled now (not held back after a refusal).

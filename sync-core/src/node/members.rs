@@ -23,6 +23,10 @@ struct Member {
     refusals: u32,
     /// No dial of ours before this (after a failure or a refusal).
     quiet_until: Option<LocalTime>,
+    /// This node left it, or it left, on purpose: no dial of ours to it before this...
+    left_until: Option<LocalTime>,
+    /// ...and, when this node did the leaving, no link from it either.
+    refuse_until: Option<LocalTime>,
 }
 
 /// The members this node knows, by listen address (one id per address: a member restarted on
@@ -55,6 +59,8 @@ impl Members {
                 if settled {
                     m.refusals = 0;
                     m.quiet_until = None;
+                    m.left_until = None;
+                    m.refuse_until = None;
                 }
             }
             None => {
@@ -63,6 +69,8 @@ impl Members {
                     seen: now,
                     refusals: 0,
                     quiet_until: None,
+                    left_until: None,
+                    refuse_until: None,
                 };
                 self.insert(addr, m, config);
             }
@@ -99,6 +107,8 @@ impl Members {
                         seen,
                         refusals: 0,
                         quiet_until: None,
+                        left_until: None,
+                        refuse_until: None,
                     };
                     self.insert(&info.addr, m, config);
                 }
@@ -131,20 +141,43 @@ impl Members {
         }
     }
 
-    /// The member at `addr` left on purpose, or this node left it, at `now`: the rule does not
-    /// dial it until it links again or is forgotten.
-    pub(crate) fn left(&mut self, addr: &str, now: LocalTime, config: &Config) {
+    /// The member at `addr` left on purpose, or this node left it (`by_us`), at `now`: the rule
+    /// does not dial it for `Config::forget_member_after`; when this node left, it does not
+    /// accept a link from it either (a `join` typed here still goes through).
+    pub(crate) fn left(&mut self, addr: &str, now: LocalTime, by_us: bool, config: &Config) {
         if let Some(m) = self.map.get_mut(addr) {
-            m.quiet_until = Some(now + config.forget_member_after);
+            let until = Some(now + config.forget_member_after);
+            m.left_until = until;
+            if by_us {
+                m.refuse_until = until;
+            }
         }
+    }
+
+    /// Whether the member at `addr` was left on purpose lately (see [`Members::left`]).
+    fn was_left(&self, addr: &str, now: LocalTime) -> bool {
+        self.map
+            .get(addr)
+            .and_then(|m| m.left_until)
+            .is_some_and(|t| now < t)
+    }
+
+    /// Whether a link from the member at `addr` is refused: this node left it lately.
+    pub(crate) fn refuses(&self, addr: &str, now: LocalTime) -> bool {
+        self.map
+            .get(addr)
+            .and_then(|m| m.refuse_until)
+            .is_some_and(|t| now < t)
     }
 
     /// Whether dials to `addr` are held back at `now` after a refusal.
     pub(crate) fn quiet(&self, addr: &str, now: LocalTime) -> bool {
-        self.map
-            .get(addr)
-            .and_then(|m| m.quiet_until)
-            .is_some_and(|t| now < t)
+        self.was_left(addr, now)
+            || self
+                .map
+                .get(addr)
+                .and_then(|m| m.quiet_until)
+                .is_some_and(|t| now < t)
     }
 
     /// Forgets members nobody has had as a neighbour for `Config::forget_member_after`.
@@ -223,7 +256,7 @@ impl Members {
         let mut v: Vec<(String, NodeId)> = self
             .map
             .iter()
-            .filter(|(a, m)| m.id != me && !skip(a) && m.quiet_until.is_none_or(|t| t <= now))
+            .filter(|(a, m)| m.id != me && !skip(a) && !self.quiet(a, now))
             .map(|(a, m)| (a.clone(), m.id))
             .collect();
         // After `me` first, then from the lowest id: the ring's order seen from here.

@@ -340,6 +340,12 @@ impl Node {
         else {
             return;
         };
+        if direction == Direction::Incoming && self.left_lately(link) {
+            // A member this node left (or that left) dials back, e.g. by a redial after our
+            // leave reached it as a bare close: the leave stands.
+            self.close_link(link, LeaveReason::Leaving);
+            return;
+        }
         if full {
             // The cap holds whoever dialled. Point the newcomer at the members so the group
             // stays connected, then refuse. (Not a gossip of addresses: a newcomer dials every
