@@ -52,8 +52,9 @@ impl Node {
         }
     }
 
-    /// A link ended: a dial of ours refused because the peer is full, or never answered, backs
-    /// that address off; a member that left on purpose (or that we left) is not dialled by the
+    /// A link ended: a dial of ours refused because the peer is full (or holds another link to
+    /// us, perhaps one still open to our former incarnation), or never answered, backs that
+    /// address off; a member that left on purpose (or that we left) is not dialled by the
     /// rule again until it is forgotten or links again. Then the rule may dial another member.
     pub(super) fn member_link_ended(&mut self, l: &Link, reason: &DisconnectReason) {
         let now = self.now;
@@ -64,8 +65,9 @@ impl Node {
         let refused = l.direction == Direction::Outgoing
             && matches!(
                 reason,
-                DisconnectReason::PeerLeft(LeaveReason::Full | LeaveReason::Refused)
-                    | DisconnectReason::HandshakeTimeout
+                DisconnectReason::PeerLeft(
+                    LeaveReason::Full | LeaveReason::Refused | LeaveReason::Duplicate
+                ) | DisconnectReason::HandshakeTimeout
             );
         let by_us = matches!(reason, DisconnectReason::Local(LeaveReason::Leaving));
         let left = by_us || matches!(reason, DisconnectReason::PeerLeft(LeaveReason::Leaving));
