@@ -143,7 +143,7 @@ impl Members {
 
     /// The member at `addr` left on purpose, or this node left it (`by_us`), at `now`: the rule
     /// does not dial it for `Config::forget_member_after`; when this node left, it does not
-    /// accept a link from it either (a `join` typed here still goes through).
+    /// accept a link from it either, even a `join` typed there (one typed here goes through).
     pub(crate) fn left(&mut self, addr: &str, now: LocalTime, by_us: bool, config: &Config) {
         if let Some(m) = self.map.get_mut(addr) {
             let until = Some(now + config.forget_member_after);
