@@ -9,20 +9,20 @@
 
 use prost::Message as _;
 use sync_core::{
-    Announce, ClockMapping, GroupState, GroupTime, Hello, LeaveReason, LocalTime, Message, Mode,
-    NodeId, Probe, ProbeReply, SongRef, StateVersion,
+    Announce, ClockMapping, GroupState, GroupTime, Hello, LeaveReason, LocalTime, MemberInfo,
+    Message, Mode, NodeId, Probe, ProbeReply, SongRef, StateVersion,
 };
 
 use crate::client::{
     PeerFrame, SyncAnnounce, SyncClockMapping, SyncGossip, SyncGroupState, SyncHello, SyncLeave,
-    SyncLeaveReason, SyncLoading, SyncMode, SyncPaused, SyncPlaying, SyncProbe, SyncProbeReply,
-    SyncReady, SyncSongRef, SyncStateVersion, SyncStopped, peer_frame, sync_mode,
+    SyncLeaveReason, SyncLoading, SyncMember, SyncMode, SyncPaused, SyncPlaying, SyncProbe,
+    SyncProbeReply, SyncReady, SyncSongRef, SyncStateVersion, SyncStopped, peer_frame, sync_mode,
 };
 
 /// Largest encoded [`PeerFrame`] accepted or produced, in bytes. A real frame is a few
 /// hundred bytes; the largest legitimate one is a gossip list at its limit.
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
-/// Most addresses in one gossip message.
+/// Most addresses in one gossip message, and most members in one members message.
 pub const MAX_GOSSIP_ADDRS: usize = 64;
 /// Longest peer address (`host:port`), in bytes: a 253-byte DNS name, a colon and a port.
 pub const MAX_ADDR_LEN: usize = 261;
@@ -109,6 +109,18 @@ impl From<&Message> for PeerFrame {
             }),
             Message::Gossip(addrs) => peer_frame::Body::Gossip(SyncGossip {
                 addrs: addrs.clone(),
+                members: Vec::new(),
+            }),
+            Message::Members(members) => peer_frame::Body::Gossip(SyncGossip {
+                addrs: Vec::new(),
+                members: members
+                    .iter()
+                    .map(|m| SyncMember {
+                        addr: m.addr.clone(),
+                        node_id: m.node_id.0,
+                        age_ms: m.age_ms,
+                    })
+                    .collect(),
             }),
             Message::Leave(reason) => peer_frame::Body::Leave(SyncLeave {
                 reason: leave_reason_to_wire(*reason) as i32,
@@ -247,7 +259,17 @@ impl TryFrom<PeerFrame> for Message {
                 r.version
                     .ok_or(CodecError::MissingField("SyncReady.version"))?,
             )),
-            peer_frame::Body::Gossip(g) => Message::Gossip(g.addrs),
+            peer_frame::Body::Gossip(g) if g.members.is_empty() => Message::Gossip(g.addrs),
+            peer_frame::Body::Gossip(g) => Message::Members(
+                g.members
+                    .into_iter()
+                    .map(|m| MemberInfo {
+                        addr: m.addr,
+                        node_id: NodeId(m.node_id),
+                        age_ms: m.age_ms,
+                    })
+                    .collect(),
+            ),
             peer_frame::Body::Leave(l) => Message::Leave(leave_reason_from_wire(l.reason)?),
         };
         validate(&msg)?;
@@ -419,6 +441,16 @@ pub fn validate(msg: &Message) -> Result<(), CodecError> {
                 .iter()
                 .try_for_each(|a| check_addr("SyncGossip.addrs", a))
         }
+        Message::Members(members) => {
+            if members.is_empty() {
+                // It would read back as an empty gossip.
+                return Err(invalid("SyncGossip.members", "no member"));
+            }
+            check_len("SyncGossip.members", members.len(), MAX_GOSSIP_ADDRS)?;
+            members
+                .iter()
+                .try_for_each(|m| check_addr("SyncGossip.members.addr", &m.addr))
+        }
     }
 }
 
@@ -526,6 +558,11 @@ mod tests {
             Message::Ready(StateVersion::default()),
             Message::Gossip(vec!["a:1".into(), "b:2".into()]),
             Message::Gossip(vec![]),
+            Message::Members(vec![MemberInfo {
+                addr: "[::1]:7".into(),
+                node_id: NodeId(u64::MAX),
+                age_ms: 1500,
+            }]),
             Message::Leave(LeaveReason::Full),
         ];
         for m in msgs {
@@ -633,6 +670,28 @@ mod tests {
             let bytes = PeerFrame::from(&m).encode_to_vec();
             assert!(decode_from_bytes(&bytes).is_err(), "{m:?} was accepted");
         }
+    }
+
+    #[test]
+    fn members_reach_an_older_peer_as_an_empty_gossip_and_empty_lists_are_refused() {
+        let m = Message::Members(vec![MemberInfo {
+            addr: "10.0.0.2:50052".into(),
+            node_id: NodeId(9),
+            age_ms: 0,
+        }]);
+        let frame = PeerFrame::decode(encode_to_vec(&m).unwrap().as_slice()).unwrap();
+        let Some(peer_frame::Body::Gossip(g)) = frame.body else {
+            panic!("members travel in the gossip body");
+        };
+        assert!(g.addrs.is_empty(), "an older peer dials nothing");
+        assert!(encode_to_vec(&Message::Members(Vec::new())).is_err());
+        let blank = Message::Members(vec![MemberInfo {
+            addr: String::new(),
+            node_id: NodeId(1),
+            age_ms: 0,
+        }]);
+        let bytes = PeerFrame::from(&blank).encode_to_vec();
+        assert!(decode_from_bytes(&bytes).is_err());
     }
 
     #[test]

@@ -8,8 +8,8 @@ use music262_proto::codec::{
 use proptest::prelude::*;
 use prost::Message as _;
 use sync_core::{
-    Announce, ClockMapping, GroupState, GroupTime, Hello, LeaveReason, LocalTime, Message, Mode,
-    NodeId, Probe, ProbeReply, SongRef, StateVersion,
+    Announce, ClockMapping, GroupState, GroupTime, Hello, LeaveReason, LocalTime, MemberInfo,
+    Message, Mode, NodeId, Probe, ProbeReply, SongRef, StateVersion,
 };
 
 fn node_id() -> impl Strategy<Value = NodeId> {
@@ -176,6 +176,16 @@ fn message() -> impl Strategy<Value = Message> {
             ),
         version().prop_map(Message::Ready),
         proptest::collection::vec(addr(), 0..=MAX_GOSSIP_ADDRS).prop_map(Message::Gossip),
+        proptest::collection::vec((addr(), any::<u64>(), any::<u64>()), 1..=MAX_GOSSIP_ADDRS)
+            .prop_map(|m| Message::Members(
+                m.into_iter()
+                    .map(|(addr, id, age_ms)| MemberInfo {
+                        addr,
+                        node_id: NodeId(id),
+                        age_ms,
+                    })
+                    .collect()
+            )),
         leave_reason().prop_map(Message::Leave),
     ]
 }
@@ -258,6 +268,7 @@ fn oversized_frames_are_refused_with_a_clear_error() {
     let frame = PeerFrame {
         body: Some(peer_frame::Body::Gossip(SyncGossip {
             addrs: vec!["x".repeat(200); 400],
+            members: Vec::new(),
         })),
         ..PeerFrame::default()
     };

@@ -75,7 +75,9 @@ pub mod time;
 
 pub use clock::{ClockFilter, ClockMapping, ClockSample, FilterConfig, LinkEstimate};
 pub use control::{ControlDecision, ControllerConfig, DriftController};
-pub use message::{Announce, Hello, LeaveReason, Message, PROTOCOL_VERSION, Probe, ProbeReply};
+pub use message::{
+    Announce, Hello, LeaveReason, MemberInfo, Message, PROTOCOL_VERSION, Probe, ProbeReply,
+};
 pub use node::{
     BadInput, Command, CommandError, Config, Correction, Counters, Direction, DisconnectReason,
     Event, LinkCommand, LinkId, LinkStatus, LoadWait, Node, Output, PeerRole, PlaybackAction,

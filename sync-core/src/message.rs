@@ -24,6 +24,9 @@ pub enum Message {
     Ready(StateVersion),
     /// Addresses of peers the sender knows; the receiver may connect to those it lacks.
     Gossip(Vec<String>),
+    /// The group's members as the sender knows them (itself included), for the receiver's
+    /// membership table; it links to them by its own rule (see `docs/membership.md`).
+    Members(Vec<MemberInfo>),
     /// The sender closes the link.
     Leave(LeaveReason),
 }
@@ -41,6 +44,18 @@ pub enum LeaveReason {
     Refused,
     /// The peer stopped answering.
     Timeout,
+}
+
+/// One member of the group as gossiped.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct MemberInfo {
+    /// Address (`host:port`) at which the member accepts links.
+    pub addr: String,
+    /// The member's id (a restarted member has a new one at the same address).
+    pub node_id: NodeId,
+    /// Milliseconds since the sender, or the peer it heard this from, last had the member as a
+    /// neighbour (0: linked to it now).
+    pub age_ms: u64,
 }
 
 /// Handshake, sent by both ends as soon as a link is up.

@@ -7,6 +7,8 @@ use sync_core::*;
 
 fn three_in_a_chain() -> Net {
     let mut net = Net::new(&skewed_clocks(3));
+    // A chain stays a chain: the membership rule would close it into a ring.
+    net.fixed_links();
     net.connect(LinkSpec {
         a: 0,
         b: 1,
@@ -127,7 +129,15 @@ fn drift_is_estimated_so_group_time_holds_between_probes() {
 fn a_jittery_parent_is_probed_quickly_until_its_clock_is_known_then_steadily() {
     // Wi-Fi-like: 2.5 ms each way plus exponential jitter of mean 2 ms per message.
     let mut net = Net::new(&skewed_clocks(2));
-    net.jitter = Some(exponential_jitter(2.0 * MS as f64, 7));
+    // Members gossip draws no jitter, so the probes meet the same delays whatever else flows.
+    let mut jitter = exponential_jitter(2.0 * MS as f64, 7);
+    net.jitter = Some(Box::new(move |from, to, m| {
+        if matches!(m, Message::Members(_)) {
+            0
+        } else {
+            jitter(from, to, m)
+        }
+    }));
     let probes = std::rc::Rc::new(std::cell::RefCell::new(0usize));
     let p = probes.clone();
     net.drop_filter = Some(Box::new(move |from, _to, m| {
@@ -186,6 +196,7 @@ fn a_quiet_parent_gets_only_the_burst() {
 fn reference_is_the_lowest_id_and_strata_count_hops() {
     // Chain 2 - 1 - 0 with the lowest id (node 0) at the end.
     let mut net = Net::new(&skewed_clocks(3));
+    net.fixed_links();
     net.connect(LinkSpec {
         a: 2,
         b: 1,
@@ -558,6 +569,7 @@ fn the_lead_is_a_few_milliseconds_above_the_floor_on_a_fast_network_and_grows_wi
         "loopback-like lead {lead}"
     );
     let mut slow = Net::new(&skewed_clocks(3));
+    slow.fixed_links();
     slow.connect(LinkSpec {
         a: 0,
         b: 1,
@@ -582,6 +594,7 @@ fn the_lead_is_a_few_milliseconds_above_the_floor_on_a_fast_network_and_grows_wi
 #[test]
 fn a_state_arriving_late_is_applied_at_once_on_the_timeline() {
     let mut net = Net::new(&skewed_clocks(3));
+    net.fixed_links();
     net.connect(LinkSpec {
         a: 0,
         b: 1,

@@ -226,6 +226,12 @@ impl LinkModel {
         out
     }
 
+    /// When the last message sent on the stream is delivered (0: none yet): a close sent after
+    /// it arrives no earlier.
+    pub fn last_stream_delivery(&self) -> u64 {
+        self.last_stream_delivery
+    }
+
     /// Reliable ordered stream semantics (TCP, a QUIC stream): a lost packet is retransmitted
     /// after the retransmission timeout (doubling), never duplicated, and delivered no earlier
     /// than the packets sent before it on the stream (head-of-line blocking). `None` while the

@@ -399,6 +399,10 @@ impl SimConfig {
                 c.commands.concurrent = 0.3;
                 c.commands.stops = true;
                 c.quiet_tail = 15 * SEC;
+                // After every heal: one group within 12 s (the transport's timeout is 10 s, so
+                // links cut by the partition may be seen dead only now; redials then take a
+                // few seconds).
+                c.heal_bound = 12 * SEC;
             }
             "churn" => {
                 c.peers = 16;
@@ -413,11 +417,15 @@ impl SimConfig {
                 c.commands.concurrent = 0.3;
                 c.commands.stops = true;
                 c.quiet_tail = 15 * SEC;
+                // After every return of a peer: one group within 12 s (a peer lost silently
+                // meanwhile is found silent after remove_after, 6 s).
+                c.heal_bound = 12 * SEC;
             }
             "heal" => {
                 // What broke with real processes (issue 24): a star over TCP, nobody re-dialling
                 // by hand, a short and a long partition, a peer stopped and resumed, a peer
-                // restarted on its address. After each the group must be one within 10 s.
+                // restarted on its address, the hub killed. After each the group must be one
+                // within 10 s.
                 c.topology = Topology::Star;
                 c.transport = Transport::Stream;
                 c.duration = 110 * SEC;
@@ -446,6 +454,12 @@ impl SimConfig {
                     Fault {
                         at: 82 * SEC,
                         kind: FaultKind::Restart { down_for: 3 * SEC },
+                    },
+                    // The hub everyone joined dies: the leaves linked to each other through
+                    // the members they learnt, so they stay (or are at once again) one group.
+                    Fault {
+                        at: 92 * SEC,
+                        kind: FaultKind::KillHub,
                     },
                 ];
             }

@@ -75,11 +75,9 @@ fn a_late_quic_joiner_plays_in_sync_and_departures_are_seen_on_both_sides() {
     c.send(&format!("leave {}", a.addr));
     a.wait_for(&format!("peer {} disconnected", c.addr), 5 * S);
     let conns = c.ask("connections", S);
-    assert!(
-        conns.iter().any(|l| l.contains("no connections")),
-        "{conns:?}"
-    );
-    join(&mut c, &mut b);
+    assert!(!conns.iter().any(|l| l.contains(&a.addr)), "{conns:?}");
+    // C learnt B as a member from A and linked to it by itself (docs/membership.md).
+    assert!(conns.iter().any(|l| l.contains(&b.addr)), "{conns:?}");
 
     // kill -9 of B: nothing is said on the wire; A and C notice the silence, keep playing, and
     // B leaves A's table.
@@ -113,8 +111,9 @@ fn grpc_and_quic_clients_play_in_one_group() {
     let mut via = vias(&conns);
     via.sort();
     assert_eq!(via, ["grpc", "quic"], "{conns:?}");
-    assert_eq!(vias(&a.ask("connections", S)), ["quic"]);
-    assert_eq!(vias(&c.ask("connections", S)), ["grpc"]);
+    // (A and C may also have linked to each other by the membership rule.)
+    assert!(vias(&a.ask("connections", S)).contains(&"quic".to_string()));
+    assert!(vias(&c.ask("connections", S)).contains(&"grpc".to_string()));
 
     c.send("play 2");
     for x in [&mut a, &mut b, &mut c] {

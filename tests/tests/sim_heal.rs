@@ -1,5 +1,6 @@
-//! The group comes back together by itself (issue 24): links lost to a partition longer than the
-//! transport's timeout, a peer stopped for 10 s, a peer restarted on its address with a new id;
+//! The group comes back together by itself (issues 24 and 29): links lost to a partition longer
+//! than the transport's timeout, a peer stopped for 10 s, a peer restarted on its address with a
+//! new id, the hub of the star killed (the leaves learnt each other as members and linked);
 //! nobody types `join`. After each, the live peers are one group (one component, one reference,
 //! one state version) within the scenario's bound of 10 s, and a command typed then reaches all.
 

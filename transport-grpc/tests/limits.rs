@@ -101,6 +101,7 @@ async fn a_frame_over_the_size_limit_ends_the_stream_with_an_error_and_reaches_n
     tx.send(PeerFrame {
         body: Some(peer_frame::Body::Gossip(SyncGossip {
             addrs: vec!["h".repeat(1000); MAX_FRAME_LEN / 1000 + 1],
+            members: Vec::new(),
         })),
         ..PeerFrame::default()
     })

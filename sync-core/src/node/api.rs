@@ -247,7 +247,7 @@ pub enum BadInput {
     InvalidState(&'static str),
     /// A clock announcement that cannot be valid.
     InvalidAnnounce(&'static str),
-    /// Too many gossiped addresses.
+    /// Too many gossiped addresses or members.
     OversizedGossip,
 }
 
@@ -373,6 +373,8 @@ pub enum TimeoutReason {
     SongEnd,
     /// A lost member's address is due to be dialled again.
     Redial,
+    /// The members are due to be gossiped and the link rule checked.
+    Members,
 }
 
 /// The clock-sync role of a peer relative to this node, for tables.

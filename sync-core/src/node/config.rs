@@ -118,6 +118,19 @@ pub struct Config {
     /// Most lost members' addresses remembered at once (bounds the dials per second to about
     /// this divided by `redial_max`, once every backoff has grown).
     pub max_redials: usize,
+    /// Every this long (ns) a node gossips the members it knows to each neighbour and checks
+    /// its link rule (`docs/membership.md`), dialling at most one member per round.
+    pub members_interval: Nanos,
+    /// A node links to its ring successor and, while it holds fewer links than this (capped by
+    /// `max_links`), to the next members in node-id order: with at least 2 links along a ring
+    /// through every member, losing any one member does not split the group. 0: the node
+    /// dials only what it is told to (joins, gossip, redials).
+    pub min_links: usize,
+    /// A member that no one has had as a neighbour for this long (ns) is forgotten.
+    pub forget_member_after: Nanos,
+    /// Most members remembered (a larger group is known in part; the member seen longest ago
+    /// goes first).
+    pub max_members: usize,
 }
 
 impl Config {
@@ -167,6 +180,10 @@ impl Config {
             redial_jitter: 0.5,
             forget_lost_after: 600 * SECOND,
             max_redials: 32,
+            members_interval: 2 * SECOND,
+            min_links: 3,
+            forget_member_after: 60 * SECOND,
+            max_members: 1024,
         }
     }
 }

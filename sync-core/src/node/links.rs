@@ -300,7 +300,14 @@ impl Links {
             .retain(|_, at| now.since(*at) < config.pending_connect_lifetime);
     }
 
-    fn is_known_addr(&self, addr: &str, config: &Config) -> bool {
+    /// Links (handshaken or not) and dials pending: what counts against the link cap.
+    pub(crate) fn open_count(&self) -> usize {
+        self.map.len() + self.pending_connects.len()
+    }
+
+    /// Whether `addr` is this node's, has a link (as dialled or as the peer's listen address)
+    /// or a dial pending.
+    pub(crate) fn is_known_addr(&self, addr: &str, config: &Config) -> bool {
         is_own_addr(addr, config)
             || self.pending_connects.contains_key(addr)
             || self
@@ -549,6 +556,6 @@ pub(crate) fn earliest(
 }
 
 /// Whether `addr` is one this node answers on itself.
-fn is_own_addr(addr: &str, config: &Config) -> bool {
+pub(crate) fn is_own_addr(addr: &str, config: &Config) -> bool {
     config.listen_addr.as_deref() == Some(addr) || config.own_addrs.iter().any(|a| a == addr)
 }

@@ -11,7 +11,9 @@ mod api;
 mod clock_tree;
 mod config;
 mod follower;
+mod keep;
 mod links;
+mod members;
 mod queries;
 mod redial;
 mod register;
@@ -32,6 +34,7 @@ pub use register::LoadWait;
 use clock_tree::{ClockTree, MappingChange, Selection, TimebaseChange};
 use follower::Follower;
 use links::{Link, LinkDue, Links, earliest};
+use members::Members;
 use redial::Redials;
 use register::{Register, Retime};
 
@@ -63,6 +66,7 @@ pub struct Node {
     now: LocalTime,
     links: Links,
     redials: Redials,
+    members: Members,
     tree: ClockTree,
     register: Register,
     follower: Follower,
@@ -87,6 +91,7 @@ impl Node {
             now,
             links: Links::default(),
             redials: Redials::default(),
+            members: Members::default(),
             out: Outbox::default(),
             messages_received: 0,
             bad_messages: 0,
@@ -109,6 +114,7 @@ impl Node {
     pub fn poll_timeout(&self) -> Option<(LocalTime, TimeoutReason)> {
         let links = self.links.poll_timeout(&self.config);
         let links = earliest(links, self.redials.poll_timeout());
+        let links = earliest(links, self.members_timeout());
         let tree = self.tree.poll_timeout(self.id(), &self.config);
         let register = self.register.poll_timeout(&self.tree.mapping, self.now);
         earliest(earliest(links, tree), register)
@@ -151,6 +157,7 @@ impl Node {
         self.links.connect_failed(addr);
         let r = self.uniform();
         self.redials.failed(addr, self.now, r, &self.config);
+        self.member_dial_failed(addr);
     }
 
     /// A uniform draw in [0, 1) from the node's seeded generator.
@@ -172,6 +179,7 @@ impl Node {
             self.out.push(Output::Disconnect { link });
         }
         self.remember_lost(&l, &reason);
+        self.member_link_ended(&l, &reason);
         self.event(Event::PeerDisconnected {
             link,
             peer: l.peer_id(),
@@ -281,6 +289,7 @@ impl Node {
                     self.connect_to_gossiped(addrs);
                 }
             }
+            Message::Members(members) => self.on_members(link, members),
             Message::Leave(reason) => {
                 self.remove_link(link, DisconnectReason::PeerLeft(reason), true);
             }
@@ -332,29 +341,36 @@ impl Node {
         else {
             return;
         };
+        if direction == Direction::Incoming && self.left_lately(link) {
+            // A member this node left (or that left) dials back, e.g. by a redial after our
+            // leave reached it as a bare close: the leave stands.
+            self.close_link(link, LeaveReason::Leaving);
+            return;
+        }
         if full {
-            // Point a newcomer at our neighbours so the group stays connected, then refuse. A
-            // dialled link is refused too: accepted links may have filled the cap while it was
-            // being dialled (dials are counted only when they are made).
+            // The cap holds whoever dialled. Point the newcomer at the members so the group
+            // stays connected, then refuse. (Not a gossip of addresses: a newcomer dials every
+            // one it gets, and in a large group of full members each refusal's gossip fed
+            // another round of refusals.)
             if direction == Direction::Incoming {
-                let addrs = self.links.neighbour_addrs(Some(link));
-                self.send(link, Message::Gossip(addrs));
+                self.send_members(link);
             }
             self.close_link(link, LeaveReason::Full);
             return;
         }
         if let Some(addr) = &h.listen_addr {
-            self.redials.linked(addr);
+            self.redials.linked(addr, now);
         }
         if let Some(l) = self.links.get(&link) {
             let dialled = l.remote_addr.clone();
-            self.redials.linked(&dialled);
+            self.redials.linked(&dialled, now);
         }
         self.event(Event::PeerConnected {
             link,
             peer: h.node_id,
             listen_addr: h.listen_addr,
         });
+        self.member_linked(link);
         // A newcomer learns the group state at once rather than at the next anti-entropy round.
         if self.register.state.version != StateVersion::default() {
             self.push_state(link, now);
@@ -364,6 +380,11 @@ impl Node {
     }
 
     fn connect_to_gossiped(&mut self, addrs: Vec<String>) {
+        // Addresses that refused us lately wait for their backoff, so refusals cannot loop.
+        let addrs = addrs
+            .into_iter()
+            .filter(|a| self.may_dial_gossiped(a))
+            .collect();
         for addr in self.links.gossiped_to_dial(addrs, self.now, &self.config) {
             self.out.push(Output::Connect { addr });
         }
@@ -838,6 +859,7 @@ impl Node {
             }
         }
         self.redial_due();
+        self.members_round();
         if self.tree.reference_lost(self.id(), now, &self.config) {
             self.select_reference();
         }

@@ -1,7 +1,9 @@
 //! Redials: the listen addresses of members whose link dropped (timeout, reset, partition, a
 //! peer stopped or restarted), dialled again with capped, jittered exponential backoff until a
-//! link to the address is back or the address is forgotten. A peer that left on purpose, or
-//! refused the link, is not redialled.
+//! link to the address is back and holds or the address is forgotten. A peer that left on
+//! purpose, or refused the link, is not redialled; a link that drops again within
+//! `Config::redial_max` of its handshake (a full peer whose refusal came as a bare close) counts
+//! as one more failed dial, so its backoff grows instead of starting over.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +20,9 @@ struct Lost {
     attempts: u32,
     /// When the next dial is due.
     next_at: LocalTime,
+    /// When a link to it completed its handshake, if one did: the entry is kept for
+    /// `Config::redial_max` in case the link drops again at once, and dials nothing meanwhile.
+    linked_at: Option<LocalTime>,
 }
 
 /// The lost members' addresses, ordered by address.
@@ -28,7 +33,7 @@ pub(crate) struct Redials {
 
 /// The wait before dial number `attempts + 1`: `redial_min` doubled per attempt, capped at
 /// `redial_max`, spread by `redial_jitter` around it (`r` uniform in [0, 1)).
-fn backoff(attempts: u32, r: f64, config: &Config) -> Nanos {
+pub(crate) fn backoff(attempts: u32, r: f64, config: &Config) -> Nanos {
     let base = config
         .redial_min
         .saturating_mul(1 << attempts.min(20))
@@ -41,7 +46,25 @@ impl Redials {
     /// first backoff. An address already remembered keeps its backoff. At most
     /// `Config::max_redials` addresses are remembered; beyond, the oldest loss is forgotten.
     pub(crate) fn lost(&mut self, addr: &str, now: LocalTime, r: f64, config: &Config) {
-        if config.max_redials == 0 || self.lost.contains_key(addr) {
+        if let Some(l) = self.lost.get_mut(addr) {
+            match l.linked_at.take() {
+                Some(at) if now.since(at) < config.redial_max => {
+                    l.attempts = l.attempts.saturating_add(1);
+                    l.next_at = now + backoff(l.attempts, r, config);
+                }
+                Some(_) => {
+                    *l = Lost {
+                        since: now,
+                        attempts: 0,
+                        next_at: now + backoff(0, r, config),
+                        linked_at: None,
+                    };
+                }
+                None => {}
+            }
+            return;
+        }
+        if config.max_redials == 0 {
             return;
         }
         while self.lost.len() >= config.max_redials {
@@ -61,19 +84,28 @@ impl Redials {
                 since: now,
                 attempts: 0,
                 next_at,
+                linked_at: None,
             },
         );
     }
 
-    /// A link to `addr` completed its handshake: nothing to redial there.
-    pub(crate) fn linked(&mut self, addr: &str) {
-        self.lost.remove(addr);
+    /// Whether `addr` is a lost member's, dialled again by this backoff.
+    pub(crate) fn contains(&self, addr: &str) -> bool {
+        self.lost.get(addr).is_some_and(|l| l.linked_at.is_none())
+    }
+
+    /// A link to `addr` completed its handshake at `now`: nothing to redial there, unless it
+    /// drops again within `Config::redial_max`.
+    pub(crate) fn linked(&mut self, addr: &str, now: LocalTime) {
+        if let Some(l) = self.lost.get_mut(addr) {
+            l.linked_at = Some(now);
+        }
     }
 
     /// A dial to `addr` failed (refused, unreachable, handshake timed out): the next one waits
     /// for the backoff from now.
     pub(crate) fn failed(&mut self, addr: &str, now: LocalTime, r: f64, config: &Config) {
-        if let Some(l) = self.lost.get_mut(addr) {
+        if let Some(l) = self.lost.get_mut(addr).filter(|l| l.linked_at.is_none()) {
             l.next_at = l.next_at.max(now + backoff(l.attempts, r, config));
         }
     }
@@ -82,11 +114,14 @@ impl Redials {
     /// dial is due at `now`, in address order. The caller dials each or puts it off
     /// ([`Redials::dialled`] or [`Redials::put_off`]), so none stays due.
     pub(crate) fn due(&mut self, now: LocalTime, config: &Config) -> Vec<String> {
-        self.lost
-            .retain(|_, l| now.since(l.since) < config.forget_lost_after);
+        self.lost.retain(|_, l| {
+            now.since(l.since) < config.forget_lost_after
+                && l.linked_at
+                    .is_none_or(|at| now.since(at) < config.redial_max)
+        });
         self.lost
             .iter()
-            .filter(|(_, l)| l.next_at <= now)
+            .filter(|(_, l)| l.linked_at.is_none() && l.next_at <= now)
             .map(|(a, _)| a.clone())
             .collect()
     }
@@ -112,8 +147,49 @@ impl Redials {
     pub(crate) fn poll_timeout(&self) -> Option<(LocalTime, TimeoutReason)> {
         self.lost
             .values()
+            .filter(|l| l.linked_at.is_none())
             .map(|l| l.next_at)
             .min()
             .map(|at| (at, TimeoutReason::Redial))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::NodeId;
+    use crate::time::{MILLISECOND, SECOND};
+
+    #[test]
+    fn a_link_that_drops_right_after_its_handshake_grows_the_backoff_instead_of_restarting_it() {
+        let config = Config::new(NodeId(1));
+        let mut r = Redials::default();
+        let mut now = LocalTime(SECOND as u64);
+        r.lost("h:1", now, 0.5, &config);
+        let mut waits_ms = Vec::new();
+        for _ in 0..5 {
+            let (due_at, _) = r.poll_timeout().expect("a redial is due");
+            waits_ms.push(due_at.since(now) / MILLISECOND);
+            now = due_at;
+            assert_eq!(r.due(now, &config), vec!["h:1".to_string()]);
+            r.dialled("h:1", now, 0.5, &config);
+            // The dial links (nothing is due while it holds)...
+            r.linked("h:1", now);
+            assert!(r.poll_timeout().is_none());
+            // ...and the peer closes it at once, as a full peer does.
+            now = now + MILLISECOND;
+            r.lost("h:1", now, 0.5, &config);
+        }
+        assert_eq!(waits_ms, [500, 2_000, 4_000, 4_000, 4_000]);
+        // A link that held past redial_max is forgotten: a later loss starts afresh.
+        let (due_at, _) = r.poll_timeout().expect("due");
+        r.due(due_at, &config);
+        r.dialled("h:1", due_at, 0.5, &config);
+        r.linked("h:1", due_at);
+        let later = due_at + 5 * SECOND;
+        assert!(r.due(later, &config).is_empty());
+        r.lost("h:1", later, 0.5, &config);
+        let (next, _) = r.poll_timeout().expect("due");
+        assert_eq!(next.since(later) / MILLISECOND, 500);
     }
 }

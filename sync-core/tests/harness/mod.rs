@@ -311,6 +311,14 @@ impl Net {
         self.nodes[i].node = Node::new(cfg, i as u64, local);
     }
 
+    /// Turns the membership link rule off on every node (before any link), so that a chain or
+    /// a star built by the test keeps its shape.
+    pub fn fixed_links(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.configure(i, |c| c.min_links = 0);
+        }
+    }
+
     pub fn local(&self, i: usize) -> LocalTime {
         self.nodes[i].clock.local(self.now)
     }

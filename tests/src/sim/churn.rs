@@ -42,6 +42,7 @@ impl Sim {
         if bring_back {
             let i = down[self.below(down.len())];
             self.start_peer(i, true);
+            self.check_heal_from_now();
         } else if may_take {
             let i = up[self.below(up.len())];
             let r = self.uniform();
@@ -71,6 +72,9 @@ impl Sim {
             w.models[1].set_blocked(false);
         }
         self.partition_side = None;
+        if self.cfg.partition.is_some() {
+            self.check_heal_from_now(); // (a scripted fault's heal is checked by the fault)
+        }
         self.out.heal_lags.push(None);
         self.open_heals
             .push((self.out.heal_lags.len() - 1, self.now));

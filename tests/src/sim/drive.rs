@@ -274,9 +274,12 @@ impl Sim {
         if wire.models[end].is_blocked() {
             return;
         }
+        // The other end learns of it after what was sent before it (one base delay, and no
+        // earlier than the stream's last message: a full peer's members and leave come first).
         let d = wire.models[end].config().base_delay;
+        let at = (self.now + d).max(wire.models[end].last_stream_delivery());
         self.schedule(
-            self.now + d,
+            at,
             Ev::LinkDown {
                 node: to,
                 inc: to_inc,
@@ -346,6 +349,7 @@ fn message_len(m: &Message) -> usize {
         Message::State(_) => 120,
         Message::Ready(_) => 24,
         Message::Gossip(a) => 16 + 24 * a.len(),
+        Message::Members(m) => 16 + 36 * m.len(),
         Message::Leave(_) => 8,
     }
 }

@@ -48,6 +48,15 @@ impl Sim {
         }
     }
 
+    /// A heal (of a scripted partition, or a churned peer's return) happened now: the live
+    /// peers must be one group again within the heal bound, if the scenario sets one.
+    pub(super) fn check_heal_from_now(&mut self) {
+        if self.cfg.heal_bound > 0 {
+            let healed_at = self.now;
+            self.schedule(healed_at, Ev::HealCheck { healed_at });
+        }
+    }
+
     /// A live, running peer other than the hub, if there is one.
     fn pick_victim(&mut self) -> Option<usize> {
         let live: Vec<usize> = (1..self.cfg.peers)
