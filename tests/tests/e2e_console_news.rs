@@ -105,13 +105,13 @@ fn a_group_names_the_room_it_waits_for_then_plays_without_it() {
         notice.contains(&waiting) && notice.ends_with(" s of at most 3.0 s)"),
         "{notice}"
     );
-    a.wait_for("loaded sample_song.wav", 30 * S);
+    // Asked while the group still waits (the deadline is 2.5 s after the notice), maybe for
+    // this room too.
     let status = answer(&mut a, "status");
     assert!(
-        status
-            .iter()
-            .any(|l| l.starts_with(&format!("waiting for {waiting}"))
-                && l.ends_with(" s of at most 3.0 s)")),
+        status.iter().any(|l| l.starts_with("waiting for ")
+            && l.contains(&waiting)
+            && l.ends_with(" s of at most 3.0 s)")),
         "{status:?}"
     );
     let without = a.wait_for("playing without", 10 * S);
@@ -123,8 +123,13 @@ fn a_group_names_the_room_it_waits_for_then_plays_without_it() {
             b.addr
         )
     );
-    // The notice and the `status` answer, nothing more.
+    // The notice and the `status` answer, nothing more; this room loaded the song meanwhile
+    // (before or after the notice, as the machine's load decides).
     let said = a.output();
+    assert!(
+        said.iter().any(|l| l.starts_with("loaded sample_song.wav")),
+        "{said:?}"
+    );
     let waits = said.iter().filter(|l| l.starts_with("waiting for")).count();
     assert_eq!(waits, 2, "{said:?}");
     assert_eq!(
