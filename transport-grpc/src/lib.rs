@@ -1,7 +1,9 @@
 //! gRPC transport of Music262 (tonic).
 //!
-//! - [`peer`]: the peer endpoint (`client.ClientHandler`): the `Exchange` stream that carries
-//!   sync-core frames between peers, the dialer, and the legacy methods handed to the driver.
+//! - [`peer`]: the peer endpoint: [`PeerTransport`], its links (the `Exchange` stream that
+//!   carries sync-core frames between peers) and the dialer; `service` is its tonic service
+//!   (`client.ClientHandler`): an accepted `Exchange` and the legacy methods handed to the driver.
+//! - [`listen`]: the peer port's accept loop with its connection limits.
 //! - [`audio`]: the music server's protocol (`audio_service`): the tonic service over what the
 //!   music server offers ([`MusicBackend`], implemented by the server), and the client a music
 //!   client uses.
@@ -20,6 +22,7 @@ pub mod audio;
 pub mod dial;
 pub mod listen;
 pub mod peer;
+mod service;
 pub mod stamp;
 
 pub use audio::{

@@ -8,30 +8,23 @@
 //! readings. No protocol decision is taken here.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::pin::Pin;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use music262_proto::auth::{
-    self, Channel, GroupKey, LEGACY_TOKEN_METADATA, LinkKeys, Opener, Refusal, Role, Sealer,
-};
+use music262_proto::auth::{self, Channel, GroupKey, LinkKeys, Opener, Refusal, Role, Sealer};
 use music262_proto::client::client_handler_client::ClientHandlerClient;
-use music262_proto::client::client_handler_server::{ClientHandler, ClientHandlerServer};
-use music262_proto::client::{
-    ExitRequest, ExitResponse, GetPositionRequest, GetPositionResponse, GossipRequest,
-    GossipResponse, MusicRequest, MusicResponse, PeerFrame, PingRequest, PingResponse,
-};
+use music262_proto::client::client_handler_server::ClientHandlerServer;
+use music262_proto::client::{ExitRequest, GetPositionResponse, MusicRequest, PeerFrame};
 use music262_proto::codec::MAX_FRAME_LEN;
-use music262_proto::legacy::legacy_ping_millis;
-use music262_proto::limits::{LEGACY_CALL_BURST, LEGACY_CALLS_PER_SECOND, RateLimit};
+use music262_proto::limits::RateLimit;
 use prost::Message as _;
 use sync_core::{Direction, LinkId, LocalTime, Message};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Status, Streaming};
 use transport_common::counters::bump;
 use transport_common::probe::{
     AUTH_TIMEOUT, CONNECT_TIMEOUT, HandshakeFailure, LINK_QUEUE, REFUSAL_LINGER, auth_role,
@@ -43,8 +36,9 @@ use transport_common::{
 };
 
 use crate::listen;
+use crate::service::PeerService;
 
-use crate::stamp::{ConnStamps, Reseal, StampedConnectInfo, StampedStream};
+use crate::stamp::{ConnStamps, Reseal, StampedStream};
 
 /// What the gRPC transport reports: the shared event, with the legacy calls as its own.
 pub type TransportEvent = transport_common::TransportEvent<LegacyCall>;
@@ -93,30 +87,30 @@ struct LinkHandle {
     reader: Option<tokio::task::AbortHandle>,
 }
 
-struct Shared {
-    clock: ClockFn,
-    events: mpsc::UnboundedSender<TransportEvent>,
+pub(crate) struct Shared {
+    pub(crate) clock: ClockFn,
+    pub(crate) events: mpsc::UnboundedSender<TransportEvent>,
     links: Mutex<BTreeMap<LinkId, LinkHandle>>,
-    next_link: Arc<AtomicU64>,
+    pub(crate) next_link: Arc<AtomicU64>,
     /// The group key: with one, every link is authenticated, every frame sealed, and legacy
     /// calls that change playback need its token.
-    key: Option<GroupKey>,
-    counters: AtomicCounters,
+    pub(crate) key: Option<GroupKey>,
+    pub(crate) counters: AtomicCounters,
     /// Rate limits of the callers of legacy methods that change anything, by IP address.
-    legacy_rates: Mutex<BTreeMap<IpAddr, RateLimit>>,
+    pub(crate) legacy_rates: Mutex<BTreeMap<IpAddr, RateLimit>>,
     /// The peer port's connection budget, once it serves.
-    gate: PortGate,
+    pub(crate) gate: PortGate,
     /// The peer port's refusals, logged at a bounded rate.
-    port_log: Arc<PortLog>,
+    pub(crate) port_log: Arc<PortLog>,
 }
 
 /// Legacy callers whose rates are remembered at once; beyond this the table starts afresh (a
 /// flood of sources must not grow memory).
-const MAX_LEGACY_CALLERS: usize = 1024;
+pub(crate) const MAX_LEGACY_CALLERS: usize = 1024;
 
 /// A keyed link's sealer, set once the peer's opening frame is read (no message is sent
 /// before: the link is reported up only after the handshake).
-type SealSlot = Arc<OnceLock<Arc<Sealer>>>;
+pub(crate) type SealSlot = Arc<OnceLock<Arc<Sealer>>>;
 
 /// The gRPC peer transport. Cheap to clone; all clones drive the same links.
 #[derive(Clone)]
@@ -362,7 +356,7 @@ fn outbound_frame(
 
 /// The frames of one link: the group-key handshake's frames first (none without a key), then
 /// the node's messages, sealed once the handshake has set the sealer.
-fn outbound_stream(
+pub(crate) fn outbound_stream(
     shared: &Arc<Shared>,
     stamps: ConnStamps,
     handshake: mpsc::Receiver<PeerFrame>,
@@ -422,7 +416,7 @@ async fn authenticate(
 /// Runs the group-key handshake of a keyed link, then reports it up and reads its frames; a
 /// peer that fails is refused (reported, counted, the link closed).
 #[allow(clippy::too_many_arguments)]
-async fn run_keyed_link(
+pub(crate) async fn run_keyed_link(
     shared: Arc<Shared>,
     link: LinkId,
     stamp: ConnStamps,
@@ -498,7 +492,7 @@ async fn run_keyed_link(
     }
 }
 
-fn register_link(
+pub(crate) fn register_link(
     shared: &Arc<Shared>,
     outbound: mpsc::Sender<Message>,
     reader: Option<tokio::task::AbortHandle>,
@@ -518,7 +512,7 @@ fn register_link(
 /// Frames beyond the per-peer rate limit are dropped before anything else (counted, reported
 /// at most once a second); on a keyed link each frame's seal is checked by `opener`, and a
 /// frame that fails is dropped, counted and reported.
-async fn read_frames(
+pub(crate) async fn read_frames(
     shared: Arc<Shared>,
     link: LinkId,
     remote_addr: String,
@@ -660,248 +654,5 @@ async fn open_outgoing(
                 error: "peer did not answer".to_string(),
             });
         }
-    }
-}
-
-struct PeerService {
-    shared: Arc<Shared>,
-}
-
-impl PeerService {
-    /// With a group key, a legacy call that changes playback must present the key's token
-    /// ([`GroupKey::legacy_token`]) in the `music262-auth` metadata entry; one that does not is
-    /// refused with UNAUTHENTICATED, counted and reported, and reaches nothing. Without a key
-    /// every call is let through, as in the original protocol.
-    fn authorize<T>(&self, request: &Request<T>, method: &'static str) -> Result<(), Status> {
-        let Some(key) = &self.shared.key else {
-            return Ok(());
-        };
-        let presented = request
-            .metadata()
-            .get(LEGACY_TOKEN_METADATA)
-            .and_then(|v| v.to_str().ok());
-        if presented.is_some_and(|t| key.legacy_token_matches(t)) {
-            return Ok(());
-        }
-        bump(&self.shared.counters.legacy_refused);
-        let reason = Refusal::LegacyUnauthenticated { method };
-        let caller = remote_addr(request).map_or_else(|| "unknown".to_string(), |a| a.to_string());
-        tracing::warn!(%caller, error = %reason, "legacy call refused");
-        let _ = self.shared.events.send(TransportEvent::Refused {
-            link: None,
-            remote_addr: caller,
-            dialled: false,
-            reason,
-        });
-        Err(Status::unauthenticated(format!(
-            "{method} changes playback and this client has a group key: present the key's token \
-             in the `{LEGACY_TOKEN_METADATA}` metadata entry"
-        )))
-    }
-
-    /// A caller (by IP address) may make [`LEGACY_CALLS_PER_SECOND`] calls that change anything,
-    /// in bursts of [`LEGACY_CALL_BURST`]; beyond, RESOURCE_EXHAUSTED, counted, and reported at
-    /// most once a second.
-    fn within_rate<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let ip = remote_addr(request).map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
-        let now = (self.shared.clock)();
-        let report = {
-            let mut callers = self.shared.legacy_rates.lock().expect("legacy rates lock");
-            if callers.len() >= MAX_LEGACY_CALLERS && !callers.contains_key(&ip) {
-                callers.clear();
-            }
-            let limit = callers
-                .entry(ip)
-                .or_insert_with(|| RateLimit::new(LEGACY_CALLS_PER_SECOND, LEGACY_CALL_BURST, now));
-            if limit.allow(now) {
-                return Ok(());
-            }
-            limit.take_report(now)
-        };
-        bump(&self.shared.counters.legacy_refused);
-        if let Some(dropped) = report {
-            let reason = Refusal::LegacyRateLimited {
-                dropped,
-                per_second: LEGACY_CALLS_PER_SECOND,
-            };
-            tracing::warn!(caller = %ip, error = %reason, "legacy calls refused");
-            let _ = self.shared.events.send(TransportEvent::Refused {
-                link: None,
-                remote_addr: ip.to_string(),
-                dialled: false,
-                reason,
-            });
-        }
-        Err(Status::resource_exhausted(format!(
-            "too many calls: at most {LEGACY_CALLS_PER_SECOND} per second from one caller, in \
-             bursts of {LEGACY_CALL_BURST}"
-        )))
-    }
-
-    fn ask<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> LegacyCall,
-    ) -> Result<oneshot::Receiver<T>, Status> {
-        let (tx, rx) = oneshot::channel();
-        self.shared
-            .events
-            .send(TransportEvent::Legacy(make(tx)))
-            .map_err(|_| Status::unavailable("the client is shutting down"))?;
-        Ok(rx)
-    }
-}
-
-/// The caller's address (accepted connections carry [`StampedConnectInfo`]).
-fn remote_addr<T>(request: &Request<T>) -> Option<SocketAddr> {
-    request
-        .extensions()
-        .get::<StampedConnectInfo>()
-        .and_then(|i| i.remote_addr)
-        .or_else(|| request.remote_addr())
-}
-
-fn dropped<E>(_: E) -> Status {
-    Status::unavailable("the client is shutting down")
-}
-
-type FrameStream = Pin<Box<dyn Stream<Item = Result<PeerFrame, Status>> + Send + 'static>>;
-
-#[tonic::async_trait]
-impl ClientHandler for PeerService {
-    async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
-        let receive_ns = (self.shared.clock)();
-        let send_ns = request.into_inner().send_ns;
-        let reply_ns = (self.shared.clock)();
-        Ok(Response::new(PingResponse {
-            t1: legacy_ping_millis(receive_ns),
-            t2: legacy_ping_millis(reply_ns),
-            receive_ns,
-            reply_ns,
-            send_ns,
-        }))
-    }
-
-    async fn send_music_command(
-        &self,
-        request: Request<MusicRequest>,
-    ) -> Result<Response<MusicResponse>, Status> {
-        // The rate first: a flood of unauthenticated calls is then cut before it is logged.
-        self.within_rate(&request)?;
-        self.authorize(&request, "SendMusicCommand")?;
-        let from = remote_addr(&request);
-        let request = request.into_inner();
-        let rx = self.ask(|reply| LegacyCall::Command {
-            request,
-            from,
-            reply,
-        })?;
-        rx.await.map_err(dropped)??;
-        Ok(Response::new(MusicResponse {}))
-    }
-
-    async fn get_position(
-        &self,
-        _request: Request<GetPositionRequest>,
-    ) -> Result<Response<GetPositionResponse>, Status> {
-        let rx = self.ask(|reply| LegacyCall::Position { reply })?;
-        Ok(Response::new(rx.await.map_err(dropped)?))
-    }
-
-    async fn gossip(
-        &self,
-        request: Request<GossipRequest>,
-    ) -> Result<Response<GossipResponse>, Status> {
-        // The rate first: a flood of unauthenticated calls is then cut before it is logged.
-        self.within_rate(&request)?;
-        self.authorize(&request, "Gossip")?;
-        let from = remote_addr(&request);
-        let peers = request.into_inner().peer_list;
-        if peers.len() > music262_proto::codec::MAX_GOSSIP_ADDRS {
-            return Err(Status::invalid_argument(format!(
-                "too many addresses: {} (at most {})",
-                peers.len(),
-                music262_proto::codec::MAX_GOSSIP_ADDRS
-            )));
-        }
-        let rx = self.ask(|reply| LegacyCall::Gossip { peers, from, reply })?;
-        rx.await.map_err(dropped)??;
-        Ok(Response::new(GossipResponse {}))
-    }
-
-    async fn exit(&self, request: Request<ExitRequest>) -> Result<Response<ExitResponse>, Status> {
-        // The rate first: a flood of unauthenticated calls is then cut before it is logged.
-        self.within_rate(&request)?;
-        self.authorize(&request, "Exit")?;
-        let from = remote_addr(&request);
-        let request = request.into_inner();
-        let rx = self.ask(|reply| LegacyCall::Exit {
-            request,
-            from,
-            reply,
-        })?;
-        rx.await.map_err(dropped)?;
-        Ok(Response::new(ExitResponse {}))
-    }
-
-    type ExchangeStream = FrameStream;
-
-    async fn exchange(
-        &self,
-        request: Request<Streaming<PeerFrame>>,
-    ) -> Result<Response<Self::ExchangeStream>, Status> {
-        let info = request.extensions().get::<StampedConnectInfo>().cloned();
-        let remote_addr = info
-            .as_ref()
-            .and_then(|i| i.remote_addr)
-            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
-        let stamp = info.map(|i| i.stamps).unwrap_or_default();
-        let stamp_out = stamp.clone();
-        let inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(LINK_QUEUE);
-        let (hs_tx, hs_rx) = mpsc::channel(2);
-        let seal = SealSlot::default();
-        let shared = self.shared.clone();
-        // Register before reading so that a reply to the first frame has somewhere to go.
-        let (go_tx, go_rx) = oneshot::channel::<LinkId>();
-        let reader_shared = shared.clone();
-        let reader_addr = remote_addr.clone();
-        let reader_seal = seal.clone();
-        let reader = tokio::spawn(async move {
-            let Ok(link) = go_rx.await else { return };
-            match reader_shared.key.clone() {
-                // With a key, the link is reported up once the handshake passes.
-                Some(key) => {
-                    run_keyed_link(
-                        reader_shared,
-                        link,
-                        stamp,
-                        inbound,
-                        key,
-                        hs_tx,
-                        reader_seal,
-                        reader_addr,
-                        Direction::Incoming,
-                    )
-                    .await
-                }
-                None => {
-                    drop(hs_tx);
-                    read_frames(reader_shared, link, reader_addr, stamp, inbound, None).await
-                }
-            }
-        });
-        let link = register_link(&shared, tx, Some(reader.abort_handle()));
-        if shared.key.is_none() {
-            // Without a key any link is a member's.
-            shared.gate.member(&remote_addr);
-            let _ = shared.events.send(TransportEvent::LinkUp {
-                link,
-                remote_addr,
-                direction: Direction::Incoming,
-            });
-        }
-        let _ = go_tx.send(link);
-        let frames = outbound_stream(&shared, stamp_out, hs_rx, rx, seal).map(Ok);
-        Ok(Response::new(Box::pin(frames)))
     }
 }

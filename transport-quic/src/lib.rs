@@ -7,6 +7,8 @@
 //!   Frames travel length-delimited on one reliable bidirectional stream per link
 //!   ([`framing`]); clock probes and replies travel as QUIC datagrams, so a lost probe is
 //!   simply lost and nothing waits behind it.
+//! - `link`: one link's traffic once it is up: its reader and writer tasks, the datagrams, the
+//!   end of the link.
 //! - [`stamp`]: probe instants taken as close to the socket as quinn allows, through a wrapper
 //!   of quinn's UDP socket. A receive is stamped with the kernel's instant (`SO_TIMESTAMPNS`,
 //!   peeked at before quinn reads the datagram; where refused, when `recvmsg` returns). A transmit instant is
@@ -30,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 pub mod framing;
+mod link;
 pub mod peer;
 pub mod stamp;
 pub mod tls;
