@@ -1,7 +1,7 @@
 //! A listening port that sheds load from outside: connections admitted by a [`ConnGate`]
 //! (bounded per remote address and in total), strangers' idle connections closed, an accept
 //! loop that pauses instead of spinning when the process is out of file descriptors, and
-//! refusals logged once per source per interval ([`SourceLog`]).
+//! refusals logged once per source per interval ([`transport_common::refusals::PortLog`]).
 
 use std::io;
 use std::net::SocketAddr;

@@ -343,7 +343,7 @@ fn analyze(
     out
 }
 
-/// Correlation of `left[start..start+len]` with `right` shifted by `k`: Σ l[n]·r[n+k].
+/// Correlation of `left[start..start+len]` with `right` shifted by `k`: `Σ l[n]·r[n+k]`.
 fn xcorr(left: &[f64], right: &[f64], start: usize, len: usize, k: i64) -> f64 {
     let l = &left[start..start + len];
     let from = (start as i64 + k) as usize;
