@@ -90,6 +90,8 @@ def as_heard_runs(commits, kind):
         if kind == "stall" and not (extra and extra[0].startswith("stall=")):
             continue
         out.append(r)
+    if not out:
+        PROBLEMS.append(f"as-heard-runs.tsv: no {kind} skewed runs of {', '.join(commits) or 'no commit named'}")
     return out
 
 
@@ -479,8 +481,11 @@ def self_test():
 def main():
     if "--self-test" in sys.argv[1:] and not self_test():
         return 1
-    check_benchmarks()
-    check_readme()
+    for doc, check in [("BENCHMARKS.md", check_benchmarks), ("README.md", check_readme)]:
+        try:
+            check()
+        except Exception as e:  # a figure the check could not read is a failure, not a crash
+            PROBLEMS.append(f"{doc}: the check stopped at a figure it could not read: {e!r}")
     for p in PROBLEMS:
         print(p)
     print(f"check-figures: {len(PROBLEMS)} mismatches")
