@@ -11,6 +11,8 @@
 //!   sinks step buffer by buffer; it resamples with rubato and knows the exact song position of
 //!   every output slot.
 //! - [`sink`]: sound device (cpal), null sink paced by a [`Clock`], WAV recorder.
+//! - [`timeline`]: when a sound device really plays each buffer, from its callbacks (no I/O,
+//!   no clock: the simulator drives it too).
 //! - [`Player`]: the render core plus the configured sink; a sound device's threads run at a
 //!   raised priority where permitted ([`AUDIO_NICE`]).
 #![forbid(unsafe_code)]
@@ -25,7 +27,7 @@ mod resample;
 pub mod sink;
 pub mod song;
 pub mod tags;
-mod timeline;
+pub mod timeline;
 
 pub use clock::{Clock, ManualClock, SkewedClock, SystemClock};
 pub use decode::{Damage, Decoded, decode_bytes};
@@ -41,3 +43,4 @@ pub use song::{
     DecodeError, EncodeError, Song, WavEncoding, WavLayout, decode_wav_bytes, decode_wav_file,
     encode_wav, write_wav_file,
 };
+pub use timeline::{CallbackInfo, DeviceTimeline, Placement, TimelineConfig};

@@ -1,7 +1,7 @@
 //! Sinks: what consumes the renderer's frames and says when each is heard.
 //!
 //! - `device`: a cpal output stream. Each callback's buffer is timed on the sync clock by the
-//!   device timeline (`timeline.rs`): the rhythm of the callbacks themselves, plus the long-run
+//!   device timeline (`timeline/`): the rhythm of the callbacks themselves, plus the long-run
 //!   average of the latency the stream reports (`playback - callback`), because the reported
 //!   latency alone wanders by hundreds of microseconds through ALSA's pulse plugin.
 //!   [`DeviceTiming::Reported`] uses the clock read at callback time plus the reported latency
@@ -27,7 +27,7 @@ use crate::clock::Clock;
 use crate::probe::{CallbackProbe, CallbackRow};
 use crate::render::{PlayerEvent, Renderer};
 use crate::song::{WavEncoding, wav_spec};
-use crate::timeline::{DeviceTimeline, is_stall};
+use crate::timeline::{CallbackInfo, DeviceTimeline, TimelineConfig};
 
 /// Where the audio goes, as given on a command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -416,48 +416,37 @@ where
     let sample_rate = choice.config.sample_rate;
     let ns_per_frame = 1e9 / f64::from(sample_rate);
     let mut scratch = vec![0.0f32; CALLBACK_BLOCK_FRAMES * channels];
-    let mut timeline =
-        (timing == DeviceTiming::Callbacks).then(|| DeviceTimeline::new(sample_rate));
+    // The timeline alone decides when the output broke, in either timing.
+    let mut timeline = DeviceTimeline::with_config(
+        sample_rate,
+        TimelineConfig {
+            reports_only: timing == DeviceTiming::Reported,
+            ..TimelineConfig::default()
+        },
+    );
     // Set by the error callback when the device ran dry; cpal calls both callbacks from the
     // stream's one thread, the error before the refill that follows it.
     let xrun = Arc::new(AtomicBool::new(false));
     let xrun_seen = xrun.clone();
-    let mut last_callback_ns: Option<u64> = None;
-    let mut frames_handed = 0u64;
     let data_callback = move |data: &mut [T], info: &cpal::OutputCallbackInfo| {
         let now = clock.now_ns();
         let frames = data.len() / channels.max(1);
-        // The output broke if the stack says the device ran dry, or if the callbacks stopped
-        // for longer than any buffer lasts (a thread stopped for a while: not every stack
-        // reports that underrun). A new stream's first buffers are queued before it starts,
-        // a second or so later: that pause is no break.
-        let started = frames_handed >= u64::from(sample_rate);
-        frames_handed += frames as u64;
-        let stalled = last_callback_ns.replace(now).is_some_and(|last| {
-            started
-                && is_stall(
-                    now.saturating_sub(last) as f64,
-                    frames as f64 * ns_per_frame,
-                )
-        });
-        let broke = xrun_seen.swap(false, Ordering::Relaxed) || stalled;
-        if broke && let Some(timeline) = timeline.as_mut() {
-            timeline.output_broke();
-        }
         let ts = info.timestamp();
         // How long until the first frame of this buffer reaches the DAC.
         let latency = ts
             .playback
             .saturating_duration_since(ts.callback)
             .as_nanos() as u64;
-        let first_slot_ns = match timeline.as_mut() {
-            Some(timeline) => timeline.first_slot(now, latency, frames),
-            None => now + latency,
-        };
+        let placed = timeline.on_callback(CallbackInfo {
+            now_ns: now,
+            latency_ns: latency,
+            frames,
+            xrun: xrun_seen.swap(false, Ordering::Relaxed),
+        });
+        let first_slot_ns = placed.first_frame_ns;
         // A jump of the timing with no break seen is a glitch all the same (the stream ran
         // dry inside the sound server): the sync loop should put the sound back at once.
-        let moved = timeline.as_ref().is_some_and(DeviceTimeline::moved);
-        if broke || moved {
+        if placed.broke || placed.moved {
             renderer.note_output_break();
         }
         if let Some(probe) = probe.as_mut() {
@@ -466,9 +455,9 @@ where
                 first_slot_ns,
                 latency_ns: latency,
                 frames: frames as u32,
-                broke,
-                moved,
-                learnt_delay_ns: timeline.as_ref().and_then(DeviceTimeline::learnt_delay_ns),
+                broke: placed.broke,
+                moved: placed.moved,
+                learnt_delay_ns: placed.learnt_delay_ns,
             });
         }
         let mut offset_frames = 0usize;
