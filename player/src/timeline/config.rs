@@ -44,9 +44,6 @@ pub struct TimelineConfig {
     pub break_verify_s: f64,
     /// How long (s of audio) that disagreement must last before the delay moves by it.
     pub reanchor_after_break_s: f64,
-    /// After a break, a new buffering is measured as whole periods when the reports put it
-    /// within this fraction of a period of a whole number of them (0: never rounded).
-    pub break_period_snap: f64,
     /// A step (ns) of the timeline from one callback to the next that is a change of buffering
     /// or a jump of the sound.
     pub step_ns: f64,
@@ -88,7 +85,6 @@ impl Default for TimelineConfig {
             reanchor_after_s: 5.0,
             break_verify_s: 1.0,
             reanchor_after_break_s: 0.05,
-            break_period_snap: 0.0,
             step_ns: 1e6,
             report_step_ns: 0.5e6,
             steady_span_ns: 1e6,

@@ -33,6 +33,26 @@ impl DelayLearner {
         self.learnt
     }
 
+    /// Until the delay is learnt: the mean of the block medians so far and of this block's
+    /// median once it holds `min_reports`. Over the stream's first seconds this is still far
+    /// steadier than each report alone (their own noise averages out), though not yet their
+    /// wander; `None` before a first block was kept (the device proved paced by a clock).
+    pub(super) fn provisional(&mut self, min_reports: usize) -> Option<f64> {
+        if self.medians.len() == 0 {
+            return None;
+        }
+        let (mut sum, mut n) = (0.0, 0usize);
+        for m in self.medians.items() {
+            sum += m;
+            n += 1;
+        }
+        if self.block.len() >= min_reports.max(1) {
+            sum += median(&mut self.block);
+            n += 1;
+        }
+        (n > 0).then(|| sum / n as f64)
+    }
+
     /// Forgets everything (a new stream).
     pub(super) fn reset(&mut self) {
         self.block.clear();
@@ -84,6 +104,15 @@ impl DelayLearner {
         self.medians.update(|d| d + shift_ns);
         self.held = 0;
         self.block.clear();
+    }
+
+    /// Moves the delay and its history by `ns` within a step already taken (its measure
+    /// refined as the restarted envelope fills), keeping the block under way.
+    pub(super) fn refine(&mut self, ns: f64) {
+        if let Some(delay) = self.learnt.as_mut() {
+            *delay += ns;
+        }
+        self.medians.update(|d| d + ns);
     }
 
     /// Trimmed mean of the block medians over the later half of the history.

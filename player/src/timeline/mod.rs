@@ -91,6 +91,16 @@ pub struct DeviceTimeline {
     /// Reported minus timeline instants of the latest agreeing callbacks: the reports' own
     /// error against the timeline, which a change of buffering does not change.
     agreeing: Ring<f64>,
+    /// What the reports were off by against the timeline just before the last output break:
+    /// their slow wander, which carries across a short break.
+    break_baseline_ns: f64,
+    /// Reported instants less the line's position (`origin + frames * ns_per_frame * (1 +
+    /// rate)`) of the callbacks disagreeing since a break: the restarted stream's buffering as
+    /// its reports measure it, independent of the envelope, which is still filling.
+    break_intercepts: Ring<f64>,
+    /// Their median once taken as a new buffering: until the break is verified the timeline
+    /// keeps the sound there, moving the delay as the restarted envelope comes down.
+    rebase_ns: Option<f64>,
     /// The last callback's reported and timeline instants and its buffer's length, while the
     /// timeline goes by a learnt delay: what tells a step of the line from one of the reports.
     last_instants: Option<(f64, f64, f64)>,
@@ -121,6 +131,9 @@ impl DeviceTimeline {
             age_s: 0.0,
             disagreements: Ring::new(cfg.envelope_callbacks, 0.0),
             agreeing: Ring::new(2 * cfg.envelope_callbacks, 0.0),
+            break_baseline_ns: 0.0,
+            break_intercepts: Ring::new(cfg.envelope_callbacks, 0.0),
+            rebase_ns: None,
             last_instants: None,
             last_slot: None,
             cfg,
@@ -161,6 +174,14 @@ impl DeviceTimeline {
             };
         }
         if broke {
+            if let Some(baseline) = self.agreeing.median_before(0) {
+                self.break_baseline_ns = baseline;
+            }
+            // A young stream has learnt little, and perhaps of another buffering: the
+            // restarted one is learnt afresh.
+            if self.delay.learnt().is_none() {
+                self.delay.reset();
+            }
             self.phase = Phase::Refill {
                 left: self.cfg.burst_callbacks,
                 line: self.phase.has_line(),
@@ -242,14 +263,40 @@ impl DeviceTimeline {
         }
         let Some(learnt) = self.learnt_delay_ns() else {
             self.last_instants = None;
-            return reported as f64;
+            // Before the delay is learnt, the envelope plus the reports' average so far: it
+            // smooths their noise. Far from them, that short history is of another buffering.
+            let provisional = match self.phase {
+                Phase::Line { .. } => self.delay.provisional(self.cfg.envelope_callbacks),
+                _ => None,
+            };
+            return match provisional.map(|delay| envelope + delay) {
+                Some(heard) if (heard - reported as f64).abs() <= self.cfg.reanchor_ns => heard,
+                Some(_) => {
+                    self.delay.reset();
+                    reported as f64
+                }
+                None => reported as f64,
+            };
         };
-        self.follow_line(reported as f64, envelope + learnt, buffer_ns)
+        let line_ns = self.origin_ns + before * p * (1.0 + rate);
+        self.follow_line(reported as f64, envelope + learnt, line_ns, buffer_ns)
     }
 
-    /// On the line: the timeline's instant `heard` against the `reported` one, a disagreement
-    /// judged (see [`Check`]). Returns the instant given.
-    fn follow_line(&mut self, reported: f64, heard: f64, buffer_ns: f64) -> f64 {
+    /// On the line (at `line_ns` by the frames handed over): the timeline's instant `heard`
+    /// against the `reported` one, a disagreement judged (see [`Check`]). Returns the instant
+    /// given.
+    fn follow_line(&mut self, reported: f64, mut heard: f64, line_ns: f64, buffer_ns: f64) -> f64 {
+        if let Some(intercept) = self.rebase_ns {
+            if self.verifying_break() {
+                // The restarted envelope holds few callbacks and comes down as it fills: the
+                // delay takes up what it moves, so the sound stays where the reports put it.
+                let needed = intercept - (heard - line_ns) - self.break_baseline_ns;
+                self.delay.refine(needed);
+                heard += needed;
+            } else {
+                self.rebase_ns = None;
+            }
+        }
         // How far each instant moved from where the last callback's put this one.
         let steps = self
             .last_instants
@@ -264,7 +311,8 @@ impl DeviceTimeline {
         let line_stepped = steps.is_some_and(|(reports, timeline)| {
             reports.abs() < self.cfg.report_step_ns && timeline.abs() > self.cfg.step_ns
         });
-        if line_stepped {
+        // A restarted line's envelope steps as it fills: only the reports tell a new buffering.
+        if line_stepped && !self.verifying_break() {
             self.line_stepped();
         }
         let for_s = buffer_ns * 1e-9;
@@ -294,13 +342,18 @@ impl DeviceTimeline {
             _ => Check::ReportsOff { for_s },
         };
         self.disagreements.push(reported - heard);
+        self.break_intercepts.push(reported - line_ns);
         match self.check {
             Check::AfterBreak { for_s } if for_s >= self.cfg.reanchor_after_break_s => {
                 // The restarted stream holds a different amount of buffering (a period less,
                 // in every rig run so far), and its reports, the only measure of it, have said
-                // so for a while (its first ones can be anything).
-                let shift = self.disagreements.median_before(0).unwrap_or(0.0);
-                self.move_delay(shift, reported, heard, buffer_ns)
+                // so for a while (its first ones can be anything). What they were off by before
+                // the break is their wander, not the buffering's change.
+                let intercept = self.break_intercepts.median_before(0).unwrap_or(0.0);
+                let shift = intercept - (heard - line_ns) - self.break_baseline_ns;
+                let placed = self.move_delay(shift, reported, heard, buffer_ns);
+                self.rebase_ns = Some(intercept);
+                placed
             }
             Check::AfterBreak { for_s } | Check::ReportsOff { for_s }
                 if for_s >= self.cfg.reanchor_after_s =>
@@ -390,6 +443,7 @@ impl DeviceTimeline {
     fn agree(&mut self) {
         self.check = Check::Agreeing;
         self.disagreements.clear();
+        self.break_intercepts.clear();
     }
 
     /// Whether the line restarted at a break less than `break_verify_s` of audio ago.
@@ -420,6 +474,7 @@ impl DeviceTimeline {
         self.delay.drop_block();
         self.last_instants = None;
         self.agreeing.clear();
+        self.rebase_ns = None;
         self.agree();
     }
 }
