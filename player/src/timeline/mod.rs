@@ -212,28 +212,8 @@ impl DeviceTimeline {
     /// The instant this callback's first frame is heard (`reported`: the stack's own figure).
     fn place(&mut self, now: f64, reported: u64, frames: usize) -> f64 {
         let buffer_ns = frames as f64 * self.ns_per_frame;
-        if let Phase::Refill { left, line } = self.phase {
-            let gap = now - self.last_ns;
-            // The refill burst: the first callback after the break, and any that follow it
-            // closer than half a buffer. Their buffers are queued, not yet timed by anything.
-            let burst = left == self.cfg.burst_callbacks || gap < buffer_ns / 2.0;
-            if burst && left > 1 && now >= self.last_ns {
-                self.phase = Phase::Refill {
-                    left: left - 1,
-                    line,
-                };
-                self.last_ns = now;
-                return match self.learnt_delay_ns() {
-                    Some(delay) => now + delay,
-                    None => reported as f64,
-                };
-            }
-            if line && now >= self.last_ns {
-                self.restart_line(now);
-                self.phase = Phase::Line { after_break: true };
-            } else {
-                self.phase = Phase::Stopped;
-            }
+        if let Some(burst) = self.refill(now, reported as f64, buffer_ns) {
+            return burst;
         }
         if self.phase == Phase::Stopped || now < self.last_ns {
             self.restart_stream(now);
@@ -263,23 +243,55 @@ impl DeviceTimeline {
         }
         let Some(learnt) = self.learnt_delay_ns() else {
             self.last_instants = None;
-            // Before the delay is learnt, the envelope plus the reports' average so far: it
-            // smooths their noise. Far from them, that short history is of another buffering.
-            let provisional = match self.phase {
-                Phase::Line { .. } => self.delay.provisional(self.cfg.envelope_callbacks),
-                _ => None,
-            };
-            return match provisional.map(|delay| envelope + delay) {
-                Some(heard) if (heard - reported as f64).abs() <= self.cfg.reanchor_ns => heard,
-                Some(_) => {
-                    self.delay.reset();
-                    reported as f64
-                }
-                None => reported as f64,
-            };
+            return self.before_learnt(envelope, reported as f64);
         };
         let line_ns = self.origin_ns + before * p * (1.0 + rate);
         self.follow_line(reported as f64, envelope + learnt, line_ns, buffer_ns)
+    }
+
+    /// In the refill burst after a break: the instant of this callback's buffer, timed by the
+    /// delay learnt before (nothing else times a queued buffer); `None` once the burst is over
+    /// (the phase moves on: the line restarts, or everything does).
+    fn refill(&mut self, now: f64, reported: f64, buffer_ns: f64) -> Option<f64> {
+        let Phase::Refill { left, line } = self.phase else {
+            return None;
+        };
+        // The first callback after the break, and any that follow it closer than half a
+        // buffer.
+        let burst = left == self.cfg.burst_callbacks || now - self.last_ns < buffer_ns / 2.0;
+        if burst && left > 1 && now >= self.last_ns {
+            self.phase = Phase::Refill {
+                left: left - 1,
+                line,
+            };
+            self.last_ns = now;
+            return Some(self.learnt_delay_ns().map_or(reported, |delay| now + delay));
+        }
+        if line && now >= self.last_ns {
+            self.restart_line(now);
+            self.phase = Phase::Line { after_break: true };
+        } else {
+            self.phase = Phase::Stopped;
+        }
+        None
+    }
+
+    /// Before the delay is learnt: the `envelope` plus the reports' average so far, which
+    /// smooths their noise; the `reported` instant until there is one, or where the two part
+    /// by more than `reanchor_ns` (that short history is of another buffering: it starts over).
+    fn before_learnt(&mut self, envelope: f64, reported: f64) -> f64 {
+        let provisional = match self.phase {
+            Phase::Line { .. } => self.delay.provisional(self.cfg.envelope_callbacks),
+            _ => None,
+        };
+        match provisional.map(|delay| envelope + delay) {
+            Some(heard) if (heard - reported).abs() <= self.cfg.reanchor_ns => heard,
+            Some(_) => {
+                self.delay.reset();
+                reported
+            }
+            None => reported,
+        }
     }
 
     /// On the line (at `line_ns` by the frames handed over): the timeline's instant `heard`
