@@ -261,10 +261,15 @@ fn decode_with_symphonia(bytes: &[u8]) -> Result<Decoded, DecodeError> {
 
 /// Appends one decoded buffer to `out`, interleaved as `f32`.
 fn append_interleaved(buf: &GenericAudioBufferRef<'_>, scratch: &mut Vec<f32>, out: &mut Vec<f32>) {
-    scratch.clear();
-    scratch.resize(buf.samples_interleaved(), 0.0);
-    buf.copy_to_slice_interleaved(&mut scratch[..]);
+    interleave(buf, scratch);
     out.extend_from_slice(scratch);
+}
+
+/// One decoded buffer as interleaved `f32` in `out` (replacing what it held).
+pub(crate) fn interleave(buf: &GenericAudioBufferRef<'_>, out: &mut Vec<f32>) {
+    out.clear();
+    out.resize(buf.samples_interleaved(), 0.0);
+    buf.copy_to_slice_interleaved(&mut out[..]);
 }
 
 /// Which side of a stereo pair a speaker feeds: (left weight, right weight).
