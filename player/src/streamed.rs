@@ -15,16 +15,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use symphonia::core::audio::Channels;
-use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
+use symphonia::core::codecs::audio::AudioDecoder;
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::probe::Hint;
-use symphonia::core::formats::{FormatOptions, FormatReader, SeekMode, SeekTo, TrackType};
+use symphonia::core::formats::{FormatOptions, FormatReader, SeekMode, SeekTo};
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::units::Timestamp;
 
 use crate::cache::{CacheReader, Closer};
-use crate::decode::{Damage, downmix_to_stereo, interleave};
+use crate::decode::{AudioTrack, Damage, audio_track, downmix_to_stereo, interleave};
 use crate::song::{DecodeError, Song};
 use crate::window::Window;
 
@@ -199,28 +199,18 @@ impl Decoding {
             })?;
         // Open: seeks may now measure from the end (it waits for the download if need be).
         show_len.store(true, Ordering::Relaxed);
-        let container = format.format_info().short_name.to_string();
-        let track = format
-            .default_track(TrackType::Audio)
-            .ok_or_else(|| DecodeError::Unsupported(format!("{container} file without audio")))?;
-        let track_id = track.id;
-        let container_frames = track.num_frames;
-        let params = track
-            .codec_params
-            .as_ref()
-            .and_then(|p| p.audio())
-            .ok_or_else(|| DecodeError::Unsupported(format!("{container} track without audio")))?
-            .clone();
+        let AudioTrack {
+            container,
+            track_id,
+            frames: container_frames,
+            params,
+            decoder,
+        } = audio_track(format.as_ref())?;
         let (Some(rate), Some(channels)) = (params.sample_rate, params.channels.clone()) else {
             return Err(DecodeError::Unsupported(format!(
                 "{container} track without a rate or channels"
             )));
         };
-        let decoder = symphonia::default::get_codecs()
-            .make_audio_decoder(&params, &AudioDecoderOptions::default())
-            .map_err(|_| {
-                DecodeError::Unsupported(format!("codec {} in {container}", params.codec))
-            })?;
         let out_channels = channels.count().min(2) as u16;
         if rate == 0 || out_channels == 0 {
             return Err(DecodeError::Unsupported(format!(
