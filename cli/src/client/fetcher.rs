@@ -224,11 +224,15 @@ impl Fetcher {
         };
         let underflow = i.stream.underflow_frames();
         if underflow > i.underflow_said.0 && i.underflow_said.1.elapsed() >= UNDERFLOW_NOTE_EVERY {
-            tracing::warn!(song = %i.song.name, frames = underflow, "frames not decoded in time");
-            self.printer.println(format!(
-                "{}: {underflow} frames not decoded in time, played as silence",
-                i.song.name
-            ));
+            // A seek while playing costs a buffer or two: logged; a gap one can hear is said.
+            let audible = u64::from(i.song.sample_rate) / 10;
+            tracing::info!(song = %i.song.name, frames = underflow, "frames not decoded in time");
+            if underflow - i.underflow_said.0 >= audible {
+                self.printer.println(format!(
+                    "{}: {underflow} frames not decoded in time, played as silence",
+                    i.song.name
+                ));
+            }
             i.underflow_said = (underflow, Instant::now());
         }
         if !i.damage_said
@@ -239,17 +243,19 @@ impl Fetcher {
             self.printer.println(format!("{}: {damage}", i.song.name));
             i.damage_said = true;
         }
-        if i.reported || !node.wants_song(&i.song) {
+        if !node.wants_song(&i.song) {
             return Loading::Pending;
         }
         let whole = self.songs.iter().any(|(s, _)| s.same_song(&i.song));
+        // Where the player will start: asked of the decoder now (the player does not read
+        // while it waits), so that the frames are there when it starts.
         let ready = match node.state().mode {
             Mode::Loading { start_frame, .. } => i.stream.can_play_from(start_frame),
             Mode::Paused { frame, .. } => i.stream.can_play_from(frame),
             Mode::Stopped { .. } => i.stream.can_play_from(0),
             Mode::Playing { .. } => whole,
         };
-        if !ready {
+        if i.reported || !ready {
             return Loading::Pending;
         }
         i.reported = true;
