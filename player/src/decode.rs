@@ -11,7 +11,7 @@
 use std::io::Cursor;
 
 use symphonia::core::audio::{Channels, GenericAudioBufferRef};
-use symphonia::core::codecs::audio::AudioDecoderOptions;
+use symphonia::core::codecs::audio::{AudioCodecParameters, AudioDecoder, AudioDecoderOptions};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
@@ -146,23 +146,51 @@ pub(crate) fn open_format(bytes: &[u8]) -> Result<Box<dyn FormatReader + '_>, De
     })
 }
 
-fn decode_with_symphonia(bytes: &[u8]) -> Result<Decoded, DecodeError> {
-    let mut format = open_format(bytes)?;
+/// The audio track of an open file: what it is, and a decoder for it.
+pub(crate) struct AudioTrack {
+    /// The container's short name.
+    pub(crate) container: String,
+    pub(crate) track_id: u32,
+    /// Frames the container announces, if it does.
+    pub(crate) frames: Option<u64>,
+    pub(crate) params: AudioCodecParameters,
+    pub(crate) decoder: Box<dyn AudioDecoder>,
+}
+
+/// The default audio track of `format` and a decoder for it; a file without one, or of a codec
+/// this player lacks, is named unsupported.
+pub(crate) fn audio_track(format: &dyn FormatReader) -> Result<AudioTrack, DecodeError> {
     let container = format.format_info().short_name.to_string();
     let track = format
         .default_track(TrackType::Audio)
         .ok_or_else(|| DecodeError::Unsupported(format!("{container} file without audio")))?;
-    let track_id = track.id;
-    let expected_frames = track.num_frames;
     let params = track
         .codec_params
         .as_ref()
         .and_then(|p| p.audio())
         .ok_or_else(|| DecodeError::Unsupported(format!("{container} track without audio")))?
         .clone();
-    let mut decoder = symphonia::default::get_codecs()
+    let decoder = symphonia::default::get_codecs()
         .make_audio_decoder(&params, &AudioDecoderOptions::default())
         .map_err(|_| DecodeError::Unsupported(format!("codec {} in {container}", params.codec)))?;
+    Ok(AudioTrack {
+        track_id: track.id,
+        frames: track.num_frames,
+        container,
+        params,
+        decoder,
+    })
+}
+
+fn decode_with_symphonia(bytes: &[u8]) -> Result<Decoded, DecodeError> {
+    let mut format = open_format(bytes)?;
+    let AudioTrack {
+        container,
+        track_id,
+        frames: expected_frames,
+        mut decoder,
+        ..
+    } = audio_track(format.as_ref())?;
 
     let mut samples: Vec<f32> = Vec::new();
     let mut scratch: Vec<f32> = Vec::new();
@@ -261,10 +289,15 @@ fn decode_with_symphonia(bytes: &[u8]) -> Result<Decoded, DecodeError> {
 
 /// Appends one decoded buffer to `out`, interleaved as `f32`.
 fn append_interleaved(buf: &GenericAudioBufferRef<'_>, scratch: &mut Vec<f32>, out: &mut Vec<f32>) {
-    scratch.clear();
-    scratch.resize(buf.samples_interleaved(), 0.0);
-    buf.copy_to_slice_interleaved(&mut scratch[..]);
+    interleave(buf, scratch);
     out.extend_from_slice(scratch);
+}
+
+/// One decoded buffer as interleaved `f32` in `out` (replacing what it held).
+pub(crate) fn interleave(buf: &GenericAudioBufferRef<'_>, out: &mut Vec<f32>) {
+    out.clear();
+    out.resize(buf.samples_interleaved(), 0.0);
+    buf.copy_to_slice_interleaved(&mut out[..]);
 }
 
 /// Which side of a stereo pair a speaker feeds: (left weight, right weight).

@@ -7,6 +7,8 @@
 //! - [`song`]: the decoded song; WAV decoding and encoding (hound).
 //! - [`decode`]: any supported format (FLAC, MP3, Ogg Vorbis, AAC/ALAC in MP4, AIFF, WAV)
 //!   decoded into a song (symphonia); [`tags`]: a file's tags and cover art.
+//! - [`Streamed`]: a song decoded while it downloads, from a [`cache`] file on disk into a
+//!   bounded window of frames around the play position.
 //! - [`render`]: the render core. A [`Control`] sends timed commands to a [`Renderer`] that
 //!   sinks step buffer by buffer; it resamples with rubato and knows the exact song position of
 //!   every output slot.
@@ -17,6 +19,7 @@
 //!   raised priority where permitted ([`AUDIO_NICE`]).
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod clock;
 pub mod decode;
 mod player;
@@ -26,8 +29,10 @@ pub mod render;
 mod resample;
 pub mod sink;
 pub mod song;
+mod streamed;
 pub mod tags;
 pub mod timeline;
+mod window;
 
 pub use clock::{Clock, ManualClock, SkewedClock, SystemClock};
 pub use decode::{Damage, Decoded, decode_bytes};
@@ -43,4 +48,5 @@ pub use song::{
     DecodeError, EncodeError, Song, WavEncoding, WavLayout, decode_wav_bytes, decode_wav_file,
     encode_wav, write_wav_file,
 };
+pub use streamed::Streamed;
 pub use timeline::{CallbackInfo, DeviceTimeline, Placement, TimelineConfig};

@@ -243,24 +243,7 @@ impl FineResampler {
     /// two channels, zeros outside the song.
     fn feed(&mut self, song: &Song, frames: usize) {
         let ch = self.channels;
-        let song_ch = usize::from(song.channels);
-        let samples = song.samples();
-        let total = song.frames as i64;
-        let dst = &mut self.input[..frames * ch];
-        dst.fill(0.0);
-        let first = self.feed_next.max(0);
-        let end = (self.feed_next + frames as i64).min(total);
-        if first >= end {
-            return;
-        }
-        let skip = (first - self.feed_next) as usize;
-        let src = &samples[first as usize * song_ch..end as usize * song_ch];
-        for (d, s) in dst[skip * ch..]
-            .chunks_exact_mut(ch)
-            .zip(src.chunks_exact(song_ch))
-        {
-            d.copy_from_slice(&s[..ch]);
-        }
+        song.read_frames(self.feed_next, frames, &mut self.input, ch);
     }
 
     /// The last rendered frames, interleaved with `channels()` channels.

@@ -9,6 +9,8 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::window::Window;
+
 /// Why an audio file could not be decoded. Display is one line.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -77,7 +79,8 @@ impl WavLayout {
     }
 }
 
-/// A decoded song: interleaved samples normalised to [-1, 1].
+/// A song's frames: interleaved samples normalised to [-1, 1], either all of them in memory or
+/// a window of a song decoded while it plays ([`crate::Streamed`]).
 #[derive(Clone)]
 pub struct Song {
     /// Frames per second.
@@ -86,8 +89,17 @@ pub struct Song {
     pub channels: u16,
     /// Number of frames.
     pub frames: u64,
-    samples: Arc<[f32]>,
+    samples: Samples,
     layout: Option<WavLayout>,
+}
+
+/// Where a song's samples are.
+#[derive(Clone)]
+enum Samples {
+    /// All of them, decoded.
+    Whole(Arc<[f32]>),
+    /// Those around the play position, decoded while the song plays.
+    Streamed(Arc<Window>),
 }
 
 impl std::fmt::Debug for Song {
@@ -127,21 +139,79 @@ impl Song {
             sample_rate,
             channels,
             frames,
-            samples,
+            samples: Samples::Whole(samples),
             layout: None,
         })
     }
 
-    /// All samples, interleaved.
-    pub fn samples(&self) -> &[f32] {
-        &self.samples
+    /// A song of `frames` frames whose samples a decoder thread writes into `window`.
+    pub(crate) fn streamed(
+        sample_rate: u32,
+        channels: u16,
+        frames: u64,
+        window: Arc<Window>,
+    ) -> Result<Self, DecodeError> {
+        if sample_rate == 0 || channels == 0 {
+            return Err(DecodeError::Unsupported(format!(
+                "{sample_rate} Hz, {channels} channels"
+            )));
+        }
+        Ok(Self {
+            sample_rate,
+            channels,
+            frames,
+            samples: Samples::Streamed(window),
+            layout: None,
+        })
     }
 
-    /// The samples of frame `index` (one per channel), or `None` past the end.
+    /// All samples, interleaved; empty for a song decoded while it plays (whose frames are
+    /// never all in memory).
+    pub fn samples(&self) -> &[f32] {
+        match &self.samples {
+            Samples::Whole(s) => s,
+            Samples::Streamed(_) => &[],
+        }
+    }
+
+    /// Whether the song is decoded while it plays.
+    pub fn is_streamed(&self) -> bool {
+        matches!(self.samples, Samples::Streamed(_))
+    }
+
+    /// The samples of frame `index` (one per channel), or `None` past the end or for a song
+    /// decoded while it plays.
     pub fn frame(&self, index: u64) -> Option<&[f32]> {
         let ch = usize::from(self.channels);
         let start = usize::try_from(index).ok()?.checked_mul(ch)?;
-        self.samples.get(start..start + ch)
+        self.samples().get(start..start + ch)
+    }
+
+    /// Copies frames `[first, first + frames)` into `dst` (interleaved, `dst_ch` channels: the
+    /// first `dst_ch` of the song's), zeros outside the song and, for a streamed song, where
+    /// the frames are not decoded yet (counted as underflow). Never waits; allocates nothing.
+    pub(crate) fn read_frames(&self, first: i64, frames: usize, dst: &mut [f32], dst_ch: usize) {
+        let dst = &mut dst[..frames * dst_ch];
+        dst.fill(0.0);
+        match &self.samples {
+            Samples::Streamed(window) => window.read(first, frames, self.frames, dst, dst_ch),
+            Samples::Whole(samples) => {
+                let song_ch = usize::from(self.channels);
+                let lo = first.max(0);
+                let hi = (first + frames as i64).min(self.frames as i64);
+                if lo >= hi {
+                    return;
+                }
+                let skip = (lo - first) as usize;
+                let src = &samples[lo as usize * song_ch..hi as usize * song_ch];
+                for (d, s) in dst[skip * dst_ch..]
+                    .chunks_exact_mut(dst_ch)
+                    .zip(src.chunks_exact(song_ch))
+                {
+                    d.copy_from_slice(&s[..dst_ch]);
+                }
+            }
+        }
     }
 
     /// Duration in nanoseconds.
@@ -260,7 +330,7 @@ pub enum WavEncoding {
 
 /// Encodes a song as the bytes of a WAV file. Samples outside [-1, 1] are clipped for `Pcm16`.
 pub fn encode_wav(song: &Song, encoding: WavEncoding) -> Result<Vec<u8>, EncodeError> {
-    let mut cursor = Cursor::new(Vec::with_capacity(song.samples.len() * 4 + 64));
+    let mut cursor = Cursor::new(Vec::with_capacity(song.samples().len() * 4 + 64));
     write_wav(&mut cursor, song, encoding)?;
     Ok(cursor.into_inner())
 }
@@ -284,14 +354,14 @@ fn write_wav<W: std::io::Write + std::io::Seek>(
     let mut writer = hound::WavWriter::new(out, spec).map_err(wav_err)?;
     match encoding {
         WavEncoding::Pcm16 => {
-            let mut w = writer.get_i16_writer(song.samples.len() as u32);
-            for &s in song.samples.iter() {
+            let mut w = writer.get_i16_writer(song.samples().len() as u32);
+            for &s in song.samples() {
                 w.write_sample(f32_to_i16(s));
             }
             w.flush().map_err(wav_err)?;
         }
         WavEncoding::Float32 => {
-            for &s in song.samples.iter() {
+            for &s in song.samples() {
                 writer.write_sample(s).map_err(wav_err)?;
             }
         }

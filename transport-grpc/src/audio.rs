@@ -466,45 +466,34 @@ impl AudioClient {
         request: LoadAudioRequest,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<Vec<u8>, ServerError> {
+        let mut chunks = self.load_chunks(request).await?;
+        let mut bytes = Vec::new();
+        while let Some(data) = chunks.next().await? {
+            if bytes.is_empty() && chunks.total() > 0 {
+                bytes.reserve(chunks.total().min(1 << 30) as usize);
+            }
+            bytes.extend_from_slice(&data);
+            progress(chunks.received(), chunks.total());
+        }
+        Ok(bytes)
+    }
+
+    /// Starts the download of a song's file bytes, to be taken chunk by chunk as they arrive
+    /// (a song is played while it downloads, never held whole).
+    pub async fn load_chunks(&self, request: LoadAudioRequest) -> Result<SongChunks, ServerError> {
         let mut c = self.client.clone();
-        let mut stream = c
+        let stream = c
             .load_audio(request)
             .await
             .map_err(|s| self.err(s))?
             .into_inner();
-        let mut bytes = Vec::new();
-        let mut total = 0;
-        while let Some(chunk) = stream.message().await.map_err(|s| self.err(s))? {
-            if chunk.offset != bytes.len() as u64 {
-                return Err(ServerError::Other(format!(
-                    "chunk at offset {} where {} was expected",
-                    chunk.offset,
-                    bytes.len()
-                )));
-            }
-            total = chunk.total_size;
-            let after = bytes.len() as u64 + chunk.data.len() as u64;
-            if total > self.max_song_bytes || after > self.max_song_bytes {
-                return Err(ServerError::Other(format!(
-                    "song of {} bytes exceeds the limit of {} bytes",
-                    total.max(after),
-                    self.max_song_bytes
-                )));
-            }
-            if bytes.is_empty() && total > 0 {
-                bytes.reserve(total.min(1 << 30) as usize);
-            }
-            bytes.extend_from_slice(&chunk.data);
-            progress(bytes.len() as u64, total);
-        }
-        if total != 0 && bytes.len() as u64 != total {
-            return Err(ServerError::Other(format!(
-                "song truncated: {} of {} bytes arrived",
-                bytes.len(),
-                total
-            )));
-        }
-        Ok(bytes)
+        Ok(SongChunks {
+            stream,
+            addr: self.addr.clone(),
+            max_song_bytes: self.max_song_bytes,
+            received: 0,
+            total: 0,
+        })
     }
 
     /// Registers (or renews, with the `token` a registration returned; empty the first time)
@@ -587,5 +576,72 @@ impl AudioClient {
             total_peers: peers.len() as u32,
             peers,
         })
+    }
+}
+
+/// A song's bytes arriving in order, checked chunk by chunk: each continues where the last
+/// ended, and the song stays under the client's size limit.
+pub struct SongChunks {
+    stream: tonic::Streaming<AudioChunk>,
+    addr: String,
+    max_song_bytes: u64,
+    received: u64,
+    total: u64,
+}
+
+impl std::fmt::Debug for SongChunks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SongChunks")
+            .field("received", &self.received)
+            .field("total", &self.total)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SongChunks {
+    /// The next chunk's bytes; `None` once the song is whole. A chunk out of place, a song
+    /// over the limit or one cut short is an error.
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, ServerError> {
+        let Some(chunk) = self
+            .stream
+            .message()
+            .await
+            .map_err(|s| ServerError::from_status(&self.addr, s))?
+        else {
+            if self.total != 0 && self.received != self.total {
+                return Err(ServerError::Other(format!(
+                    "song truncated: {} of {} bytes arrived",
+                    self.received, self.total
+                )));
+            }
+            return Ok(None);
+        };
+        if chunk.offset != self.received {
+            return Err(ServerError::Other(format!(
+                "chunk at offset {} where {} was expected",
+                chunk.offset, self.received
+            )));
+        }
+        self.total = chunk.total_size;
+        let after = self.received + chunk.data.len() as u64;
+        if self.total > self.max_song_bytes || after > self.max_song_bytes {
+            return Err(ServerError::Other(format!(
+                "song of {} bytes exceeds the limit of {} bytes",
+                self.total.max(after),
+                self.max_song_bytes
+            )));
+        }
+        self.received = after;
+        Ok(Some(chunk.data))
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// The song's size as the server announced it (0 until the first chunk, or when unknown).
+    pub fn total(&self) -> u64 {
+        self.total
     }
 }

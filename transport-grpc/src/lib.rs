@@ -27,6 +27,7 @@ pub mod stamp;
 
 pub use audio::{
     AudioClient, AudioServer, MAX_SONG_BYTES, MusicBackend, ServerError, ServerStats, SongBytes,
+    SongChunks,
 };
 pub use peer::{LegacyCall, PeerTransport, TransportEvent, error_chain};
 pub use transport_common::{ClockFn, Counters, PeerLinks};

@@ -82,7 +82,13 @@ impl Driver {
                 node_id,
                 p.lease,
             ),
-            fetcher: Fetcher::new(p.audio, p.player.clone(), p.printer, p.interactive),
+            fetcher: Fetcher::new(
+                p.audio,
+                p.player.clone(),
+                p.clock.clone(),
+                p.printer,
+                p.interactive,
+            ),
             monitor: Monitor::new(
                 p.player.clone(),
                 p.clock.clone(),
@@ -152,6 +158,13 @@ impl Driver {
                 _ = &mut signal => break,
             }
             self.drain();
+            // A song decoding while it downloads is ready once it can play from the group's
+            // frame.
+            let ready = self.fetcher.poll(&self.node);
+            if !matches!(ready, Loading::Pending) {
+                self.report_loading(ready);
+                self.drain();
+            }
             // A stop ends the retries of a song that cannot be fetched.
             let given_up = self.fetcher.give_up_unwanted(&self.node);
             if !matches!(given_up, Loading::Pending) {

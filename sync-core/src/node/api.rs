@@ -181,7 +181,9 @@ pub enum Correction {
 /// What the player tells the node.
 #[derive(Clone, PartialEq, Debug)]
 pub enum PlayerReport {
-    /// The song asked for by [`PlaybackAction::Load`] is decoded and ready.
+    /// The song asked for by [`PlaybackAction::Load`] is ready: the player can play it from
+    /// the frame the group starts at (a song decoded while it downloads may not be whole yet;
+    /// if it then fails, [`PlayerReport::LoadFailed`] follows).
     Loaded {
         /// The song.
         song: SongRef,

@@ -121,6 +121,11 @@ impl Follower {
     /// (not when a stop made the driver give it up).
     pub(crate) fn load_failed(&mut self, song: &SongRef, state: &GroupState) -> bool {
         self.load_answered(song);
+        // A song streamed into the player may fail after it was reported loaded (its bytes
+        // did not match their hash): the player no longer holds it.
+        if self.loaded.as_ref().is_some_and(|l| l.same_song(song)) {
+            self.loaded = None;
+        }
         self.failed = Some((song.clone(), state.version));
         state.song.as_ref().is_some_and(|s| s.same_song(song))
             && !matches!(state.mode, Mode::Stopped { .. })
