@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use music262_proto::audio_service::{CoverResponse, LoadAudioRequest, SongInfo};
-use player::{DecodeError, decode_bytes};
+use player::{DecodeError, measure_bytes};
 use sha2::{Digest, Sha256};
 use tonic::Status;
 use transport_grpc::{MAX_SONG_BYTES, SongBytes};
@@ -20,13 +20,12 @@ pub use scan::{Scan, Skip, scan, scan_with_limit};
 /// Longest title, artist or album listed, in characters.
 const MAX_TAG_CHARS: usize = 200;
 
-/// Metadata of an audio file's bytes, as the playlist lists it: decoded once, as every player
-/// will decode it, for the exact frame count, and its tags read. Fails if the bytes are not a
-/// file the players can decode.
+/// Metadata of an audio file's bytes, as the playlist lists it: measured once as every player
+/// will decode it, for the exact frame count (without keeping the audio), and its tags read.
+/// Fails if the bytes are not a file the players can decode.
 pub fn song_info(name: &str, bytes: &[u8]) -> Result<SongInfo, DecodeError> {
-    let decoded = decode_bytes(bytes)?;
-    let song = &decoded.song;
-    let (bits, layout) = match song.wav_layout() {
+    let song = measure_bytes(bytes)?;
+    let (bits, layout) = match song.wav_layout {
         Some(layout) => (
             layout.bytes_per_frame / u32::from(song.channels.max(1)) * 8,
             layout,
@@ -62,7 +61,7 @@ pub fn song_info(name: &str, bytes: &[u8]) -> Result<SongInfo, DecodeError> {
         album: short(tags.album),
         track_number: tags.track_number.unwrap_or(0),
         has_cover: tags.cover.is_some(),
-        format: decoded.container,
+        format: song.container,
     })
 }
 

@@ -18,7 +18,7 @@ use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
 use symphonia::core::io::{MediaSource, MediaSourceStream, ReadOnlySource};
 use symphonia::core::meta::MetadataOptions;
 
-use crate::song::{DecodeError, Song, decode_wav_bytes};
+use crate::song::{DecodeError, Song, WavLayout, decode_wav_bytes, wav_header};
 
 /// Packets of a file that did not decode: the song plays without them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,7 +182,41 @@ pub(crate) fn audio_track(format: &dyn FormatReader) -> Result<AudioTrack, Decod
     })
 }
 
-fn decode_with_symphonia(bytes: &[u8]) -> Result<Decoded, DecodeError> {
+/// What walking a file's packets found: its shape and the damage skipped on the way.
+struct Walked {
+    container: String,
+    rate: u32,
+    channels: Channels,
+    /// Frames decoded (in the file's own channel layout).
+    frames: u64,
+    /// Frames the container announces, if it does.
+    expected_frames: Option<u64>,
+    skipped: u64,
+    truncated: bool,
+    first_error: String,
+}
+
+impl Walked {
+    /// The damage found, if any; `frames` is what the song holds after decoding.
+    fn damage(&self, frames: u64) -> Option<Damage> {
+        // Some demuxers resynchronise past a damaged stretch without an error: the frames the
+        // container announced and did not deliver tell.
+        let missing_frames = self.expected_frames.map_or(0, |n| n.saturating_sub(frames));
+        (self.skipped > 0 || self.truncated || missing_frames > 0).then(|| Damage {
+            skipped_packets: self.skipped,
+            missing_frames,
+            truncated: self.truncated,
+            first_error: self.first_error.clone(),
+        })
+    }
+}
+
+/// Decodes every packet of the file's audio track with symphonia, handing each buffer of the
+/// first buffer's shape to `each`; damaged packets are skipped and counted.
+fn walk(
+    bytes: &[u8],
+    each: &mut dyn FnMut(&GenericAudioBufferRef<'_>),
+) -> Result<Walked, DecodeError> {
     let mut format = open_format(bytes)?;
     let AudioTrack {
         container,
@@ -192,10 +226,9 @@ fn decode_with_symphonia(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         ..
     } = audio_track(format.as_ref())?;
 
-    let mut samples: Vec<f32> = Vec::new();
-    let mut scratch: Vec<f32> = Vec::new();
     // Rate and channels of the first decoded buffer; a packet that disagrees is damage.
     let mut shape: Option<(u32, Channels)> = None;
+    let mut frames = 0u64;
     let mut skipped = 0u64;
     let mut truncated = false;
     let mut first_error = String::new();
@@ -243,7 +276,8 @@ fn decode_with_symphonia(bytes: &[u8]) -> Result<Decoded, DecodeError> {
                     }
                     Some(_) => {}
                 }
-                append_interleaved(&buf, &mut scratch, &mut samples);
+                frames += buf.frames() as u64;
+                each(&buf);
             }
             Err(SymError::DecodeError(e)) => note(&e, &mut skipped),
             Err(SymError::IoError(e)) => note(&e, &mut skipped),
@@ -257,6 +291,24 @@ fn decode_with_symphonia(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             format!("no packet of the {container} file decodes ({first_error})")
         }));
     };
+    Ok(Walked {
+        container,
+        rate,
+        channels,
+        frames,
+        expected_frames,
+        skipped,
+        truncated,
+        first_error,
+    })
+}
+
+fn decode_with_symphonia(bytes: &[u8]) -> Result<Decoded, DecodeError> {
+    let mut samples: Vec<f32> = Vec::new();
+    let mut scratch: Vec<f32> = Vec::new();
+    let walked = walk(bytes, &mut |buf| {
+        append_interleaved(buf, &mut scratch, &mut samples)
+    })?;
     for s in &mut samples {
         *s = if s.is_finite() {
             s.clamp(-1.0, 1.0)
@@ -264,26 +316,78 @@ fn decode_with_symphonia(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             0.0
         };
     }
-    let count = channels.count();
+    let count = walked.channels.count();
     let (samples, out_channels) = if count > 2 {
-        (downmix_to_stereo(&samples, &channels), 2)
+        (downmix_to_stereo(&samples, &walked.channels), 2)
     } else {
         (samples, count as u16)
     };
-    let song = Song::from_interleaved(rate, out_channels, samples)?;
-    // Some demuxers resynchronise past a damaged stretch without an error: the frames the
-    // container announced and did not deliver tell.
-    let missing_frames = expected_frames.map_or(0, |n| n.saturating_sub(song.frames));
-    let damage = (skipped > 0 || truncated || missing_frames > 0).then_some(Damage {
-        skipped_packets: skipped,
-        missing_frames,
-        truncated,
-        first_error,
-    });
+    let song = Song::from_interleaved(walked.rate, out_channels, samples)?;
+    let damage = walked.damage(song.frames);
     Ok(Decoded {
         song,
-        container,
+        container: walked.container,
         damage,
+    })
+}
+
+/// A file's length and shape, as a whole decode would give them, without keeping its audio.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Measured {
+    /// Frames a decode yields: the song's frame numbers run from 0 to this.
+    pub frames: u64,
+    /// Frames per second.
+    pub sample_rate: u32,
+    /// Channels of the decoded song (more than two are mixed down to two).
+    pub channels: u16,
+    /// The container's short name.
+    pub container: String,
+    /// Where the audio data sits, for a WAV file.
+    pub wav_layout: Option<WavLayout>,
+    /// Damage skipped while decoding; `None` for a clean file.
+    pub damage: Option<Damage>,
+}
+
+impl Measured {
+    /// Duration in nanoseconds.
+    pub fn duration_ns(&self) -> u64 {
+        (u128::from(self.frames) * 1_000_000_000 / u128::from(self.sample_rate.max(1))) as u64
+    }
+}
+
+/// Measures an audio file held in memory: the same frame count and shape as
+/// [`decode_bytes`], in memory that does not grow with the song's length (a WAV file's header
+/// is read; other formats are decoded packet by packet and the audio dropped).
+pub fn measure_bytes(bytes: &[u8]) -> Result<Measured, DecodeError> {
+    if looks_like_wav(bytes) {
+        match wav_header(bytes) {
+            Ok(header) if header.channels <= 2 => {
+                return Ok(Measured {
+                    frames: header.frames,
+                    sample_rate: header.sample_rate,
+                    channels: header.channels,
+                    container: "wav".into(),
+                    wav_layout: Some(header.layout),
+                    damage: None,
+                });
+            }
+            Ok(_) => {}
+            Err(e @ DecodeError::Truncated { .. }) => return Err(e),
+            Err(e) => return measure_with_symphonia(bytes).map_err(|_| e),
+        }
+    }
+    measure_with_symphonia(bytes)
+}
+
+fn measure_with_symphonia(bytes: &[u8]) -> Result<Measured, DecodeError> {
+    let walked = walk(bytes, &mut |_| {})?;
+    Ok(Measured {
+        frames: walked.frames,
+        sample_rate: walked.rate,
+        channels: walked.channels.count().min(2) as u16,
+        damage: walked.damage(walked.frames),
+        container: walked.container,
+        wav_layout: None,
     })
 }
 

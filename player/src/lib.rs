@@ -35,7 +35,7 @@ pub mod timeline;
 mod window;
 
 pub use clock::{Clock, ManualClock, SkewedClock, SystemClock};
-pub use decode::{Damage, Decoded, decode_bytes};
+pub use decode::{Damage, Decoded, Measured, decode_bytes, measure_bytes};
 pub use player::{DEFAULT_PACED_RATE, Player, PlayerConfig, PlayerError};
 pub use priority::AUDIO_NICE;
 pub use render::{

@@ -225,9 +225,19 @@ impl Song {
     }
 }
 
-/// Decodes a WAV file held in memory: 8, 16, 24 and 32-bit integer PCM and 32-bit float, any
-/// channel count and sample rate.
-pub fn decode_wav_bytes(bytes: &[u8]) -> Result<Song, DecodeError> {
+/// What a WAV file's header says, checked against the bytes present.
+pub(crate) struct WavHeader {
+    pub(crate) spec: hound::WavSpec,
+    pub(crate) sample_rate: u32,
+    pub(crate) channels: u16,
+    /// Whole frames in the data chunk.
+    pub(crate) frames: u64,
+    pub(crate) layout: WavLayout,
+}
+
+/// Reads a WAV file's header: the encodings [`decode_wav_bytes`] decodes, and a data chunk
+/// that holds the frames the header claims (a cut-off file is [`DecodeError::Truncated`]).
+pub(crate) fn wav_header(bytes: &[u8]) -> Result<WavHeader, DecodeError> {
     let header = hound::WavReader::new(Cursor::new(bytes)).map_err(hound_error)?;
     let spec = header.spec();
     let claimed_samples = u64::from(header.len());
@@ -240,6 +250,21 @@ pub fn decode_wav_bytes(bytes: &[u8]) -> Result<Song, DecodeError> {
     if spec.sample_rate == 0 {
         return Err(DecodeError::Unsupported("sample rate 0".into()));
     }
+    match spec.sample_format {
+        hound::SampleFormat::Float if spec.bits_per_sample != 32 => {
+            return Err(DecodeError::Unsupported(format!(
+                "{}-bit float samples",
+                spec.bits_per_sample
+            )));
+        }
+        hound::SampleFormat::Int if !(1..=32).contains(&spec.bits_per_sample) => {
+            return Err(DecodeError::Unsupported(format!(
+                "{}-bit integer samples",
+                spec.bits_per_sample
+            )));
+        }
+        _ => {}
+    }
     let bytes_per_sample = u64::from(spec.bits_per_sample).div_ceil(8).max(1);
     let claimed_frames = claimed_samples / u64::from(channels);
     let present_samples = (bytes.len() as u64).saturating_sub(data_offset) / bytes_per_sample;
@@ -250,18 +275,29 @@ pub fn decode_wav_bytes(bytes: &[u8]) -> Result<Song, DecodeError> {
             available_frames,
         });
     }
+    Ok(WavHeader {
+        spec,
+        sample_rate: spec.sample_rate,
+        channels,
+        frames: available_frames,
+        layout: WavLayout {
+            data_offset,
+            bytes_per_frame: (bytes_per_sample * u64::from(channels)) as u32,
+        },
+    })
+}
+
+/// Decodes a WAV file held in memory: 8, 16, 24 and 32-bit integer PCM and 32-bit float, any
+/// channel count and sample rate.
+pub fn decode_wav_bytes(bytes: &[u8]) -> Result<Song, DecodeError> {
+    let header = wav_header(bytes)?;
+    let (spec, channels, available_frames) = (header.spec, header.channels, header.frames);
 
     let mut reader = hound::WavReader::new(Cursor::new(bytes)).map_err(hound_error)?;
     // Bounded by the bytes actually present, never by the header alone.
     let mut samples = Vec::with_capacity((available_frames * u64::from(channels)) as usize);
     match spec.sample_format {
         hound::SampleFormat::Float => {
-            if spec.bits_per_sample != 32 {
-                return Err(DecodeError::Unsupported(format!(
-                    "{}-bit float samples",
-                    spec.bits_per_sample
-                )));
-            }
             for s in reader.samples::<f32>() {
                 // Keep the [-1, 1] promise: a corrupt or hot file must not feed NaN or
                 // out-of-range values into the resampler and the device.
@@ -274,12 +310,6 @@ pub fn decode_wav_bytes(bytes: &[u8]) -> Result<Song, DecodeError> {
             }
         }
         hound::SampleFormat::Int => {
-            if !(1..=32).contains(&spec.bits_per_sample) {
-                return Err(DecodeError::Unsupported(format!(
-                    "{}-bit integer samples",
-                    spec.bits_per_sample
-                )));
-            }
             // Full scale of a `bits`-bit signed sample; hound has already re-centred unsigned
             // 8-bit data.
             let scale = (1.0 / (1u64 << (spec.bits_per_sample - 1)) as f64) as f32;
@@ -289,10 +319,7 @@ pub fn decode_wav_bytes(bytes: &[u8]) -> Result<Song, DecodeError> {
         }
     }
     let mut song = Song::from_interleaved(spec.sample_rate, channels, samples)?;
-    song.layout = Some(WavLayout {
-        data_offset,
-        bytes_per_frame: (bytes_per_sample * u64::from(channels)) as u32,
-    });
+    song.layout = Some(header.layout);
     Ok(song)
 }
 

@@ -249,3 +249,46 @@ fn tags_and_cover_art_are_read_from_every_tag_format() {
         Default::default()
     );
 }
+
+#[test]
+fn measuring_a_file_gives_the_frames_and_shape_of_its_whole_decode() {
+    let names = [
+        "source.wav",
+        "surround-5.1.flac",
+        "sweep-aac.m4a",
+        "sweep-alac.m4a",
+        "sweep-f64.wav",
+        "sweep-mono.aiff",
+        "sweep.flac",
+        "sweep.mp3",
+        "sweep.ogg",
+    ];
+    for name in names {
+        let whole = fixture(name);
+        let mut corrupt = whole.clone();
+        let mid = corrupt.len() / 2;
+        for (i, b) in corrupt[mid..mid + 400].iter_mut().enumerate() {
+            *b = (i * 37 % 251) as u8;
+        }
+        let cut = whole[..whole.len() * 3 / 5].to_vec();
+        for (variant, bytes) in [("whole", whole), ("corrupt", corrupt), ("cut", cut)] {
+            let measured = player::measure_bytes(&bytes);
+            match decode_bytes(&bytes) {
+                Ok(d) => {
+                    let m = measured.unwrap_or_else(|e| panic!("{name} {variant}: {e}"));
+                    assert_eq!(m.frames, d.song.frames, "{name} {variant}");
+                    assert_eq!(m.sample_rate, d.song.sample_rate, "{name} {variant}");
+                    assert_eq!(m.channels, d.song.channels, "{name} {variant}");
+                    assert_eq!(m.container, d.container, "{name} {variant}");
+                    assert_eq!(m.wav_layout, d.song.wav_layout(), "{name} {variant}");
+                    assert_eq!(m.damage, d.damage, "{name} {variant}");
+                }
+                Err(e) => assert_eq!(
+                    measured.unwrap_err().to_string(),
+                    e.to_string(),
+                    "{name} {variant}"
+                ),
+            }
+        }
+    }
+}
