@@ -49,6 +49,7 @@ fn write_seed_corpus() {
                 node_id: NodeId(2),
                 protocol_version: 1,
                 listen_addr: Some("10.0.0.2:50052".into()),
+                name: None,
             }),
         ),
         (

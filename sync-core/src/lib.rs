@@ -83,6 +83,6 @@ pub use node::{
     Event, LinkCommand, LinkId, LinkStatus, LoadWait, Node, Output, PeerRole, PlaybackAction,
     PlayerReport, SyncStatus, TimeoutReason,
 };
-pub use peer::{BadAddr, PeerAddr, PeerSelector};
+pub use peer::{BadAddr, MAX_NAME_LEN, PeerAddr, PeerSelector, room_name};
 pub use state::{GroupState, Mode, NodeId, SongRef, StateVersion, Timeline};
 pub use time::{GroupTime, LocalTime, Nanos};

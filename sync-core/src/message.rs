@@ -56,6 +56,8 @@ pub struct MemberInfo {
     /// Milliseconds since the sender, or the peer it heard this from, last had the member as a
     /// neighbour (0: linked to it now).
     pub age_ms: u64,
+    /// The member's room name (`--name`), if it has one and the sender knows it.
+    pub name: Option<String>,
 }
 
 /// Handshake, sent by both ends as soon as a link is up.
@@ -67,6 +69,8 @@ pub struct Hello {
     pub protocol_version: u32,
     /// Address (`host:port`) at which the sender accepts links, if any.
     pub listen_addr: Option<String>,
+    /// The sender's room name (`--name`, e.g. `Kitchen`), if it has one.
+    pub name: Option<String>,
 }
 
 /// What a node tells its neighbours about itself in every periodic message: its place in the

@@ -118,6 +118,7 @@ fn impossible_messages_are_dropped_and_reported() {
             node_id: NodeId(5),
             protocol_version: 99,
             listen_addr: None,
+            name: None,
         }),
     );
     net.drain(1);

@@ -19,6 +19,7 @@ fn lone_node_with_a_peer(song: &SongRef, now: LocalTime) -> (Node, LinkId, u64) 
             node_id: NodeId(9),
             protocol_version: PROTOCOL_VERSION,
             listen_addr: None,
+            name: None,
         }),
     );
     n.handle_player(now, PlayerReport::Loaded { song: song.clone() });

@@ -249,6 +249,7 @@ fn a_link_to_itself_is_closed_at_the_handshake() {
         node_id: net.nodes[0].node.id(),
         protocol_version: PROTOCOL_VERSION,
         listen_addr: None,
+        name: None,
     };
     net.nodes[0]
         .node

@@ -20,6 +20,8 @@ pub struct Config {
     /// Every other address this node answers on (its interfaces, loopback names): a `join`
     /// there is refused as joining itself, and gossip naming one is not dialled.
     pub own_addrs: Vec<String>,
+    /// This node's room name (`Kitchen`), told to peers in the hello and the members gossip.
+    pub name: Option<String>,
     /// How often the player should report its position, in ns: the drift controller's rate
     /// estimate and its noise and outlier bounds assume reports this far apart.
     pub report_interval: Nanos,
@@ -140,6 +142,7 @@ impl Config {
             node_id,
             listen_addr: None,
             own_addrs: Vec::new(),
+            name: None,
             report_interval: 50 * MILLISECOND,
             max_links: 8,
             probe_interval: 500 * MILLISECOND,

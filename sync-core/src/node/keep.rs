@@ -29,24 +29,20 @@ impl Node {
     /// The neighbour on `link` completed its handshake: it is a member under its id, and it
     /// learns the members this node knows at once.
     pub(super) fn member_linked(&mut self, link: LinkId) {
-        let Some((addr, id)) = self
-            .links
-            .get(&link)
-            .and_then(|l| Some((l.listen_addr()?.to_string(), l.peer_id()?)))
-        else {
+        let Some((addr, id, name)) = self.links.get(&link).and_then(|l| {
+            let name = l.name().map(str::to_string);
+            Some((l.listen_addr()?.to_string(), l.peer_id()?, name))
+        }) else {
             return;
         };
+        let peer = (id, name.as_deref());
         self.members
-            .linked(&addr, id, self.now, false, &self.config);
+            .linked(&addr, peer, self.now, false, &self.config);
         self.send_members(link);
     }
 
     pub(super) fn send_members(&mut self, link: LinkId) {
-        let me = self.id();
-        let own = self.config.listen_addr.clone();
-        let members = self
-            .members
-            .gossip(me, own.as_deref(), self.now, &self.config);
+        let members = self.members.gossip(self.now, &self.config);
         if !members.is_empty() {
             self.send(link, Message::Members(members));
         }
@@ -103,7 +99,9 @@ impl Node {
                 continue;
             };
             if let (Some(addr), Some(id)) = (l.listen_addr().map(str::to_string), l.peer_id()) {
-                self.members.linked(&addr, id, now, true, &self.config);
+                let name = l.name().map(str::to_string);
+                let peer = (id, name.as_deref());
+                self.members.linked(&addr, peer, now, true, &self.config);
             }
         }
         self.members.forget_old(now, &self.config);
@@ -134,6 +132,18 @@ impl Node {
         if self.links.dial(&addr, now, &self.config).is_ok() {
             self.out.push(Output::Connect { addr });
         }
+    }
+
+    /// The room name of node `id`: from its hello when linked, else from the members gossip.
+    pub fn name_of(&self, id: NodeId) -> Option<&str> {
+        if id == self.id() {
+            return self.config.name.as_deref();
+        }
+        let linked = self.links.iter().map(|(_, l)| l);
+        linked
+            .filter(|l| l.peer_id() == Some(id))
+            .find_map(Link::name)
+            .or_else(|| self.members.name_of(id))
     }
 
     /// Whether the peer on `link` (by its listen address) is one this node left lately.

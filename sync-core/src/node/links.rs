@@ -51,6 +51,11 @@ impl Link {
         self.peer.as_ref().and_then(|h| h.listen_addr.as_deref())
     }
 
+    /// The peer's room name, as it said in its hello.
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.peer.as_ref().and_then(|h| h.name.as_deref())
+    }
+
     /// One-way delay estimate used for the tree's delays: half the median round trip of the
     /// window (the median, not the minimum, so that the lead covers ordinary jitter).
     pub(crate) fn one_way_delay(&self) -> Option<u64> {
@@ -158,6 +163,7 @@ impl Links {
                     link: id,
                     remote_addr: l.remote_addr.clone(),
                     listen_addr: l.listen_addr().map(str::to_string),
+                    name: l.name().map(str::to_string),
                     peer: l.peer_id(),
                     direction: l.direction,
                     rtt: est.map(|e| e.min_delay),

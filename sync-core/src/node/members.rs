@@ -14,9 +14,11 @@ use crate::state::NodeId;
 use crate::time::{LocalTime, MILLISECOND};
 
 /// One member as this node knows it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Member {
     id: NodeId,
+    /// Its room name, if it has one and this node heard it.
+    name: Option<String>,
     /// When this node, or a peer it heard from, last had the member as a neighbour.
     seen: LocalTime,
     /// Dials to it (for the ring or the degree) that failed or were refused in a row.
@@ -47,7 +49,7 @@ impl Members {
     pub(crate) fn linked(
         &mut self,
         addr: &str,
-        id: NodeId,
+        (id, name): (NodeId, Option<&str>),
         now: LocalTime,
         settled: bool,
         config: &Config,
@@ -55,6 +57,7 @@ impl Members {
         match self.map.get_mut(addr) {
             Some(m) => {
                 m.id = id;
+                m.name = name.map(str::to_string);
                 m.seen = now;
                 if settled {
                     m.refusals = 0;
@@ -66,6 +69,7 @@ impl Members {
             None => {
                 let m = Member {
                     id,
+                    name: name.map(str::to_string),
                     seen: now,
                     refusals: 0,
                     quiet_until: None,
@@ -100,10 +104,12 @@ impl Members {
                 Some(m) => {
                     m.seen = seen;
                     m.id = info.node_id;
+                    m.name = info.name;
                 }
                 None => {
                     let m = Member {
                         id: info.node_id,
+                        name: info.name,
                         seen,
                         refusals: 0,
                         quiet_until: None,
@@ -201,27 +207,25 @@ impl Members {
         self.next_round
     }
 
-    /// The table as gossip at `now`, this node (`me` at `own_addr`) first: every member when
+    /// The table as gossip at `now`, this node (as `config` names it) first: every member when
     /// they fit in one message, else a window that moves on at every call, so that every member
     /// is told within a few rounds.
-    pub(crate) fn gossip(
-        &mut self,
-        me: NodeId,
-        own_addr: Option<&str>,
-        now: LocalTime,
-        config: &Config,
-    ) -> Vec<MemberInfo> {
+    pub(crate) fn gossip(&mut self, now: LocalTime, config: &Config) -> Vec<MemberInfo> {
         let room = config.max_gossip_addrs.saturating_sub(1);
         let info = |(a, m): (&String, &Member)| MemberInfo {
             addr: a.clone(),
             node_id: m.id,
             age_ms: (now.since(m.seen).max(0) / MILLISECOND) as u64,
+            name: m.name.clone(),
         };
-        let mut out: Vec<MemberInfo> = own_addr
+        let mut out: Vec<MemberInfo> = config
+            .listen_addr
+            .as_ref()
             .map(|a| MemberInfo {
-                addr: a.to_string(),
-                node_id: me,
+                addr: a.clone(),
+                node_id: config.node_id,
                 age_ms: 0,
+                name: config.name.clone(),
             })
             .into_iter()
             .collect();
@@ -262,6 +266,14 @@ impl Members {
         // After `me` first, then from the lowest id: the ring's order seen from here.
         v.sort_by_key(|(a, id)| (*id <= me, *id, a.clone()));
         v
+    }
+
+    /// The room name of the member `id`, if known.
+    pub(crate) fn name_of(&self, id: NodeId) -> Option<&str> {
+        self.map
+            .values()
+            .find(|m| m.id == id)
+            .and_then(|m| m.name.as_deref())
     }
 
     /// Every member known, ordered by address: `(address, id, ns since seen)`.
@@ -306,6 +318,7 @@ mod tests {
             addr: addr.into(),
             node_id: NodeId(id),
             age_ms,
+            name: None,
         }
     }
 
@@ -359,6 +372,7 @@ mod tests {
     fn a_table_larger_than_a_message_is_told_in_windows_that_cover_it() {
         let mut config = Config::new(NodeId(0));
         config.max_gossip_addrs = 4;
+        config.listen_addr = Some("me:1".into());
         let mut m = Members::default();
         let now = LocalTime(SECOND as u64);
         let all: Vec<MemberInfo> = (1..=10)
@@ -367,7 +381,7 @@ mod tests {
         m.heard(all, now, |_| false, &config);
         let mut told = std::collections::BTreeSet::new();
         for _ in 0..4 {
-            let g = m.gossip(NodeId(0), Some("me:1"), now, &config);
+            let g = m.gossip(now, &config);
             assert_eq!(g.len(), 4);
             assert_eq!(g[0].addr, "me:1");
             told.extend(g.into_iter().skip(1).map(|i| i.addr));

@@ -147,6 +147,7 @@ impl Node {
             node_id: self.id(),
             protocol_version: PROTOCOL_VERSION,
             listen_addr: self.config.listen_addr.clone(),
+            name: self.config.name.clone(),
         };
         self.send(link, Message::Hello(hello));
     }
