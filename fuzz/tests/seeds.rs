@@ -35,6 +35,7 @@ fn write_seed_corpus() {
         },
         subtree_delay: 50_000,
         radius: 60_000,
+        members: None,
     };
     let song = SongRef {
         name: "a.wav".into(),

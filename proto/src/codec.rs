@@ -10,13 +10,14 @@
 use prost::Message as _;
 use sync_core::{
     Announce, ClockMapping, GroupState, GroupTime, Hello, LeaveReason, LocalTime, MemberInfo,
-    Message, Mode, NodeId, Probe, ProbeReply, SongRef, StateVersion, room_name,
+    MembersDigest, Message, Mode, NodeId, Probe, ProbeReply, SongRef, StateVersion, room_name,
 };
 
 use crate::client::{
     PeerFrame, SyncAnnounce, SyncClockMapping, SyncGossip, SyncGroupState, SyncHello, SyncLeave,
-    SyncLeaveReason, SyncLoading, SyncMember, SyncMode, SyncPaused, SyncPlaying, SyncProbe,
-    SyncProbeReply, SyncReady, SyncSongRef, SyncStateVersion, SyncStopped, peer_frame, sync_mode,
+    SyncLeaveReason, SyncLoading, SyncMember, SyncMembersDigest, SyncMode, SyncPaused, SyncPlaying,
+    SyncProbe, SyncProbeReply, SyncReady, SyncSongRef, SyncStateVersion, SyncStopped, peer_frame,
+    sync_mode,
 };
 
 /// Largest encoded [`PeerFrame`] accepted or produced, in bytes. A real frame is a few
@@ -171,6 +172,10 @@ fn announce_to_wire(a: &Announce) -> SyncAnnounce {
         mapping: Some(mapping_to_wire(&a.mapping)),
         radius_ns: a.radius,
         subtree_delay_ns: a.subtree_delay,
+        members: a.members.map(|d| SyncMembersDigest {
+            count: d.count,
+            hash: d.hash,
+        }),
     }
 }
 
@@ -318,6 +323,10 @@ fn announce_from_wire(a: SyncAnnounce) -> Result<Announce, CodecError> {
         ),
         radius: a.radius_ns,
         subtree_delay: a.subtree_delay_ns,
+        members: a.members.map(|d| MembersDigest {
+            count: d.count,
+            hash: d.hash,
+        }),
     })
 }
 
@@ -506,6 +515,7 @@ mod tests {
             },
             radius: 10,
             subtree_delay: 11,
+            members: None,
         }
     }
 

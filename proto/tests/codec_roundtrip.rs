@@ -80,6 +80,7 @@ fn announce() -> impl Strategy<Value = Announce> {
                     mapping,
                     radius,
                     subtree_delay,
+                    members: None,
                 }
             },
         )

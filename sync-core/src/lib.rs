@@ -76,7 +76,8 @@ pub mod time;
 pub use clock::{ClockFilter, ClockMapping, ClockSample, FilterConfig, LinkEstimate};
 pub use control::{ControlDecision, ControllerConfig, DriftController};
 pub use message::{
-    Announce, Hello, LeaveReason, MemberInfo, Message, PROTOCOL_VERSION, Probe, ProbeReply,
+    Announce, Hello, LeaveReason, MemberInfo, MembersDigest, Message, PROTOCOL_VERSION, Probe,
+    ProbeReply,
 };
 pub use node::{
     BadInput, Command, CommandError, Config, Correction, Counters, Direction, DisconnectReason,

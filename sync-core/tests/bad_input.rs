@@ -79,6 +79,7 @@ fn impossible_messages_are_dropped_and_reported() {
         mapping: ClockMapping::identity(t, tb),
         subtree_delay: 0,
         radius: 0,
+        members: None,
     };
     net.nodes[1].node.handle_message(
         t,
@@ -158,6 +159,7 @@ fn a_probe_overtaking_the_hello_is_dropped_quietly_but_a_state_before_it_is_refu
         mapping: ClockMapping::identity(t, n.sync_status().mapping.timebase),
         subtree_delay: 0,
         radius: 0,
+        members: None,
     };
     n.handle_message(
         t,

@@ -93,6 +93,7 @@ fn announce_strategy() -> BoxedStrategy<Announce> {
             },
             subtree_delay: delay / 2,
             radius: delay,
+            members: None,
         })
         .boxed()
 }

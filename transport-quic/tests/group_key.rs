@@ -67,6 +67,7 @@ async fn peers_sharing_a_key_link_and_exchange_sealed_frames_and_datagrams() {
             },
             radius: 0,
             subtree_delay: 0,
+            members: None,
         },
     });
     assert!(a.send(al, probe));

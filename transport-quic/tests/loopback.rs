@@ -45,6 +45,7 @@ fn probe(seq: u32, t0: u64) -> Message {
             },
             subtree_delay: 0,
             radius: 0,
+            members: None,
         },
     })
 }

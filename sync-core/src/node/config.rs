@@ -123,6 +123,10 @@ pub struct Config {
     /// Every this long (ns) a node gossips the members it knows to each neighbour and checks
     /// its link rule (`docs/membership.md`), dialling at most one member per round.
     pub members_interval: Nanos,
+    /// A neighbour whose announced members digest equals this node's is sent the table only
+    /// this often (ns), to refresh the members' ages; one with another digest (or none: a peer
+    /// that predates it) at every round.
+    pub members_refresh: Nanos,
     /// A node links to its ring successor and, while it holds fewer links than this (capped by
     /// `max_links`), to the next members in node-id order: with at least 2 links along a ring
     /// through every member, losing any one member does not split the group. 0: the node
@@ -184,6 +188,7 @@ impl Config {
             forget_lost_after: 600 * SECOND,
             max_redials: 32,
             members_interval: 2 * SECOND,
+            members_refresh: 10 * SECOND,
             min_links: 3,
             forget_member_after: 60 * SECOND,
             max_members: 1024,

@@ -6,7 +6,7 @@
 use super::links::is_own_addr;
 use super::members::next_dial;
 use super::*;
-use crate::message::MemberInfo;
+use crate::message::{MemberInfo, MembersDigest};
 
 impl Node {
     /// Every member this node knows, ordered by address: its listen address, its id, and how
@@ -43,9 +43,24 @@ impl Node {
 
     pub(super) fn send_members(&mut self, link: LinkId) {
         let members = self.members.gossip(self.now, &self.config);
+        if let Some(l) = self.links.get_mut(&link) {
+            l.members_told = Some(self.now);
+        }
         if !members.is_empty() {
             self.send(link, Message::Members(members));
         }
+    }
+
+    /// Whether the neighbour on `link` is due the table at this round: its last digest differs
+    /// from `ours` (or it sent none), or its ages were last refreshed `members_refresh` ago.
+    fn members_due(&self, link: LinkId, ours: MembersDigest) -> bool {
+        self.links.get(&link).is_some_and(|l| {
+            let theirs = l.announce.and_then(|a| a.members);
+            let refresh = l
+                .members_told
+                .is_none_or(|t| self.now.since(t) >= self.config.members_refresh);
+            theirs != Some(ours) || refresh
+        })
     }
 
     /// A link ended: a dial of ours refused because the peer is full (or holds another link to
@@ -87,7 +102,9 @@ impl Node {
     }
 
     /// The round of `Config::members_interval`: neighbours are members seen now, members
-    /// nobody has seen for long are forgotten, every neighbour gets the table, the rule dials.
+    /// nobody has seen for long are forgotten, each neighbour that knows other members than
+    /// this node (by its digest), or whose ages are due a refresh, gets the table; the rule
+    /// dials.
     pub(super) fn members_round(&mut self) {
         let now = self.now;
         if !self.members.round_due(now) {
@@ -105,8 +122,11 @@ impl Node {
             }
         }
         self.members.forget_old(now, &self.config);
+        let ours = self.members.digest(&self.config);
         for link in self.links.handshaken() {
-            self.send_members(link);
+            if self.members_due(link, ours) {
+                self.send_members(link);
+            }
         }
         self.keep_links();
     }
@@ -120,11 +140,13 @@ impl Node {
         let ring = self
             .members
             .ring(self.id(), now, |a| self.redials.contains(a));
+        let successor = ring.first().map(|(a, _)| a.as_str());
+        let settled = self.members.successor_settled(successor, now, &self.config);
         let (links, config) = (&self.links, &self.config);
         let Some(addr) = next_dial(
             &ring,
             |a| links.is_known_addr(a, config),
-            links.open_count(),
+            (links.open_count(), settled),
             config,
         ) else {
             return;

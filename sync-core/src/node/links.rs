@@ -39,6 +39,8 @@ pub(crate) struct Link {
     pub(crate) unreadable_state: Option<GroupState>,
     pub(crate) probes_sent: u64,
     pub(crate) probes_answered: u64,
+    /// When the member table was last sent on this link.
+    pub(crate) members_told: Option<LocalTime>,
 }
 
 impl Link {
@@ -218,6 +220,7 @@ impl Links {
                 unreadable_state: None,
                 probes_sent: 0,
                 probes_answered: 0,
+                members_told: None,
             },
         );
     }

@@ -38,7 +38,7 @@ use members::Members;
 use redial::Redials;
 use register::{Register, Retime};
 
-use crate::message::{Hello, LeaveReason, Message, PROTOCOL_VERSION, Probe, ProbeReply};
+use crate::message::{Announce, Hello, LeaveReason, Message, PROTOCOL_VERSION, Probe, ProbeReply};
 use crate::state::{GroupState, NodeId, SongRef, StateVersion, Timeline};
 use crate::time::{GroupTime, LocalTime, MILLISECOND, Nanos};
 
@@ -228,12 +228,7 @@ impl Node {
     }
 
     fn send_probe(&mut self, now: LocalTime, link: LinkId) {
-        let announce = self.tree.announce(
-            self.id(),
-            self.now,
-            &self.links,
-            self.register.state.version,
-        );
+        let announce = self.announce();
         let refine = self.tree.parent == Some(link) && self.links.refining(link, &self.config);
         // Jitter the steady interval so that links do not fall into lockstep.
         let jitter =
@@ -255,16 +250,22 @@ impl Node {
         self.maybe_send_ready(link);
     }
 
+    /// What this node tells a neighbour about itself in a probe or a reply.
+    fn announce(&self) -> Announce {
+        let version = self.register.state.version;
+        Announce {
+            members: Some(self.members.digest(&self.config)),
+            ..self
+                .tree
+                .announce(self.id(), self.now, &self.links, version)
+        }
+    }
+
     fn on_probe(&mut self, now: LocalTime, link: LinkId, p: Probe) {
         if self.on_announce(now, link, p.announce).is_err() {
             return;
         }
-        let announce = self.tree.announce(
-            self.id(),
-            self.now,
-            &self.links,
-            self.register.state.version,
-        );
+        let announce = self.announce();
         self.send(
             link,
             Message::ProbeReply(ProbeReply {
@@ -295,12 +296,7 @@ impl Node {
 
     /// Records a neighbour's announcement: liveness of its reference, anti-entropy, and a new
     /// choice of reference if warranted.
-    fn on_announce(
-        &mut self,
-        now: LocalTime,
-        link: LinkId,
-        a: crate::message::Announce,
-    ) -> Result<(), ()> {
+    fn on_announce(&mut self, now: LocalTime, link: LinkId, a: Announce) -> Result<(), ()> {
         if a.stratum > MAX_STRATUM {
             self.bad(link, BadInput::InvalidAnnounce("stratum"));
             return Err(());
