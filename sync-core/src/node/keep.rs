@@ -168,6 +168,24 @@ impl Node {
             .or_else(|| self.members.name_of(id))
     }
 
+    /// The room name of node `id` if it tells that room apart: no other node this one knows
+    /// (itself, a neighbour, a member) has the same name, as clients on one host named after
+    /// it would. `None` when unknown or shared.
+    pub fn unique_name_of(&self, id: NodeId) -> Option<&str> {
+        let name = self.name_of(id)?;
+        let me = (self.config.name.as_deref() == Some(name)).then_some(self.id());
+        let linked = self.links.iter().map(|(_, l)| l);
+        let neighbours = linked
+            .filter(|l| l.name() == Some(name))
+            .filter_map(Link::peer_id);
+        let others = me
+            .into_iter()
+            .chain(neighbours)
+            .chain(self.members.ids_named(name))
+            .any(|other| other != id);
+        (!others).then_some(name)
+    }
+
     /// Whether the peer on `link` (by its listen address) is one this node left lately.
     pub(super) fn left_lately(&self, link: LinkId) -> bool {
         self.links

@@ -320,6 +320,14 @@ impl Members {
         }
     }
 
+    /// The members known by the room name `name` (ids; one member per address).
+    pub(crate) fn ids_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = NodeId> + 'a {
+        self.map
+            .values()
+            .filter(move |m| m.name.as_deref() == Some(name))
+            .map(|m| m.id)
+    }
+
     /// Every member known, ordered by address: `(address, id, ns since seen)`.
     pub(crate) fn list(&self, now: LocalTime) -> Vec<(String, NodeId, i64)> {
         self.map
@@ -473,7 +481,11 @@ mod tests {
         let mut c = Members::default();
         c.heard(vec![member("x:1", 7, 0)], now, |_| false, &config);
         b.forget_old(now + config.forget_member_after - 1_000_000, &config);
-        assert_eq!(b.digest(&config).count, 2, "y (older news) forgotten, x kept");
+        assert_eq!(
+            b.digest(&config).count,
+            2,
+            "y (older news) forgotten, x kept"
+        );
         assert_eq!(b.digest(&config), c.digest(&config));
     }
 
