@@ -21,6 +21,11 @@ pub const CLOCK_STEP_AT_S: &str = "MUSIC262_CLOCK_STEP_AT_S";
 /// Size of the one-off forward step of the sync clock, in milliseconds.
 pub const CLOCK_STEP_MS: &str = "MUSIC262_CLOCK_STEP_MS";
 
+/// The host name, the default room name (`music_client --name`); else the kernel's.
+pub const HOST_NAME: &str = "HOSTNAME";
+/// Where Linux tells the host name when [`HOST_NAME`] is not exported.
+const KERNEL_HOST_NAME: &str = "/proc/sys/kernel/hostname";
+
 /// Variables that earlier builds read and that are now options, with the option to use: a
 /// client started with one of them set says so instead of ignoring it in silence.
 pub const RETIRED: [(&str, &str); 2] = [
@@ -71,6 +76,8 @@ pub struct ClientEnv {
     pub skew: ClockSkew,
     /// One line for each [`RETIRED`] variable that is set.
     pub retired: Vec<String>,
+    /// The host name as a room name (see [`host_name`]).
+    pub host_name: Option<String>,
 }
 
 impl ClientEnv {
@@ -87,8 +94,18 @@ impl ClientEnv {
                     format!("warning: {var} is no longer read; use the option {option}")
                 })
                 .collect(),
+            host_name: host_name(get),
         })
     }
+}
+
+/// The host name as a room name: [`HOST_NAME`] if exported, else the kernel's; sanitised as a
+/// peer's name is (`sync_core::room_name`), `None` when neither gives one.
+pub fn host_name(get: Lookup<'_>) -> Option<String> {
+    let exported = get(HOST_NAME).and_then(|v| v.into_string().ok());
+    exported
+        .or_else(|| std::fs::read_to_string(KERNEL_HOST_NAME).ok())
+        .and_then(|h| sync_core::room_name(&h))
 }
 
 /// [`LOG_FILTER`], if set and text (anything else leaves the default level, as
@@ -174,6 +191,7 @@ mod tests {
             (CLOCK_DRIFT_PPM, " 200 "),
             (CLOCK_STEP_AT_S, "14"),
             (CLOCK_STEP_MS, "500"),
+            (HOST_NAME, "kitchen-pi\n"),
         ]))
         .unwrap();
         assert_eq!(
@@ -190,6 +208,7 @@ mod tests {
                     }),
                 },
                 retired: vec![],
+                host_name: Some("kitchen-pi".into()),
             }
         );
     }

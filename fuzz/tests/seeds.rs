@@ -35,6 +35,7 @@ fn write_seed_corpus() {
         },
         subtree_delay: 50_000,
         radius: 60_000,
+        members: None,
     };
     let song = SongRef {
         name: "a.wav".into(),
@@ -49,6 +50,7 @@ fn write_seed_corpus() {
                 node_id: NodeId(2),
                 protocol_version: 1,
                 listen_addr: Some("10.0.0.2:50052".into()),
+                name: None,
             }),
         ),
         (

@@ -10,13 +10,14 @@
 use prost::Message as _;
 use sync_core::{
     Announce, ClockMapping, GroupState, GroupTime, Hello, LeaveReason, LocalTime, MemberInfo,
-    Message, Mode, NodeId, Probe, ProbeReply, SongRef, StateVersion,
+    MembersDigest, Message, Mode, NodeId, Probe, ProbeReply, SongRef, StateVersion, room_name,
 };
 
 use crate::client::{
     PeerFrame, SyncAnnounce, SyncClockMapping, SyncGossip, SyncGroupState, SyncHello, SyncLeave,
-    SyncLeaveReason, SyncLoading, SyncMember, SyncMode, SyncPaused, SyncPlaying, SyncProbe,
-    SyncProbeReply, SyncReady, SyncSongRef, SyncStateVersion, SyncStopped, peer_frame, sync_mode,
+    SyncLeaveReason, SyncLoading, SyncMember, SyncMembersDigest, SyncMode, SyncPaused, SyncPlaying,
+    SyncProbe, SyncProbeReply, SyncReady, SyncSongRef, SyncStateVersion, SyncStopped, peer_frame,
+    sync_mode,
 };
 
 /// Largest encoded [`PeerFrame`] accepted or produced, in bytes. A real frame is a few
@@ -90,6 +91,7 @@ impl From<&Message> for PeerFrame {
                 node_id: h.node_id.0,
                 protocol_version: h.protocol_version,
                 listen_addr: h.listen_addr.clone(),
+                name: h.name.clone(),
             }),
             Message::Probe(p) => peer_frame::Body::Probe(SyncProbe {
                 seq: p.seq,
@@ -119,6 +121,7 @@ impl From<&Message> for PeerFrame {
                         addr: m.addr.clone(),
                         node_id: m.node_id.0,
                         age_ms: m.age_ms,
+                        name: m.name.clone(),
                     })
                     .collect(),
             }),
@@ -169,6 +172,10 @@ fn announce_to_wire(a: &Announce) -> SyncAnnounce {
         mapping: Some(mapping_to_wire(&a.mapping)),
         radius_ns: a.radius,
         subtree_delay_ns: a.subtree_delay,
+        members: a.members.map(|d| SyncMembersDigest {
+            count: d.count,
+            hash: d.hash,
+        }),
     }
 }
 
@@ -235,6 +242,7 @@ impl TryFrom<PeerFrame> for Message {
                 node_id: NodeId(h.node_id),
                 protocol_version: h.protocol_version,
                 listen_addr: h.listen_addr,
+                name: h.name.as_deref().and_then(room_name),
             }),
             peer_frame::Body::Probe(p) => Message::Probe(Probe {
                 seq: p.seq,
@@ -267,6 +275,7 @@ impl TryFrom<PeerFrame> for Message {
                         addr: m.addr,
                         node_id: NodeId(m.node_id),
                         age_ms: m.age_ms,
+                        name: m.name.as_deref().and_then(room_name),
                     })
                     .collect(),
             ),
@@ -314,6 +323,10 @@ fn announce_from_wire(a: SyncAnnounce) -> Result<Announce, CodecError> {
         ),
         radius: a.radius_ns,
         subtree_delay: a.subtree_delay_ns,
+        members: a.members.map(|d| MembersDigest {
+            count: d.count,
+            hash: d.hash,
+        }),
     })
 }
 
@@ -502,6 +515,7 @@ mod tests {
             },
             radius: 10,
             subtree_delay: 11,
+            members: None,
         }
     }
 
@@ -529,6 +543,7 @@ mod tests {
                 node_id: NodeId(u64::MAX),
                 protocol_version: sync_core::PROTOCOL_VERSION,
                 listen_addr: Some("10.0.0.1:50052".into()),
+                name: None,
             }),
             Message::Probe(Probe {
                 seq: 1,
@@ -562,6 +577,7 @@ mod tests {
                 addr: "[::1]:7".into(),
                 node_id: NodeId(u64::MAX),
                 age_ms: 1500,
+                name: Some("Küche".into()),
             }]),
             Message::Leave(LeaveReason::Full),
         ];
@@ -673,11 +689,36 @@ mod tests {
     }
 
     #[test]
+    fn a_room_name_is_read_without_control_characters_and_cut_to_its_limit() {
+        let hello = |name: &str| SyncHello {
+            node_id: 3,
+            protocol_version: 1,
+            listen_addr: None,
+            name: Some(name.into()),
+        };
+        let read = |h: SyncHello| {
+            let frame = PeerFrame {
+                body: Some(peer_frame::Body::Hello(h)),
+                ..PeerFrame::default()
+            };
+            match decode_from_bytes(&frame.encode_to_vec()).unwrap() {
+                Message::Hello(h) => h.name,
+                other => panic!("not a hello: {other:?}"),
+            }
+        };
+        assert_eq!(read(hello("Kit\u{1b}[2Jchen\n")), Some("Kit[2Jchen".into()));
+        assert_eq!(read(hello("\t \r")), None);
+        let long = read(hello(&"é".repeat(100))).unwrap();
+        assert_eq!(long, "é".repeat(sync_core::MAX_NAME_LEN / 2));
+    }
+
+    #[test]
     fn members_reach_an_older_peer_as_an_empty_gossip_and_empty_lists_are_refused() {
         let m = Message::Members(vec![MemberInfo {
             addr: "10.0.0.2:50052".into(),
             node_id: NodeId(9),
             age_ms: 0,
+            name: None,
         }]);
         let frame = PeerFrame::decode(encode_to_vec(&m).unwrap().as_slice()).unwrap();
         let Some(peer_frame::Body::Gossip(g)) = frame.body else {
@@ -689,6 +730,7 @@ mod tests {
             addr: String::new(),
             node_id: NodeId(1),
             age_ms: 0,
+            name: None,
         }]);
         let bytes = PeerFrame::from(&blank).encode_to_vec();
         assert!(decode_from_bytes(&bytes).is_err());
@@ -721,6 +763,7 @@ mod tests {
             node_id: NodeId(1),
             protocol_version: 1,
             listen_addr: Some(String::new()),
+            name: None,
         });
         assert!(encode_to_vec(&empty_listen).is_err());
     }

@@ -80,6 +80,7 @@ fn announce() -> impl Strategy<Value = Announce> {
                     mapping,
                     radius,
                     subtree_delay,
+                    members: None,
                 }
             },
         )
@@ -128,15 +129,27 @@ fn leave_reason() -> impl Strategy<Value = LeaveReason> {
     ]
 }
 
+/// A room name as a receiver keeps it: printable, trimmed, at most 64 bytes.
+fn name() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9]([A-Za-z0-9 ]{0,30}[A-Za-z0-9])?"
+}
+
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        (node_id(), any::<u32>(), proptest::option::of(addr())).prop_map(
-            |(node_id, protocol_version, listen_addr)| Message::Hello(Hello {
-                node_id,
-                protocol_version,
-                listen_addr,
-            })
-        ),
+        (
+            node_id(),
+            any::<u32>(),
+            proptest::option::of(addr()),
+            proptest::option::of(name())
+        )
+            .prop_map(
+                |(node_id, protocol_version, listen_addr, name)| Message::Hello(Hello {
+                    node_id,
+                    protocol_version,
+                    listen_addr,
+                    name,
+                })
+            ),
         (any::<u32>(), any::<u64>(), announce()).prop_map(|(seq, t0, announce)| {
             Message::Probe(Probe {
                 seq,
@@ -176,16 +189,25 @@ fn message() -> impl Strategy<Value = Message> {
             ),
         version().prop_map(Message::Ready),
         proptest::collection::vec(addr(), 0..=MAX_GOSSIP_ADDRS).prop_map(Message::Gossip),
-        proptest::collection::vec((addr(), any::<u64>(), any::<u64>()), 1..=MAX_GOSSIP_ADDRS)
-            .prop_map(|m| Message::Members(
-                m.into_iter()
-                    .map(|(addr, id, age_ms)| MemberInfo {
-                        addr,
-                        node_id: NodeId(id),
-                        age_ms,
-                    })
-                    .collect()
-            )),
+        proptest::collection::vec(
+            (
+                addr(),
+                any::<u64>(),
+                any::<u64>(),
+                proptest::option::of(name())
+            ),
+            1..=MAX_GOSSIP_ADDRS
+        )
+        .prop_map(|m| Message::Members(
+            m.into_iter()
+                .map(|(addr, id, age_ms, name)| MemberInfo {
+                    addr,
+                    node_id: NodeId(id),
+                    age_ms,
+                    name,
+                })
+                .collect()
+        )),
         leave_reason().prop_map(Message::Leave),
     ]
 }

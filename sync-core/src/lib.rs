@@ -76,13 +76,14 @@ pub mod time;
 pub use clock::{ClockFilter, ClockMapping, ClockSample, FilterConfig, LinkEstimate};
 pub use control::{ControlDecision, ControllerConfig, DriftController};
 pub use message::{
-    Announce, Hello, LeaveReason, MemberInfo, Message, PROTOCOL_VERSION, Probe, ProbeReply,
+    Announce, Hello, LeaveReason, MemberInfo, MembersDigest, Message, PROTOCOL_VERSION, Probe,
+    ProbeReply,
 };
 pub use node::{
     BadInput, Command, CommandError, Config, Correction, Counters, Direction, DisconnectReason,
     Event, LinkCommand, LinkId, LinkStatus, LoadWait, Node, Output, PeerRole, PlaybackAction,
     PlayerReport, SyncStatus, TimeoutReason,
 };
-pub use peer::{BadAddr, PeerAddr, PeerSelector};
+pub use peer::{BadAddr, MAX_NAME_LEN, PeerAddr, PeerSelector, room_name};
 pub use state::{GroupState, Mode, NodeId, SongRef, StateVersion, Timeline};
 pub use time::{GroupTime, LocalTime, Nanos};

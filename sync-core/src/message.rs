@@ -56,6 +56,19 @@ pub struct MemberInfo {
     /// Milliseconds since the sender, or the peer it heard this from, last had the member as a
     /// neighbour (0: linked to it now).
     pub age_ms: u64,
+    /// The member's room name (`--name`), if it has one and the sender knows it.
+    pub name: Option<String>,
+}
+
+/// Who the members of the group are, as one node knows them, in a few bytes: their count
+/// (the node itself included) and a hash of their addresses and ids that does not depend on
+/// order. Neighbours with equal digests know the same members; unequal ones exchange tables.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct MembersDigest {
+    /// How many members, the sender included.
+    pub count: u32,
+    /// The wrapping sum over the members of a hash of (address, id).
+    pub hash: u64,
 }
 
 /// Handshake, sent by both ends as soon as a link is up.
@@ -67,6 +80,8 @@ pub struct Hello {
     pub protocol_version: u32,
     /// Address (`host:port`) at which the sender accepts links, if any.
     pub listen_addr: Option<String>,
+    /// The sender's room name (`--name`, e.g. `Kitchen`), if it has one.
+    pub name: Option<String>,
 }
 
 /// What a node tells its neighbours about itself in every periodic message: its place in the
@@ -94,6 +109,8 @@ pub struct Announce {
     /// Largest one-way delay from the root to any node of the group, nanoseconds, as the root
     /// computed it from `subtree_delay` and the tree relayed down; sizes the command lead.
     pub radius: u64,
+    /// Who the sender knows as members (`None` from a peer that predates the digest).
+    pub members: Option<MembersDigest>,
 }
 
 /// First half of a clock probe.

@@ -44,6 +44,24 @@ impl fmt::Display for PeerAddr {
     }
 }
 
+/// Longest room name, in bytes: longer names are cut (on a character boundary).
+pub const MAX_NAME_LEN: usize = 64;
+
+/// A room's name as it may be shown and sent: control characters dropped, surrounding blanks
+/// trimmed, cut to [`MAX_NAME_LEN`] bytes; `None` when nothing is left.
+pub fn room_name(text: &str) -> Option<String> {
+    let clean: String = text.chars().filter(|c| !c.is_control()).collect();
+    let mut name = clean.trim();
+    if name.len() > MAX_NAME_LEN {
+        let mut end = MAX_NAME_LEN;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name = name[..end].trim_end();
+    }
+    (!name.is_empty()).then(|| name.to_string())
+}
+
 impl NodeId {
     /// Parses a node id as shown by the node (16 hex digits, either case).
     pub fn from_hex(text: &str) -> Option<NodeId> {

@@ -8,6 +8,7 @@ fn hello(id: u64) -> Message {
         node_id: NodeId(id),
         protocol_version: PROTOCOL_VERSION,
         listen_addr: Some(format!("peer{id}:1")),
+        name: None,
     })
 }
 

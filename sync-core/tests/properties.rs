@@ -93,6 +93,7 @@ fn announce_strategy() -> BoxedStrategy<Announce> {
             },
             subtree_delay: delay / 2,
             radius: delay,
+            members: None,
         })
         .boxed()
 }
@@ -107,7 +108,8 @@ fn message_strategy() -> BoxedStrategy<Message> {
             .prop_map(|(id, v, a)| Message::Hello(Hello {
                 node_id: NodeId(id),
                 protocol_version: v,
-                listen_addr: a
+                listen_addr: a,
+                name: None,
             })),
         (any::<u32>(), instant(), announce_strategy()).prop_map(|(seq, t0, announce)| {
             Message::Probe(Probe {
@@ -316,7 +318,7 @@ proptest! {
             }
             let mut node = Node::new(Config::new(NodeId(1)), seed, now);
             node.handle_link_up(now, LinkId(1), "p:1".into(), Direction::Incoming);
-            node.handle_message(now, LinkId(1), Message::Hello(Hello { node_id: NodeId(2), protocol_version: PROTOCOL_VERSION, listen_addr: None }));
+            node.handle_message(now, LinkId(1), Message::Hello(Hello { node_id: NodeId(2), protocol_version: PROTOCOL_VERSION, listen_addr: None , name: None }));
             for i in order {
                 let s = GroupState { timebase: node.state().timebase, ..states[i].clone() };
                 node.handle_message(now, LinkId(1), Message::State(s));

@@ -212,7 +212,7 @@ fn notices_are_news_a_late_joiner_hears_where_the_group_is_and_a_dead_reference_
     join(&mut b, &mut a);
     a.send("play sample_song.wav");
     b.wait_for("play sample_song.wav from 0:00.000 (loading)", 10 * S);
-    b.wait_for("play sample_song.wav from 0:00.000 (from", 30 * S);
+    b.wait_for("play sample_song.wav from 0:00.000 (by", 30 * S);
     std::thread::sleep(4 * S);
 
     // A late joiner is told where the group is, once.
@@ -226,7 +226,7 @@ fn notices_are_news_a_late_joiner_hears_where_the_group_is_and_a_dead_reference_
     assert!(
         !plays[0].starts_with("play sample_song.wav from 0:00.000")
             && !plays[0].starts_with("play sample_song.wav from 0:01.")
-            && plays[0].ends_with(&format!("(from {})", b.addr)),
+            && plays[0].ends_with(&format!("(by {})", a.addr)),
         "{plays:?}"
     );
 

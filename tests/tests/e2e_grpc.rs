@@ -482,6 +482,7 @@ fn forged_and_replayed_frames_from_a_keyed_peer_are_refused_counted_logged_and_c
         node_id: NodeId(0xfe),
         protocol_version: sync_core::PROTOCOL_VERSION,
         listen_addr: None,
+        name: None,
     }))
     .unwrap();
     a.wait_for("connected to peer", 10 * S);

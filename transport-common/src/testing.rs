@@ -65,6 +65,7 @@ pub fn announce(anchor: u64) -> Announce {
         },
         subtree_delay: 0,
         radius: 0,
+        members: None,
     }
 }
 

@@ -49,6 +49,7 @@ fn hello_frame() -> PeerFrame {
         node_id: NodeId(77),
         protocol_version: sync_core::PROTOCOL_VERSION,
         listen_addr: None,
+        name: None,
     }))
 }
 
@@ -224,6 +225,7 @@ async fn two_keyed_transports_link_and_differently_keyed_ones_refuse_each_other(
             node_id: NodeId(2),
             protocol_version: sync_core::PROTOCOL_VERSION,
             listen_addr: None,
+            name: None,
         })
     ));
     assert!(matches!(

@@ -38,6 +38,7 @@ fn hello() -> PeerFrame {
         node_id: NodeId(77),
         protocol_version: sync_core::PROTOCOL_VERSION,
         listen_addr: None,
+        name: None,
     }))
 }
 

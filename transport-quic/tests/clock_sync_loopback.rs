@@ -61,6 +61,7 @@ async fn one_way_delays_quiet_and_reactive() {
             node_id: NodeId(2),
             protocol_version: sync_core::PROTOCOL_VERSION,
             listen_addr: None,
+            name: None,
         }),
     );
     let Some(TransportEvent::LinkUp { link: al, .. }) = acc_ev.recv().await else {
@@ -73,6 +74,7 @@ async fn one_way_delays_quiet_and_reactive() {
             node_id: NodeId(1),
             protocol_version: sync_core::PROTOCOL_VERSION,
             listen_addr: None,
+            name: None,
         }),
     );
     let _ = dial_ev.recv().await;

@@ -20,6 +20,7 @@ fn hello(id: u64) -> Message {
         node_id: NodeId(id),
         protocol_version: sync_core::PROTOCOL_VERSION,
         listen_addr: None,
+        name: None,
     })
 }
 
@@ -66,6 +67,7 @@ async fn peers_sharing_a_key_link_and_exchange_sealed_frames_and_datagrams() {
             },
             radius: 0,
             subtree_delay: 0,
+            members: None,
         },
     });
     assert!(a.send(al, probe));

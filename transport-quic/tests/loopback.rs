@@ -22,6 +22,7 @@ fn hello(id: u64) -> Message {
         node_id: NodeId(id),
         protocol_version: sync_core::PROTOCOL_VERSION,
         listen_addr: Some(format!("127.0.0.1:{id}")),
+        name: None,
     })
 }
 
@@ -44,6 +45,7 @@ fn probe(seq: u32, t0: u64) -> Message {
             },
             subtree_delay: 0,
             radius: 0,
+            members: None,
         },
     })
 }

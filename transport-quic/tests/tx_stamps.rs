@@ -32,6 +32,7 @@ fn hello(id: u64) -> Message {
         node_id: NodeId(id),
         protocol_version: sync_core::PROTOCOL_VERSION,
         listen_addr: None,
+        name: None,
     })
 }
 

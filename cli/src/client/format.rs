@@ -180,8 +180,8 @@ pub fn connections(
         return "no connections; use `join <ip:port>` (see `peers`)".to_string();
     }
     let mut out = format!(
-        "{:<22} {:<16} {:<5} {:<7} {:>3} {:>9} {:>14} {:>10} {:>9} {:>6}",
-        "Peer", "Node id", "Via", "Role", "Str", "RTT", "Offset", "Drift", "Jitter", "Last"
+        "{:<22} {:<12} {:<16} {:<5} {:<7} {:>3} {:>9} {:>14} {:>10} {:>9} {:>6}",
+        "Peer", "Room", "Node id", "Via", "Role", "Str", "RTT", "Offset", "Drift", "Jitter", "Last"
     );
     for l in links {
         let name = l
@@ -189,8 +189,9 @@ pub fn connections(
             .clone()
             .unwrap_or_else(|| l.remote_addr.clone());
         out.push_str(&format!(
-            "\n{:<22} {:<16} {:<5} {:<7} {:>3} {:>9} {:>14} {:>10} {:>9} {:>6}{}",
+            "\n{:<22} {:<12} {:<16} {:<5} {:<7} {:>3} {:>9} {:>14} {:>10} {:>9} {:>6}{}",
             name,
+            l.name.as_deref().unwrap_or("-"),
             l.peer.map_or_else(|| "-".to_string(), |p| p.to_string()),
             via(l.link),
             role(l.role),
@@ -237,21 +238,23 @@ pub fn heard_state<'a>(
     Some((song, what, frame))
 }
 
-/// The rooms of `ids`, named as the console names their links (`127.0.0.1:50062`), or by
-/// node id when not linked.
+/// The room `id` as the console names it: its room name (`Kitchen`) when that tells it apart,
+/// else the address its link names (`127.0.0.1:50062`), else `node <id>`.
+pub fn room(node: &Node, id: NodeId) -> String {
+    if let Some(name) = node.unique_name_of(id) {
+        return name.to_string();
+    }
+    let linked = node.links().into_iter().find(|l| l.peer == Some(id));
+    let member = || node.members().into_iter().find(|m| m.1 == id).map(|m| m.0);
+    linked
+        .map(|l| l.listen_addr.unwrap_or(l.remote_addr))
+        .or_else(member)
+        .unwrap_or_else(|| format!("node {id}"))
+}
+
+/// The rooms of `ids`, each named by [`room`].
 pub fn rooms(node: &Node, ids: &[NodeId]) -> String {
-    let links = node.links();
-    let name = |id: &NodeId| {
-        links
-            .iter()
-            .find(|l| l.peer == Some(*id))
-            .map(|l| {
-                l.listen_addr
-                    .clone()
-                    .unwrap_or_else(|| l.remote_addr.clone())
-            })
-            .unwrap_or_else(|| format!("node {id}"))
-    };
+    let name = |id: &NodeId| room(node, *id);
     ids.iter().map(name).collect::<Vec<_>>().join(", ")
 }
 
@@ -284,6 +287,14 @@ pub fn started_without(node: &Node, ids: &[NodeId]) -> String {
         "playing without {}: not loaded in time; it joins in sync when it has {song}",
         rooms(node, ids)
     )
+}
+
+/// A node id with its room name when known: `00000000000000aa (Kitchen)`.
+fn named(node: &Node, id: NodeId) -> String {
+    match node.name_of(id) {
+        Some(name) => format!("{id} ({name})"),
+        None => id.to_string(),
+    }
 }
 
 /// What `status` needs.
@@ -342,10 +353,15 @@ pub fn status(s: &StatusInput<'_>) -> String {
     } else {
         format!(
             "reference {} at stratum {}, following {}",
-            sync.root,
+            named(s.node, sync.root),
             sync.stratum,
-            sync.parent.map_or("-".to_string(), |p| p.to_string())
+            sync.parent.map_or("-".to_string(), |p| named(s.node, p))
         )
+    };
+    let linked: Vec<NodeId> = s.node.links().iter().filter_map(|l| l.peer).collect();
+    let peers = match linked.len() {
+        0 => "0 connected".to_string(),
+        n => format!("{n} connected ({})", rooms(s.node, &linked)),
     };
     out.push_str(&format!(
         "\nsync: {reference}; command lead {}\ndrift correction: {:+.1} ppm, last error {}",
@@ -354,8 +370,7 @@ pub fn status(s: &StatusInput<'_>) -> String {
         error.map_or("-".to_string(), format_nanos)
     ));
     out.push_str(&format!(
-        "\npeers: {} connected; joinable at {}\nserver: {} ({})\noutput: {} at {} Hz, node {}",
-        s.node.peer_count(),
+        "\npeers: {peers}; joinable at {}\nserver: {} ({})\noutput: {} at {} Hz, node {}",
         s.advertised,
         s.server,
         match s.server_up {
@@ -365,7 +380,7 @@ pub fn status(s: &StatusInput<'_>) -> String {
         },
         s.player.sink_kind(),
         s.player.sink_rate(),
-        sync.node_id
+        named(s.node, sync.node_id)
     ));
     out
 }
@@ -428,8 +443,16 @@ pub fn event(e: &Event, peers: &Peers, node: &Node, now: LocalTime) -> Told {
             match from {
                 Some(link) => {
                     let name = peers.name(*link);
-                    tracing::info!(peer = %name, version = %state.version, %what, late_ms = late_by / 1_000_000, in_ms, "command received");
-                    Told::Say(format!("{what} (from {name})"))
+                    // Said of the room where the command was typed, not of the neighbour
+                    // that relayed it.
+                    let origin = state.version.origin;
+                    let by = if origin == node.id() {
+                        "this room".to_string()
+                    } else {
+                        room(node, origin)
+                    };
+                    tracing::info!(peer = %name, version = %state.version, %by, %what, late_ms = late_by / 1_000_000, in_ms, "command received");
+                    Told::Say(format!("{what} (by {by})"))
                 }
                 None => {
                     // The command's own answer said it (`command_effect`); the log keeps it.
@@ -531,7 +554,7 @@ mod tests {
         );
         assert_eq!(
             event(&accepted(Some(LinkId(3))), &peers, &node, LocalTime(0)),
-            Told::Say("stop (from link 3)".to_string())
+            Told::Say("stop (by node 0000000000000000)".to_string())
         );
     }
 

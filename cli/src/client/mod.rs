@@ -119,6 +119,10 @@ pub struct ClientArgs {
     /// temporary folder, named after the peer port. `RUST_LOG` sets the level (default info).
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<String>,
+    /// This room's name, shown to the other rooms (`peers`, `connections`, "paused by
+    /// Kitchen"): up to 64 printable characters. Default: the host name.
+    #[arg(long, value_name = "NAME", value_parser = parse_name_arg)]
+    pub name: Option<String>,
     /// This client's node id in hex (the lowest id of a group is its clock reference).
     /// Default: random.
     #[arg(long, value_name = "HEX", hide = true)]
@@ -179,6 +183,17 @@ pub struct ClientArgs {
 
 fn parse_device_timing_arg(s: &str) -> Result<DeviceTiming, String> {
     s.parse()
+}
+
+/// A room name as given: taken only if it is already what peers would keep of it.
+fn parse_name_arg(s: &str) -> Result<String, String> {
+    match sync_core::room_name(s) {
+        Some(name) if name == s => Ok(name),
+        _ => Err(format!(
+            "expected 1 to {} bytes of printable text without leading or trailing blanks, like Kitchen",
+            sync_core::MAX_NAME_LEN
+        )),
+    }
 }
 
 fn parse_latency_arg(s: &str) -> Result<f64, String> {
@@ -541,6 +556,7 @@ pub async fn run(args: ClientArgs) -> i32 {
     // The node.
     let mut cfg = Config::new(NodeId(node_id));
     cfg.listen_addr = Some(advertised.clone());
+    cfg.name = args.name.clone().or_else(|| env.host_name.clone());
     cfg.own_addrs = interfaces
         .iter()
         .map(|ip| join_host_port(*ip, port))
@@ -553,8 +569,12 @@ pub async fn run(args: ClientArgs) -> i32 {
     cfg.max_links = args.max_links;
     cfg.lead_min = (args.min_lead_ms as i64).saturating_mul(1_000_000);
     let now = LocalTime(clock.now_ns());
+    let room = cfg.name.clone();
     let node = Node::new(cfg, node_id, now);
-    printer.println(format!("node id {}", NodeId(node_id)));
+    match room {
+        Some(room) => printer.println(format!("node id {} (room {room})", NodeId(node_id))),
+        None => printer.println(format!("node id {}", NodeId(node_id))),
+    }
 
     // The transports: one link id counter, so that gRPC and QUIC links never share an id.
     let clock_fn: transport_grpc::ClockFn = {

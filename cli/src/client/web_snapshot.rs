@@ -134,6 +134,7 @@ impl WebPage {
         let ms = |ns: f64| ns / 1e6;
         Snapshot {
             node_id: sync.node_id.to_string(),
+            room: node.name_of(sync.node_id).map(str::to_string),
             advertised: self.advertised.clone(),
             transport: self.transport.name().to_string(),
             server: view.server.addr().to_string(),
@@ -164,6 +165,7 @@ impl WebPage {
                         .listen_addr
                         .clone()
                         .unwrap_or_else(|| l.remote_addr.clone()),
+                    room: l.name.clone(),
                     node_id: l.peer.map(|p| p.to_string()),
                     via: view.links.via(l.link).map_or("-", |v| v.name()).to_string(),
                     role: format::role(l.role).to_string(),

@@ -355,6 +355,7 @@ mod tests {
         let snapshot = Snapshot {
             state: "playing".into(),
             node_id: "00000000000000aa".into(),
+            room: Some("Kitchen".into()),
             ..Snapshot::default()
         };
         let (state_tx, state_rx) = watch::channel(Arc::new(snapshot));

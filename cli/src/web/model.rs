@@ -9,6 +9,8 @@ use tokio::sync::oneshot;
 pub struct Snapshot {
     /// This client's node id (hex).
     pub node_id: String,
+    /// This room's name (`--name`), if it has one.
+    pub room: Option<String>,
     /// Address other clients join this one at.
     pub advertised: String,
     /// Transport this client dials: `grpc` or `quic`.
@@ -80,6 +82,8 @@ pub struct PlaylistEntry {
 pub struct PeerView {
     /// The peer's joinable address (or the remote address of the link).
     pub name: String,
+    /// The peer's room name, from its hello.
+    pub room: Option<String>,
     /// The peer's node id (hex), once known.
     pub node_id: Option<String>,
     /// `grpc` or `quic`.

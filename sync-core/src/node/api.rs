@@ -401,6 +401,8 @@ pub struct LinkStatus {
     pub remote_addr: String,
     /// Where the peer accepts links.
     pub listen_addr: Option<String>,
+    /// The peer's room name, from its hello.
+    pub name: Option<String>,
     /// The peer's id, after the handshake.
     pub peer: Option<NodeId>,
     /// Who dialled.

@@ -186,6 +186,7 @@ impl ClockTree {
             mapping: self.mapping.reanchored(now),
             subtree_delay: subtree,
             radius: self.radius.max(subtree),
+            members: None,
         }
     }
 

@@ -20,6 +20,8 @@ pub struct Config {
     /// Every other address this node answers on (its interfaces, loopback names): a `join`
     /// there is refused as joining itself, and gossip naming one is not dialled.
     pub own_addrs: Vec<String>,
+    /// This node's room name (`Kitchen`), told to peers in the hello and the members gossip.
+    pub name: Option<String>,
     /// How often the player should report its position, in ns: the drift controller's rate
     /// estimate and its noise and outlier bounds assume reports this far apart.
     pub report_interval: Nanos,
@@ -121,6 +123,10 @@ pub struct Config {
     /// Every this long (ns) a node gossips the members it knows to each neighbour and checks
     /// its link rule (`docs/membership.md`), dialling at most one member per round.
     pub members_interval: Nanos,
+    /// A neighbour whose announced members digest equals this node's is sent the table only
+    /// this often (ns), to refresh the members' ages; one with another digest (or none: a peer
+    /// that predates it) at every round.
+    pub members_refresh: Nanos,
     /// A node links to its ring successor and, while it holds fewer links than this (capped by
     /// `max_links`), to the next members in node-id order: with at least 2 links along a ring
     /// through every member, losing any one member does not split the group. 0: the node
@@ -140,6 +146,7 @@ impl Config {
             node_id,
             listen_addr: None,
             own_addrs: Vec::new(),
+            name: None,
             report_interval: 50 * MILLISECOND,
             max_links: 8,
             probe_interval: 500 * MILLISECOND,
@@ -181,6 +188,7 @@ impl Config {
             forget_lost_after: 600 * SECOND,
             max_redials: 32,
             members_interval: 2 * SECOND,
+            members_refresh: 10 * SECOND,
             min_links: 3,
             forget_member_after: 60 * SECOND,
             max_members: 1024,

@@ -6,7 +6,7 @@
 use super::links::is_own_addr;
 use super::members::next_dial;
 use super::*;
-use crate::message::MemberInfo;
+use crate::message::{MemberInfo, MembersDigest};
 
 impl Node {
     /// Every member this node knows, ordered by address: its listen address, its id, and how
@@ -29,27 +29,38 @@ impl Node {
     /// The neighbour on `link` completed its handshake: it is a member under its id, and it
     /// learns the members this node knows at once.
     pub(super) fn member_linked(&mut self, link: LinkId) {
-        let Some((addr, id)) = self
-            .links
-            .get(&link)
-            .and_then(|l| Some((l.listen_addr()?.to_string(), l.peer_id()?)))
-        else {
+        let Some((addr, id, name)) = self.links.get(&link).and_then(|l| {
+            let name = l.name().map(str::to_string);
+            Some((l.listen_addr()?.to_string(), l.peer_id()?, name))
+        }) else {
             return;
         };
+        let peer = (id, name.as_deref());
         self.members
-            .linked(&addr, id, self.now, false, &self.config);
+            .linked(&addr, peer, self.now, false, &self.config);
         self.send_members(link);
     }
 
     pub(super) fn send_members(&mut self, link: LinkId) {
-        let me = self.id();
-        let own = self.config.listen_addr.clone();
-        let members = self
-            .members
-            .gossip(me, own.as_deref(), self.now, &self.config);
+        let members = self.members.gossip(self.now, &self.config);
+        if let Some(l) = self.links.get_mut(&link) {
+            l.members_told = Some(self.now);
+        }
         if !members.is_empty() {
             self.send(link, Message::Members(members));
         }
+    }
+
+    /// Whether the neighbour on `link` is due the table at this round: its last digest differs
+    /// from `ours` (or it sent none), or its ages were last refreshed `members_refresh` ago.
+    fn members_due(&self, link: LinkId, ours: MembersDigest) -> bool {
+        self.links.get(&link).is_some_and(|l| {
+            let theirs = l.announce.and_then(|a| a.members);
+            let refresh = l
+                .members_told
+                .is_none_or(|t| self.now.since(t) >= self.config.members_refresh);
+            theirs != Some(ours) || refresh
+        })
     }
 
     /// A link ended: a dial of ours refused because the peer is full (or holds another link to
@@ -91,7 +102,9 @@ impl Node {
     }
 
     /// The round of `Config::members_interval`: neighbours are members seen now, members
-    /// nobody has seen for long are forgotten, every neighbour gets the table, the rule dials.
+    /// nobody has seen for long are forgotten, each neighbour that knows other members than
+    /// this node (by its digest), or whose ages are due a refresh, gets the table; the rule
+    /// dials.
     pub(super) fn members_round(&mut self) {
         let now = self.now;
         if !self.members.round_due(now) {
@@ -103,12 +116,17 @@ impl Node {
                 continue;
             };
             if let (Some(addr), Some(id)) = (l.listen_addr().map(str::to_string), l.peer_id()) {
-                self.members.linked(&addr, id, now, true, &self.config);
+                let name = l.name().map(str::to_string);
+                let peer = (id, name.as_deref());
+                self.members.linked(&addr, peer, now, true, &self.config);
             }
         }
         self.members.forget_old(now, &self.config);
+        let ours = self.members.digest(&self.config);
         for link in self.links.handshaken() {
-            self.send_members(link);
+            if self.members_due(link, ours) {
+                self.send_members(link);
+            }
         }
         self.keep_links();
     }
@@ -122,11 +140,13 @@ impl Node {
         let ring = self
             .members
             .ring(self.id(), now, |a| self.redials.contains(a));
+        let successor = ring.first().map(|(a, _)| a.as_str());
+        let settled = self.members.successor_settled(successor, now, &self.config);
         let (links, config) = (&self.links, &self.config);
         let Some(addr) = next_dial(
             &ring,
             |a| links.is_known_addr(a, config),
-            links.open_count(),
+            (links.open_count(), settled),
             config,
         ) else {
             return;
@@ -134,6 +154,36 @@ impl Node {
         if self.links.dial(&addr, now, &self.config).is_ok() {
             self.out.push(Output::Connect { addr });
         }
+    }
+
+    /// The room name of node `id`: from its hello when linked, else from the members gossip.
+    pub fn name_of(&self, id: NodeId) -> Option<&str> {
+        if id == self.id() {
+            return self.config.name.as_deref();
+        }
+        let linked = self.links.iter().map(|(_, l)| l);
+        linked
+            .filter(|l| l.peer_id() == Some(id))
+            .find_map(Link::name)
+            .or_else(|| self.members.name_of(id))
+    }
+
+    /// The room name of node `id` if it tells that room apart: no other node this one knows
+    /// (itself, a neighbour, a member) has the same name, as clients on one host named after
+    /// it would. `None` when unknown or shared.
+    pub fn unique_name_of(&self, id: NodeId) -> Option<&str> {
+        let name = self.name_of(id)?;
+        let me = (self.config.name.as_deref() == Some(name)).then_some(self.id());
+        let linked = self.links.iter().map(|(_, l)| l);
+        let neighbours = linked
+            .filter(|l| l.name() == Some(name))
+            .filter_map(Link::peer_id);
+        let others = me
+            .into_iter()
+            .chain(neighbours)
+            .chain(self.members.ids_named(name))
+            .any(|other| other != id);
+        (!others).then_some(name)
     }
 
     /// Whether the peer on `link` (by its listen address) is one this node left lately.

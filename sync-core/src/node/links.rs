@@ -4,10 +4,14 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::api::{BadInput, Direction, LinkId, LinkStatus, PeerRole, TimeoutReason};
+use super::Node;
+use super::api::{
+    BadInput, Direction, DisconnectReason, Event, LinkId, LinkStatus, Output, PeerRole,
+    TimeoutReason,
+};
 use super::config::Config;
 use crate::clock::{ClockFilter, ClockSample};
-use crate::message::{Announce, Hello, ProbeReply};
+use crate::message::{Announce, Hello, LeaveReason, Message, PROTOCOL_VERSION, ProbeReply};
 use crate::peer::{PeerAddr, PeerSelector};
 use crate::state::{GroupState, NodeId, StateVersion};
 use crate::time::{LocalTime, Nanos};
@@ -35,6 +39,8 @@ pub(crate) struct Link {
     pub(crate) unreadable_state: Option<GroupState>,
     pub(crate) probes_sent: u64,
     pub(crate) probes_answered: u64,
+    /// When the member table was last sent on this link.
+    pub(crate) members_told: Option<LocalTime>,
 }
 
 impl Link {
@@ -45,6 +51,11 @@ impl Link {
     /// Where the peer accepts links, as it said in its hello.
     pub(crate) fn listen_addr(&self) -> Option<&str> {
         self.peer.as_ref().and_then(|h| h.listen_addr.as_deref())
+    }
+
+    /// The peer's room name, as it said in its hello.
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.peer.as_ref().and_then(|h| h.name.as_deref())
     }
 
     /// One-way delay estimate used for the tree's delays: half the median round trip of the
@@ -154,6 +165,7 @@ impl Links {
                     link: id,
                     remote_addr: l.remote_addr.clone(),
                     listen_addr: l.listen_addr().map(str::to_string),
+                    name: l.name().map(str::to_string),
                     peer: l.peer_id(),
                     direction: l.direction,
                     rtt: est.map(|e| e.min_delay),
@@ -208,6 +220,7 @@ impl Links {
                 unreadable_state: None,
                 probes_sent: 0,
                 probes_answered: 0,
+                members_told: None,
             },
         );
     }
@@ -558,4 +571,179 @@ pub(crate) fn earliest(
 /// Whether `addr` is one this node answers on itself.
 pub(crate) fn is_own_addr(addr: &str, config: &Config) -> bool {
     config.listen_addr.as_deref() == Some(addr) || config.own_addrs.iter().any(|a| a == addr)
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the links mean for the node: a hello admitted or refused, a link removed (and redialled
+// when it dropped), gossiped addresses dialled.
+
+impl Node {
+    pub(super) fn remove_link(
+        &mut self,
+        link: LinkId,
+        reason: DisconnectReason,
+        tell_driver: bool,
+    ) {
+        let Some(l) = self.links.remove(link) else {
+            return;
+        };
+        if tell_driver {
+            self.out.push(Output::Disconnect { link });
+        }
+        self.remember_lost(&l, &reason);
+        self.member_link_ended(&l, &reason);
+        self.event(Event::PeerDisconnected {
+            link,
+            peer: l.peer_id(),
+            reason,
+        });
+        if self.tree.parent == Some(link) {
+            self.tree.parent = None;
+        }
+        self.select_reference();
+        self.check_ready();
+    }
+
+    /// A member whose link dropped without leaving on purpose is redialled at its listen
+    /// address (unless another link to it remains); a redial that never completed its
+    /// handshake counts as a failed dial.
+    fn remember_lost(&mut self, l: &Link, reason: &DisconnectReason) {
+        let Some(peer) = l.peer_id() else {
+            if l.direction == Direction::Outgoing {
+                let r = self.uniform();
+                self.redials
+                    .failed(&l.remote_addr, self.now, r, &self.config);
+            }
+            return;
+        };
+        let dropped = matches!(
+            reason,
+            DisconnectReason::Closed
+                | DisconnectReason::Timeout
+                | DisconnectReason::PeerLeft(LeaveReason::Timeout)
+        );
+        let Some(addr) = l.listen_addr() else {
+            return;
+        };
+        if dropped && !self.links.peer_ids().any(|p| p == peer) && !self.links.has_link_to(addr) {
+            let r = self.uniform();
+            self.redials.lost(addr, self.now, r, &self.config);
+        }
+    }
+
+    /// Dials the lost members whose backoff is over.
+    pub(super) fn redial_due(&mut self) {
+        let now = self.now;
+        for addr in self.redials.due(now, &self.config) {
+            let r = self.uniform();
+            if self.links.has_link_to(&addr) {
+                // Back by the other end's dial (or a join), awaiting its hello.
+                self.redials.put_off(&addr, now, r, &self.config);
+                continue;
+            }
+            match self.links.dial(&addr, now, &self.config) {
+                Ok(()) => {
+                    self.redials.dialled(&addr, now, r, &self.config);
+                    self.out.push(Output::Connect { addr });
+                }
+                Err(_) => self.redials.put_off(&addr, now, r, &self.config),
+            }
+        }
+    }
+
+    pub(super) fn close_link(&mut self, link: LinkId, why: LeaveReason) {
+        if self.links.contains(&link) {
+            self.send(link, Message::Leave(why));
+            self.remove_link(link, DisconnectReason::Local(why), true);
+        }
+    }
+
+    pub(super) fn on_hello(&mut self, now: LocalTime, link: LinkId, h: Hello) {
+        if h.protocol_version != PROTOCOL_VERSION {
+            self.bad(link, BadInput::ProtocolVersion(h.protocol_version));
+            self.close_link(link, LeaveReason::Refused);
+            return;
+        }
+        if h.node_id == self.id() {
+            self.bad(link, BadInput::SelfLink);
+            self.close_link(link, LeaveReason::Refused);
+            return;
+        }
+        // Two links to the same node (both dialled each other): keep the one dialled by the
+        // lower id, so both ends keep the same one; if the same end dialled twice, the older.
+        let me = self.id();
+        let dialer = |d: Direction, peer: NodeId| if d == Direction::Outgoing { me } else { peer };
+        let duplicate = self.links.other_link_to(link, h.node_id);
+        let this = self.links.get(&link).map(|l| (l.direction, l.up_at));
+        if let (Some((other, odir, oup)), Some((dir, up))) = (duplicate, this) {
+            // A link silent past the suspect delay is stale (the peer was stopped or cut off
+            // and dialled again): the fresh one replaces it whoever dialled.
+            let stale = self
+                .links
+                .get(&other)
+                .is_some_and(|l| now.since(l.last_rx) >= self.config.suspect_after);
+            let keep_other = !stale
+                && (dialer(odir, h.node_id), oup, other) < (dialer(dir, h.node_id), up, link);
+            let drop = if keep_other { link } else { other };
+            if drop == link {
+                self.close_link(link, LeaveReason::Duplicate);
+                return;
+            }
+            self.close_link(drop, LeaveReason::Duplicate);
+        }
+        let full = self.peer_count() >= self.config.max_links;
+        let Some(direction) = self
+            .links
+            .complete_handshake(now, link, h.clone(), &self.config)
+        else {
+            return;
+        };
+        if direction == Direction::Incoming && self.left_lately(link) {
+            // A member this node left (or that left) dials back, e.g. by a redial after our
+            // leave reached it as a bare close: the leave stands.
+            self.close_link(link, LeaveReason::Leaving);
+            return;
+        }
+        if full {
+            // The cap holds whoever dialled. Point the newcomer at the members so the group
+            // stays connected, then refuse. (Not a gossip of addresses: a newcomer dials every
+            // one it gets, and in a large group of full members each refusal's gossip fed
+            // another round of refusals.)
+            if direction == Direction::Incoming {
+                self.send_members(link);
+            }
+            self.close_link(link, LeaveReason::Full);
+            return;
+        }
+        if let Some(addr) = &h.listen_addr {
+            self.redials.linked(addr, now);
+        }
+        if let Some(l) = self.links.get(&link) {
+            let dialled = l.remote_addr.clone();
+            self.redials.linked(&dialled, now);
+        }
+        self.event(Event::PeerConnected {
+            link,
+            peer: h.node_id,
+            listen_addr: h.listen_addr,
+        });
+        self.member_linked(link);
+        // A newcomer learns the group state at once rather than at the next anti-entropy round.
+        if self.register.state.version != StateVersion::default() {
+            self.push_state(link, now);
+        }
+        self.send_probe(now, link);
+        self.check_ready();
+    }
+
+    pub(super) fn connect_to_gossiped(&mut self, addrs: Vec<String>) {
+        // Addresses that refused us lately wait for their backoff, so refusals cannot loop.
+        let addrs = addrs
+            .into_iter()
+            .filter(|a| self.may_dial_gossiped(a))
+            .collect();
+        for addr in self.links.gossiped_to_dial(addrs, self.now, &self.config) {
+            self.out.push(Output::Connect { addr });
+        }
+    }
 }

@@ -9,14 +9,16 @@ use std::collections::BTreeMap;
 
 use super::config::Config;
 use super::redial::backoff;
-use crate::message::MemberInfo;
+use crate::message::{MemberInfo, MembersDigest};
 use crate::state::NodeId;
 use crate::time::{LocalTime, MILLISECOND};
 
 /// One member as this node knows it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Member {
     id: NodeId,
+    /// Its room name, if it has one and this node heard it.
+    name: Option<String>,
     /// When this node, or a peer it heard from, last had the member as a neighbour.
     seen: LocalTime,
     /// Dials to it (for the ring or the degree) that failed or were refused in a row.
@@ -34,10 +36,14 @@ struct Member {
 #[derive(Debug, Default)]
 pub(crate) struct Members {
     map: BTreeMap<String, Member>,
+    /// The wrapping sum of [`entry_hash`] over the table: the digest's hash, kept as it changes.
+    sum: u64,
     /// Next gossip of the table and check of the link rule.
     next_round: Option<LocalTime>,
     /// Where the next gossip's window through a table too large for one message starts.
     cursor: Option<String>,
+    /// The ring successor last seen and since when (see [`Members::successor_settled`]).
+    successor: Option<(String, LocalTime)>,
 }
 
 impl Members {
@@ -47,14 +53,16 @@ impl Members {
     pub(crate) fn linked(
         &mut self,
         addr: &str,
-        id: NodeId,
+        (id, name): (NodeId, Option<&str>),
         now: LocalTime,
         settled: bool,
         config: &Config,
     ) {
         match self.map.get_mut(addr) {
             Some(m) => {
+                self.sum = rehash(self.sum, addr, m.id, id);
                 m.id = id;
+                m.name = name.map(str::to_string);
                 m.seen = now;
                 if settled {
                     m.refusals = 0;
@@ -66,6 +74,7 @@ impl Members {
             None => {
                 let m = Member {
                     id,
+                    name: name.map(str::to_string),
                     seen: now,
                     refusals: 0,
                     quiet_until: None,
@@ -98,12 +107,15 @@ impl Members {
             match self.map.get_mut(&info.addr) {
                 Some(m) if m.seen >= seen => {}
                 Some(m) => {
+                    self.sum = rehash(self.sum, &info.addr, m.id, info.node_id);
                     m.seen = seen;
                     m.id = info.node_id;
+                    m.name = info.name;
                 }
                 None => {
                     let m = Member {
                         id: info.node_id,
+                        name: info.name,
                         seen,
                         refusals: 0,
                         quiet_until: None,
@@ -124,11 +136,12 @@ impl Members {
                 .iter()
                 .min_by_key(|(a, m)| (m.seen, (*a).clone()))
                 .map(|(a, _)| a.clone());
-            match oldest {
-                Some(a) => self.map.remove(&a),
+            match oldest.and_then(|a| self.map.remove_entry(&a)) {
+                Some((a, gone)) => self.sum = self.sum.wrapping_sub(entry_hash(&a, gone.id)),
                 None => break,
             };
         }
+        self.sum = self.sum.wrapping_add(entry_hash(addr, m.id));
         self.map.insert(addr.to_string(), m);
     }
 
@@ -182,8 +195,14 @@ impl Members {
 
     /// Forgets members nobody has had as a neighbour for `Config::forget_member_after`.
     pub(crate) fn forget_old(&mut self, now: LocalTime, config: &Config) {
-        self.map
-            .retain(|_, m| now.since(m.seen) < config.forget_member_after);
+        let sum = &mut self.sum;
+        self.map.retain(|a, m| {
+            let keep = now.since(m.seen) < config.forget_member_after;
+            if !keep {
+                *sum = sum.wrapping_sub(entry_hash(a, m.id));
+            }
+            keep
+        });
     }
 
     /// Whether a gossip round is due at `now` (the first one is due at once).
@@ -201,27 +220,25 @@ impl Members {
         self.next_round
     }
 
-    /// The table as gossip at `now`, this node (`me` at `own_addr`) first: every member when
+    /// The table as gossip at `now`, this node (as `config` names it) first: every member when
     /// they fit in one message, else a window that moves on at every call, so that every member
     /// is told within a few rounds.
-    pub(crate) fn gossip(
-        &mut self,
-        me: NodeId,
-        own_addr: Option<&str>,
-        now: LocalTime,
-        config: &Config,
-    ) -> Vec<MemberInfo> {
+    pub(crate) fn gossip(&mut self, now: LocalTime, config: &Config) -> Vec<MemberInfo> {
         let room = config.max_gossip_addrs.saturating_sub(1);
         let info = |(a, m): (&String, &Member)| MemberInfo {
             addr: a.clone(),
             node_id: m.id,
             age_ms: (now.since(m.seen).max(0) / MILLISECOND) as u64,
+            name: m.name.clone(),
         };
-        let mut out: Vec<MemberInfo> = own_addr
+        let mut out: Vec<MemberInfo> = config
+            .listen_addr
+            .as_ref()
             .map(|a| MemberInfo {
-                addr: a.to_string(),
-                node_id: me,
+                addr: a.clone(),
+                node_id: config.node_id,
                 age_ms: 0,
+                name: config.name.clone(),
             })
             .into_iter()
             .collect();
@@ -264,6 +281,53 @@ impl Members {
         v
     }
 
+    /// Who the members are, in a few bytes: this node (as `config` names it) and the table.
+    /// Two nodes that know the same members (whatever their ages) have the same digest.
+    pub(crate) fn digest(&self, config: &Config) -> MembersDigest {
+        let own = config
+            .listen_addr
+            .as_deref()
+            .map(|a| entry_hash(a, config.node_id));
+        MembersDigest {
+            count: (self.map.len() + usize::from(own.is_some())) as u32,
+            hash: self.sum.wrapping_add(own.unwrap_or(0)),
+        }
+    }
+
+    /// The room name of the member `id`, if known.
+    pub(crate) fn name_of(&self, id: NodeId) -> Option<&str> {
+        self.map
+            .values()
+            .find(|m| m.id == id)
+            .and_then(|m| m.name.as_deref())
+    }
+
+    /// Whether `successor` (the ring's first member now) has been the successor for a round.
+    /// While a node learns the group its successor moves closer with every new member; dialling
+    /// each would leave a trail of links the rule no longer needs (the rule only adds).
+    pub(crate) fn successor_settled(
+        &mut self,
+        successor: Option<&str>,
+        now: LocalTime,
+        config: &Config,
+    ) -> bool {
+        match (&self.successor, successor) {
+            (Some((a, since)), Some(s)) if a == s => now.since(*since) >= config.members_interval,
+            (_, s) => {
+                self.successor = s.map(|s| (s.to_string(), now));
+                false
+            }
+        }
+    }
+
+    /// The members known by the room name `name` (ids; one member per address).
+    pub(crate) fn ids_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = NodeId> + 'a {
+        self.map
+            .values()
+            .filter(move |m| m.name.as_deref() == Some(name))
+            .map(|m| m.id)
+    }
+
     /// Every member known, ordered by address: `(address, id, ns since seen)`.
     pub(crate) fn list(&self, now: LocalTime) -> Vec<(String, NodeId, i64)> {
         self.map
@@ -273,24 +337,44 @@ impl Members {
     }
 }
 
+/// A member's share of the digest's hash: FNV-1a over its address and id, then mixed
+/// (SplitMix64's finaliser), so that a sum over a set depends on every entry and not on order.
+fn entry_hash(addr: &str, id: NodeId) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in addr.bytes().chain(id.0.to_le_bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// `sum` with the member at `addr` moved from id `old` to `new`.
+fn rehash(sum: u64, addr: &str, old: NodeId, new: NodeId) -> u64 {
+    sum.wrapping_sub(entry_hash(addr, old))
+        .wrapping_add(entry_hash(addr, new))
+}
+
 /// Which of the `ring` (from [`Members::ring`]) to dial now, if any: the ring successor when it
 /// has no link, else the next member without one while fewer than `min_links` links are held.
-/// `has_link` tells whether an address has a link or a dial pending; `links` counts them.
-/// `Config::min_links` 0 turns the rule off.
+/// `has_link` tells whether an address has a link or a dial pending; `links` counts them;
+/// `settled` whether the successor has held its place for a round (with `min_links` held, an
+/// unsettled successor waits). `Config::min_links` 0 turns the rule off.
 pub(crate) fn next_dial(
     ring: &[(String, NodeId)],
     has_link: impl Fn(&str) -> bool,
-    links: usize,
+    (links, settled): (usize, bool),
     config: &Config,
 ) -> Option<String> {
     if config.min_links == 0 {
         return None;
     }
     let (successor, _) = ring.first()?;
-    if !has_link(successor) {
+    let enough = links >= config.min_links.min(config.max_links);
+    if !has_link(successor) && (settled || !enough) {
         return Some(successor.clone());
     }
-    if links >= config.min_links.min(config.max_links) {
+    if enough {
         return None;
     }
     ring.iter().map(|(a, _)| a).find(|a| !has_link(a)).cloned()
@@ -306,6 +390,7 @@ mod tests {
             addr: addr.into(),
             node_id: NodeId(id),
             age_ms,
+            name: None,
         }
     }
 
@@ -328,12 +413,26 @@ mod tests {
         assert_eq!(ring, vec![7, 9, 2]);
         // The successor is dialled first; with it linked, the next while below min_links.
         let ring = m.ring(NodeId(5), now, |_| false);
-        assert_eq!(next_dial(&ring, |_| false, 0, &config), Some("c:1".into()));
         assert_eq!(
-            next_dial(&ring, |a| a == "c:1", 1, &config),
+            next_dial(&ring, |_| false, (0, false), &config),
+            Some("c:1".into())
+        );
+        assert_eq!(
+            next_dial(&ring, |a| a == "c:1", (1, false), &config),
             Some("a:1".into())
         );
-        assert_eq!(next_dial(&ring, |a| a != "b:1", 3, &config), None);
+        assert_eq!(next_dial(&ring, |a| a != "b:1", (3, true), &config), None);
+        // With enough links, a successor without a link waits until it has held its place.
+        let none = |_: &str| false;
+        assert_eq!(next_dial(&ring, none, (3, false), &config), None);
+        assert_eq!(
+            next_dial(&ring, none, (3, true), &config),
+            Some("c:1".into())
+        );
+        assert!(!m.successor_settled(Some("c:1"), now, &config));
+        let later = now + config.members_interval;
+        assert!(m.successor_settled(Some("c:1"), later, &config));
+        assert!(!m.successor_settled(Some("a:1"), later, &config));
         // A refused member is skipped until its backoff is over.
         m.refused("c:1", now, 0.5, &config);
         let ring = m.ring(NodeId(5), now, |_| false);
@@ -356,9 +455,45 @@ mod tests {
     }
 
     #[test]
+    fn the_digest_depends_on_who_the_members_are_not_on_their_ages_or_order() {
+        let mut config = Config::new(NodeId(1));
+        config.listen_addr = Some("me:1".into());
+        let now = LocalTime(100 * SECOND as u64);
+        let (mut a, mut b) = (Members::default(), Members::default());
+        a.heard(
+            vec![member("x:1", 2, 0), member("y:1", 3, 0)],
+            now,
+            |_| false,
+            &config,
+        );
+        b.heard(vec![member("y:1", 3, 5_000)], now, |_| false, &config);
+        assert_ne!(a.digest(&config), b.digest(&config));
+        b.heard(vec![member("x:1", 2, 9_000)], now, |_| false, &config);
+        assert_eq!(a.digest(&config), b.digest(&config));
+        assert_eq!(a.digest(&config).count, 3, "the two and this node");
+        // A restart's new id changes it; forgetting a member does too, back to what it was.
+        let before = a.digest(&config);
+        let now = now + SECOND;
+        a.heard(vec![member("x:1", 7, 0)], now, |_| false, &config);
+        assert_ne!(a.digest(&config), before);
+        b.heard(vec![member("x:1", 7, 0)], now, |_| false, &config);
+        assert_eq!(a.digest(&config), b.digest(&config));
+        let mut c = Members::default();
+        c.heard(vec![member("x:1", 7, 0)], now, |_| false, &config);
+        b.forget_old(now + config.forget_member_after - 1_000_000, &config);
+        assert_eq!(
+            b.digest(&config).count,
+            2,
+            "y (older news) forgotten, x kept"
+        );
+        assert_eq!(b.digest(&config), c.digest(&config));
+    }
+
+    #[test]
     fn a_table_larger_than_a_message_is_told_in_windows_that_cover_it() {
         let mut config = Config::new(NodeId(0));
         config.max_gossip_addrs = 4;
+        config.listen_addr = Some("me:1".into());
         let mut m = Members::default();
         let now = LocalTime(SECOND as u64);
         let all: Vec<MemberInfo> = (1..=10)
@@ -367,7 +502,7 @@ mod tests {
         m.heard(all, now, |_| false, &config);
         let mut told = std::collections::BTreeSet::new();
         for _ in 0..4 {
-            let g = m.gossip(NodeId(0), Some("me:1"), now, &config);
+            let g = m.gossip(now, &config);
             assert_eq!(g.len(), 4);
             assert_eq!(g[0].addr, "me:1");
             told.extend(g.into_iter().skip(1).map(|i| i.addr));

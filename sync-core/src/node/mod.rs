@@ -38,7 +38,7 @@ use members::Members;
 use redial::Redials;
 use register::{Register, Retime};
 
-use crate::message::{Hello, LeaveReason, Message, PROTOCOL_VERSION, Probe, ProbeReply};
+use crate::message::{Announce, Hello, LeaveReason, Message, PROTOCOL_VERSION, Probe, ProbeReply};
 use crate::state::{GroupState, NodeId, SongRef, StateVersion, Timeline};
 use crate::time::{GroupTime, LocalTime, MILLISECOND, Nanos};
 
@@ -147,6 +147,7 @@ impl Node {
             node_id: self.id(),
             protocol_version: PROTOCOL_VERSION,
             listen_addr: self.config.listen_addr.clone(),
+            name: self.config.name.clone(),
         };
         self.send(link, Message::Hello(hello));
     }
@@ -169,81 +170,6 @@ impl Node {
     pub fn handle_link_down(&mut self, now: LocalTime, link: LinkId) {
         self.advance(now);
         self.remove_link(link, DisconnectReason::Closed, false);
-    }
-
-    fn remove_link(&mut self, link: LinkId, reason: DisconnectReason, tell_driver: bool) {
-        let Some(l) = self.links.remove(link) else {
-            return;
-        };
-        if tell_driver {
-            self.out.push(Output::Disconnect { link });
-        }
-        self.remember_lost(&l, &reason);
-        self.member_link_ended(&l, &reason);
-        self.event(Event::PeerDisconnected {
-            link,
-            peer: l.peer_id(),
-            reason,
-        });
-        if self.tree.parent == Some(link) {
-            self.tree.parent = None;
-        }
-        self.select_reference();
-        self.check_ready();
-    }
-
-    /// A member whose link dropped without leaving on purpose is redialled at its listen
-    /// address (unless another link to it remains); a redial that never completed its
-    /// handshake counts as a failed dial.
-    fn remember_lost(&mut self, l: &Link, reason: &DisconnectReason) {
-        let Some(peer) = l.peer_id() else {
-            if l.direction == Direction::Outgoing {
-                let r = self.uniform();
-                self.redials
-                    .failed(&l.remote_addr, self.now, r, &self.config);
-            }
-            return;
-        };
-        let dropped = matches!(
-            reason,
-            DisconnectReason::Closed
-                | DisconnectReason::Timeout
-                | DisconnectReason::PeerLeft(LeaveReason::Timeout)
-        );
-        let Some(addr) = l.listen_addr() else {
-            return;
-        };
-        if dropped && !self.links.peer_ids().any(|p| p == peer) && !self.links.has_link_to(addr) {
-            let r = self.uniform();
-            self.redials.lost(addr, self.now, r, &self.config);
-        }
-    }
-
-    /// Dials the lost members whose backoff is over.
-    fn redial_due(&mut self) {
-        let now = self.now;
-        for addr in self.redials.due(now, &self.config) {
-            let r = self.uniform();
-            if self.links.has_link_to(&addr) {
-                // Back by the other end's dial (or a join), awaiting its hello.
-                self.redials.put_off(&addr, now, r, &self.config);
-                continue;
-            }
-            match self.links.dial(&addr, now, &self.config) {
-                Ok(()) => {
-                    self.redials.dialled(&addr, now, r, &self.config);
-                    self.out.push(Output::Connect { addr });
-                }
-                Err(_) => self.redials.put_off(&addr, now, r, &self.config),
-            }
-        }
-    }
-
-    fn close_link(&mut self, link: LinkId, why: LeaveReason) {
-        if self.links.contains(&link) {
-            self.send(link, Message::Leave(why));
-            self.remove_link(link, DisconnectReason::Local(why), true);
-        }
     }
 
     // ----------------------------------------------------------------------------------------
@@ -301,102 +227,8 @@ impl Node {
         self.event(Event::BadMessage { link, reason });
     }
 
-    fn on_hello(&mut self, now: LocalTime, link: LinkId, h: Hello) {
-        if h.protocol_version != PROTOCOL_VERSION {
-            self.bad(link, BadInput::ProtocolVersion(h.protocol_version));
-            self.close_link(link, LeaveReason::Refused);
-            return;
-        }
-        if h.node_id == self.id() {
-            self.bad(link, BadInput::SelfLink);
-            self.close_link(link, LeaveReason::Refused);
-            return;
-        }
-        // Two links to the same node (both dialled each other): keep the one dialled by the
-        // lower id, so both ends keep the same one; if the same end dialled twice, the older.
-        let me = self.id();
-        let dialer = |d: Direction, peer: NodeId| if d == Direction::Outgoing { me } else { peer };
-        let duplicate = self.links.other_link_to(link, h.node_id);
-        let this = self.links.get(&link).map(|l| (l.direction, l.up_at));
-        if let (Some((other, odir, oup)), Some((dir, up))) = (duplicate, this) {
-            // A link silent past the suspect delay is stale (the peer was stopped or cut off
-            // and dialled again): the fresh one replaces it whoever dialled.
-            let stale = self
-                .links
-                .get(&other)
-                .is_some_and(|l| now.since(l.last_rx) >= self.config.suspect_after);
-            let keep_other = !stale
-                && (dialer(odir, h.node_id), oup, other) < (dialer(dir, h.node_id), up, link);
-            let drop = if keep_other { link } else { other };
-            if drop == link {
-                self.close_link(link, LeaveReason::Duplicate);
-                return;
-            }
-            self.close_link(drop, LeaveReason::Duplicate);
-        }
-        let full = self.peer_count() >= self.config.max_links;
-        let Some(direction) = self
-            .links
-            .complete_handshake(now, link, h.clone(), &self.config)
-        else {
-            return;
-        };
-        if direction == Direction::Incoming && self.left_lately(link) {
-            // A member this node left (or that left) dials back, e.g. by a redial after our
-            // leave reached it as a bare close: the leave stands.
-            self.close_link(link, LeaveReason::Leaving);
-            return;
-        }
-        if full {
-            // The cap holds whoever dialled. Point the newcomer at the members so the group
-            // stays connected, then refuse. (Not a gossip of addresses: a newcomer dials every
-            // one it gets, and in a large group of full members each refusal's gossip fed
-            // another round of refusals.)
-            if direction == Direction::Incoming {
-                self.send_members(link);
-            }
-            self.close_link(link, LeaveReason::Full);
-            return;
-        }
-        if let Some(addr) = &h.listen_addr {
-            self.redials.linked(addr, now);
-        }
-        if let Some(l) = self.links.get(&link) {
-            let dialled = l.remote_addr.clone();
-            self.redials.linked(&dialled, now);
-        }
-        self.event(Event::PeerConnected {
-            link,
-            peer: h.node_id,
-            listen_addr: h.listen_addr,
-        });
-        self.member_linked(link);
-        // A newcomer learns the group state at once rather than at the next anti-entropy round.
-        if self.register.state.version != StateVersion::default() {
-            self.push_state(link, now);
-        }
-        self.send_probe(now, link);
-        self.check_ready();
-    }
-
-    fn connect_to_gossiped(&mut self, addrs: Vec<String>) {
-        // Addresses that refused us lately wait for their backoff, so refusals cannot loop.
-        let addrs = addrs
-            .into_iter()
-            .filter(|a| self.may_dial_gossiped(a))
-            .collect();
-        for addr in self.links.gossiped_to_dial(addrs, self.now, &self.config) {
-            self.out.push(Output::Connect { addr });
-        }
-    }
-
     fn send_probe(&mut self, now: LocalTime, link: LinkId) {
-        let announce = self.tree.announce(
-            self.id(),
-            self.now,
-            &self.links,
-            self.register.state.version,
-        );
+        let announce = self.announce();
         let refine = self.tree.parent == Some(link) && self.links.refining(link, &self.config);
         // Jitter the steady interval so that links do not fall into lockstep.
         let jitter =
@@ -418,16 +250,22 @@ impl Node {
         self.maybe_send_ready(link);
     }
 
+    /// What this node tells a neighbour about itself in a probe or a reply.
+    fn announce(&self) -> Announce {
+        let version = self.register.state.version;
+        Announce {
+            members: Some(self.members.digest(&self.config)),
+            ..self
+                .tree
+                .announce(self.id(), self.now, &self.links, version)
+        }
+    }
+
     fn on_probe(&mut self, now: LocalTime, link: LinkId, p: Probe) {
         if self.on_announce(now, link, p.announce).is_err() {
             return;
         }
-        let announce = self.tree.announce(
-            self.id(),
-            self.now,
-            &self.links,
-            self.register.state.version,
-        );
+        let announce = self.announce();
         self.send(
             link,
             Message::ProbeReply(ProbeReply {
@@ -458,12 +296,7 @@ impl Node {
 
     /// Records a neighbour's announcement: liveness of its reference, anti-entropy, and a new
     /// choice of reference if warranted.
-    fn on_announce(
-        &mut self,
-        now: LocalTime,
-        link: LinkId,
-        a: crate::message::Announce,
-    ) -> Result<(), ()> {
+    fn on_announce(&mut self, now: LocalTime, link: LinkId, a: Announce) -> Result<(), ()> {
         if a.stratum > MAX_STRATUM {
             self.bad(link, BadInput::InvalidAnnounce("stratum"));
             return Err(());

@@ -621,3 +621,53 @@ pub fn mesh(net: &mut Net, n: usize, delay: u64) {
         }
     }
 }
+
+// Shapes and measures shared by the behaviour tests.
+
+/// Three nodes in a fixed chain 0 – 1 – 2, links of 1 ms each way.
+pub fn three_in_a_chain() -> Net {
+    let mut net = Net::new(&skewed_clocks(3));
+    // A chain stays a chain: the membership rule would close it into a ring.
+    net.fixed_links();
+    net.connect(LinkSpec {
+        a: 0,
+        b: 1,
+        delay_ab: MS,
+        delay_ba: MS,
+    });
+    net.connect(LinkSpec {
+        a: 1,
+        b: 2,
+        delay_ab: MS,
+        delay_ba: MS,
+    });
+    net
+}
+
+/// The frames the nodes `which` play now (each must be playing).
+pub fn playing_frames(net: &mut Net, which: &[usize]) -> Vec<f64> {
+    which
+        .iter()
+        .map(|&i| net.frame(i).expect("node is playing"))
+        .collect()
+}
+
+/// The largest minus the smallest of `v`.
+pub fn spread(v: &[f64]) -> f64 {
+    v.iter().cloned().fold(f64::MIN, f64::max) - v.iter().cloned().fold(f64::MAX, f64::min)
+}
+
+/// Node 0 linked to nodes 1 and 2, run for 100 ms.
+pub fn star_of_three() -> Net {
+    let mut net = Net::new(&skewed_clocks(3));
+    for b in 1..3 {
+        net.connect(LinkSpec {
+            a: 0,
+            b,
+            delay_ab: MS,
+            delay_ba: MS,
+        });
+    }
+    net.run_until(100 * MS);
+    net
+}
