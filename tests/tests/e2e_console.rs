@@ -26,6 +26,8 @@ fn bare_client(dir: &Path, name: &str, args: &[&str]) -> Proc {
     cmd.args(["--bind", "127.0.0.1"])
         .args(args)
         .env("TMPDIR", dir)
+        .env("XDG_STATE_HOME", dir)
+        .env("XDG_CONFIG_HOME", dir)
         .env("RUST_LOG", "info");
     Proc::spawn(name, cmd).unwrap_or_else(|e| panic!("{e}"))
 }

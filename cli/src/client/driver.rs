@@ -21,6 +21,7 @@ use super::monitor::{self, Monitor, TICK};
 use super::news::News;
 use super::peers::Peers;
 use super::server_link::{Pending, ServerLink, ServerNews};
+use super::state_dir::{Settings, StateKeeper};
 use super::transcript::Transcript;
 use super::web_snapshot::{View, WebPage};
 use crate::console::{Input, Printer};
@@ -47,6 +48,10 @@ pub struct Parts {
     pub transport: TransportKind,
     /// The web page, when `--web` is given.
     pub web: Option<WebLink>,
+    /// The keeper of the state directory, when there is one.
+    pub state: Option<StateKeeper>,
+    /// The room's settings kept from an earlier run (volume and channel are restored here).
+    pub settings: Settings,
 }
 
 /// The loop and the parts it feeds.
@@ -67,12 +72,20 @@ pub struct Driver {
     web: Option<WebPage>,
     /// Whether the console is a terminal (whose end of input quits).
     interactive: bool,
+    state: Option<StateKeeper>,
 }
 
 impl Driver {
     /// Builds the loop's parts.
     pub fn new(p: Parts) -> Self {
         let node_id = p.node.id().0;
+        let mut executor = Executor::new(p.advertised.clone(), p.key_note);
+        let settings = &p.settings;
+        executor.restore(
+            &p.player,
+            settings.volume_fraction(),
+            settings.channel_mode(),
+        );
         Driver {
             console: Transcript::new(p.printer.clone(), p.web.is_some()),
             server: ServerLink::new(
@@ -89,7 +102,7 @@ impl Driver {
                 p.trace,
                 monitor::ticks_per_report(p.node.config().report_interval),
             ),
-            executor: Executor::new(p.advertised.clone(), p.key_note),
+            executor,
             legacy: Legacy,
             news: News::default(),
             web: p.web.map(|w| WebPage::new(w, p.advertised, p.transport)),
@@ -99,6 +112,7 @@ impl Driver {
             player: p.player,
             links: p.links,
             interactive: p.interactive,
+            state: p.state,
         }
     }
 
@@ -205,6 +219,9 @@ impl Driver {
         let now = self.now();
         let told = format::event(&e, &self.peers, &self.node, now);
         self.peers.on_event(&e);
+        if let Some(state) = &mut self.state {
+            state.on_event(&e);
+        }
         let news = match &e {
             Event::StateAccepted { state, .. } => self.news.state(state, &self.node, now),
             Event::SongFinished { song } => self.news.finished(song),
@@ -296,6 +313,19 @@ impl Driver {
         self.say_all(waits.into_iter().flatten());
         let refusals = self.peers.refusal_summary(now);
         self.say_all(refusals);
+        let settings = self.settings();
+        if let Some(state) = &mut self.state {
+            state.tick(&mut self.node, now, settings);
+        }
+    }
+
+    /// The room's settings as they stand, for the state directory.
+    fn settings(&self) -> Settings {
+        Settings::of(
+            self.player.output_latency_ns(),
+            self.executor.channel(),
+            self.executor.volume(),
+        )
     }
 
     fn execute(&mut self, line: &str) -> Reply {
@@ -373,6 +403,10 @@ impl Driver {
     }
 
     async fn shutdown(mut self) {
+        let settings = self.settings();
+        if let Some(state) = &mut self.state {
+            state.close(&self.node, settings);
+        }
         let now = self.now();
         self.node.shutdown(now);
         self.drain();

@@ -103,6 +103,23 @@ impl Executor {
         self.volume
     }
 
+    /// The channels last chosen.
+    pub fn channel(&self) -> ChannelMode {
+        self.channel
+    }
+
+    /// Takes back a volume and channel kept from an earlier run, on the player too.
+    pub fn restore(&mut self, player: &Player, volume: Option<f32>, channel: Option<ChannelMode>) {
+        if let Some(v) = volume {
+            player.set_volume(v);
+            self.volume = v;
+        }
+        if let Some(mode) = channel {
+            player.set_channel(mode);
+            self.channel = mode;
+        }
+    }
+
     /// Runs one line of the command language.
     pub fn execute(&mut self, line: &str, ctx: Context<'_>) -> Reply {
         let cmd = match commands::parse(line) {

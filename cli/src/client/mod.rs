@@ -2,6 +2,7 @@
 //! commands from the console.
 
 pub mod commands;
+pub mod config;
 mod driver;
 mod executor;
 mod fetcher;
@@ -13,6 +14,7 @@ mod news;
 mod peers;
 mod server_link;
 mod songs;
+mod state_dir;
 mod transcript;
 mod web_snapshot;
 
@@ -24,7 +26,6 @@ use std::sync::atomic::AtomicU64;
 use clap::{Parser, ValueEnum};
 use music262_proto::auth::GroupKey;
 use player::{Clock, DeviceTiming, Player, PlayerConfig, SinkSpec};
-use sha2::{Digest, Sha256};
 use sync_core::{Config, LocalTime, Node, NodeId};
 use transport_grpc::{AudioClient, PeerTransport};
 use transport_quic::QuicTransport;
@@ -56,6 +57,7 @@ impl TransportKind {
 #[command(
     name = "music_client",
     version,
+    args_override_self = true,
     about = "Music262 client: plays songs from a music server in sync with every client it is \
              joined to. A command typed here (play, pause, resume, seek, stop) lands on every \
              peer at the same instant and on the same audio frame.",
@@ -76,6 +78,13 @@ impl TransportKind {
                   MUSIC262_CLOCK_STEP_AT_S, MUSIC262_CLOCK_STEP_MS    step that clock forward once, by STEP_MS milliseconds,\n                                                      STEP_AT_S seconds after start (fault injection)\n  \
                   MUSIC262_GROUP_KEY                                  the group key (see --group-key)\n  \
                   RUST_LOG                                            log level (e.g. debug, or sync_core=trace)\n\n\
+                  Files:\n  \
+                  $XDG_CONFIG_HOME/music262/client.toml (~/.config/music262/client.toml)\n  \
+                  \x20   every option, by its long name (latency_ms = 180, web = true); the command line wins;\n  \
+                  \x20   --config chooses another file\n  \
+                  $XDG_STATE_HOME/music262/client-PORT/state.toml (~/.local/state/music262/client-PORT/)\n  \
+                  \x20   node id, the peers this client was linked to (dialled again at start), latency,\n  \
+                  \x20   channel and volume; one folder per peer port; --state-dir moves it\n\n\
                   Type `help` at the prompt for the commands."
 )]
 pub struct ClientArgs {
@@ -142,9 +151,10 @@ pub struct ClientArgs {
     pub web: Option<SocketAddr>,
     /// Extra delay of this client's speakers that the sound card does not report (Bluetooth,
     /// HDMI receivers), in milliseconds: playback starts that much earlier so it is heard in
-    /// sync. Also the `latency` command.
-    #[arg(long, value_name = "MS", default_value_t = 0.0, value_parser = parse_latency_arg)]
-    pub latency_ms: f64,
+    /// sync. Also the `latency` command, whose last value is kept in the state directory and
+    /// used when this option is not given (default 0).
+    #[arg(long, value_name = "MS", value_parser = parse_latency_arg)]
+    pub latency_ms: Option<f64>,
     /// How much audio the sound device is handed ahead, in milliseconds (default: what the
     /// device chooses, about 21 ms through PulseAudio). The device may round it; the client
     /// says what it took. A deeper buffer rides out longer stalls of a busy machine before the
@@ -175,6 +185,17 @@ pub struct ClientArgs {
     /// --sink device.
     #[arg(long, value_name = "PATH", hide = true)]
     pub device_probe: Option<PathBuf>,
+
+    // Where this client keeps its identity and finds its settings.
+    /// The config file (TOML, every option by its long name). Default:
+    /// $XDG_CONFIG_HOME/music262/client.toml or ~/.config/music262/client.toml, if it exists.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Folder of this client's state (node id, remembered peers, latency, channel, volume).
+    /// Default: $XDG_STATE_HOME/music262/client-PORT or ~/.local/state/music262/client-PORT,
+    /// PORT being the peer port bound.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 fn parse_device_timing_arg(s: &str) -> Result<DeviceTiming, String> {
@@ -225,23 +246,6 @@ fn player_config(args: &ClientArgs, sink: &SinkSpec) -> PlayerConfig {
     config
 }
 
-fn random_node_id(port: u16) -> u64 {
-    // Uniqueness, not secrecy: process, time and port are enough to tell clients apart.
-    let mut h = Sha256::new();
-    h.update(std::process::id().to_le_bytes());
-    h.update(player::SystemClock::monotonic_ns().to_le_bytes());
-    h.update(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-            .to_le_bytes(),
-    );
-    h.update(port.to_le_bytes());
-    let d = h.finalize();
-    u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
-}
-
 /// This machine's non-loopback addresses, IPv4 first.
 pub fn interface_addrs() -> Vec<IpAddr> {
     let mut v: Vec<IpAddr> = if_addrs::get_if_addrs()
@@ -260,6 +264,29 @@ pub fn interface_addrs() -> Vec<IpAddr> {
     v.sort_by_key(|ip| (ip.is_ipv6(), *ip));
     v.dedup();
     v
+}
+
+/// The start line about the state directory: where it is, whether the node id is the one
+/// kept there, and which remembered peers are dialled.
+fn rejoin_note(dir: &std::path::Path, same_id: bool, peers: &[sync_core::PeerAddr]) -> String {
+    let id = if same_id {
+        "node id kept"
+    } else {
+        "new node id saved"
+    };
+    let peers = match peers {
+        [] => "no remembered peers".to_string(),
+        peers => format!(
+            "rejoining {} remembered peer(s): {}",
+            peers.len(),
+            peers
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    format!("state in {} ({id}); {peers}", dir.display())
 }
 
 fn join_host_port(ip: IpAddr, port: u16) -> String {
@@ -300,15 +327,13 @@ pub async fn run(args: ClientArgs) -> i32 {
         eprintln!("error: --max-links must be at least 1");
         return 2;
     }
-    let node_id = match &args.node_id {
-        Some(h) => match u64::from_str_radix(h.trim_start_matches("0x"), 16) {
-            Ok(v) => v,
-            Err(_) => {
-                eprintln!("error: --node-id `{h}` is not hexadecimal");
-                return 2;
-            }
-        },
-        None => random_node_id(args.p2p_port),
+    let given_id = match args.node_id.as_deref().map(state_dir::parse_node_id) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(e)) => {
+            eprintln!("error: --node-id {e}");
+            return 2;
+        }
     };
     // The option wins over the variable, as clap's `env` did.
     let group_key = match args
@@ -383,6 +408,20 @@ pub async fn run(args: ClientArgs) -> i32 {
     };
 
     transport_grpc::listen::raise_fd_limit();
+
+    let restored = match state_dir::restore(
+        args.state_dir.as_deref(),
+        env.state_home.as_deref(),
+        port,
+        given_id,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let node_id = restored.node_id;
 
     // What can fail at start fails here, before the banner and the prompt.
     let player_clock: Arc<dyn Clock> = clock.clone();
@@ -523,9 +562,13 @@ pub async fn run(args: ClientArgs) -> i32 {
             2.0 * f64::from(period) * 1e3 / rate
         ));
     }
-    if args.latency_ms > 0.0 {
-        player.set_output_latency_ns((args.latency_ms * 1e6).round() as u64);
-        printer.println(executor::latency_note(args.latency_ms));
+    let latency_ms = args
+        .latency_ms
+        .or(restored.settings.latency())
+        .unwrap_or(0.0);
+    if latency_ms > 0.0 {
+        player.set_output_latency_ns((latency_ms * 1e6).round() as u64);
+        printer.println(executor::latency_note(latency_ms));
     }
 
     if let Some(w) = &web {
@@ -553,8 +596,17 @@ pub async fn run(args: ClientArgs) -> i32 {
     cfg.max_links = args.max_links;
     cfg.lead_min = (args.min_lead_ms as i64).saturating_mul(1_000_000);
     let now = LocalTime(clock.now_ns());
-    let node = Node::new(cfg, node_id, now);
+    let mut node = Node::new(cfg, node_id, now);
     printer.println(format!("node id {}", NodeId(node_id)));
+    let mut keeper = restored.keeper;
+    if let (Some(keeper), Some(dir)) = (&mut keeper, &restored.dir) {
+        printer.println(rejoin_note(
+            dir,
+            restored.same_id,
+            &keeper.remembered_addrs(),
+        ));
+        keeper.offer_remembered(&mut node, now);
+    }
 
     // The transports: one link id counter, so that gRPC and QUIC links never share an id.
     let clock_fn: transport_grpc::ClockFn = {
@@ -615,6 +667,8 @@ pub async fn run(args: ClientArgs) -> i32 {
         key_note,
         transport: args.transport,
         web,
+        state: keeper,
+        settings: restored.settings,
     });
     let code = driver.run(console.input).await;
     let _ = stop_tx.send(true);
@@ -643,7 +697,7 @@ mod tests {
     #[test]
     fn latency_option_takes_milliseconds_within_range() {
         let args = ClientArgs::try_parse_from(["music_client", "--latency-ms", "180"]).unwrap();
-        assert_eq!(args.latency_ms, 180.0);
+        assert_eq!(args.latency_ms, Some(180.0));
         let err = ClientArgs::try_parse_from(["music_client", "--latency-ms", "5000"])
             .unwrap_err()
             .to_string();

@@ -93,6 +93,7 @@ pub struct ClientSpec {
     pub name: &'static str,
     pub offset_ms: f64,
     pub drift_ppm: f64,
+    /// Its `--node-id`; 0 gives none (the one in its state directory, or a new one).
     pub node_id: u64,
 }
 
@@ -188,8 +189,6 @@ pub fn client_command(
         &format!("{ip}:{port}"),
         "--sink",
         "null",
-        "--node-id",
-        &format!("{:x}", spec.node_id),
         "--lease-ms",
         "3000",
         "--transport",
@@ -199,10 +198,18 @@ pub fn client_command(
     .arg(dir.join(format!("{}.log", spec.name)))
     .arg("--trace")
     .arg(dir.join(format!("{}.csv", spec.name)))
+    // Its state in the test's folder (kept across a restart of the same name), and no config
+    // file of the user who runs the tests.
+    .arg("--state-dir")
+    .arg(dir.join(format!("{}.state", spec.name)))
+    .env("XDG_CONFIG_HOME", dir)
     .env("MUSIC262_CLOCK_OFFSET_MS", spec.offset_ms.to_string())
     .env("MUSIC262_CLOCK_DRIFT_PPM", spec.drift_ppm.to_string())
     .env("RUST_LOG", "info")
     .envs(env.iter().copied());
+    if spec.node_id != 0 {
+        cmd.args(["--node-id", &format!("{:x}", spec.node_id)]);
+    }
     cmd
 }
 
