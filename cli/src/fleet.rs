@@ -88,6 +88,7 @@ impl SkewedClient<'_> {
         .arg(self.trace())
         .arg("--state-dir")
         .arg(self.dir.join(format!("{}.state", self.name)))
+        .arg("--no-discovery")
         .env(crate::env::CLOCK_OFFSET_MS, self.offset_ms.to_string())
         .env(crate::env::CLOCK_DRIFT_PPM, self.drift_ppm.to_string());
         cmd

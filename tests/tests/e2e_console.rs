@@ -23,7 +23,7 @@ fn bare_client(dir: &Path, name: &str, args: &[&str]) -> Proc {
     if !args.contains(&"--server") {
         cmd.args(["--server", &format!("127.0.0.1:{}", free_port())]);
     }
-    cmd.args(["--bind", "127.0.0.1"])
+    cmd.args(["--bind", "127.0.0.1", "--no-discovery"])
         .args(args)
         .env("TMPDIR", dir)
         .env("XDG_STATE_HOME", dir)

@@ -36,6 +36,10 @@ pub enum UserCommand {
     Connections,
     /// Link to a peer at `host:port`.
     Join(String),
+    /// Link to a room found on the local network, by its name or node id.
+    JoinRoom(String),
+    /// The rooms and music servers found on the local network.
+    Discover,
     /// Close the link to a peer (address or node id).
     Leave(String),
     /// Share peer addresses with every peer.
@@ -68,7 +72,8 @@ peers:
   peers                    clients registered with the server (addresses you can join)
   connections              this client's links: address, node id, role in clock sync,
                            round-trip time, clock offset, drift, jitter, last contact
-  join <ip:port>           link to another client
+  join <ip:port|name>      link to another client, by address or by the name of a room found
+  discover                 the rooms and music servers found on the local network
   leave <ip:port|node id>  close a link
   gossip                   share the addresses of your peers with all of them
 this client only:
@@ -156,14 +161,19 @@ pub fn parse(line: &str) -> Result<Option<UserCommand>, String> {
         "peers" => none(UserCommand::Peers),
         "connections" | "conns" => none(UserCommand::Connections),
         "join" => {
-            let addr = need("an address, like `join 192.168.1.10:50052`")?;
-            check_addr(addr)?;
-            Ok(Some(UserCommand::Join(addr.to_string())))
+            let addr = need("an address or a room's name, like `join 192.168.1.10:50052`")?;
+            match check_addr(addr) {
+                Ok(()) => Ok(Some(UserCommand::Join(addr.to_string()))),
+                // Text that is no `host:port` may be a room's name.
+                Err(_) if !addr.contains(':') => Ok(Some(UserCommand::JoinRoom(addr.to_string()))),
+                Err(e) => Err(e),
+            }
         }
         "leave" => Ok(Some(UserCommand::Leave(
             need("a peer address or node id (see `connections`)")?.to_string(),
         ))),
         "gossip" => none(UserCommand::Gossip),
+        "discover" => none(UserCommand::Discover),
         "channel" if rest.is_empty() => Ok(Some(UserCommand::Channel(None))),
         "channel" => {
             let mode = rest

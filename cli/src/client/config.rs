@@ -228,7 +228,7 @@ mod tests {
         let args = parse(&path, &[]).unwrap();
         assert_eq!(args.latency_ms, Some(180.0));
         assert_eq!(args.max_links, 4);
-        assert_eq!(args.server, "10.0.0.2:50051");
+        assert_eq!(args.server.as_deref(), Some("10.0.0.2:50051"));
         assert_eq!(args.web, Some("127.0.0.1:8080".parse().unwrap()));
         let args = parse(&path, &["--latency-ms", "40", "--web", "0.0.0.0:9000"]).unwrap();
         assert_eq!(args.latency_ms, Some(40.0));

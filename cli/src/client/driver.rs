@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use transport_grpc::{AudioClient, LegacyCall};
 
 use super::TransportKind;
+use super::discovered::Discovered;
 use super::executor::{self, Context, Executor, Reply};
 use super::fetcher::{Fetcher, Loading};
 use super::format::{self, Told};
@@ -52,6 +53,8 @@ pub struct Parts {
     pub state: Option<StateKeeper>,
     /// The room's settings kept from an earlier run (volume and channel are restored here).
     pub settings: Settings,
+    /// Discovery on the local network, unless it is off.
+    pub discovered: Option<Discovered>,
 }
 
 /// The loop and the parts it feeds.
@@ -73,6 +76,7 @@ pub struct Driver {
     /// Whether the console is a terminal (whose end of input quits).
     interactive: bool,
     state: Option<StateKeeper>,
+    discovered: Option<Discovered>,
 }
 
 impl Driver {
@@ -113,6 +117,7 @@ impl Driver {
             links: p.links,
             interactive: p.interactive,
             state: p.state,
+            discovered: p.discovered,
         }
     }
 
@@ -317,6 +322,10 @@ impl Driver {
         if let Some(state) = &mut self.state {
             state.tick(&mut self.node, now, settings);
         }
+        if let Some(found) = &mut self.discovered {
+            let said = found.tick(&mut self.node, now);
+            self.say_all(said);
+        }
     }
 
     /// The room's settings as they stand, for the state directory.
@@ -338,6 +347,7 @@ impl Driver {
             failed: self.fetcher.failed(),
             refused: self.peers.refused(),
             links: &self.links,
+            discovery: self.discovered.as_ref().map(Discovered::discovery),
         };
         let reply = self.executor.execute(line, ctx);
         if let Some(addr) = &reply.joining {
@@ -411,6 +421,9 @@ impl Driver {
         self.node.shutdown(now);
         self.drain();
         self.console.say("leaving the group");
+        if let Some(found) = &self.discovered {
+            found.shutdown();
+        }
         self.server.shutdown().await;
         // Give the transport a moment to write the goodbyes.
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -13,6 +13,7 @@ use super::links::Links;
 use super::peers::RefusedCounts;
 use super::server_link::{Pending, ServerLink, song_ref};
 use super::songs::{self, Resolved};
+use crate::discovery::{self, Discovery};
 
 /// What a command reads and acts on besides the executor's own settings.
 pub struct Context<'a> {
@@ -32,6 +33,8 @@ pub struct Context<'a> {
     pub refused: RefusedCounts,
     /// The transports, for the `connections` table.
     pub links: &'a Links,
+    /// What discovery found, unless it is off.
+    pub discovery: Option<&'a Discovery>,
 }
 
 /// What a command did.
@@ -196,6 +199,40 @@ impl Executor {
                     }
                     reply
                 }
+            },
+            UserCommand::JoinRoom(name) => {
+                let Some(found) = ctx.discovery else {
+                    return Reply::result(Err(format!(
+                        "`{name}` is not an address (discovery is off, so rooms are joined by \
+                         address, like `join 192.168.1.10:50052`)"
+                    )));
+                };
+                let room = match found.find_room(&name, node.id().0) {
+                    Ok(room) => room,
+                    Err(e) => return Reply::result(Err(e)),
+                };
+                let Some(addr) = room
+                    .addr()
+                    .and_then(|a| PeerAddr::parse(&a.to_string()).ok())
+                else {
+                    return Reply::result(Err(format!("room {name} announced no address")));
+                };
+                let text = addr.to_string();
+                let mut reply = link_command(node, LinkCommand::Join { addr });
+                if reply.result.is_ok() {
+                    reply
+                        .said
+                        .push(format!("joining {} at {text}...", room.name));
+                    reply.joining = Some(text);
+                }
+                reply
+            }
+            UserCommand::Discover => match ctx.discovery {
+                Some(found) => Reply::said(discovery::listing(
+                    &found.rooms(node.id().0),
+                    &found.servers(),
+                )),
+                None => Reply::result(Err("discovery is off (--no-discovery)".to_string())),
             },
             UserCommand::Leave(text) => {
                 let r = PeerSelector::parse(&text)

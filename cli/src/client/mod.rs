@@ -3,6 +3,7 @@
 
 pub mod commands;
 pub mod config;
+mod discovered;
 mod driver;
 mod executor;
 mod fetcher;
@@ -88,10 +89,11 @@ impl TransportKind {
                   Type `help` at the prompt for the commands."
 )]
 pub struct ClientArgs {
-    /// Music server address (host:port). The client starts and works without it (peer features
-    /// only) and connects when it appears.
-    #[arg(long, value_name = "HOST:PORT", default_value = "localhost:50051")]
-    pub server: String,
+    /// Music server address (host:port; default localhost:50051, or, when nothing answers
+    /// there, a server found on the local network). The client starts and works without it
+    /// (peer features only) and connects when it appears.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub server: Option<String>,
     /// Port of this client's peer endpoint (others `join` it there). If it is taken, the next
     /// free port is used and said so.
     #[arg(long, value_name = "PORT", default_value_t = 50052)]
@@ -196,6 +198,14 @@ pub struct ClientArgs {
     /// PORT being the peer port bound.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// A group name announced on the local network: rooms of the same group name join each
+    /// other by themselves (with a group key, only rooms that need one; the key still decides).
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
+    /// Neither announce this client on the local network (mDNS) nor look for rooms and music
+    /// servers there.
+    #[arg(long)]
+    pub no_discovery: bool,
 }
 
 fn parse_device_timing_arg(s: &str) -> Result<DeviceTiming, String> {
@@ -313,7 +323,9 @@ pub async fn run(args: ClientArgs) -> i32 {
         eprintln!("error: {e}");
         return 2;
     }
-    if let Err(e) = crate::client::commands::check_addr(&args.server) {
+    if let Some(server) = &args.server
+        && let Err(e) = crate::client::commands::check_addr(server)
+    {
         eprintln!("error: --server {e}");
         return 2;
     }
@@ -349,6 +361,7 @@ pub async fn run(args: ClientArgs) -> i32 {
             return 2;
         }
     };
+    let has_key = group_key.is_some();
     let clock = crate::clock::sync_clock(&env.skew);
 
     // The peer endpoint: the port asked for, or the next free one, over TCP (gRPC) and UDP
@@ -640,7 +653,17 @@ pub async fn run(args: ClientArgs) -> i32 {
             commands: cmd_rx,
         }
     });
-    let audio = match AudioClient::new(&args.server) {
+    let announcement = (!args.no_discovery).then(|| crate::discovery::RoomAnnouncement {
+        name: crate::discovery::host_name(),
+        node_id,
+        group: args.group.clone(),
+        key: has_key,
+        port,
+        bind: args.bind,
+    });
+    let discovered = discovered::start_or_say(announcement, &printer);
+    let server = discovered::server_addr(args.server.as_deref(), discovered.as_ref(), &printer);
+    let audio = match AudioClient::new(&server.await) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e}");
@@ -669,6 +692,7 @@ pub async fn run(args: ClientArgs) -> i32 {
         web,
         state: keeper,
         settings: restored.settings,
+        discovered,
     });
     let code = driver.run(console.input).await;
     let _ = stop_tx.send(true);

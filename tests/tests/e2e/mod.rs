@@ -76,8 +76,15 @@ pub fn server_on(dir: &Path, port: u16, name: &str) -> Proc {
 /// The command line of a music server on `bind:port`, logging to `<name>.log` in `dir`.
 pub fn server_command(dir: &Path, port: u16, name: &str, bind: &str) -> Command {
     let mut cmd = Command::new(binary("music_server"));
-    cmd.args(["--port", &port.to_string(), "--bind", bind, "--log-file"])
-        .arg(dir.join(format!("{name}.log")));
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        bind,
+        "--no-discovery",
+        "--log-file",
+    ])
+    .arg(dir.join(format!("{name}.log")));
     cmd
 }
 
@@ -202,6 +209,8 @@ pub fn client_command(
     // file of the user who runs the tests.
     .arg("--state-dir")
     .arg(dir.join(format!("{}.state", spec.name)))
+    // Tests that discover take this flag out again (`e2e_discovery`).
+    .arg("--no-discovery")
     .env("XDG_CONFIG_HOME", dir)
     .env("MUSIC262_CLOCK_OFFSET_MS", spec.offset_ms.to_string())
     .env("MUSIC262_CLOCK_DRIFT_PPM", spec.drift_ppm.to_string())

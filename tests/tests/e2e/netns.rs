@@ -7,6 +7,8 @@
 //! new lab first removes what labs of dead processes left behind. Needs root: `ip` (iproute2)
 //! and `nft` (nftables).
 
+#![allow(dead_code)]
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -182,6 +184,11 @@ impl Lab {
                 .unwrap_or_else(|e| panic!("cannot heal {}: {e}", h.ns));
             }
         }
+    }
+
+    /// Host `i`'s namespace and its address on the bridge.
+    pub fn host(&self, i: usize) -> (&str, &str) {
+        (&self.hosts[i].ns, &self.hosts[i].ip)
     }
 
     /// A music server on host `i`, on [`SERVER_PORT`], logging to `<name>.log` in `dir`.
