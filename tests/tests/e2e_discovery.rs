@@ -1,7 +1,7 @@
 //! Discovery on the local network for real (issue 29): network namespaces joined by a bridge,
 //! a music client in each, each with a host name of its own (a UTS namespace), so each room's
 //! name is its host's. Each finds the others by mDNS; `join <name>` links to the room of that
-//! name; `--group` links the rooms of one group with nobody typing; a client started without
+//! name (and `leave <name>` closes it); `--group` links the rooms of one group with nobody typing; a client started without
 //! `--server`, with nothing at the default address, uses the server it finds and says so.
 //!
 //! Needs root and iproute2 (and util-linux's `unshare`); without them the tests are ignored
@@ -161,6 +161,21 @@ netns_test! {
             refused.iter().any(|l| l.contains("no room named `cellar` found")),
             "{refused:?}"
         );
+        // A second join of a linked room says so; the music server's port is named as such;
+        // `leave` takes the room's name.
+        let again = answer(a, "join bedroom");
+        assert!(
+            again.iter().any(|l| l.contains("already linked to bedroom")),
+            "{again:?}"
+        );
+        let server = answer(a, &format!("join {}:{SERVER_PORT}", lab.host(0).1));
+        assert!(
+            server.iter().any(|l| l.contains("is the music server, not a client")),
+            "{server:?}"
+        );
+        a.send("leave bedroom");
+        a.wait_for("left bedroom", 5 * S);
+        b.wait_for(&format!("peer {} disconnected", a.addr), 10 * S);
     }
 }
 

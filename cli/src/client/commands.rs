@@ -232,9 +232,57 @@ pub fn check_addr(addr: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// Whether `a` and `b` (`host:port`) name one endpoint: the same host and port, or the same
+/// port on hosts that are both this machine (loopback, `localhost`, or one of `local`).
+pub fn same_endpoint(a: &str, b: &str, local: &[&str]) -> bool {
+    let split = |s: &str| {
+        s.rsplit_once(':').map(|(h, p)| {
+            (
+                h.trim_matches(['[', ']']).to_ascii_lowercase(),
+                p.to_string(),
+            )
+        })
+    };
+    let is_local = |host: &str| {
+        host == "localhost"
+            || local
+                .iter()
+                .any(|l| l.trim_matches(['[', ']']).eq_ignore_ascii_case(host))
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
+    };
+    match (split(a), split(b)) {
+        (Some((ha, pa)), Some((hb, pb))) => {
+            pa == pb && (ha == hb || (is_local(&ha) && is_local(&hb)))
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_endpoint_is_the_same_host_and_port_or_the_same_port_on_this_machine() {
+        let local = ["10.0.0.5"];
+        assert!(same_endpoint("10.0.0.2:50051", "10.0.0.2:50051", &local));
+        assert!(same_endpoint("127.0.0.1:50051", "localhost:50051", &local));
+        assert!(same_endpoint("10.0.0.5:50051", "[::1]:50051", &local));
+        assert!(!same_endpoint("10.0.0.2:50051", "localhost:50051", &local));
+        assert!(!same_endpoint("127.0.0.1:50052", "localhost:50051", &local));
+    }
+
+    #[test]
+    fn a_join_of_text_without_a_port_is_a_room_name_and_a_bad_address_is_refused() {
+        assert_eq!(
+            parse("join kitchen").unwrap(),
+            Some(UserCommand::JoinRoom("kitchen".into()))
+        );
+        assert_eq!(parse("discover").unwrap(), Some(UserCommand::Discover));
+        assert!(parse("join 10.0.0.2:0").is_err());
+    }
 
     #[test]
     fn every_documented_command_parses() {

@@ -191,6 +191,12 @@ impl Executor {
             }
             UserCommand::Join(text) => match PeerAddr::parse(&text) {
                 Err(e) => Reply::result(Err(e.to_string())),
+                Ok(_) if is_music_server(&text, ctx.server.addr(), node) => {
+                    Reply::result(Err(format!(
+                        "{text} is the music server, not a client: join a client's peer port \
+                         (`peers` lists them)"
+                    )))
+                }
                 Ok(addr) => {
                     let mut reply = link_command(node, LinkCommand::Join { addr });
                     if reply.result.is_ok() {
@@ -211,6 +217,17 @@ impl Executor {
                     Ok(room) => room,
                     Err(e) => return Reply::result(Err(e)),
                 };
+                let linked = node
+                    .links()
+                    .into_iter()
+                    .find(|l| l.peer.is_some_and(|p| format!("{p}") == room.node_id));
+                if let Some(link) = linked {
+                    return Reply::result(Err(format!(
+                        "already linked to {} ({})",
+                        room.name,
+                        link.listen_addr.unwrap_or(link.remote_addr)
+                    )));
+                }
                 let Some(addr) = room
                     .addr()
                     .and_then(|a| PeerAddr::parse(&a.to_string()).ok())
@@ -235,7 +252,13 @@ impl Executor {
                 None => Reply::result(Err("discovery is off (--no-discovery)".to_string())),
             },
             UserCommand::Leave(text) => {
-                let r = PeerSelector::parse(&text)
+                // A room's name (found on the network) stands for its node id.
+                let room = ctx
+                    .discovery
+                    .filter(|_| !text.contains(':'))
+                    .and_then(|d| d.find_room(&text, node.id().0).ok());
+                let selector = room.as_ref().map_or(text.as_str(), |r| r.node_id.as_str());
+                let r = PeerSelector::parse(selector)
                     .and_then(|peer| node.handle_link_command(now, LinkCommand::Leave { peer }))
                     // An unknown peer is named as typed (an id in capitals stays so).
                     .map_err(|e| match e {
@@ -365,4 +388,15 @@ pub fn latency_note(ms: f64) -> String {
          sound card reports it"
             .to_string()
     }
+}
+
+/// Whether `join` text names the music server's endpoint (`server`), on its host or on this
+/// machine.
+fn is_music_server(text: &str, server: &str, node: &Node) -> bool {
+    let own = &node.config().own_addrs;
+    let local: Vec<&str> = own
+        .iter()
+        .filter_map(|a| a.rsplit_once(':').map(|(h, _)| h))
+        .collect();
+    commands::same_endpoint(text, server, &local)
 }
