@@ -16,7 +16,7 @@ use std::ffi::OsStr;
 use std::process::Command;
 
 use e2e::*;
-use netns::{Lab, PEER_PORT, SERVER_PORT, in_namespace};
+use netns::{Lab, PEER_PORT, SERVER_PORT, in_namespace, netns_test};
 
 /// The rooms' names, one per host.
 const NAMES: [&str; 3] = ["kitchen", "bedroom", "attic"];
@@ -117,17 +117,6 @@ fn wait_linked(c: &Client, addrs: &[&String]) {
     }
 }
 
-/// A test that needs network namespaces: ignored, with the reason, where `build.rs` found the
-/// machine without them (never under CI).
-macro_rules! netns_test {
-    ($(#[$doc:meta])* fn $name:ident() $body:block) => {
-        $(#[$doc])*
-        #[test]
-        #[cfg_attr(no_netns, ignore = "needs root, iproute2 and nftables (network namespaces)")]
-        fn $name() $body
-    };
-}
-
 netns_test! {
     fn rooms_find_each_other_by_name_and_join_names_the_room_and_a_server_is_found() {
         let dir = tempfile_dir("discovery-names");
@@ -196,11 +185,6 @@ netns_test! {
             x.wait_for("loaded noise-groove.wav", 30 * S);
         }
         std::thread::sleep(3 * S);
-        c.send("pause");
-        a.wait_for("pause noise-groove.wav at", 5 * S);
-        b.wait_for("pause noise-groove.wav at", 5 * S);
-        std::thread::sleep(S);
-        let frames = frames_in_state(&mut [a, b, c], "paused");
-        assert!(frames.iter().all(|f| *f == frames[0]), "paused frames {frames:?}");
+        pause_holds_one_frame(c, &mut [a, b], "noise-groove.wav");
     }
 }

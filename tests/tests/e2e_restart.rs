@@ -91,13 +91,5 @@ fn a_client_killed_and_started_again_with_its_state_directory_is_back_in_its_gro
     assert_in_sync(&[&a, &b, &c], 2, 1_000.0);
 
     // One group, one state: a pause typed on A holds all three on one frame.
-    a.send("pause");
-    b.wait_for("pause noise-groove.wav at", 5 * S);
-    c.wait_for("pause noise-groove.wav at", 5 * S);
-    std::thread::sleep(S);
-    let frames = frames_in_state(&mut [&mut a, &mut b, &mut c], "paused");
-    assert!(
-        frames.iter().all(|f| *f == frames[0]),
-        "paused frames {frames:?}"
-    );
+    pause_holds_one_frame(&mut a, &mut [&mut b, &mut c], "noise-groove.wav");
 }

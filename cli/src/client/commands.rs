@@ -351,17 +351,15 @@ mod tests {
         for (line, want) in [
             ("dance", "unknown command `dance`; type `help`"),
             ("play 0", "songs are numbered from 1; type `playlist`"),
-            (
-                "join nowhere",
-                "`nowhere` is not an address; use ip:port, like 192.168.1.10:50052",
-            ),
+            // `join nowhere` is a room's name: the executor says when no room has it.
             (
                 "join 1.2.3.4:99999",
                 "`1.2.3.4:99999` is not an address; use ip:port, like 192.168.1.10:50052",
             ),
             (
                 "join",
-                "`join` needs an address, like `join 192.168.1.10:50052`; type `help`",
+                "`join` needs an address or a room's name, like `join 192.168.1.10:50052`; type \
+                 `help`",
             ),
             (
                 "seek soon",

@@ -376,6 +376,28 @@ pub fn frames_in_state(clients: &mut [&mut Client], state: &str) -> Vec<u64> {
         .collect()
 }
 
+/// Types `pause` on `typed` and asserts that it and every one of `others` hold `song` on one
+/// frame; returns the frames.
+pub fn pause_holds_one_frame(
+    typed: &mut Client,
+    others: &mut [&mut Client],
+    song: &str,
+) -> Vec<u64> {
+    typed.send("pause");
+    for x in others.iter_mut() {
+        x.wait_for(&format!("pause {song} at"), 5 * S);
+    }
+    std::thread::sleep(S);
+    let mut all: Vec<&mut Client> = vec![typed];
+    all.extend(others.iter_mut().map(|x| &mut **x));
+    let frames = frames_in_state(&mut all, "paused");
+    assert!(
+        frames.iter().all(|f| *f == frames[0]),
+        "paused frames {frames:?}"
+    );
+    frames
+}
+
 /// The transports named in the "Via" column of a `connections` reply, in row order.
 pub fn vias(lines: &[String]) -> Vec<String> {
     lines

@@ -252,6 +252,18 @@ fn nft_in(ns: &str, rules: &str) -> Result<(), String> {
     }
 }
 
+/// A test that needs network namespaces: ignored, with the reason, where `build.rs` found the
+/// machine without them (never under CI).
+macro_rules! netns_test {
+    ($(#[$doc:meta])* fn $name:ident() $body:block) => {
+        $(#[$doc])*
+        #[test]
+        #[cfg_attr(no_netns, ignore = "needs root, iproute2 and nftables (network namespaces)")]
+        fn $name() $body
+    };
+}
+pub(crate) use netns_test;
+
 /// `cmd` run inside namespace `ns` by `ip netns exec` (which execs it: the process id is the
 /// program's own, so signals reach it).
 pub fn in_namespace(ns: &str, cmd: &Command) -> Command {
