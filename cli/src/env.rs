@@ -5,6 +5,7 @@
 //! process environment.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 
 use crate::clock::{ClockSkew, ClockStep};
 
@@ -25,6 +26,12 @@ pub const CLOCK_STEP_MS: &str = "MUSIC262_CLOCK_STEP_MS";
 pub const HOST_NAME: &str = "HOSTNAME";
 /// Where Linux tells the host name when [`HOST_NAME`] is not exported.
 const KERNEL_HOST_NAME: &str = "/proc/sys/kernel/hostname";
+/// Folder of per-user configuration files (XDG); `$HOME/.config` when unset.
+pub const CONFIG_HOME: &str = "XDG_CONFIG_HOME";
+/// Folder of per-user state kept across restarts (XDG); `$HOME/.local/state` when unset.
+pub const STATE_HOME: &str = "XDG_STATE_HOME";
+/// The user's home folder, under which the XDG folders default.
+pub const HOME: &str = "HOME";
 
 /// Variables that earlier builds read and that are now options, with the option to use: a
 /// client started with one of them set says so instead of ignoring it in silence.
@@ -78,6 +85,8 @@ pub struct ClientEnv {
     pub retired: Vec<String>,
     /// The host name as a room name (see [`host_name`]).
     pub host_name: Option<String>,
+    /// Where the state directories of clients go by default (see [`state_home`]).
+    pub state_home: Option<PathBuf>,
 }
 
 impl ClientEnv {
@@ -95,6 +104,7 @@ impl ClientEnv {
                 })
                 .collect(),
             host_name: host_name(get),
+            state_home: state_home(get),
         })
     }
 }
@@ -106,6 +116,25 @@ pub fn host_name(get: Lookup<'_>) -> Option<String> {
     exported
         .or_else(|| std::fs::read_to_string(KERNEL_HOST_NAME).ok())
         .and_then(|h| sync_core::room_name(&h))
+}
+
+/// `$XDG_CONFIG_HOME`, else `$HOME/.config`; `None` when neither is an absolute path.
+pub fn config_home(get: Lookup<'_>) -> Option<PathBuf> {
+    xdg_home(CONFIG_HOME, ".config", get)
+}
+
+/// `$XDG_STATE_HOME`, else `$HOME/.local/state`; `None` when neither is an absolute path.
+pub fn state_home(get: Lookup<'_>) -> Option<PathBuf> {
+    xdg_home(STATE_HOME, ".local/state", get)
+}
+
+/// An XDG base folder: the variable when it holds an absolute path (the specification says a
+/// relative one is ignored), else `fallback` under the home folder.
+fn xdg_home(var: &str, fallback: &str, get: Lookup<'_>) -> Option<PathBuf> {
+    let absolute = |v: OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    get(var)
+        .and_then(absolute)
+        .or_else(|| get(HOME).and_then(absolute).map(|home| home.join(fallback)))
 }
 
 /// [`LOG_FILTER`], if set and text (anything else leaves the default level, as
@@ -209,8 +238,20 @@ mod tests {
                 },
                 retired: vec![],
                 host_name: Some("kitchen-pi".into()),
+                state_home: None,
             }
         );
+    }
+
+    #[test]
+    fn xdg_folders_come_from_their_variable_or_default_under_home() {
+        let both = map(&[(STATE_HOME, "/s"), (CONFIG_HOME, "/c"), (HOME, "/h")]);
+        assert_eq!(state_home(&both), Some(PathBuf::from("/s")));
+        assert_eq!(config_home(&both), Some(PathBuf::from("/c")));
+        let home = map(&[(STATE_HOME, "relative"), (HOME, "/h")]);
+        assert_eq!(state_home(&home), Some(PathBuf::from("/h/.local/state")));
+        assert_eq!(config_home(&home), Some(PathBuf::from("/h/.config")));
+        assert_eq!(state_home(&map(&[])), None);
     }
 
     #[test]

@@ -86,6 +86,9 @@ impl SkewedClient<'_> {
         .arg(self.dir.join(format!("{}.log", self.name)))
         .arg("--trace")
         .arg(self.trace())
+        .arg("--state-dir")
+        .arg(self.dir.join(format!("{}.state", self.name)))
+        .arg("--no-discovery")
         .env(crate::env::CLOCK_OFFSET_MS, self.offset_ms.to_string())
         .env(crate::env::CLOCK_DRIFT_PPM, self.drift_ppm.to_string());
         cmd

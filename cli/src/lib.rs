@@ -7,6 +7,7 @@ pub mod client;
 pub mod clock;
 pub mod console;
 pub mod demo;
+pub mod discovery;
 pub mod env;
 pub mod fleet;
 pub mod library;

@@ -15,6 +15,7 @@ use tonic::Status;
 use transport_grpc::{AudioServer, MusicBackend, SongBytes};
 
 use crate::console::{self, Input, Printer};
+use crate::discovery::Discovery;
 use crate::library::MusicLibrary;
 use crate::logging::{self, LogTarget};
 use crate::registry::{Caller, PeerRegistry};
@@ -108,6 +109,10 @@ pub struct ServerArgs {
     /// Where the log goes: a file path, or `-` for standard error. `RUST_LOG` sets the level.
     #[arg(long, value_name = "PATH", default_value = "-")]
     pub log_file: String,
+    /// Do not announce this server on the local network (mDNS `_music262-srv._tcp`, which lets
+    /// clients started without --server find it).
+    #[arg(long)]
+    pub no_discovery: bool,
 }
 
 const HELP: &str = "commands:\n  status   songs served, registered clients, streams\n  help     this list\n  exit     stop the server (also: quit)";
@@ -231,6 +236,8 @@ pub async fn run(args: ServerArgs) -> i32 {
         "music server listening on {addr} (type `help` for commands)"
     ));
     tracing::info!(%addr, "music server listening");
+    // Announced once listening, so that a client that finds it can use it at once.
+    let discovery = announce(&args, addr.port(), &printer);
     let started = Instant::now();
     let mut console = console::start("server> ", None);
     let printer = console.printer.clone();
@@ -259,9 +266,34 @@ pub async fn run(args: ServerArgs) -> i32 {
         }
     }
     printer.println("music server stopping");
+    if let Some(d) = discovery {
+        d.shutdown();
+    }
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), serving).await;
     0
+}
+
+/// Announces the server on the local network unless `--no-discovery`; a failure is one line
+/// and the server runs on without it.
+fn announce(args: &ServerArgs, port: u16, printer: &Printer) -> Option<Discovery> {
+    if args.no_discovery {
+        return None;
+    }
+    let announced = Discovery::start(args.bind).and_then(|d| {
+        d.announce_server(&crate::discovery::host_name(), args.bind, port)?;
+        Ok(d)
+    });
+    match announced {
+        Ok(d) => {
+            printer.println("announced on the local network (mDNS; --no-discovery to stop it)");
+            Some(d)
+        }
+        Err(e) => {
+            printer.println(format!("warning: {e}; clients must be given --server"));
+            None
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -23,9 +23,11 @@ fn bare_client(dir: &Path, name: &str, args: &[&str]) -> Proc {
     if !args.contains(&"--server") {
         cmd.args(["--server", &format!("127.0.0.1:{}", free_port())]);
     }
-    cmd.args(["--bind", "127.0.0.1"])
+    cmd.args(["--bind", "127.0.0.1", "--no-discovery"])
         .args(args)
         .env("TMPDIR", dir)
+        .env("XDG_STATE_HOME", dir)
+        .env("XDG_CONFIG_HOME", dir)
         .env("RUST_LOG", "info");
     Proc::spawn(name, cmd).unwrap_or_else(|e| panic!("{e}"))
 }

@@ -249,6 +249,8 @@ fn a_taken_peer_port_moves_to_the_next_free_one_with_one_line() {
         "--log-file",
     ])
     .arg(dir.join("p.log"))
+    .env("XDG_STATE_HOME", &*dir)
+    .env("XDG_CONFIG_HOME", &*dir)
     .stdin(std::process::Stdio::piped())
     .stdout(std::process::Stdio::piped())
     .stderr(std::process::Stdio::piped());
@@ -439,6 +441,7 @@ fn a_bad_group_key_link_limit_or_device_option_stops_the_client_with_one_line() 
         cmd.args(["--p2p-port", &free_port().to_string(), "--log-file", "-"])
             .args(&args)
             .env_remove("MUSIC262_GROUP_KEY")
+            .env("XDG_CONFIG_HOME", "/nonexistent")
             .stdin(std::process::Stdio::null());
         if let Some(k) = env {
             cmd.env("MUSIC262_GROUP_KEY", k);

@@ -20,7 +20,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use e2e::*;
-use netns::Lab;
+use netns::{Lab, netns_test};
 use player::{Clock, SystemClock};
 
 /// How long a heal may take before the test fails.
@@ -219,17 +219,6 @@ fn heal_case(name: &str, transport: Transport, fault: Fault, seconds: u64) {
         transport.name()
     );
     assert_one_group(&mut g, held);
-}
-
-/// A test that needs network namespaces: ignored, with the reason, where `build.rs` found the
-/// machine without them (never under CI).
-macro_rules! netns_test {
-    ($(#[$doc:meta])* fn $name:ident() $body:block) => {
-        $(#[$doc])*
-        #[test]
-        #[cfg_attr(no_netns, ignore = "needs root, iproute2 and nftables (network namespaces)")]
-        fn $name() $body
-    };
 }
 
 netns_test! {

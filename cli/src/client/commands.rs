@@ -36,6 +36,10 @@ pub enum UserCommand {
     Connections,
     /// Link to a peer at `host:port`.
     Join(String),
+    /// Link to a room found on the local network, by its name or node id.
+    JoinRoom(String),
+    /// The rooms and music servers found on the local network.
+    Discover,
     /// Close the link to a peer (address or node id).
     Leave(String),
     /// Share peer addresses with every peer.
@@ -68,7 +72,8 @@ peers:
   peers                    clients registered with the server (addresses you can join)
   connections              this client's links: address, node id, role in clock sync,
                            round-trip time, clock offset, drift, jitter, last contact
-  join <ip:port>           link to another client
+  join <ip:port|name>      link to another client, by address or by the name of a room found
+  discover                 the rooms and music servers found on the local network
   leave <ip:port|node id>  close a link
   gossip                   share the addresses of your peers with all of them
 this client only:
@@ -156,14 +161,19 @@ pub fn parse(line: &str) -> Result<Option<UserCommand>, String> {
         "peers" => none(UserCommand::Peers),
         "connections" | "conns" => none(UserCommand::Connections),
         "join" => {
-            let addr = need("an address, like `join 192.168.1.10:50052`")?;
-            check_addr(addr)?;
-            Ok(Some(UserCommand::Join(addr.to_string())))
+            let addr = need("an address or a room's name, like `join 192.168.1.10:50052`")?;
+            match check_addr(addr) {
+                Ok(()) => Ok(Some(UserCommand::Join(addr.to_string()))),
+                // Text that is no `host:port` may be a room's name.
+                Err(_) if !addr.contains(':') => Ok(Some(UserCommand::JoinRoom(addr.to_string()))),
+                Err(e) => Err(e),
+            }
         }
         "leave" => Ok(Some(UserCommand::Leave(
             need("a peer address or node id (see `connections`)")?.to_string(),
         ))),
         "gossip" => none(UserCommand::Gossip),
+        "discover" => none(UserCommand::Discover),
         "channel" if rest.is_empty() => Ok(Some(UserCommand::Channel(None))),
         "channel" => {
             let mode = rest
@@ -222,9 +232,57 @@ pub fn check_addr(addr: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// Whether `a` and `b` (`host:port`) name one endpoint: the same host and port, or the same
+/// port on hosts that are both this machine (loopback, `localhost`, or one of `local`).
+pub fn same_endpoint(a: &str, b: &str, local: &[&str]) -> bool {
+    let split = |s: &str| {
+        s.rsplit_once(':').map(|(h, p)| {
+            (
+                h.trim_matches(['[', ']']).to_ascii_lowercase(),
+                p.to_string(),
+            )
+        })
+    };
+    let is_local = |host: &str| {
+        host == "localhost"
+            || local
+                .iter()
+                .any(|l| l.trim_matches(['[', ']']).eq_ignore_ascii_case(host))
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
+    };
+    match (split(a), split(b)) {
+        (Some((ha, pa)), Some((hb, pb))) => {
+            pa == pb && (ha == hb || (is_local(&ha) && is_local(&hb)))
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_endpoint_is_the_same_host_and_port_or_the_same_port_on_this_machine() {
+        let local = ["10.0.0.5"];
+        assert!(same_endpoint("10.0.0.2:50051", "10.0.0.2:50051", &local));
+        assert!(same_endpoint("127.0.0.1:50051", "localhost:50051", &local));
+        assert!(same_endpoint("10.0.0.5:50051", "[::1]:50051", &local));
+        assert!(!same_endpoint("10.0.0.2:50051", "localhost:50051", &local));
+        assert!(!same_endpoint("127.0.0.1:50052", "localhost:50051", &local));
+    }
+
+    #[test]
+    fn a_join_of_text_without_a_port_is_a_room_name_and_a_bad_address_is_refused() {
+        assert_eq!(
+            parse("join kitchen").unwrap(),
+            Some(UserCommand::JoinRoom("kitchen".into()))
+        );
+        assert_eq!(parse("discover").unwrap(), Some(UserCommand::Discover));
+        assert!(parse("join 10.0.0.2:0").is_err());
+    }
 
     #[test]
     fn every_documented_command_parses() {
@@ -293,17 +351,15 @@ mod tests {
         for (line, want) in [
             ("dance", "unknown command `dance`; type `help`"),
             ("play 0", "songs are numbered from 1; type `playlist`"),
-            (
-                "join nowhere",
-                "`nowhere` is not an address; use ip:port, like 192.168.1.10:50052",
-            ),
+            // `join nowhere` is a room's name: the executor says when no room has it.
             (
                 "join 1.2.3.4:99999",
                 "`1.2.3.4:99999` is not an address; use ip:port, like 192.168.1.10:50052",
             ),
             (
                 "join",
-                "`join` needs an address, like `join 192.168.1.10:50052`; type `help`",
+                "`join` needs an address or a room's name, like `join 192.168.1.10:50052`; type \
+                 `help`",
             ),
             (
                 "seek soon",

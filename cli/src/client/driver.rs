@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use transport_grpc::{AudioClient, LegacyCall};
 
 use super::TransportKind;
+use super::discovered::Discovered;
 use super::executor::{self, Context, Executor, Reply};
 use super::fetcher::{Fetcher, Loading};
 use super::format::{self, Told};
@@ -21,6 +22,7 @@ use super::monitor::{self, Monitor, TICK};
 use super::news::News;
 use super::peers::Peers;
 use super::server_link::{Pending, ServerLink, ServerNews};
+use super::state_dir::{Settings, StateKeeper};
 use super::transcript::Transcript;
 use super::web_snapshot::{View, WebPage};
 use crate::console::{Input, Printer};
@@ -47,6 +49,12 @@ pub struct Parts {
     pub transport: TransportKind,
     /// The web page, when `--web` is given.
     pub web: Option<WebLink>,
+    /// The keeper of the state directory, when there is one.
+    pub state: Option<StateKeeper>,
+    /// The room's settings kept from an earlier run (volume and channel are restored here).
+    pub settings: Settings,
+    /// Discovery on the local network, unless it is off.
+    pub discovered: Option<Discovered>,
 }
 
 /// The loop and the parts it feeds.
@@ -67,12 +75,21 @@ pub struct Driver {
     web: Option<WebPage>,
     /// Whether the console is a terminal (whose end of input quits).
     interactive: bool,
+    state: Option<StateKeeper>,
+    discovered: Option<Discovered>,
 }
 
 impl Driver {
     /// Builds the loop's parts.
     pub fn new(p: Parts) -> Self {
         let node_id = p.node.id().0;
+        let mut executor = Executor::new(p.advertised.clone(), p.key_note);
+        let settings = &p.settings;
+        executor.restore(
+            &p.player,
+            settings.volume_fraction(),
+            settings.channel_mode(),
+        );
         Driver {
             console: Transcript::new(p.printer.clone(), p.web.is_some()),
             server: ServerLink::new(
@@ -95,7 +112,7 @@ impl Driver {
                 p.trace,
                 monitor::ticks_per_report(p.node.config().report_interval),
             ),
-            executor: Executor::new(p.advertised.clone(), p.key_note),
+            executor,
             legacy: Legacy,
             news: News::default(),
             web: p.web.map(|w| WebPage::new(w, p.advertised, p.transport)),
@@ -105,6 +122,8 @@ impl Driver {
             player: p.player,
             links: p.links,
             interactive: p.interactive,
+            state: p.state,
+            discovered: p.discovered,
         }
     }
 
@@ -218,6 +237,9 @@ impl Driver {
         let now = self.now();
         let told = format::event(&e, &self.peers, &self.node, now);
         self.peers.on_event(&e);
+        if let Some(state) = &mut self.state {
+            state.on_event(&e);
+        }
         let news = match &e {
             Event::StateAccepted { state, .. } => self.news.state(state, &self.node, now),
             Event::SongFinished { song } => self.news.finished(song),
@@ -309,6 +331,23 @@ impl Driver {
         self.say_all(waits.into_iter().flatten());
         let refusals = self.peers.refusal_summary(now);
         self.say_all(refusals);
+        let settings = self.settings();
+        if let Some(state) = &mut self.state {
+            state.tick(&mut self.node, now, settings);
+        }
+        if let Some(found) = &mut self.discovered {
+            let said = found.tick(&mut self.node, now);
+            self.say_all(said);
+        }
+    }
+
+    /// The room's settings as they stand, for the state directory.
+    fn settings(&self) -> Settings {
+        Settings::of(
+            self.player.output_latency_ns(),
+            self.executor.channel(),
+            self.executor.volume(),
+        )
     }
 
     fn execute(&mut self, line: &str) -> Reply {
@@ -321,6 +360,7 @@ impl Driver {
             failed: self.fetcher.failed(),
             refused: self.peers.refused(),
             links: &self.links,
+            discovery: self.discovered.as_ref().map(Discovered::discovery),
         };
         let reply = self.executor.execute(line, ctx);
         if let Some(addr) = &reply.joining {
@@ -386,10 +426,17 @@ impl Driver {
     }
 
     async fn shutdown(mut self) {
+        let settings = self.settings();
+        if let Some(state) = &mut self.state {
+            state.close(&self.node, settings);
+        }
         let now = self.now();
         self.node.shutdown(now);
         self.drain();
         self.console.say("leaving the group");
+        if let Some(found) = &self.discovered {
+            found.shutdown();
+        }
         self.server.shutdown().await;
         // Give the transport a moment to write the goodbyes.
         tokio::time::sleep(Duration::from_millis(100)).await;

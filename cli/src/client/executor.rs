@@ -13,6 +13,7 @@ use super::links::Links;
 use super::peers::RefusedCounts;
 use super::server_link::{Pending, ServerLink, song_ref};
 use super::songs::{self, Resolved};
+use crate::discovery::{self, Discovery};
 
 /// What a command reads and acts on besides the executor's own settings.
 pub struct Context<'a> {
@@ -32,6 +33,8 @@ pub struct Context<'a> {
     pub refused: RefusedCounts,
     /// The transports, for the `connections` table.
     pub links: &'a Links,
+    /// What discovery found, unless it is off.
+    pub discovery: Option<&'a Discovery>,
 }
 
 /// What a command did.
@@ -103,6 +106,23 @@ impl Executor {
         self.volume
     }
 
+    /// The channels last chosen.
+    pub fn channel(&self) -> ChannelMode {
+        self.channel
+    }
+
+    /// Takes back a volume and channel kept from an earlier run, on the player too.
+    pub fn restore(&mut self, player: &Player, volume: Option<f32>, channel: Option<ChannelMode>) {
+        if let Some(v) = volume {
+            player.set_volume(v);
+            self.volume = v;
+        }
+        if let Some(mode) = channel {
+            player.set_channel(mode);
+            self.channel = mode;
+        }
+    }
+
     /// Runs one line of the command language.
     pub fn execute(&mut self, line: &str, ctx: Context<'_>) -> Reply {
         let cmd = match commands::parse(line) {
@@ -171,6 +191,12 @@ impl Executor {
             }
             UserCommand::Join(text) => match PeerAddr::parse(&text) {
                 Err(e) => Reply::result(Err(e.to_string())),
+                Ok(_) if is_music_server(&text, ctx.server.addr(), node) => {
+                    Reply::result(Err(format!(
+                        "{text} is the music server, not a client: join a client's peer port \
+                         (`peers` lists them)"
+                    )))
+                }
                 Ok(addr) => {
                     let mut reply = link_command(node, LinkCommand::Join { addr });
                     if reply.result.is_ok() {
@@ -180,8 +206,59 @@ impl Executor {
                     reply
                 }
             },
+            UserCommand::JoinRoom(name) => {
+                let Some(found) = ctx.discovery else {
+                    return Reply::result(Err(format!(
+                        "`{name}` is not an address (discovery is off, so rooms are joined by \
+                         address, like `join 192.168.1.10:50052`)"
+                    )));
+                };
+                let room = match found.find_room(&name, node.id().0) {
+                    Ok(room) => room,
+                    Err(e) => return Reply::result(Err(e)),
+                };
+                let linked = node
+                    .links()
+                    .into_iter()
+                    .find(|l| l.peer.is_some_and(|p| format!("{p}") == room.node_id));
+                if let Some(link) = linked {
+                    return Reply::result(Err(format!(
+                        "already linked to {} ({})",
+                        room.name,
+                        link.listen_addr.unwrap_or(link.remote_addr)
+                    )));
+                }
+                let Some(addr) = room
+                    .addr()
+                    .and_then(|a| PeerAddr::parse(&a.to_string()).ok())
+                else {
+                    return Reply::result(Err(format!("room {name} announced no address")));
+                };
+                let text = addr.to_string();
+                let mut reply = link_command(node, LinkCommand::Join { addr });
+                if reply.result.is_ok() {
+                    reply
+                        .said
+                        .push(format!("joining {} at {text}...", room.name));
+                    reply.joining = Some(text);
+                }
+                reply
+            }
+            UserCommand::Discover => match ctx.discovery {
+                Some(found) => Reply::said(discovery::listing(
+                    &found.rooms(node.id().0),
+                    &found.servers(),
+                )),
+                None => Reply::result(Err("discovery is off (--no-discovery)".to_string())),
+            },
             UserCommand::Leave(text) => {
-                let r = PeerSelector::parse(&text)
+                // A room's name (found on the network) stands for its node id.
+                let room = ctx
+                    .discovery
+                    .filter(|_| !text.contains(':'))
+                    .and_then(|d| d.find_room(&text, node.id().0).ok());
+                let selector = room.as_ref().map_or(text.as_str(), |r| r.node_id.as_str());
+                let r = PeerSelector::parse(selector)
                     .and_then(|peer| node.handle_link_command(now, LinkCommand::Leave { peer }))
                     // An unknown peer is named as typed (an id in capitals stays so).
                     .map_err(|e| match e {
@@ -311,4 +388,15 @@ pub fn latency_note(ms: f64) -> String {
          sound card reports it"
             .to_string()
     }
+}
+
+/// Whether `join` text names the music server's endpoint (`server`), on its host or on this
+/// machine.
+fn is_music_server(text: &str, server: &str, node: &Node) -> bool {
+    let own = &node.config().own_addrs;
+    let local: Vec<&str> = own
+        .iter()
+        .filter_map(|a| a.rsplit_once(':').map(|(h, _)| h))
+        .collect();
+    commands::same_endpoint(text, server, &local)
 }

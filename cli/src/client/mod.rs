@@ -2,6 +2,8 @@
 //! commands from the console.
 
 pub mod commands;
+pub mod config;
+mod discovered;
 mod driver;
 mod executor;
 mod fetcher;
@@ -13,6 +15,7 @@ mod news;
 mod peers;
 mod server_link;
 mod songs;
+mod state_dir;
 mod transcript;
 mod web_snapshot;
 
@@ -24,7 +27,6 @@ use std::sync::atomic::AtomicU64;
 use clap::{Parser, ValueEnum};
 use music262_proto::auth::GroupKey;
 use player::{Clock, DeviceTiming, Player, PlayerConfig, SinkSpec};
-use sha2::{Digest, Sha256};
 use sync_core::{Config, LocalTime, Node, NodeId};
 use transport_grpc::{AudioClient, PeerTransport};
 use transport_quic::QuicTransport;
@@ -56,6 +58,7 @@ impl TransportKind {
 #[command(
     name = "music_client",
     version,
+    args_override_self = true,
     about = "Music262 client: plays songs from a music server in sync with every client it is \
              joined to. A command typed here (play, pause, resume, seek, stop) lands on every \
              peer at the same instant and on the same audio frame.",
@@ -76,13 +79,21 @@ impl TransportKind {
                   MUSIC262_CLOCK_STEP_AT_S, MUSIC262_CLOCK_STEP_MS    step that clock forward once, by STEP_MS milliseconds,\n                                                      STEP_AT_S seconds after start (fault injection)\n  \
                   MUSIC262_GROUP_KEY                                  the group key (see --group-key)\n  \
                   RUST_LOG                                            log level (e.g. debug, or sync_core=trace)\n\n\
+                  Files:\n  \
+                  $XDG_CONFIG_HOME/music262/client.toml (~/.config/music262/client.toml)\n  \
+                  \x20   every option, by its long name (latency_ms = 180, web = true); the command line wins;\n  \
+                  \x20   --config chooses another file\n  \
+                  $XDG_STATE_HOME/music262/client-PORT/state.toml (~/.local/state/music262/client-PORT/)\n  \
+                  \x20   node id, the peers this client was linked to (dialled again at start), latency,\n  \
+                  \x20   channel and volume; one folder per peer port; --state-dir moves it\n\n\
                   Type `help` at the prompt for the commands."
 )]
 pub struct ClientArgs {
-    /// Music server address (host:port). The client starts and works without it (peer features
-    /// only) and connects when it appears.
-    #[arg(long, value_name = "HOST:PORT", default_value = "localhost:50051")]
-    pub server: String,
+    /// Music server address (host:port; default localhost:50051, or, when nothing answers
+    /// there, a server found on the local network). The client starts and works without it
+    /// (peer features only) and connects when it appears.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub server: Option<String>,
     /// Port of this client's peer endpoint (others `join` it there). If it is taken, the next
     /// free port is used and said so.
     #[arg(long, value_name = "PORT", default_value_t = 50052)]
@@ -146,9 +157,10 @@ pub struct ClientArgs {
     pub web: Option<SocketAddr>,
     /// Extra delay of this client's speakers that the sound card does not report (Bluetooth,
     /// HDMI receivers), in milliseconds: playback starts that much earlier so it is heard in
-    /// sync. Also the `latency` command.
-    #[arg(long, value_name = "MS", default_value_t = 0.0, value_parser = parse_latency_arg)]
-    pub latency_ms: f64,
+    /// sync. Also the `latency` command, whose last value is kept in the state directory and
+    /// used when this option is not given (default 0).
+    #[arg(long, value_name = "MS", value_parser = parse_latency_arg)]
+    pub latency_ms: Option<f64>,
     /// How much audio the sound device is handed ahead, in milliseconds (default: what the
     /// device chooses, about 21 ms through PulseAudio). The device may round it; the client
     /// says what it took. A deeper buffer rides out longer stalls of a busy machine before the
@@ -179,6 +191,25 @@ pub struct ClientArgs {
     /// --sink device.
     #[arg(long, value_name = "PATH", hide = true)]
     pub device_probe: Option<PathBuf>,
+
+    // Where this client keeps its identity and finds its settings.
+    /// The config file (TOML, every option by its long name). Default:
+    /// $XDG_CONFIG_HOME/music262/client.toml or ~/.config/music262/client.toml, if it exists.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Folder of this client's state (node id, remembered peers, latency, channel, volume).
+    /// Default: $XDG_STATE_HOME/music262/client-PORT or ~/.local/state/music262/client-PORT,
+    /// PORT being the peer port bound.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// A group name announced on the local network: rooms of the same group name join each
+    /// other by themselves (with a group key, only rooms that need one; the key still decides).
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
+    /// Neither announce this client on the local network (mDNS) nor look for rooms and music
+    /// servers there.
+    #[arg(long)]
+    pub no_discovery: bool,
 }
 
 fn parse_device_timing_arg(s: &str) -> Result<DeviceTiming, String> {
@@ -240,23 +271,6 @@ fn player_config(args: &ClientArgs, sink: &SinkSpec) -> PlayerConfig {
     config
 }
 
-fn random_node_id(port: u16) -> u64 {
-    // Uniqueness, not secrecy: process, time and port are enough to tell clients apart.
-    let mut h = Sha256::new();
-    h.update(std::process::id().to_le_bytes());
-    h.update(player::SystemClock::monotonic_ns().to_le_bytes());
-    h.update(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-            .to_le_bytes(),
-    );
-    h.update(port.to_le_bytes());
-    let d = h.finalize();
-    u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
-}
-
 /// This machine's non-loopback addresses, IPv4 first.
 pub fn interface_addrs() -> Vec<IpAddr> {
     let mut v: Vec<IpAddr> = if_addrs::get_if_addrs()
@@ -275,6 +289,29 @@ pub fn interface_addrs() -> Vec<IpAddr> {
     v.sort_by_key(|ip| (ip.is_ipv6(), *ip));
     v.dedup();
     v
+}
+
+/// The start line about the state directory: where it is, whether the node id is the one
+/// kept there, and which remembered peers are dialled.
+fn rejoin_note(dir: &std::path::Path, same_id: bool, peers: &[sync_core::PeerAddr]) -> String {
+    let id = if same_id {
+        "node id kept"
+    } else {
+        "new node id saved"
+    };
+    let peers = match peers {
+        [] => "no remembered peers".to_string(),
+        peers => format!(
+            "rejoining {} remembered peer(s): {}",
+            peers.len(),
+            peers
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    format!("state in {} ({id}); {peers}", dir.display())
 }
 
 fn join_host_port(ip: IpAddr, port: u16) -> String {
@@ -301,7 +338,9 @@ pub async fn run(args: ClientArgs) -> i32 {
         eprintln!("error: {e}");
         return 2;
     }
-    if let Err(e) = crate::client::commands::check_addr(&args.server) {
+    if let Some(server) = &args.server
+        && let Err(e) = crate::client::commands::check_addr(server)
+    {
         eprintln!("error: --server {e}");
         return 2;
     }
@@ -315,15 +354,13 @@ pub async fn run(args: ClientArgs) -> i32 {
         eprintln!("error: --max-links must be at least 1");
         return 2;
     }
-    let node_id = match &args.node_id {
-        Some(h) => match u64::from_str_radix(h.trim_start_matches("0x"), 16) {
-            Ok(v) => v,
-            Err(_) => {
-                eprintln!("error: --node-id `{h}` is not hexadecimal");
-                return 2;
-            }
-        },
-        None => random_node_id(args.p2p_port),
+    let given_id = match args.node_id.as_deref().map(state_dir::parse_node_id) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(e)) => {
+            eprintln!("error: --node-id {e}");
+            return 2;
+        }
     };
     // The option wins over the variable, as clap's `env` did.
     let group_key = match args
@@ -339,6 +376,7 @@ pub async fn run(args: ClientArgs) -> i32 {
             return 2;
         }
     };
+    let has_key = group_key.is_some();
     let clock = crate::clock::sync_clock(&env.skew);
 
     // The peer endpoint: the port asked for, or the next free one, over TCP (gRPC) and UDP
@@ -398,6 +436,20 @@ pub async fn run(args: ClientArgs) -> i32 {
     };
 
     transport_grpc::listen::raise_fd_limit();
+
+    let restored = match state_dir::restore(
+        args.state_dir.as_deref(),
+        env.state_home.as_deref(),
+        port,
+        given_id,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let node_id = restored.node_id;
 
     // What can fail at start fails here, before the banner and the prompt.
     let player_clock: Arc<dyn Clock> = clock.clone();
@@ -538,9 +590,13 @@ pub async fn run(args: ClientArgs) -> i32 {
             2.0 * f64::from(period) * 1e3 / rate
         ));
     }
-    if args.latency_ms > 0.0 {
-        player.set_output_latency_ns((args.latency_ms * 1e6).round() as u64);
-        printer.println(executor::latency_note(args.latency_ms));
+    let latency_ms = args
+        .latency_ms
+        .or(restored.settings.latency())
+        .unwrap_or(0.0);
+    if latency_ms > 0.0 {
+        player.set_output_latency_ns((latency_ms * 1e6).round() as u64);
+        printer.println(executor::latency_note(latency_ms));
     }
 
     if let Some(w) = &web {
@@ -570,10 +626,19 @@ pub async fn run(args: ClientArgs) -> i32 {
     cfg.lead_min = (args.min_lead_ms as i64).saturating_mul(1_000_000);
     let now = LocalTime(clock.now_ns());
     let room = cfg.name.clone();
-    let node = Node::new(cfg, node_id, now);
-    match room {
+    let mut node = Node::new(cfg, node_id, now);
+    match &room {
         Some(room) => printer.println(format!("node id {} (room {room})", NodeId(node_id))),
         None => printer.println(format!("node id {}", NodeId(node_id))),
+    }
+    let mut keeper = restored.keeper;
+    if let (Some(keeper), Some(dir)) = (&mut keeper, &restored.dir) {
+        printer.println(rejoin_note(
+            dir,
+            restored.same_id,
+            &keeper.remembered_addrs(),
+        ));
+        keeper.offer_remembered(&mut node, now);
     }
 
     // The transports: one link id counter, so that gRPC and QUIC links never share an id.
@@ -608,7 +673,17 @@ pub async fn run(args: ClientArgs) -> i32 {
             commands: cmd_rx,
         }
     });
-    let audio = match AudioClient::new(&args.server) {
+    let announcement = (!args.no_discovery).then(|| crate::discovery::RoomAnnouncement {
+        name: room.clone().unwrap_or_else(crate::discovery::host_name),
+        node_id,
+        group: args.group.clone(),
+        key: has_key,
+        port,
+        bind: args.bind,
+    });
+    let discovered = discovered::start_or_say(announcement, &printer);
+    let server = discovered::server_addr(args.server.as_deref(), discovered.as_ref(), &printer);
+    let audio = match AudioClient::new(&server.await) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e}");
@@ -635,6 +710,9 @@ pub async fn run(args: ClientArgs) -> i32 {
         key_note,
         transport: args.transport,
         web,
+        state: keeper,
+        settings: restored.settings,
+        discovered,
     });
     let code = driver.run(console.input).await;
     let _ = stop_tx.send(true);
@@ -646,155 +724,4 @@ pub async fn run(args: ClientArgs) -> i32 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn web_defaults_to_loopback_8080_when_given_without_an_address() {
-        let args = ClientArgs::try_parse_from(["music_client"]).unwrap();
-        assert_eq!(args.web, None);
-        let args = ClientArgs::try_parse_from(["music_client", "--web"]).unwrap();
-        assert_eq!(args.web, Some("127.0.0.1:8080".parse().unwrap()));
-        let args = ClientArgs::try_parse_from(["music_client", "--web", "0.0.0.0:9000"]).unwrap();
-        assert_eq!(args.web, Some("0.0.0.0:9000".parse().unwrap()));
-        assert!(ClientArgs::try_parse_from(["music_client", "--web", "nowhere"]).is_err());
-    }
-
-    #[test]
-    fn latency_option_takes_milliseconds_within_range() {
-        let args = ClientArgs::try_parse_from(["music_client", "--latency-ms", "180"]).unwrap();
-        assert_eq!(args.latency_ms, 180.0);
-        let err = ClientArgs::try_parse_from(["music_client", "--latency-ms", "5000"])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("latency goes from 0 to 2000 ms"), "{err}");
-    }
-
-    #[test]
-    fn audio_nice_takes_a_nice_value_from_minus_20_to_19() {
-        let args = ClientArgs::try_parse_from(["music_client"]).unwrap();
-        assert_eq!(args.audio_nice, None);
-        for (text, nice) in [("-11", -11), ("0", 0), ("19", 19), ("-20", -20)] {
-            let args = ClientArgs::try_parse_from(["music_client", "--audio-nice", text]).unwrap();
-            assert_eq!(args.audio_nice, Some(nice));
-        }
-        for bad in ["-21", "20", "high"] {
-            assert!(
-                ClientArgs::try_parse_from(["music_client", "--audio-nice", bad]).is_err(),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn device_buffer_option_takes_milliseconds_from_1_to_1000() {
-        let args = ClientArgs::try_parse_from(["music_client"]).unwrap();
-        assert_eq!(args.device_buffer_ms, None);
-        let args =
-            ClientArgs::try_parse_from(["music_client", "--device-buffer-ms", "40"]).unwrap();
-        assert_eq!(args.device_buffer_ms, Some(40.0));
-        for bad in ["0", "1500", "-5", "fast", "NaN"] {
-            let arg = format!("--device-buffer-ms={bad}");
-            let err = ClientArgs::try_parse_from(["music_client", arg.as_str()])
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains("expected milliseconds from 1 to 1000"),
-                "{bad}: {err}"
-            );
-        }
-    }
-
-    #[test]
-    fn device_timing_option_takes_callbacks_or_reported_and_defaults_to_callbacks() {
-        let args = ClientArgs::try_parse_from(["music_client"]).unwrap();
-        assert_eq!(args.device_timing, None);
-        let sink = SinkSpec::Device(None);
-        assert_eq!(
-            player_config(&args, &sink).device_timing,
-            DeviceTiming::Callbacks
-        );
-        for (text, timing) in [
-            ("callbacks", DeviceTiming::Callbacks),
-            ("reported", DeviceTiming::Reported),
-        ] {
-            let args =
-                ClientArgs::try_parse_from(["music_client", "--device-timing", text]).unwrap();
-            assert_eq!(args.device_timing, Some(timing));
-            assert_eq!(player_config(&args, &sink).device_timing, timing);
-        }
-    }
-
-    #[test]
-    fn a_bad_device_timing_is_a_one_line_error_naming_the_choices() {
-        let err = ClientArgs::try_parse_from(["music_client", "--device-timing", "timeline"])
-            .unwrap_err()
-            .to_string();
-        let first = err.lines().next().unwrap_or_default();
-        assert!(
-            first.contains("--device-timing")
-                && first.contains("expected \"callbacks\" or \"reported\""),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn device_probe_option_names_the_file_for_the_player() {
-        let args = ClientArgs::try_parse_from(["music_client"]).unwrap();
-        assert_eq!(player_config(&args, &SinkSpec::Null).device_probe, None);
-        let args =
-            ClientArgs::try_parse_from(["music_client", "--device-probe", "/tmp/a.csv"]).unwrap();
-        assert_eq!(
-            player_config(&args, &SinkSpec::Device(None)).device_probe,
-            Some(PathBuf::from("/tmp/a.csv"))
-        );
-        let err = ClientArgs::try_parse_from(["music_client", "--device-probe", ""])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.lines()
-                .next()
-                .unwrap_or_default()
-                .contains("--device-probe"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn device_options_with_another_sink_are_refused_naming_the_option() {
-        for (option, value) in [
-            ("--device-buffer-ms", "40"),
-            ("--audio-nice", "-5"),
-            ("--device-timing", "reported"),
-            ("--device-probe", "/tmp/a.csv"),
-        ] {
-            let args = ClientArgs::try_parse_from(["music_client", option, value]).unwrap();
-            assert_eq!(check_device_options(&args, &SinkSpec::Device(None)), Ok(()));
-            assert_eq!(
-                check_device_options(&args, &SinkSpec::Null),
-                Err(format!("{option} is for --sink device, not null"))
-            );
-        }
-        let args = ClientArgs::try_parse_from(["music_client"]).unwrap();
-        assert_eq!(check_device_options(&args, &SinkSpec::Null), Ok(()));
-    }
-
-    #[test]
-    fn diagnostic_options_are_hidden_from_help_and_the_environment_lists_what_is_read() {
-        use clap::CommandFactory;
-        let help = ClientArgs::command().render_long_help().to_string();
-        for hidden in ["--device-timing", "--device-probe", "MUSIC262_DEVICE"] {
-            assert!(!help.contains(hidden), "{hidden} in {help}");
-        }
-        for var in [
-            crate::env::CLOCK_OFFSET_MS,
-            crate::env::CLOCK_DRIFT_PPM,
-            crate::env::CLOCK_STEP_AT_S,
-            crate::env::CLOCK_STEP_MS,
-            crate::env::GROUP_KEY,
-            crate::env::LOG_FILTER,
-        ] {
-            assert!(help.contains(var), "{var} missing from {help}");
-        }
-    }
-}
+mod tests;

@@ -76,8 +76,15 @@ pub fn server_on(dir: &Path, port: u16, name: &str) -> Proc {
 /// The command line of a music server on `bind:port`, logging to `<name>.log` in `dir`.
 pub fn server_command(dir: &Path, port: u16, name: &str, bind: &str) -> Command {
     let mut cmd = Command::new(binary("music_server"));
-    cmd.args(["--port", &port.to_string(), "--bind", bind, "--log-file"])
-        .arg(dir.join(format!("{name}.log")));
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        bind,
+        "--no-discovery",
+        "--log-file",
+    ])
+    .arg(dir.join(format!("{name}.log")));
     cmd
 }
 
@@ -93,6 +100,7 @@ pub struct ClientSpec {
     pub name: &'static str,
     pub offset_ms: f64,
     pub drift_ppm: f64,
+    /// Its `--node-id`; 0 gives none (the one in its state directory, or a new one).
     pub node_id: u64,
 }
 
@@ -188,8 +196,6 @@ pub fn client_command(
         &format!("{ip}:{port}"),
         "--sink",
         "null",
-        "--node-id",
-        &format!("{:x}", spec.node_id),
         "--lease-ms",
         "3000",
         "--transport",
@@ -199,10 +205,20 @@ pub fn client_command(
     .arg(dir.join(format!("{}.log", spec.name)))
     .arg("--trace")
     .arg(dir.join(format!("{}.csv", spec.name)))
+    // Its state in the test's folder (kept across a restart of the same name), and no config
+    // file of the user who runs the tests.
+    .arg("--state-dir")
+    .arg(dir.join(format!("{}.state", spec.name)))
+    // Tests that discover take this flag out again (`e2e_discovery`).
+    .arg("--no-discovery")
+    .env("XDG_CONFIG_HOME", dir)
     .env("MUSIC262_CLOCK_OFFSET_MS", spec.offset_ms.to_string())
     .env("MUSIC262_CLOCK_DRIFT_PPM", spec.drift_ppm.to_string())
     .env("RUST_LOG", "info")
     .envs(env.iter().copied());
+    if spec.node_id != 0 {
+        cmd.args(["--node-id", &format!("{:x}", spec.node_id)]);
+    }
     cmd
 }
 
@@ -358,6 +374,28 @@ pub fn frames_in_state(clients: &mut [&mut Client], state: &str) -> Vec<u64> {
             status_frame(&st).expect("a frame in status")
         })
         .collect()
+}
+
+/// Types `pause` on `typed` and asserts that it and every one of `others` hold `song` on one
+/// frame; returns the frames.
+pub fn pause_holds_one_frame(
+    typed: &mut Client,
+    others: &mut [&mut Client],
+    song: &str,
+) -> Vec<u64> {
+    typed.send("pause");
+    for x in others.iter_mut() {
+        x.wait_for(&format!("pause {song} at"), 5 * S);
+    }
+    std::thread::sleep(S);
+    let mut all: Vec<&mut Client> = vec![typed];
+    all.extend(others.iter_mut().map(|x| &mut **x));
+    let frames = frames_in_state(&mut all, "paused");
+    assert!(
+        frames.iter().all(|f| *f == frames[0]),
+        "paused frames {frames:?}"
+    );
+    frames
 }
 
 /// The transports named in the "Via" column of a `connections` reply, in row order.

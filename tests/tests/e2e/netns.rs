@@ -7,6 +7,8 @@
 //! new lab first removes what labs of dead processes left behind. Needs root: `ip` (iproute2)
 //! and `nft` (nftables).
 
+#![allow(dead_code)]
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -184,6 +186,11 @@ impl Lab {
         }
     }
 
+    /// Host `i`'s namespace and its address on the bridge.
+    pub fn host(&self, i: usize) -> (&str, &str) {
+        (&self.hosts[i].ns, &self.hosts[i].ip)
+    }
+
     /// A music server on host `i`, on [`SERVER_PORT`], logging to `<name>.log` in `dir`.
     pub fn server(&self, i: usize, dir: &Path, name: &str) -> Proc {
         let host = &self.hosts[i];
@@ -244,6 +251,18 @@ fn nft_in(ns: &str, rules: &str) -> Result<(), String> {
         Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
     }
 }
+
+/// A test that needs network namespaces: ignored, with the reason, where `build.rs` found the
+/// machine without them (never under CI).
+macro_rules! netns_test {
+    ($(#[$doc:meta])* fn $name:ident() $body:block) => {
+        $(#[$doc])*
+        #[test]
+        #[cfg_attr(no_netns, ignore = "needs root, iproute2 and nftables (network namespaces)")]
+        fn $name() $body
+    };
+}
+pub(crate) use netns_test;
 
 /// `cmd` run inside namespace `ns` by `ip netns exec` (which execs it: the process id is the
 /// program's own, so signals reach it).
