@@ -15,6 +15,7 @@
 //!   raised priority where permitted ([`AUDIO_NICE`]).
 #![forbid(unsafe_code)]
 
+mod alsa_noise;
 pub mod clock;
 pub mod decode;
 mod player;

@@ -358,3 +358,35 @@ fn a_command_is_answered_where_it_was_typed_with_what_happens_where_and_when() {
         "{stop:?}"
     );
 }
+
+#[test]
+fn a_missing_sound_card_is_one_fallback_line_without_alsas_library_lines() {
+    let dir = tempfile_dir("console-no-card");
+    // No card by that name on any machine, and no sound server behind ALSA's default device.
+    let mut cmd = Command::new(binary("music_client"));
+    cmd.args(["--sink", "device", "--bind", "127.0.0.1"])
+        .args(["--server", &format!("127.0.0.1:{}", free_port())])
+        .args(["--p2p-port", &free_port().to_string()])
+        .env("TMPDIR", dir.as_ref() as &Path)
+        .env("ALSA_CARD", "music262-no-card")
+        .env("PULSE_SERVER", "unix:/nonexistent-music262/pulse")
+        .env("RUST_LOG", "info");
+    let mut c = Proc::spawn("no-card", cmd).unwrap();
+    c.wait_for("type `help` for commands", 30 * S);
+    c.send("quit");
+    assert!(c.wait_exit(10 * S).is_some(), "the client did not quit");
+    std::thread::sleep(Duration::from_millis(200));
+    let out = c.output();
+    let noise: Vec<&String> = out.iter().filter(|l| l.starts_with("ALSA lib ")).collect();
+    assert!(noise.is_empty(), "ALSA's own lines: {noise:?}");
+    let fallback: Vec<&String> = out
+        .iter()
+        .filter(|l| l.starts_with("no sound device ("))
+        .collect();
+    assert_eq!(fallback.len(), 1, "{out:?}");
+    assert!(
+        fallback[0].ends_with("); playing to the null sink instead")
+            && fallback[0].contains("; ALSA: "),
+        "{fallback:?}"
+    );
+}
