@@ -14,6 +14,7 @@ use sync_core::{Mode, Node, PlayerReport, SongRef};
 use tokio::sync::mpsc;
 use transport_grpc::{AudioClient, ServerError};
 
+use super::progress::Progress;
 use crate::console::Printer;
 
 /// Decoded songs kept in memory.
@@ -292,33 +293,17 @@ async fn download(
     done: mpsc::UnboundedSender<Fetched>,
 ) {
     let started = Instant::now();
-    // The bar appears with the first bytes, never as an empty "0 B/0 B".
-    let mut bar: Option<indicatif::ProgressBar> = None;
-    let mut last_pct = 0;
+    let mut progress = Progress::start(&printer, &song.name, interactive);
     let result = audio
         .load_song(
             LoadAudioRequest {
                 song_num: 0,
                 song_name: song.name.clone(),
             },
-            |got, total| {
-                if interactive {
-                    let b = bar.get_or_insert_with(|| progress_bar(&song.name));
-                    b.set_length(total);
-                    b.set_position(got);
-                } else if let Some(pct) = (got * 100).checked_div(total)
-                    && pct >= last_pct + 25
-                    && pct < 100
-                {
-                    last_pct = pct - pct % 25;
-                    printer.println(format!("loading {}: {last_pct}%", song.name));
-                }
-            },
+            |got, total| progress.update(got, total),
         )
         .await;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    drop(progress);
     let outcome = match result {
         Ok(bytes) => {
             let expected = song.content_hash.clone();
@@ -362,17 +347,4 @@ fn check_and_decode(bytes: &[u8], expected: &str) -> Result<player::Decoded, Out
         ));
     }
     player::decode_bytes(bytes).map_err(|e| Outcome::Failed(e.to_string()))
-}
-
-fn progress_bar(name: &str) -> indicatif::ProgressBar {
-    let b = indicatif::ProgressBar::new(0);
-    b.set_style(
-        indicatif::ProgressStyle::with_template(
-            "loading {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    b.set_message(name.to_string());
-    b
 }

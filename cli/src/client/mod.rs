@@ -11,6 +11,7 @@ mod links;
 mod monitor;
 mod news;
 mod peers;
+mod progress;
 mod server_link;
 mod songs;
 mod transcript;
