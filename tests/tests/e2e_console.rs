@@ -390,3 +390,47 @@ fn a_missing_sound_card_is_one_fallback_line_without_alsas_library_lines() {
         "{fallback:?}"
     );
 }
+
+#[test]
+fn the_web_pages_peers_and_join_are_answered_with_the_consoles_text() {
+    let dir = tempfile_dir("console-web-peers");
+    let (_server, port) = server(&dir);
+    let [sa, ..] = specs();
+    let mut a = client(&dir, port, &sa, Transport::Grpc);
+    a.wait_for("registered as joinable", 20 * S);
+    let web = format!("127.0.0.1:{}", free_port());
+    let p2p = free_port().to_string();
+    let server_addr = format!("127.0.0.1:{port}");
+    let mut b = bare_client(
+        &dir,
+        "b",
+        &["--server", &server_addr, "--p2p-port", &p2p, "--web", &web],
+    );
+    b.wait_for("registered as joinable", 20 * S);
+
+    let reply = post_command(&web, "peers");
+    assert_eq!(reply["ok"], true, "{reply}");
+    let text = reply["output"].as_str().unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some("clients registered with the server (join any of them):"),
+        "{reply}"
+    );
+    assert!(lines.contains(&format!("  {}", a.addr).as_str()), "{reply}");
+    assert!(
+        lines.contains(&format!("  127.0.0.1:{p2p}  (this client)").as_str()),
+        "{reply}"
+    );
+    // The console printed the same list.
+    b.wait_for("clients registered with the server", 5 * S);
+
+    let reply = post_command(&web, &format!("join {}", a.addr));
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(
+        reply["output"].as_str(),
+        Some(format!("joining {}...", a.addr).as_str()),
+        "{reply}"
+    );
+    b.wait_for(&format!("connected to peer {}", a.addr), 20 * S);
+}

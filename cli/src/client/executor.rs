@@ -45,6 +45,8 @@ pub struct Reply {
     pub quit: bool,
     /// The address a `join` dials: a failure there is said again even if said before.
     pub joining: Option<String>,
+    /// What it says later, once an answer arrives (the music server's list for `peers`).
+    pub later: Option<tokio::task::JoinHandle<String>>,
 }
 
 impl Default for Reply {
@@ -55,6 +57,7 @@ impl Default for Reply {
             result: Ok(()),
             quit: false,
             joining: None,
+            later: None,
         }
     }
 }
@@ -165,10 +168,10 @@ impl Executor {
                     links.via(l).map_or("-", |v| v.name())
                 }))
             }
-            UserCommand::Peers => {
-                ctx.server.print_peers();
-                Reply::default()
-            }
+            UserCommand::Peers => Reply {
+                later: Some(ctx.server.print_peers()),
+                ..Reply::default()
+            },
             UserCommand::Join(text) => match PeerAddr::parse(&text) {
                 Err(e) => Reply::result(Err(e.to_string())),
                 Ok(addr) => {
