@@ -25,10 +25,42 @@ enum Sink {
     External(Box<dyn ExternalPrinter + Send>),
 }
 
-/// Prints whole lines without breaking the prompt. Cheap to clone.
+/// Moves to the line above the prompt (the status line) and clears it: rustyline's external
+/// printer starts each message at the first column of the prompt's first row.
+const OVER_STATUS: &str = "\x1b[A\r\x1b[K";
+
+/// Where lines go, and what the line just above the prompt holds.
+struct Screen {
+    sink: Sink,
+    /// The status line (a progress bar) drawn just above the prompt, redrawn below each line
+    /// printed while it lasts.
+    status: Option<String>,
+    /// The line just above the prompt is a status that ended: the next line printed replaces it.
+    ended: bool,
+}
+
+impl Screen {
+    fn write(&mut self, text: String) {
+        match &mut self.sink {
+            Sink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(text.as_bytes());
+                let _ = out.flush();
+            }
+            Sink::External(p) => {
+                if p.print(text.clone()).is_err() {
+                    print!("{text}");
+                }
+            }
+        }
+    }
+}
+
+/// Prints whole lines without breaking the prompt, and on a terminal a status line (a progress
+/// bar) kept just above the prompt. Cheap to clone.
 #[derive(Clone)]
 pub struct Printer {
-    sink: Arc<Mutex<Sink>>,
+    screen: Arc<Mutex<Screen>>,
 }
 
 impl std::fmt::Debug for Printer {
@@ -41,26 +73,67 @@ impl Printer {
     /// A printer to standard output.
     pub fn stdout() -> Self {
         Printer {
-            sink: Arc::new(Mutex::new(Sink::Stdout)),
+            screen: Arc::new(Mutex::new(Screen {
+                sink: Sink::Stdout,
+                status: None,
+                ended: false,
+            })),
         }
     }
 
-    /// Prints `text` (one or more lines).
+    /// Whether a status line can be drawn (the console edits lines on a terminal).
+    pub fn has_status_line(&self) -> bool {
+        matches!(
+            self.screen.lock().expect("printer lock").sink,
+            Sink::External(_)
+        )
+    }
+
+    /// Prints `text` (one or more lines), above the status line if one is drawn.
     pub fn println(&self, text: impl AsRef<str>) {
         let text = text.as_ref();
-        let mut sink = self.sink.lock().expect("printer lock");
-        match &mut *sink {
-            Sink::Stdout => {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{text}");
-                let _ = out.flush();
-            }
-            Sink::External(p) => {
-                if p.print(format!("{text}\n")).is_err() {
-                    println!("{text}");
-                }
-            }
+        let mut screen = self.screen.lock().expect("printer lock");
+        let out = match (&screen.status, screen.ended) {
+            (Some(status), _) => format!("{OVER_STATUS}{text}\n{status}\n"),
+            (None, true) => format!("{OVER_STATUS}{text}\n"),
+            (None, false) => format!("{text}\n"),
+        };
+        screen.ended = false;
+        screen.write(out);
+    }
+
+    /// Draws `line` as the status line just above the prompt, replacing the previous one; only
+    /// on a terminal (elsewhere nothing is drawn).
+    pub fn status(&self, line: impl Into<String>) {
+        let line = line.into();
+        let mut screen = self.screen.lock().expect("printer lock");
+        if !matches!(screen.sink, Sink::External(_)) {
+            return;
         }
+        let out = if screen.status.is_some() || screen.ended {
+            format!("{OVER_STATUS}{line}\n")
+        } else {
+            format!("{line}\n")
+        };
+        screen.ended = false;
+        screen.status = Some(line);
+        screen.write(out);
+    }
+
+    /// The status line ends: the next line printed takes its place.
+    pub fn end_status(&self) {
+        let mut screen = self.screen.lock().expect("printer lock");
+        if screen.status.take().is_some() {
+            screen.ended = true;
+        }
+    }
+
+    /// A line was typed: it now stands between any status line and the prompt, so the next
+    /// status is drawn afresh below it.
+    fn typed(&self) {
+        let mut screen = self.screen.lock().expect("printer lock");
+        screen.status = None;
+        screen.ended = false;
     }
 }
 
@@ -82,12 +155,13 @@ pub fn start(prompt: &str, history: Option<PathBuf>) -> Console {
     if interactive {
         let prompt = prompt.to_string();
         let (ptx, prx) = std::sync::mpsc::channel();
+        let typed = printer.clone();
         std::thread::Builder::new()
             .name("console".into())
-            .spawn(move || edit_lines(&prompt, history, tx, ptx))
+            .spawn(move || edit_lines(&prompt, history, tx, ptx, &typed))
             .expect("spawn the console thread");
         if let Ok(Some(external)) = prx.recv() {
-            *printer.sink.lock().expect("printer lock") = Sink::External(external);
+            printer.screen.lock().expect("printer lock").sink = Sink::External(external);
         }
     } else {
         std::thread::Builder::new()
@@ -109,6 +183,7 @@ fn edit_lines(
     history: Option<PathBuf>,
     tx: mpsc::UnboundedSender<Input>,
     printer: PrinterHandoff,
+    screen: &Printer,
 ) {
     let mut editor = match rustyline::DefaultEditor::new() {
         Ok(e) => e,
@@ -126,7 +201,9 @@ fn edit_lines(
         let _ = editor.load_history(h);
     }
     loop {
-        match editor.readline(prompt) {
+        let read = editor.readline(prompt);
+        screen.typed();
+        match read {
             Ok(line) => {
                 let line = line.trim().to_string();
                 if !line.is_empty() {

@@ -19,6 +19,7 @@
 //!   raised priority where permitted ([`AUDIO_NICE`]).
 #![forbid(unsafe_code)]
 
+mod alsa_noise;
 pub mod cache;
 pub mod clock;
 pub mod decode;

@@ -264,6 +264,15 @@ pub(crate) fn choose_device(
     want_channels: u16,
     buffer_ms: Option<f64>,
 ) -> Result<DeviceChoice, String> {
+    crate::alsa_noise::folded(|| choose(name, want_rate, want_channels, buffer_ms))
+}
+
+fn choose(
+    name: Option<&str>,
+    want_rate: Option<u32>,
+    want_channels: u16,
+    buffer_ms: Option<f64>,
+) -> Result<DeviceChoice, String> {
     let host = cpal::default_host();
     let host_name = host.id().name().to_owned();
     let device = match name {

@@ -109,7 +109,14 @@ pub struct ClockSample {
 
 impl ClockSample {
     /// Builds a sample from the four timestamps (`t0`, `t3` ours; `t1`, `t2` the peer's).
-    /// Returns `None` for impossible timestamps (negative delay or processing time).
+    /// Returns `None` for impossible timestamps: a reply before its probe, negative processing,
+    /// or processing longer than the round trip by more than a second.
+    ///
+    /// A `delay` a little below zero is possible between healthy peers: a receive stamp is the
+    /// kernel's arrival instant moved onto the sync clock by its age, and a thread preempted
+    /// between the two clock reads of that move makes the stamp early by the pause, which on
+    /// loopback is more than the link's delay. Such a sample is kept here and left out by
+    /// [`ClockFilter::add`], not taken for a peer's bad message.
     pub fn from_timestamps(
         t0: LocalTime,
         t1: LocalTime,
@@ -122,9 +129,6 @@ impl ClockSample {
             return None;
         }
         let delay = rtt - processing;
-        if delay < 0 {
-            return None;
-        }
         let offset = (t1.since(t0) as f64 + t2.since(t3) as f64) / 2.0;
         Some(ClockSample {
             at: t0.offset(rtt / 2),
@@ -330,6 +334,8 @@ pub struct ClockFilter {
     unexplained: Vec<ClockSample>,
     /// How many steps were detected (each restarted the fit).
     steps: u64,
+    /// Samples left out for a round trip shorter than the peer's processing.
+    outliers: u64,
 }
 
 impl ClockFilter {
@@ -343,6 +349,7 @@ impl ClockFilter {
             estimate: None,
             unexplained: Vec::new(),
             steps: 0,
+            outliers: 0,
         }
     }
 
@@ -350,6 +357,12 @@ impl ClockFilter {
     /// fitted line could not explain, after which it kept only those and fitted afresh.
     pub fn steps(&self) -> u64 {
         self.steps
+    }
+
+    /// How many samples were left out for a negative delay (a round trip shorter than the peer's
+    /// processing: a receive stamp early by more than the link's delay).
+    pub fn outliers(&self) -> u64 {
+        self.outliers
     }
 
     /// The current estimate, once at least one sample arrived.
@@ -396,7 +409,16 @@ impl ClockFilter {
     /// round trip, the estimate's uncertainty and a margin) is held back; a few in a row mean
     /// that one of the clocks stepped, and the filter then forgets the samples from before the
     /// step (they would pin the envelopes, and the frequency, to the old clock for minutes).
-    pub fn add(&mut self, sample: ClockSample) -> &LinkEstimate {
+    ///
+    /// A sample with a negative delay is left out (and counted, [`ClockFilter::outliers`]):
+    /// one of its one-way figures is too low by more than the delay, and as the lowest point
+    /// of its envelope it would pin the fit. Returns the estimate, `None` before the first
+    /// sample kept.
+    pub fn add(&mut self, sample: ClockSample) -> Option<&LinkEstimate> {
+        if sample.delay < 0 {
+            self.outliers += 1;
+            return self.estimate.as_ref();
+        }
         if let Some(est) = self.estimate {
             let off = (sample.offset - est.offset_at(sample.at)).abs();
             // The line's slope may be off by tens of ppm early on: allow for that over the
@@ -417,7 +439,7 @@ impl ClockFilter {
                 }
                 self.unexplained.push(sample);
                 if self.unexplained.len() < self.config.step_samples {
-                    return self.estimate.as_ref().expect("checked above");
+                    return self.estimate.as_ref();
                 }
                 let after = std::mem::take(&mut self.unexplained);
                 self.reset();
@@ -425,11 +447,11 @@ impl ClockFilter {
                 for s in after {
                     self.insert(s);
                 }
-                return self.estimate.as_ref().expect("samples were added");
+                return self.estimate.as_ref();
             }
         }
         self.unexplained.clear();
-        self.insert(sample)
+        Some(self.insert(sample))
     }
 
     /// Whether `sample` could be true together with every sample held, if no clock stepped:
@@ -604,6 +626,50 @@ mod tests {
         let t2 = peer(t + up + 20_000);
         let t3 = LocalTime(t + up + 20_000 + down);
         ClockSample::from_timestamps(t0, t1, t2, t3).expect("valid")
+    }
+
+    #[test]
+    fn a_round_trip_shorter_than_the_peers_processing_is_left_out_not_called_impossible() {
+        // Recorded between two idle clients on loopback (the peer 2 s behind, -200 ppm): the
+        // peer held the probe 616 us, our round trip measured 196 us, so one receive stamp
+        // was early by at least 420 us.
+        let (t0, t1, t2, t3) = (
+            23_787_893_281_664,
+            23_785_871_656_944,
+            23_785_872_272_670,
+            23_787_893_477_321,
+        );
+        let odd = ClockSample::from_timestamps(
+            LocalTime(t0),
+            LocalTime(t1),
+            LocalTime(t2),
+            LocalTime(t3),
+        )
+        .expect("possible timestamps");
+        assert_eq!(odd.delay, -420_069);
+
+        let mut f = ClockFilter::new(FilterConfig::default());
+        assert!(f.add(odd).is_none(), "no estimate rests on it");
+        let base = t0 - 60 * SECOND as u64;
+        for i in 0..60u64 {
+            f.add(exchange(
+                base + i * SECOND as u64,
+                -2.0216e9,
+                -200e-6,
+                8_000,
+                8_000,
+            ));
+        }
+        let before = *f.estimate().expect("estimate");
+        let after = *f.add(odd).expect("estimate");
+        assert_eq!(after, before, "the odd sample moved the fit");
+        assert_eq!(f.outliers(), 2);
+        assert_eq!(f.samples().count(), 60.min(FilterConfig::default().window));
+
+        // A reply before its probe, or negative processing, is still impossible.
+        let at = LocalTime;
+        assert!(ClockSample::from_timestamps(at(10), at(5), at(6), at(9)).is_none());
+        assert!(ClockSample::from_timestamps(at(10), at(6), at(5), at(20)).is_none());
     }
 
     #[test]

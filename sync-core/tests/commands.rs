@@ -263,3 +263,34 @@ fn a_state_arriving_late_is_applied_at_once_on_the_timeline() {
         "late node in sync: {frames:?}"
     );
 }
+
+#[test]
+fn a_song_that_fails_after_it_was_loaded_is_asked_for_again_by_the_next_play() {
+    // A song streamed into the player is reported loaded before it is whole; if its bytes then
+    // fail their hash, the player no longer holds it.
+    let song = song(48_000 * 600);
+    let now = LocalTime(1_000 * SEC);
+    let (mut n, _, _) = lone_node_with_a_peer(&song, now);
+    n.handle_player(
+        now,
+        PlayerReport::LoadFailed {
+            song: song.clone(),
+            reason: "hash mismatch".into(),
+        },
+    );
+    while n.poll_output().is_some() {}
+    n.handle_command(
+        now + 10 * MS as i64,
+        Command::Play {
+            song: Some(song.clone()),
+            frame: 0,
+        },
+        None,
+    )
+    .unwrap();
+    let actions = playback_outputs(&mut n);
+    assert!(
+        actions.contains(&PlaybackAction::Load { song }),
+        "{actions:?}"
+    );
+}

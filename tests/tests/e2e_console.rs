@@ -360,3 +360,79 @@ fn a_command_is_answered_where_it_was_typed_with_what_happens_where_and_when() {
         "{stop:?}"
     );
 }
+
+#[test]
+fn a_missing_sound_card_is_one_fallback_line_without_alsas_library_lines() {
+    let dir = tempfile_dir("console-no-card");
+    // No card by that name on any machine, and no sound server behind ALSA's default device.
+    let mut cmd = Command::new(binary("music_client"));
+    cmd.args(["--sink", "device", "--bind", "127.0.0.1"])
+        .args(["--server", &format!("127.0.0.1:{}", free_port())])
+        .args(["--p2p-port", &free_port().to_string()])
+        .env("TMPDIR", dir.as_ref() as &Path)
+        .env("ALSA_CARD", "music262-no-card")
+        .env("PULSE_SERVER", "unix:/nonexistent-music262/pulse")
+        .env("RUST_LOG", "info");
+    let mut c = Proc::spawn("no-card", cmd).unwrap();
+    c.wait_for("type `help` for commands", 30 * S);
+    c.send("quit");
+    assert!(c.wait_exit(10 * S).is_some(), "the client did not quit");
+    std::thread::sleep(Duration::from_millis(200));
+    let out = c.output();
+    let noise: Vec<&String> = out.iter().filter(|l| l.starts_with("ALSA lib ")).collect();
+    assert!(noise.is_empty(), "ALSA's own lines: {noise:?}");
+    let fallback: Vec<&String> = out
+        .iter()
+        .filter(|l| l.starts_with("no sound device ("))
+        .collect();
+    assert_eq!(fallback.len(), 1, "{out:?}");
+    assert!(
+        fallback[0].ends_with("); playing to the null sink instead")
+            && fallback[0].contains("; ALSA: "),
+        "{fallback:?}"
+    );
+}
+
+#[test]
+fn the_web_pages_peers_and_join_are_answered_with_the_consoles_text() {
+    let dir = tempfile_dir("console-web-peers");
+    let (_server, port) = server(&dir);
+    let [sa, ..] = specs();
+    let mut a = client(&dir, port, &sa, Transport::Grpc);
+    a.wait_for("registered as joinable", 20 * S);
+    let web = format!("127.0.0.1:{}", free_port());
+    let p2p = free_port().to_string();
+    let server_addr = format!("127.0.0.1:{port}");
+    let mut b = bare_client(
+        &dir,
+        "b",
+        &["--server", &server_addr, "--p2p-port", &p2p, "--web", &web],
+    );
+    b.wait_for("registered as joinable", 20 * S);
+
+    let reply = post_command(&web, "peers");
+    assert_eq!(reply["ok"], true, "{reply}");
+    let text = reply["output"].as_str().unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some("clients registered with the server (join any of them):"),
+        "{reply}"
+    );
+    assert!(lines.contains(&format!("  {}", a.addr).as_str()), "{reply}");
+    assert!(
+        lines.contains(&format!("  127.0.0.1:{p2p}  (this client)").as_str()),
+        "{reply}"
+    );
+    // The console printed the same list.
+    b.wait_for("clients registered with the server", 5 * S);
+
+    let reply = post_command(&web, &format!("join {}", a.addr));
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(
+        reply["output"].as_str(),
+        Some(format!("joining {}...", a.addr).as_str()),
+        "{reply}"
+    );
+    b.wait_for(&format!("connected to peer {}", a.addr), 20 * S);
+}

@@ -400,7 +400,19 @@ impl Driver {
                 Err(e)
             }
         };
-        let _ = cmd.reply.send(answer);
+        match (answer, reply.later) {
+            // The rest of the answer comes from the music server: the page waits for it.
+            (Ok(now), Some(later)) => {
+                tokio::spawn(async move {
+                    let rest = later.await.unwrap_or_default();
+                    let text = [now, rest].into_iter().filter(|t| !t.is_empty());
+                    let _ = cmd.reply.send(Ok(text.collect::<Vec<_>>().join("\n")));
+                });
+            }
+            (answer, _) => {
+                let _ = cmd.reply.send(answer);
+            }
+        }
         if let Some(web) = &self.web {
             web.publish(&self.web_view());
         }

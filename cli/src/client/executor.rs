@@ -48,6 +48,8 @@ pub struct Reply {
     pub quit: bool,
     /// The address a `join` dials: a failure there is said again even if said before.
     pub joining: Option<String>,
+    /// What it says later, once an answer arrives (the music server's list for `peers`).
+    pub later: Option<tokio::task::JoinHandle<String>>,
 }
 
 impl Default for Reply {
@@ -58,6 +60,7 @@ impl Default for Reply {
             result: Ok(()),
             quit: false,
             joining: None,
+            later: None,
         }
     }
 }
@@ -185,10 +188,10 @@ impl Executor {
                     links.via(l).map_or("-", |v| v.name())
                 }))
             }
-            UserCommand::Peers => {
-                ctx.server.print_peers();
-                Reply::default()
-            }
+            UserCommand::Peers => Reply {
+                later: Some(ctx.server.print_peers()),
+                ..Reply::default()
+            },
             UserCommand::Join(text) => match PeerAddr::parse(&text) {
                 Err(e) => Reply::result(Err(e.to_string())),
                 Ok(_) if is_music_server(&text, ctx.server.addr(), node) => {

@@ -18,6 +18,7 @@ use sync_core::{Mode, Node, PlayerReport, SongRef};
 use tokio::sync::mpsc;
 use transport_grpc::{AudioClient, ServerError};
 
+use super::progress::Progress;
 use crate::console::Printer;
 
 /// Downloaded songs kept (each a file on disk and a window of decoded frames).
@@ -432,26 +433,9 @@ async fn download(
     done: mpsc::UnboundedSender<Fetched>,
 ) {
     let started = Instant::now();
-    // The bar appears with the first bytes, never as an empty "0 B/0 B".
-    let mut bar: Option<indicatif::ProgressBar> = None;
-    let mut last_pct = 0;
-    let progress = |got: u64, total: u64| {
-        if interactive {
-            let b = bar.get_or_insert_with(|| progress_bar(&song.name));
-            b.set_length(total);
-            b.set_position(got);
-        } else if let Some(pct) = (got * 100).checked_div(total)
-            && pct >= last_pct + 25
-            && pct < 100
-        {
-            last_pct = pct - pct % 25;
-            printer.println(format!("loading {}: {last_pct}%", song.name));
-        }
-    };
-    let result = stream_song(&audio, &song, &done, progress).await;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    let mut progress = Progress::start(&printer, &song.name, interactive);
+    let result = stream_song(&audio, &song, &done, |got, total| progress.update(got, total)).await;
+    drop(progress);
     let outcome = match result {
         Ok(size) => {
             printer.println(format!(
@@ -561,17 +545,4 @@ fn server_failure(e: ServerError) -> Outcome {
         ServerError::NotFound(_) | ServerError::Invalid(_) => Outcome::Failed(e.to_string()),
         e => Outcome::Retryable(e.to_string()),
     }
-}
-
-fn progress_bar(name: &str) -> indicatif::ProgressBar {
-    let b = indicatif::ProgressBar::new(0);
-    b.set_style(
-        indicatif::ProgressStyle::with_template(
-            "loading {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    b.set_message(name.to_string());
-    b
 }

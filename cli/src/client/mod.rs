@@ -13,6 +13,7 @@ mod links;
 mod monitor;
 mod news;
 mod peers;
+mod progress;
 mod server_link;
 mod songs;
 mod state_dir;

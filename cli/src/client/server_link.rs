@@ -141,17 +141,20 @@ impl ServerLink {
         });
     }
 
-    /// Prints the clients registered with the server, when it answers.
-    pub fn print_peers(&self) {
+    /// Prints the clients registered with the server, when it answers; the task ends with the
+    /// text printed (the answer to a web page's `peers`).
+    pub fn print_peers(&self) -> tokio::task::JoinHandle<String> {
         let audio = self.audio.clone();
         let printer = self.printer.clone();
         let me = self.advertised.clone();
         tokio::spawn(async move {
-            match audio.peers().await {
-                Ok(list) => printer.println(format::peers(&list, &me)),
-                Err(e) => printer.println(e.to_string()),
-            }
-        });
+            let text = match audio.peers().await {
+                Ok(list) => format::peers(&list, &me),
+                Err(e) => e.to_string(),
+            };
+            printer.println(&text);
+            text
+        })
     }
 
     /// Takes in news: returns the lines to say and the command that waited for the playlist.
