@@ -434,7 +434,10 @@ async fn download(
 ) {
     let started = Instant::now();
     let mut progress = Progress::start(&printer, &song.name, interactive);
-    let result = stream_song(&audio, &song, &done, |got, total| progress.update(got, total)).await;
+    let result = stream_song(&audio, &song, &done, |got, total| {
+        progress.update(got, total)
+    })
+    .await;
     drop(progress);
     let outcome = match result {
         Ok(size) => {
