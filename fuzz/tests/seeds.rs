@@ -79,6 +79,7 @@ fn write_seed_corpus() {
                     at: GroupTime(1_000),
                 },
                 timebase: 77,
+                queue: Default::default(),
             }),
         ),
         (
@@ -91,6 +92,7 @@ fn write_seed_corpus() {
                     deadline: GroupTime(2_000),
                 },
                 timebase: 77,
+                queue: Default::default(),
             }),
         ),
         (
@@ -103,6 +105,7 @@ fn write_seed_corpus() {
                     at: GroupTime(3_000),
                 },
                 timebase: 77,
+                queue: Default::default(),
             }),
         ),
         ("ready", Message::Ready(StateVersion::new(5, NodeId(2)))),

@@ -437,6 +437,7 @@ fn a_pause_decided_on_another_timeline_stops_the_player_and_cues_its_frame() {
             at: g + 20 * MS as i64,
         },
         timebase: base,
+        queue: Default::default(),
     };
     n.handle_message(now, link, Message::State(seek));
     let start = playback_outputs(&mut n);
@@ -459,6 +460,7 @@ fn a_pause_decided_on_another_timeline_stops_the_player_and_cues_its_frame() {
             at: pause_at,
         },
         timebase: base,
+        queue: Default::default(),
     };
     n.handle_message(now, link, Message::State(pause));
     let at = n.local_time(pause_at);
@@ -490,6 +492,7 @@ fn a_pause_on_the_timeline_played_lands_exactly_on_its_frame() {
             at: g + 20 * MS as i64,
         },
         timebase: base,
+        queue: Default::default(),
     };
     n.handle_message(now, link, Message::State(play));
     playback_outputs(&mut n);
@@ -503,6 +506,7 @@ fn a_pause_on_the_timeline_played_lands_exactly_on_its_frame() {
             at: pause_at,
         },
         timebase: base,
+        queue: Default::default(),
     };
     n.handle_message(now, link, Message::State(pause));
     assert_eq!(
@@ -1289,6 +1293,7 @@ fn impossible_messages_are_dropped_and_reported() {
                 frame: 96_000,
                 at: g,
             },
+            queue: Default::default(),
         },
         GroupState {
             version: v,
@@ -1298,6 +1303,7 @@ fn impossible_messages_are_dropped_and_reported() {
                 frame: 0,
                 at: g + 3_600 * SEC as i64,
             },
+            queue: Default::default(),
         },
         GroupState {
             version: v,
@@ -1307,12 +1313,14 @@ fn impossible_messages_are_dropped_and_reported() {
                 ..song(48_000)
             }),
             mode: Mode::Playing { frame: 0, at: g },
+            queue: Default::default(),
         },
         GroupState {
             version: v,
             timebase: tb,
             song: None,
             mode: Mode::Paused { frame: 0, at: g },
+            queue: Default::default(),
         },
     ];
     for s in bad_states {
