@@ -200,12 +200,20 @@ impl Queue {
     }
 
     /// Inserts `song` right after the current entry (at the end when none is current), makes
-    /// it current and returns its id (`play <song>`).
+    /// it current and returns its id (`play <song>`). A full queue makes room by dropping its
+    /// first entries other than the current one, so that `play` always plays.
     pub fn insert_after_current(&mut self, song: SongRef) -> Result<u64, QueueError> {
-        if self.entries.len() >= MAX_ENTRIES
+        if song_bytes(&song) > MAX_SONG_BYTES {
+            return Err(QueueError::Full);
+        }
+        while self.entries.len() >= MAX_ENTRIES
             || self.song_bytes() + song_bytes(&song) > MAX_SONG_BYTES
         {
-            return Err(QueueError::Full);
+            let Some(i) = self.entries.iter().position(|e| Some(e.id) != self.current) else {
+                // Only the current entry is left, and the two do not fit together.
+                return Err(QueueError::Full);
+            };
+            self.entries.remove(i);
         }
         let at = self
             .current
@@ -383,6 +391,18 @@ mod tests {
         assert_eq!(q.move_entry(1, 5), Err(QueueError::NoEntry(5, 2)));
         assert_eq!(q, before);
         assert_eq!(Queue::default().clear(), Err(QueueError::Empty));
+    }
+
+    #[test]
+    fn play_now_makes_room_in_a_full_queue_and_keeps_the_current_entry() {
+        let mut q = queue(MAX_ENTRIES);
+        q.current = Some(q.entries[0].id);
+        assert_eq!(q.add(&[song("x")]), Err(QueueError::Full));
+        let id = q.insert_after_current(song("now")).unwrap();
+        assert_eq!(q.entries.len(), MAX_ENTRIES);
+        assert_eq!(q.entries[0].song.name, "0.wav");
+        assert_eq!(q.position(id), Some(2));
+        assert_eq!(q.entries[2].song.name, "2.wav", "1.wav gave its place");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use super::links::{LinkEvent, Links};
 use super::monitor::{self, Monitor, TICK};
 use super::news::News;
 use super::peers::Peers;
+use super::queue::Prefetch;
 use super::server_link::{Pending, ServerLink, ServerNews};
 use super::transcript::Transcript;
 use super::web_snapshot::{View, WebPage};
@@ -59,6 +60,8 @@ pub struct Driver {
     peers: Peers,
     server: ServerLink,
     fetcher: Fetcher,
+    /// The queue's next song, fetched ahead of the end.
+    prefetch: Prefetch,
     monitor: Monitor,
     executor: Executor,
     legacy: Legacy,
@@ -83,6 +86,7 @@ impl Driver {
                 p.lease,
             ),
             fetcher: Fetcher::new(p.audio, p.player.clone(), p.printer, p.interactive),
+            prefetch: Prefetch::default(),
             monitor: Monitor::new(
                 p.player.clone(),
                 p.clock.clone(),
@@ -158,6 +162,11 @@ impl Driver {
                 self.report_loading(given_up);
                 self.drain();
             }
+            let ahead = self.prefetch.check(&self.node, &mut self.fetcher);
+            if !matches!(ahead, Loading::Pending) {
+                self.report_loading(ahead);
+                self.drain();
+            }
         }
         self.shutdown().await;
         0
@@ -222,8 +231,9 @@ impl Driver {
 
     /// What became of a song the node asked for, passed on to it.
     fn report_loading(&mut self, loading: Loading) {
-        if matches!(loading, Loading::Installed(_)) {
+        if let Loading::Installed(song) = &loading {
             self.monitor.song_installed();
+            self.prefetch.installed(song);
         }
         if let Some(report) = loading.report() {
             let now = self.now();

@@ -11,6 +11,7 @@ mod links;
 mod monitor;
 mod news;
 mod peers;
+pub mod queue;
 mod server_link;
 mod songs;
 mod transcript;
