@@ -883,15 +883,11 @@ impl Node {
         // A loading state past its deadline now plays.
         self.apply_state(Retime::default());
         let mapping = self.tree.mapping;
-        if let Some(song) = self.register.song_end_due(&mapping, now) {
-            // Played from the queue: every peer derives the next entry's state by itself.
-            match queue_play::advance(&self.register.state, &mapping, now) {
-                Some(next) => self.accept_state(next, None, 0),
-                None => {
-                    self.follower.stopped();
-                    self.event(Event::SongFinished { song });
-                }
-            }
+        if let Some(song) = self.register.song_end_due(&mapping, now)
+            && !self.advance_queue(now)
+        {
+            self.follower.stopped();
+            self.event(Event::SongFinished { song });
         }
     }
 }

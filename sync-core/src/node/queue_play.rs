@@ -172,6 +172,21 @@ pub(crate) fn upcoming(
 }
 
 impl super::Node {
+    /// The song played from the queue ended at `now`: the next entry plays, from the state
+    /// every peer derives alone. Returns false at the end of the queue (the group stops).
+    pub(super) fn advance_queue(&mut self, now: LocalTime) -> bool {
+        let Some(next) = advance(&self.register.state, &self.tree.mapping, now) else {
+            return false;
+        };
+        self.accept_state(next, None, 0);
+        // Its instant is the song's end, which has passed: it takes effect now.
+        let mapping = self.tree.mapping;
+        if let Some(version) = self.register.effective_due(&mapping, now) {
+            self.event(super::Event::StateEffective { version });
+        }
+        true
+    }
+
     /// The song that plays after the current one when the state plays from the queue and the
     /// next entry is another song: a driver fetches it ahead of the end, without installing it.
     pub fn upcoming_song(&self) -> Option<SongRef> {
