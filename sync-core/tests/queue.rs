@@ -253,14 +253,14 @@ proptest! {
         prop_assume!(!made.is_empty());
         let mut finals = Vec::new();
         for seed in seeds {
-            let mut order: Vec<usize> = (0..made.len()).chain(0..made.len() / 2).collect();
-            let mut x = seed | 1;
-            for i in (1..order.len()).rev() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                order.swap(i, (x % (i as u64 + 1)) as usize);
-            }
+            // Every state once, half of them twice, in an order drawn from the seed.
+            let mut order: Vec<(u64, usize)> = (0..made.len())
+                .chain(0..made.len() / 2)
+                .enumerate()
+                .map(|(k, i)| ((k as u64 + 1).wrapping_mul(seed | 1).rotate_left(29), i))
+                .collect();
+            order.sort_unstable();
+            let order = order.into_iter().map(|(_, i)| i);
             let mut node = linked_node(50, now);
             for i in order {
                 deliver(&mut node, now, &made[i]);
