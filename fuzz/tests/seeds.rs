@@ -81,6 +81,7 @@ fn write_seed_corpus() {
                     at: GroupTime(1_000),
                 },
                 timebase: 77,
+                queue: Default::default(),
             }),
         ),
         (
@@ -93,6 +94,7 @@ fn write_seed_corpus() {
                     deadline: GroupTime(2_000),
                 },
                 timebase: 77,
+                queue: Default::default(),
             }),
         ),
         (
@@ -105,6 +107,7 @@ fn write_seed_corpus() {
                     at: GroupTime(3_000),
                 },
                 timebase: 77,
+                queue: Default::default(),
             }),
         ),
         ("ready", Message::Ready(StateVersion::new(5, NodeId(2)))),

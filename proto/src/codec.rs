@@ -10,14 +10,15 @@
 use prost::Message as _;
 use sync_core::{
     Announce, ClockMapping, GroupState, GroupTime, Hello, LeaveReason, LocalTime, MemberInfo,
-    MembersDigest, Message, Mode, NodeId, Probe, ProbeReply, SongRef, StateVersion, room_name,
+    MembersDigest, Message, Mode, NodeId, Probe, ProbeReply, Queue, QueueEntry, Repeat, SongRef,
+    StateVersion, queue::MAX_ENTRIES, room_name,
 };
 
 use crate::client::{
     PeerFrame, SyncAnnounce, SyncClockMapping, SyncGossip, SyncGroupState, SyncHello, SyncLeave,
     SyncLeaveReason, SyncLoading, SyncMember, SyncMembersDigest, SyncMode, SyncPaused, SyncPlaying,
-    SyncProbe, SyncProbeReply, SyncReady, SyncSongRef, SyncStateVersion, SyncStopped, peer_frame,
-    sync_mode,
+    SyncProbe, SyncProbeReply, SyncQueue, SyncQueueEntry, SyncReady, SyncRepeat, SyncSongRef,
+    SyncStateVersion, SyncStopped, peer_frame, sync_mode,
 };
 
 /// Largest encoded [`PeerFrame`] accepted or produced, in bytes. A real frame is a few
@@ -202,14 +203,40 @@ fn state_to_wire(s: &GroupState) -> SyncGroupState {
     };
     SyncGroupState {
         version: Some(version_to_wire(&s.version)),
-        song: s.song.as_ref().map(|song| SyncSongRef {
-            name: song.name.clone(),
-            content_hash: song.content_hash.clone(),
-            sample_rate: song.sample_rate,
-            frames: song.frames,
-        }),
+        song: s.song.as_ref().map(song_to_wire),
         mode: Some(SyncMode { kind: Some(kind) }),
         timebase: s.timebase,
+        queue: (s.queue != Queue::default()).then(|| queue_to_wire(&s.queue)),
+    }
+}
+
+fn song_to_wire(song: &SongRef) -> SyncSongRef {
+    SyncSongRef {
+        name: song.name.clone(),
+        content_hash: song.content_hash.clone(),
+        sample_rate: song.sample_rate,
+        frames: song.frames,
+    }
+}
+
+fn queue_to_wire(q: &Queue) -> SyncQueue {
+    SyncQueue {
+        entries: q
+            .entries
+            .iter()
+            .map(|e| SyncQueueEntry {
+                id: e.id,
+                song: Some(song_to_wire(&e.song)),
+            })
+            .collect(),
+        current: q.current,
+        repeat: match q.repeat {
+            Repeat::Off => SyncRepeat::Off,
+            Repeat::One => SyncRepeat::One,
+            Repeat::All => SyncRepeat::All,
+        } as i32,
+        shuffle_seed: q.shuffle,
+        next_id: q.next_id,
     }
 }
 
@@ -358,14 +385,53 @@ fn state_from_wire(s: SyncGroupState) -> Result<GroupState, CodecError> {
             s.version
                 .ok_or(CodecError::MissingField("SyncGroupState.version"))?,
         ),
-        song: s.song.map(|song| SongRef {
-            name: song.name,
-            content_hash: song.content_hash,
-            sample_rate: song.sample_rate,
-            frames: song.frames,
-        }),
+        song: s.song.map(song_from_wire),
         mode,
         timebase: s.timebase,
+        queue: s
+            .queue
+            .map(queue_from_wire)
+            .transpose()?
+            .unwrap_or_default(),
+    })
+}
+
+fn song_from_wire(song: SyncSongRef) -> SongRef {
+    SongRef {
+        name: song.name,
+        content_hash: song.content_hash,
+        sample_rate: song.sample_rate,
+        frames: song.frames,
+    }
+}
+
+fn queue_from_wire(q: SyncQueue) -> Result<Queue, CodecError> {
+    let repeat = match SyncRepeat::try_from(q.repeat) {
+        Ok(SyncRepeat::Off) => Repeat::Off,
+        Ok(SyncRepeat::One) => Repeat::One,
+        Ok(SyncRepeat::All) => Repeat::All,
+        Err(_) => return Err(invalid("SyncQueue.repeat", format!("{}", q.repeat))),
+    };
+    check_len("SyncQueue.entries", q.entries.len(), MAX_ENTRIES)?;
+    let entries = q
+        .entries
+        .into_iter()
+        .map(|e| {
+            let song = e
+                .song
+                .ok_or(CodecError::MissingField("SyncQueueEntry.song"))?;
+            Ok(QueueEntry {
+                id: e.id,
+                song: song_from_wire(song),
+            })
+        })
+        .collect::<Result<Vec<_>, CodecError>>()?;
+    Ok(Queue {
+        entries,
+        current: q.current,
+        repeat,
+        shuffle: q.shuffle_seed,
+        next_id: q.next_id,
     })
 }
 
@@ -446,7 +512,14 @@ pub fn validate(msg: &Message) -> Result<(), CodecError> {
         },
         Message::Probe(p) => check_announce("SyncProbe.announce.mapping", &p.announce),
         Message::ProbeReply(r) => check_announce("SyncProbeReply.announce.mapping", &r.announce),
-        Message::State(s) => s.song.as_ref().map_or(Ok(()), check_song),
+        Message::State(s) => {
+            s.song.as_ref().map_or(Ok(()), check_song)?;
+            s.queue
+                .entries
+                .iter()
+                .try_for_each(|e| check_song(&e.song))?;
+            s.queue.validate().map_err(|why| invalid("SyncQueue", why))
+        }
         Message::Ready(_) | Message::Leave(_) => Ok(()),
         Message::Gossip(addrs) => {
             check_len("SyncGossip.addrs", addrs.len(), MAX_GOSSIP_ADDRS)?;
@@ -568,6 +641,7 @@ mod tests {
                     at: GroupTime(8),
                 },
                 timebase: u64::MAX,
+                queue: Queue::default(),
             }),
             Message::State(GroupState::initial(0)),
             Message::Ready(StateVersion::default()),
@@ -607,6 +681,7 @@ mod tests {
                 song: None,
                 mode: Some(SyncMode { kind: None }),
                 timebase: 0,
+                queue: None,
             })),
             ..PeerFrame::default()
         };

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use prost::Message as _;
 use sync_core::{
     Announce, ClockMapping, GroupState, GroupTime, Hello, LeaveReason, LocalTime, MemberInfo,
-    Message, Mode, NodeId, Probe, ProbeReply, SongRef, StateVersion,
+    Message, Mode, NodeId, Probe, ProbeReply, Queue, Repeat, SongRef, StateVersion,
 };
 
 fn node_id() -> impl Strategy<Value = NodeId> {
@@ -84,6 +84,30 @@ fn announce() -> impl Strategy<Value = Announce> {
                 }
             },
         )
+}
+
+/// A valid queue: up to five entries with distinct ids, maybe one current, any repeat and
+/// shuffle.
+fn queue() -> impl Strategy<Value = Queue> {
+    (
+        proptest::collection::vec(song(), 0..5),
+        any::<prop::sample::Index>(),
+        any::<bool>(),
+        prop_oneof![Just(Repeat::Off), Just(Repeat::One), Just(Repeat::All)],
+        proptest::option::of(any::<u64>()),
+    )
+        .prop_map(|(songs, pick, has_current, repeat, shuffle)| {
+            let mut q = Queue {
+                repeat,
+                shuffle,
+                ..Queue::default()
+            };
+            if !songs.is_empty() {
+                q.add(&songs).expect("five entries fit");
+                q.current = has_current.then(|| q.entries[pick.index(songs.len())].id);
+            }
+            q
+        })
 }
 
 fn song() -> impl Strategy<Value = SongRef> {
@@ -177,16 +201,18 @@ fn message() -> impl Strategy<Value = Message> {
             version(),
             proptest::option::of(song()),
             mode(),
-            any::<u64>()
+            any::<u64>(),
+            queue()
         )
-            .prop_map(
-                |(version, song, mode, timebase)| Message::State(GroupState {
+            .prop_map(|(version, song, mode, timebase, queue)| Message::State(
+                GroupState {
                     version,
                     song,
                     mode,
                     timebase,
-                })
-            ),
+                    queue,
+                }
+            )),
         version().prop_map(Message::Ready),
         proptest::collection::vec(addr(), 0..=MAX_GOSSIP_ADDRS).prop_map(Message::Gossip),
         proptest::collection::vec(

@@ -70,6 +70,7 @@ pub mod control;
 pub mod message;
 pub mod node;
 pub mod peer;
+pub mod queue;
 pub mod state;
 pub mod time;
 
@@ -82,8 +83,9 @@ pub use message::{
 pub use node::{
     BadInput, Command, CommandError, Config, Correction, Counters, Direction, DisconnectReason,
     Event, LinkCommand, LinkId, LinkStatus, LoadWait, Node, Output, PeerRole, PlaybackAction,
-    PlayerReport, SyncStatus, TimeoutReason,
+    PlayerReport, QueueCommand, SyncStatus, TimeoutReason,
 };
 pub use peer::{BadAddr, MAX_NAME_LEN, PeerAddr, PeerSelector, room_name};
+pub use queue::{Queue, QueueEntry, QueueError, Repeat};
 pub use state::{GroupState, Mode, NodeId, SongRef, StateVersion, Timeline};
 pub use time::{GroupTime, LocalTime, Nanos};

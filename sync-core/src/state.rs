@@ -4,6 +4,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 
+use crate::queue::Queue;
 use crate::time::{GroupTime, Nanos, SECOND};
 
 /// Identifies a node. Lower ids win the reference role (see [`crate::node`]).
@@ -149,6 +150,8 @@ pub struct GroupState {
     pub mode: Mode,
     /// The time base (see [`crate::ClockMapping::timebase`]) its instants are expressed in.
     pub timebase: u64,
+    /// The group's queue; its current entry, when the state plays from the queue, is `song`.
+    pub queue: Queue,
 }
 
 /// Playback as it stands at one instant, derived from a [`GroupState`].
@@ -192,6 +195,7 @@ impl GroupState {
             song: None,
             mode: Mode::Stopped { at: GroupTime(0) },
             timebase,
+            queue: Queue::default(),
         }
     }
 
@@ -222,6 +226,7 @@ impl GroupState {
             song: self.song.clone(),
             mode,
             timebase,
+            queue: self.queue.clone(),
         }
     }
 
@@ -305,6 +310,7 @@ mod tests {
         let s = GroupState {
             version: StateVersion::default(),
             timebase: 1,
+            queue: Queue::default(),
             song: Some(song()),
             mode: Mode::Playing {
                 frame: 100,
@@ -326,6 +332,7 @@ mod tests {
         let s = GroupState {
             version: StateVersion::default(),
             timebase: 1,
+            queue: Queue::default(),
             song: Some(song()),
             mode: Mode::Loading {
                 start_frame: 0,

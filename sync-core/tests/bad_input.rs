@@ -35,6 +35,7 @@ fn impossible_messages_are_dropped_and_reported() {
         GroupState {
             version: v,
             timebase: tb,
+            queue: Default::default(),
             song: Some(song(48_000)),
             mode: Mode::Playing {
                 frame: 96_000,
@@ -44,6 +45,7 @@ fn impossible_messages_are_dropped_and_reported() {
         GroupState {
             version: v,
             timebase: tb,
+            queue: Default::default(),
             song: Some(song(48_000)),
             mode: Mode::Playing {
                 frame: 0,
@@ -53,6 +55,7 @@ fn impossible_messages_are_dropped_and_reported() {
         GroupState {
             version: v,
             timebase: tb,
+            queue: Default::default(),
             song: Some(SongRef {
                 sample_rate: 0,
                 ..song(48_000)
@@ -62,6 +65,7 @@ fn impossible_messages_are_dropped_and_reported() {
         GroupState {
             version: v,
             timebase: tb,
+            queue: Default::default(),
             song: None,
             mode: Mode::Paused { frame: 0, at: g },
         },

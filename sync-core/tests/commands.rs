@@ -54,6 +54,7 @@ fn a_pause_decided_on_another_timeline_stops_the_player_and_cues_its_frame() {
             at: g + 20 * MS as i64,
         },
         timebase: base,
+        queue: Default::default(),
     };
     n.handle_message(now, link, Message::State(seek));
     let start = playback_outputs(&mut n);
@@ -76,6 +77,7 @@ fn a_pause_decided_on_another_timeline_stops_the_player_and_cues_its_frame() {
             at: pause_at,
         },
         timebase: base,
+        queue: Default::default(),
     };
     n.handle_message(now, link, Message::State(pause));
     let at = n.local_time(pause_at);
@@ -107,6 +109,7 @@ fn a_pause_on_the_timeline_played_lands_exactly_on_its_frame() {
             at: g + 20 * MS as i64,
         },
         timebase: base,
+        queue: Default::default(),
     };
     n.handle_message(now, link, Message::State(play));
     playback_outputs(&mut n);
@@ -120,6 +123,7 @@ fn a_pause_on_the_timeline_played_lands_exactly_on_its_frame() {
             at: pause_at,
         },
         timebase: base,
+        queue: Default::default(),
     };
     n.handle_message(now, link, Message::State(pause));
     assert_eq!(

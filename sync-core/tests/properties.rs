@@ -63,6 +63,7 @@ fn state_strategy() -> BoxedStrategy<GroupState> {
             mode,
             // 0 stands for "the receiving node's own time base" (see the test loop).
             timebase: if c % 3 == 0 { 5 } else { 0 },
+            queue: Default::default(),
         })
         .boxed()
 }
@@ -299,6 +300,7 @@ proptest! {
                 song: Some(song.clone()),
                 mode: Mode::Paused { frame: f * 100 + c, at: GroupTime(now.0) },
                 timebase: 0,
+                queue: Default::default(),
             })
             .collect();
         // Versions are unique by construction in the protocol (counter + origin).

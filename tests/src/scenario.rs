@@ -22,6 +22,7 @@ pub const SCENARIOS: &[&str] = &[
     "heal",
     "scale",
     "busy-device",
+    "queue",
 ];
 
 /// How the peers are wired at the start (each edge is a `join` typed at one end).
@@ -207,6 +208,8 @@ pub struct CommandProfile {
     pub concurrent: f64,
     /// Whether `stop` is among the commands typed.
     pub stops: bool,
+    /// Whether users edit and play the group's queue instead (the `queue` scenario).
+    pub queue: bool,
 }
 
 /// A scheduled forward step of one peer's clock.
@@ -340,6 +343,7 @@ impl SimConfig {
                 mean_interval: 40 * SEC,
                 concurrent: 0.1,
                 stops: false,
+                queue: false,
             },
             quiet_tail: 10 * SEC,
             sample_interval: 0,
@@ -402,6 +406,29 @@ impl SimConfig {
                 // After every heal: one group within 12 s (the transport's timeout is 10 s, so
                 // links cut by the partition may be seen dead only now; redials then take a
                 // few seconds).
+                c.heal_bound = 12 * SEC;
+            }
+            "queue" => {
+                // Users edit and move through the group's queue from every side of a lossy
+                // network that splits in two and heals; the songs last seconds, so the group
+                // moves from one to the next by itself many times.
+                c.peers = 8;
+                c.topology = Topology::Random { degree: 3 };
+                c.duration = 120 * SEC;
+                c.link = LinkProfile {
+                    loss: 0.05,
+                    ..lan_link()
+                };
+                c.partition = Some(PartitionProfile {
+                    first_at: 25 * SEC,
+                    every: 35 * SEC,
+                    duration: 12 * SEC,
+                    minority: 0.4,
+                });
+                c.commands.mean_interval = 4 * SEC;
+                c.commands.concurrent = 0.4;
+                c.commands.queue = true;
+                c.quiet_tail = 20 * SEC;
                 c.heal_bound = 12 * SEC;
             }
             "churn" => {

@@ -495,6 +495,7 @@ fn forged_and_replayed_frames_from_a_keyed_peer_are_refused_counted_logged_and_c
         song: None,
         mode: Mode::Stopped { at: GroupTime(0) },
         timebase: 0,
+        queue: Default::default(),
     }))
     .unwrap();
     raw.replay(2).unwrap();

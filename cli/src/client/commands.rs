@@ -2,6 +2,8 @@
 
 use player::ChannelMode;
 
+use super::queue::{self, QueueInput};
+
 /// How a song is named at the prompt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SongChoice {
@@ -50,6 +52,8 @@ pub enum UserCommand {
     Volume(Option<f32>),
     /// Extra delay of this client's output device, in milliseconds (`None`: show it).
     Latency(Option<f64>),
+    /// A command of the group's queue.
+    Queue(QueueInput),
     /// The list of commands.
     Help,
     /// Leave the group and exit.
@@ -63,7 +67,9 @@ playback (applies to every connected peer at the same instant):
   search <words>           list the songs whose title, artist, album or file name hold the words
   play <number|name|words> play a song from the start: its number, its file name, or words of
                            its title, artist, album or file name (several matches are listed);
-                           play alone: the current song again
+                           it goes into the queue right after the current entry; play alone:
+                           the queue from its current entry, or with an empty queue the current
+                           song again
   pause                    pause everyone on the same frame
   resume                   resume from there
   stop                     stop
@@ -138,6 +144,9 @@ pub fn parse(line: &str) -> Result<Option<UserCommand>, String> {
             Err(format!("`{word}` takes no argument"))
         }
     };
+    if let Some(q) = queue::parse(&word, rest) {
+        return q.map(|q| Some(UserCommand::Queue(q)));
+    }
     match word.as_str() {
         "playlist" | "ls" | "songs" => none(UserCommand::Playlist),
         "play" => Ok(Some(UserCommand::Play(if rest.is_empty() {

@@ -21,6 +21,7 @@ use super::links::{LinkEvent, Links};
 use super::monitor::{self, Monitor, TICK};
 use super::news::News;
 use super::peers::Peers;
+use super::queue::Prefetch;
 use super::server_link::{Pending, ServerLink, ServerNews};
 use super::state_dir::{Settings, StateKeeper};
 use super::transcript::Transcript;
@@ -67,6 +68,8 @@ pub struct Driver {
     peers: Peers,
     server: ServerLink,
     fetcher: Fetcher,
+    /// The queue's next song, fetched ahead of the end.
+    prefetch: Prefetch,
     monitor: Monitor,
     executor: Executor,
     legacy: Legacy,
@@ -106,6 +109,7 @@ impl Driver {
                 p.printer,
                 p.interactive,
             ),
+            prefetch: Prefetch::default(),
             monitor: Monitor::new(
                 p.player.clone(),
                 p.clock.clone(),
@@ -190,6 +194,11 @@ impl Driver {
                 self.report_loading(given_up);
                 self.drain();
             }
+            let ahead = self.prefetch.check(&self.node, &mut self.fetcher);
+            if !matches!(ahead, Loading::Pending) {
+                self.report_loading(ahead);
+                self.drain();
+            }
         }
         self.shutdown().await;
         0
@@ -257,8 +266,9 @@ impl Driver {
 
     /// What became of a song the node asked for, passed on to it.
     fn report_loading(&mut self, loading: Loading) {
-        if matches!(loading, Loading::Installed(_)) {
+        if let Loading::Installed(song) = &loading {
             self.monitor.song_installed();
+            self.prefetch.installed(song);
         }
         if let Some(report) = loading.report() {
             let now = self.now();

@@ -11,6 +11,7 @@ use super::commands::{self, SongChoice, UserCommand};
 use super::format::{self, Typed};
 use super::links::Links;
 use super::peers::RefusedCounts;
+use super::queue::{self, QueueInput};
 use super::server_link::{Pending, ServerLink, song_ref};
 use super::songs::{self, Resolved};
 use crate::discovery::{self, Discovery};
@@ -150,7 +151,22 @@ impl Executor {
                 quit: true,
                 ..Reply::default()
             },
-            UserCommand::Help => Reply::said(commands::HELP.to_string()),
+            UserCommand::Help => Reply::said(format!("{}\n{}", commands::HELP, queue::HELP)),
+            UserCommand::Queue(input) => {
+                let songs = match &input {
+                    QueueInput::Add(choices) => {
+                        match queue::resolve_all(ctx.server.playlist(), choices) {
+                            Ok(songs) => songs,
+                            Err(e) => return Reply::result(Err(e)),
+                        }
+                    }
+                    _ => Vec::new(),
+                };
+                match queue::execute(input, songs, node, now) {
+                    Ok(line) => Reply::said(line),
+                    Err(e) => Reply::result(Err(e)),
+                }
+            }
             UserCommand::Playlist => {
                 ctx.server.fetch_playlist(None, true);
                 Reply::default()
@@ -338,9 +354,10 @@ impl Executor {
     }
 }
 
-/// `play`: the song chosen (by number, name or words, see [`songs::resolve`]), or the current one again. With
-/// `may_fetch`, a song not in the playlist is looked for again once it is fetched. Returns what
-/// to say.
+/// `play`: the song chosen (by number, name or words, see [`songs::resolve`]), put in the
+/// queue after the current entry and played now; alone, the queue from its current entry, or
+/// with an empty queue the current song again. With `may_fetch`, a song not in the playlist is
+/// looked for again once it is fetched. Returns what to say.
 pub fn play(
     choice: Option<SongChoice>,
     may_fetch: bool,
@@ -349,7 +366,10 @@ pub fn play(
     server: &ServerLink,
 ) -> Vec<String> {
     let song = match &choice {
-        None => None,
+        None => match queue::start(node, now) {
+            Some(said) => return vec![said],
+            None => None,
+        },
         Some(c) => match songs::resolve(server.playlist(), c) {
             Resolved::One(_, info) => Some(song_ref(info)),
             Resolved::Several(found) => {
@@ -376,6 +396,9 @@ pub fn play(
             }
         },
     };
+    if let Some(song) = song {
+        return vec![queue::play_now(node, now, song)];
+    }
     match node.handle_command(now, Command::Play { song, frame: 0 }, None) {
         Ok(()) => vec![format::command_effect(Typed::Play, node, now)],
         Err(e) => vec![e.to_string()],

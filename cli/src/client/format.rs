@@ -542,6 +542,7 @@ mod tests {
             song: None,
             mode: Mode::Stopped { at: GroupTime(0) },
             timebase: 1,
+            queue: Default::default(),
         };
         let accepted = |from| Event::StateAccepted {
             state: state.clone(),
@@ -571,6 +572,7 @@ mod tests {
             song: Some(song.clone()),
             mode,
             timebase: 1,
+            queue: Default::default(),
         };
         assert_eq!(
             describe_state(&s(Mode::Paused {

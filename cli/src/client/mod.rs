@@ -14,6 +14,7 @@ mod monitor;
 mod news;
 mod peers;
 mod progress;
+pub mod queue;
 mod server_link;
 mod songs;
 mod state_dir;

@@ -158,6 +158,7 @@ mod tests {
             song: Some(song.clone()),
             mode,
             timebase: 0,
+            queue: Default::default(),
         }
     }
 

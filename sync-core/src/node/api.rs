@@ -4,6 +4,7 @@
 use crate::clock::ClockMapping;
 use crate::message::{LeaveReason, Message};
 use crate::peer::{PeerAddr, PeerSelector};
+use crate::queue::{QueueError, Repeat};
 use crate::state::{GroupState, NodeId, SongRef, StateVersion};
 use crate::time::{LocalTime, Nanos};
 
@@ -51,6 +52,38 @@ pub enum Command {
         /// Where it is cued.
         frame: u64,
     },
+    /// An edit of the group's queue, or a move through it.
+    Queue(QueueCommand),
+}
+
+/// What a [`Command::Queue`] asks of the group's queue. Positions are 1-based, in list order.
+#[derive(Clone, PartialEq, Debug)]
+pub enum QueueCommand {
+    /// Append songs, in order.
+    Add(Vec<SongRef>),
+    /// Remove the entry at this position (the current one: the next entry plays instead).
+    Remove(usize),
+    /// Move the entry at `from` to position `to`.
+    Move {
+        /// Position of the entry.
+        from: usize,
+        /// Its new position.
+        to: usize,
+    },
+    /// Empty the queue; a song playing plays to its end.
+    Clear,
+    /// Play (or, stopped or paused, cue) the next entry in play order.
+    Next,
+    /// Play (or cue) the previous entry in play order.
+    Previous,
+    /// What happens at the end of an entry.
+    Repeat(Repeat),
+    /// Shuffle the play order (a new order each time it is turned on), or not.
+    Shuffle(bool),
+    /// Put the song right after the current entry and play it now.
+    PlayNow(SongRef),
+    /// Play the queue from its current entry (or its first) from the start.
+    Start,
 }
 
 /// A command about this node's links (typed, or from a legacy caller), with its peers named by
@@ -127,6 +160,9 @@ pub enum CommandError {
     /// Leave of an unknown peer.
     #[error("not connected to {0}")]
     UnknownPeer(String),
+    /// A queue edit that cannot apply.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
 }
 
 /// Something the player should do, with target instants on the local clock.

@@ -15,6 +15,7 @@ mod keep;
 mod links;
 mod members;
 mod queries;
+mod queue_play;
 mod redial;
 mod register;
 
@@ -25,8 +26,8 @@ use rand_core::{Rng, SeedableRng};
 
 pub use api::{
     BadInput, Command, CommandError, Correction, Counters, Direction, DisconnectReason, Event,
-    LinkCommand, LinkId, LinkStatus, Output, PeerRole, PlaybackAction, PlayerReport, SyncStatus,
-    TimeoutReason,
+    LinkCommand, LinkId, LinkStatus, Output, PeerRole, PlaybackAction, PlayerReport, QueueCommand,
+    SyncStatus, TimeoutReason,
 };
 pub use config::{Config, MAX_STRATUM};
 pub use register::LoadWait;
@@ -541,7 +542,7 @@ impl Node {
             return Err(CommandError::TooFarAhead(delay / MILLISECOND));
         }
         let effective = self.group_time(now) + self.lead().max(delay);
-        let (song, mode) = self.register.decide(
+        let (song, mode, queue) = self.register.decide(
             &command,
             &self.tree.mapping,
             now,
@@ -556,6 +557,7 @@ impl Node {
             song,
             mode,
             timebase: self.tree.mapping.timebase,
+            queue,
         };
         self.accept_state(state, None, 0);
         Ok(())
@@ -714,7 +716,9 @@ impl Node {
         // A loading state past its deadline now plays.
         self.apply_state(Retime::default());
         let mapping = self.tree.mapping;
-        if let Some(song) = self.register.song_end_due(&mapping, now) {
+        if let Some(song) = self.register.song_end_due(&mapping, now)
+            && !self.advance_queue(now)
+        {
             self.follower.stopped();
             self.event(Event::SongFinished { song });
         }

@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use super::api::{Command, CommandError, TimeoutReason};
 use super::config::Config;
 use super::links::earliest;
+use super::queue_play;
 use crate::clock::ClockMapping;
+use crate::queue::Queue;
 use crate::state::{GroupState, Mode, NodeId, SongRef, StateVersion, Timeline};
 use crate::time::{GroupTime, LocalTime, MICROSECOND, Nanos};
 
@@ -147,6 +149,7 @@ impl Register {
                 return Err("song name");
             }
         }
+        s.queue.validate()?;
         let frames = s.song.as_ref().map_or(0, |x| x.frames);
         match s.mode {
             Mode::Stopped { at } => {
@@ -437,11 +440,13 @@ impl Register {
                 at,
             },
             timebase: mapping.timebase,
+            queue: self.state.queue.clone(),
         })
     }
 
-    /// The song and mode a group command asks for, taking effect at `effective`; `loaded`: the
-    /// song the player holds, `alone`: no peer is connected, `delay`: the caller's extra delay.
+    /// The song, mode and queue a group command asks for, taking effect at `effective`;
+    /// `loaded`: the song the player holds, `alone`: no peer is connected, `delay`: the
+    /// caller's extra delay.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn decide(
         &self,
@@ -453,8 +458,7 @@ impl Register {
         loaded: Option<&SongRef>,
         alone: bool,
         config: &Config,
-    ) -> Result<(Option<SongRef>, Mode), CommandError> {
-        let song = self.state.song.clone();
+    ) -> Result<(Option<SongRef>, Mode, Queue), CommandError> {
         // A song that played to its end counts as stopped.
         let mode = match self.state.timeline_at(mapping.to_group(now)) {
             Timeline::Finished => Mode::Stopped {
@@ -462,7 +466,15 @@ impl Register {
             },
             _ => effective_mode(&self.state, mapping, now),
         };
-        match command {
+        let starting = Starting {
+            effective,
+            deadline: mapping.to_group(now) + config.ready_timeout.max(delay),
+            loaded,
+            alone,
+        };
+        let song = self.state.song.clone();
+        let decided: Result<(Option<SongRef>, Mode), CommandError> = match command {
+            Command::Queue(q) => return queue_play::decide(&self.state, mode, q, &starting),
             Command::Play {
                 song: wanted,
                 frame,
@@ -477,25 +489,8 @@ impl Register {
                         frames: song.frames,
                     });
                 }
-                let loaded_here = loaded.is_some_and(|l| l.same_song(&song));
-                if loaded_here && alone {
-                    Ok((
-                        Some(song),
-                        Mode::Playing {
-                            frame: *frame,
-                            at: effective,
-                        },
-                    ))
-                } else {
-                    let deadline = mapping.to_group(now) + config.ready_timeout.max(delay);
-                    Ok((
-                        Some(song),
-                        Mode::Loading {
-                            start_frame: *frame,
-                            deadline,
-                        },
-                    ))
-                }
+                let mode = starting.mode(&song, *frame);
+                Ok((Some(song), mode))
             }
             Command::Pause => {
                 let song = song.ok_or(CommandError::NoSong)?;
@@ -592,6 +587,38 @@ impl Register {
                         },
                     )),
                 }
+            }
+        };
+        let (song, mode) = decided?;
+        Ok((song, mode, self.state.queue.clone()))
+    }
+}
+
+/// How a song starts playing for a command taking effect at `effective`.
+pub(crate) struct Starting<'a> {
+    /// The command's effective instant.
+    pub(crate) effective: GroupTime,
+    /// The deadline of a loading state: the group starts then without peers not ready.
+    pub(crate) deadline: GroupTime,
+    /// The song the player holds.
+    pub(crate) loaded: Option<&'a SongRef>,
+    /// No peer is connected.
+    pub(crate) alone: bool,
+}
+
+impl Starting<'_> {
+    /// Playing from `frame` at once when this node holds the song and is alone, else loading
+    /// (every peer loads it, and the group starts when they are ready or at the deadline).
+    pub(crate) fn mode(&self, song: &SongRef, frame: u64) -> Mode {
+        if self.alone && self.loaded.is_some_and(|l| l.same_song(song)) {
+            Mode::Playing {
+                frame,
+                at: self.effective,
+            }
+        } else {
+            Mode::Loading {
+                start_frame: frame,
+                deadline: self.deadline,
             }
         }
     }

@@ -10,6 +10,9 @@ use crate::scenario::MS;
 impl Sim {
     /// The command a user at peer `i` would type now, given what the peer shows.
     pub(super) fn choose_command(&mut self, i: usize) -> Command {
+        if self.cfg.commands.queue {
+            return self.choose_queue_command(i);
+        }
         let local = self.local(i);
         let node = self.peers[i].node.as_ref().expect("up");
         let timeline = node.timeline_at(local);

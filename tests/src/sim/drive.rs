@@ -150,6 +150,9 @@ impl Sim {
                 if matches!(state.mode, Mode::Loading { .. }) {
                     self.peers[i].song_start_pending = Some(self.now as f64);
                 }
+                if super::queue::is_queue_transition(&state.version) {
+                    self.out.queue_transitions += 1;
+                }
                 self.peers[i].prev_state = Some(state);
             }
             Event::BadMessage { .. } => self.out.bad_messages += 1,

@@ -70,6 +70,7 @@ impl Sim {
         let now = self.now as f64;
         let global_excluded = self.excluded_now();
         self.out.sample_instants += 1;
+        self.check_same_queue();
         let mut heard: Vec<Heard> = Vec::new();
         let mut sounding: Vec<Heard> = Vec::new();
         // Every playing peer, excluded or not: for recoveries and heal lags.

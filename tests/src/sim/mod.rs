@@ -27,6 +27,7 @@ mod drive;
 mod events;
 mod faults;
 mod measure;
+mod queue;
 mod setup;
 mod sound;
 
@@ -107,6 +108,8 @@ pub struct Outcome {
     pub jumps: u64,
     /// Messages the nodes reported as bad.
     pub bad_messages: u64,
+    /// States accepted that start the next queue entry (each peer makes its own).
+    pub queue_transitions: u64,
     /// Hash of the trace (see the module documentation).
     pub trace_hash: u64,
     /// Live peers and connected components at the end.
@@ -281,6 +284,7 @@ impl Sim {
             events: 0,
             jumps: 0,
             bad_messages: 0,
+            queue_transitions: 0,
             trace_hash: 0,
             final_live: 0,
             final_components: 0,
@@ -293,6 +297,11 @@ impl Sim {
             late_pauses: 0,
             device: cfg.device.map(|_| DeviceOutcome::default()),
         };
+        let songs = if cfg.commands.queue {
+            queue::queue_songs()
+        } else {
+            song_library()
+        };
         Sim {
             cfg,
             rng,
@@ -303,7 +312,7 @@ impl Sim {
             wires: Vec::new(),
             addr_index,
             next_link: 1,
-            songs: song_library(),
+            songs,
             partition_side: None,
             command_windows: Vec::new(),
             accept_logs: BTreeMap::new(),
