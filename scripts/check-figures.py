@@ -115,6 +115,19 @@ def heal():
     return out
 
 
+def stream(name):
+    """Rows of a bench/stream results file by length in minutes, and the commit its header names."""
+    lines = (RESULTS / name).read_text().splitlines()
+    commit = re.search(r"commit ([0-9a-f]{7})", lines[0]).group(1)
+    header = lines[1].split("\t")
+    table = {}
+    for line in lines[2:]:
+        cells = line.split("\t")
+        if len(cells) == len(header):
+            table[cells[0]] = dict(zip(header, cells))
+    return table, commit
+
+
 # --- reading the docs --------------------------------------------------------------------------
 
 
@@ -269,6 +282,16 @@ def check_benchmarks(text=None):
         expect(doc, r[0], r[1], r"in ([\d.]+) s \((\d+) MB/s\)", [j["last_byte_s"], j["throughput_mb_s"]])
         expect(doc, r[0], r[0], r"one ([\d.]+) MB song to (\d+) clients", [j["song_bytes"] / 1e6, j["clients"]])
         expect_source(doc, r[0], r[src], ["server-50.json"])
+    r = row("streamed start, a 20-minute / 2-hour FLAC never played before")
+    if r:
+        name = "stream-4746e1a.txt"
+        table, commit = stream(name)
+        a, b = table["20"], table["120"]
+        expect(doc, r[0], r[1],
+               r"first sound ([\d.]+) / ([\d.]+) ms after `play`; ([\d.]+) / ([\d.]+) MB resident \(peak ([\d.]+) / ([\d.]+) MB\)",
+               [float(a["first_sound_ms"]), float(b["first_sound_ms"]), float(a["steady_rss_mb"]),
+                float(b["steady_rss_mb"]), float(a["peak_rss_mb"]), float(b["peak_rss_mb"])])
+        expect_source(doc, r[0], r[src], [name], [commit])
     r = row("heal after a 4 s partition, real processes in namespaces")
     if r:
         h = heal()
@@ -454,6 +477,14 @@ def check_readme(text=None):
     if r:
         expect(doc, r[0], r[1], r"in ([\d.]+) s", [load_json("server-50.json")["last_byte_s"]])
         expect_source(doc, r[0], r[src], ["server-50.json"])
+    r = row("streamed start, a 20-minute / 2-hour FLAC never played before")
+    if r:
+        name = "stream-4746e1a.txt"
+        table, commit = stream(name)
+        a, b = table["20"], table["120"]
+        expect(doc, r[0], r[1], r"first sound ([\d.]+) / ([\d.]+) ms after `play`; ([\d.]+) / ([\d.]+) MB resident",
+               [float(a["first_sound_ms"]), float(b["first_sound_ms"]), float(a["steady_rss_mb"]), float(b["steady_rss_mb"])])
+        expect_source(doc, r[0], r[src], [name], [commit])
 
 
 def self_test():
