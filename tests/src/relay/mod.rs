@@ -13,6 +13,10 @@
 //! The model's virtual nanoseconds are nanoseconds since the relay started, on the monotonic
 //! clock; a packet is released by a thread that sleeps until its instant (threads rather than an
 //! async timer wheel, whose millisecond ticks would add their own jitter).
+//!
+//! [`LinkModel`]: crate::link::LinkModel
+//! [`LinkModel::decide`]: crate::link::LinkModel::decide
+//! [`LinkModel::decide_reliable`]: crate::link::LinkModel::decide_reliable
 
 mod stats;
 mod tcp;

@@ -12,7 +12,8 @@ use super::canonical;
 /// spoofed sources must not grow memory; real peers are restamped by their next packet).
 const MAX_SOURCES: usize = 4096;
 
-/// The last receive instant per source address, written by [`StampedSocket`](super::StampedSocket).
+/// The last receive instant per source address, written by
+/// [`StampedSocket`](super::StampedSocket).
 #[derive(Clone, Debug, Default)]
 pub struct RxStamps {
     last: Arc<Mutex<BTreeMap<SocketAddr, u64>>>,
@@ -61,7 +62,8 @@ impl TxTicket {
     }
 }
 
-/// Tickets waiting for the next UDP send to their destination, filled by [`StampedSocket`](super::StampedSocket).
+/// Tickets waiting for the next UDP send to their destination, filled by
+/// [`StampedSocket`](super::StampedSocket).
 ///
 /// A ticket is taken just before a probe (or reply) is handed to quinn. In quinn 0.11,
 /// `Connection::send_datagram` queues the datagram under the connection's lock, and the

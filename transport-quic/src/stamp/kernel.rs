@@ -1,7 +1,7 @@
 //! Kernel receive timestamps (`SO_TIMESTAMPNS`) of quinn's socket.
 //!
 //! quinn-udp reads the socket with `recvmmsg` and parses the control messages itself; it
-//! exposes no receive time. So [`StampedSocket`](super::StampedSocket) peeks at the next datagram first
+//! exposes no receive time. So [`StampedSocket`] peeks at the next datagram first
 //! (`recvmsg(MSG_PEEK | MSG_DONTWAIT)` on the same socket, one byte of payload) for its
 //! `SCM_TIMESTAMPNS` and source, and then lets quinn read that one datagram, with everything
 //! quinn-udp parses (ECN, destination address, GRO segments) untouched. It costs one more
@@ -18,6 +18,8 @@
 //! `IP_TOS` whole (ECN unknown for that batch, which quinn tolerates). On an IPv6 socket
 //! `IPV6_PKTINFO` (40) and `IPV6_TCLASS` (24) would not fit and the kernel would cut the last
 //! one short, so kernel stamps are not enabled there.
+//!
+//! [`StampedSocket`]: super::StampedSocket
 
 use std::fmt;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
