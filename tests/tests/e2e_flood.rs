@@ -10,6 +10,7 @@
 mod e2e;
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -145,24 +146,23 @@ fn refused_links(status: &[String]) -> u64 {
     after.split_whitespace().next().unwrap().parse().unwrap()
 }
 
-#[test]
-fn a_flooded_peer_port_keeps_its_group_in_sync_takes_a_new_member_and_stays_quiet_and_cheap() {
-    let _ = transport_common::shedding::raise_fd_limit();
-    let started = Instant::now();
-    let dir = tempfile_dir("flood");
-    let rt = runtime();
-    let (_server, port) = server(&dir);
+/// A music server and a keyed group of two clients over `transport`, A and B, playing; the
+/// spec of a third member to come, and A's share of a core while it plays with B alone.
+fn group_playing(
+    dir: &Path,
+    transport: Transport,
+    started: Instant,
+) -> (Proc, u16, Client, Client, ClientSpec, f64) {
+    let (server, port) = server(dir);
     let [sa, sb, sc] = specs();
     let key = [("MUSIC262_GROUP_KEY", GROUP_KEY)];
-    let mut a = client_with_env(&dir, port, &sa, Transport::Grpc, &key);
-    let mut b = client_with_env(&dir, port, &sb, Transport::Grpc, &key);
+    let mut a = client_with_env(dir, port, &sa, transport, &key);
+    let mut b = client_with_env(dir, port, &sb, transport, &key);
     join(&mut b, &mut a);
     a.send("play 2");
     for x in [&mut a, &mut b] {
         x.wait_for("loaded noise-groove.wav", 30 * S);
     }
-
-    // A's own cost while it plays, for comparison.
     let pid = pid_of(&a);
     let (quiet_cpu, quiet_t0) = (cpu_time(pid), Instant::now());
     std::thread::sleep(5 * S);
@@ -172,6 +172,18 @@ fn a_flooded_peer_port_keeps_its_group_in_sync_takes_a_new_member_and_stays_quie
         started.elapsed().as_secs_f64(),
         quiet * 100.0
     );
+    (server, port, a, b, sc, quiet)
+}
+
+#[test]
+fn a_flooded_peer_port_keeps_its_group_in_sync_takes_a_new_member_and_stays_quiet_and_cheap() {
+    let _ = transport_common::shedding::raise_fd_limit();
+    let started = Instant::now();
+    let dir = tempfile_dir("flood");
+    let rt = runtime();
+    let (_server, port, mut a, b, sc, quiet) = group_playing(&dir, Transport::Grpc, started);
+    let pid = pid_of(&a);
+    let key = [("MUSIC262_GROUP_KEY", GROUP_KEY)];
 
     // The flood at A's peer port.
     let a_port = SocketAddr::from((Ipv4Addr::LOCALHOST, a.port));
@@ -362,26 +374,9 @@ fn a_quic_peer_port_flooded_with_idle_connections_and_handshakes_takes_a_new_mem
     let started = Instant::now();
     let dir = tempfile_dir("flood-quic");
     let rt = runtime();
-    let (_server, port) = server(&dir);
-    let [sa, sb, sc] = specs();
-    let key = [("MUSIC262_GROUP_KEY", GROUP_KEY)];
-    let mut a = client_with_env(&dir, port, &sa, Transport::Quic, &key);
-    let mut b = client_with_env(&dir, port, &sb, Transport::Quic, &key);
-    join(&mut b, &mut a);
-    a.send("play 2");
-    for x in [&mut a, &mut b] {
-        x.wait_for("loaded noise-groove.wav", 30 * S);
-    }
-
+    let (_server, port, mut a, b, sc, quiet) = group_playing(&dir, Transport::Quic, started);
     let pid = pid_of(&a);
-    let (quiet_cpu, quiet_t0) = (cpu_time(pid), Instant::now());
-    std::thread::sleep(5 * S);
-    let quiet = (cpu_time(pid) - quiet_cpu).as_secs_f64() / quiet_t0.elapsed().as_secs_f64();
-    eprintln!(
-        "[{:.1} s] A alone uses {:.1} % of a core",
-        started.elapsed().as_secs_f64(),
-        quiet * 100.0
-    );
+    let key = [("MUSIC262_GROUP_KEY", GROUP_KEY)];
 
     // The flood at A's QUIC peer port: idle connections first, then handshakes throughout.
     let a_port = SocketAddr::from((Ipv4Addr::LOCALHOST, a.port));
