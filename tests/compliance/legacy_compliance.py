@@ -424,11 +424,13 @@ class Compliance:
         """Peer addresses in the client's `connections` table."""
         m = p.mark()
         p.send("connections")
-        p.wait_for(r"^(Peer\s+Node id|no connections)", 10, since=m)
+        p.wait_for(r"^(Peer\s+(Room\s+)?Node id|no connections)", 10, since=m)
         time.sleep(0.3)
         with p.cond:
             lines = p.lines[m:]
-        return {mm.group(1) for mm in (re.match(r"^(\S+:\d+)\s+([0-9a-f]{16}|-)\s+grpc\b", l) for l in lines) if mm}
+        # Address, then the room's name (a word, or "-"), node id and transport.
+        row = r"^(\S+:\d+)\s+(?:\S+\s+)?([0-9a-f]{16}|-)\s+grpc\b"
+        return {mm.group(1) for mm in (re.match(row, l) for l in lines) if mm}
 
     def registered(self):
         return self.srv.GetPeerClientIPs(self.S.PeerListRequest(), timeout=RPC_TIMEOUT)

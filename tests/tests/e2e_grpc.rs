@@ -35,6 +35,7 @@ fn commands_typed_on_any_client_of_a_chain_reach_every_client_in_sync() {
     assert_in_sync(&[&a, &b, &c], 3, 1_000.0);
 
     // Pause typed on the far end of the chain: everyone holds the same frame.
+    let before = traces_end(&[&a, &b, &c]);
     c.send("pause");
     a.wait_for("pause noise-groove.wav at", 5 * S);
     std::thread::sleep(S);
@@ -53,6 +54,7 @@ fn commands_typed_on_any_client_of_a_chain_reach_every_client_in_sync() {
         .collect();
     assert_eq!(frames[0], frames[1], "paused frames {frames:?}");
     assert_eq!(frames[1], frames[2], "paused frames {frames:?}");
+    sound_stop_spread_us(&[&a, &b, &c], before, 1_000.0);
 
     a.send("resume");
     b.wait_for("play noise-groove.wav from", 5 * S);

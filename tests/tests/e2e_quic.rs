@@ -31,7 +31,9 @@ fn commands_typed_on_any_client_of_a_quic_chain_reach_every_client_in_sync() {
     std::thread::sleep(8 * S);
     assert_in_sync(&[&a, &b, &c], 3, 1_000.0);
 
-    // Pause typed on the far end of the chain: everyone holds the same frame.
+    // Pause typed on the far end of the chain: everyone holds the same frame, and the sound
+    // stops together.
+    let before = traces_end(&[&a, &b, &c]);
     c.send("pause");
     a.wait_for("pause noise-groove.wav at", 5 * S);
     std::thread::sleep(S);
@@ -40,6 +42,7 @@ fn commands_typed_on_any_client_of_a_quic_chain_reach_every_client_in_sync() {
         frames.windows(2).all(|w| w[0] == w[1]),
         "paused frames {frames:?}"
     );
+    sound_stop_spread_us(&[&a, &b, &c], before, 1_000.0);
 
     a.send("resume");
     b.wait_for("play noise-groove.wav from", 5 * S);

@@ -23,9 +23,10 @@ fn concurrent_queue_edits_under_loss_and_partitions_converge_and_advance_togethe
             r.heal_to_group_ms,
             r.replay
         );
-        // Songs of 5 to 8 s over two minutes: the group moved on by itself many times.
+        // Songs of 5 to 8 s over two minutes, interrupted by the users' commands and two
+        // partitions: the group moved on by itself several times on every peer.
         assert!(
-            outcome.queue_transitions >= 5 * peers,
+            outcome.queue_transitions >= 4 * peers,
             "seed {seed}: {} transitions accepted over {peers} peers",
             outcome.queue_transitions
         );

@@ -179,18 +179,28 @@ pub fn connections(
     if links.is_empty() {
         return "no connections; use `join <ip:port>` (see `peers`)".to_string();
     }
+    let addr = |l: &LinkStatus| {
+        l.listen_addr
+            .clone()
+            .unwrap_or_else(|| l.remote_addr.clone())
+    };
+    // Columns as wide as their longest entry (an IPv6 address, a long room name): aligned.
+    let peer_w = links
+        .iter()
+        .map(|l| addr(l).chars().count())
+        .fold(22, usize::max);
+    let room_w = links
+        .iter()
+        .filter_map(|l| l.name.as_ref().map(|n| n.chars().count()))
+        .fold(12, usize::max);
     let mut out = format!(
-        "{:<22} {:<12} {:<16} {:<5} {:<7} {:>3} {:>9} {:>14} {:>10} {:>9} {:>6}",
+        "{:<peer_w$} {:<room_w$} {:<16} {:<5} {:<7} {:>3} {:>9} {:>14} {:>10} {:>9} {:>6}",
         "Peer", "Room", "Node id", "Via", "Role", "Str", "RTT", "Offset", "Drift", "Jitter", "Last"
     );
     for l in links {
-        let name = l
-            .listen_addr
-            .clone()
-            .unwrap_or_else(|| l.remote_addr.clone());
         out.push_str(&format!(
-            "\n{:<22} {:<12} {:<16} {:<5} {:<7} {:>3} {:>9} {:>14} {:>10} {:>9} {:>6}{}",
-            name,
+            "\n{:<peer_w$} {:<room_w$} {:<16} {:<5} {:<7} {:>3} {:>9} {:>14} {:>10} {:>9} {:>6}{}",
+            addr(l),
             l.name.as_deref().unwrap_or("-"),
             l.peer.map_or_else(|| "-".to_string(), |p| p.to_string()),
             via(l.link),
@@ -440,6 +450,13 @@ pub fn event(e: &Event, peers: &Peers, node: &Node, now: LocalTime) -> Told {
                 _ => state.effective_at(),
             };
             let in_ms = node.local_time(at).since(now).max(0) as f64 / 1e6;
+            // The queue's next song, which every room derives alone at a song's end (the
+            // state revised by node 0): nobody typed it.
+            let advanced = state.version.revision > 0 && state.version.revised_by == NodeId(0);
+            if advanced {
+                tracing::info!(version = %state.version, %what, "the queue moved on");
+                return Told::Say(format!("{what} (next in the queue)"));
+            }
             match from {
                 Some(link) => {
                     let name = peers.name(*link);
@@ -557,6 +574,30 @@ mod tests {
             event(&accepted(Some(LinkId(3))), &peers, &node, LocalTime(0)),
             Told::Say("stop (by node 0000000000000000)".to_string())
         );
+    }
+
+    #[test]
+    fn the_queues_next_song_is_said_as_such_wherever_it_was_derived() {
+        let node = Node::new(Config::new(NodeId(1)), 1, LocalTime(0));
+        let peers = Peers::default();
+        let state = GroupState {
+            version: StateVersion::new(4, NodeId(7)).revised(NodeId(0)),
+            song: None,
+            mode: Mode::Stopped { at: GroupTime(0) },
+            timebase: 1,
+            queue: Default::default(),
+        };
+        for from in [None, Some(LinkId(3))] {
+            let e = Event::StateAccepted {
+                state: state.clone(),
+                from,
+                late_by: 0,
+            };
+            assert_eq!(
+                event(&e, &peers, &node, LocalTime(0)),
+                Told::Say("stop (next in the queue)".to_string())
+            );
+        }
     }
 
     #[test]

@@ -376,13 +376,44 @@ pub fn frames_in_state(clients: &mut [&mut Client], state: &str) -> Vec<u64> {
         .collect()
 }
 
+/// The latest instant any of `clients`' traces reached: a pause typed after it is the first
+/// pause [`sound_stop_spread_us`] finds.
+pub fn traces_end(clients: &[&Client]) -> u64 {
+    clients
+        .iter()
+        .map(|c| last_instant(&read_trace(&c.trace)))
+        .max()
+        .unwrap_or(0)
+}
+
+/// How far apart (µs) the sound stopped on `clients` at their first pause after `from_ns`,
+/// measured on their traces (the instant each one's frame reached the frame it holds), and
+/// asserted within `max_us`: holding one frame is the state, stopping together is the sound.
+pub fn sound_stop_spread_us(clients: &[&Client], from_ns: u64, max_us: f64) -> f64 {
+    let traces: Vec<Vec<TracePoint>> = clients.iter().map(|c| read_trace(&c.trace)).collect();
+    let spread = music262::fleet::pause_spread_us(&traces, from_ns).unwrap_or_else(|| {
+        let names: Vec<&str> = clients.iter().map(|c| c.name.as_str()).collect();
+        panic!("a trace of {names:?} shows no pause after {from_ns}")
+    });
+    eprintln!("the sound stopped within {spread:.1} us");
+    assert!(
+        spread <= max_us,
+        "the sound stopped {spread:.1} us apart (bound {max_us} us)"
+    );
+    spread
+}
+
 /// Types `pause` on `typed` and asserts that it and every one of `others` hold `song` on one
-/// frame; returns the frames.
+/// frame, and that the sound stopped together (within 1 ms: a behaviour bound on a loaded
+/// machine; `e2e_pause_sound` holds the 100 µs one); returns the frames.
 pub fn pause_holds_one_frame(
     typed: &mut Client,
     others: &mut [&mut Client],
     song: &str,
 ) -> Vec<u64> {
+    let mut all: Vec<&Client> = vec![&*typed];
+    all.extend(others.iter().map(|x| &**x));
+    let before = traces_end(&all);
     typed.send("pause");
     for x in others.iter_mut() {
         x.wait_for(&format!("pause {song} at"), 5 * S);
@@ -395,19 +426,27 @@ pub fn pause_holds_one_frame(
         frames.iter().all(|f| *f == frames[0]),
         "paused frames {frames:?}"
     );
+    let all: Vec<&Client> = all.iter().map(|x| &**x).collect();
+    sound_stop_spread_us(&all, before, 1_000.0);
     frames
 }
 
-/// The transports named in the "Via" column of a `connections` reply, in row order.
+/// The transports named in the "Via" column of a `connections` reply, in row order (the table
+/// is aligned: a row's transport starts where the header's "Via" does).
 pub fn vias(lines: &[String]) -> Vec<String> {
+    let Some(header) = lines.iter().find(|l| l.starts_with("Peer ")) else {
+        return Vec::new();
+    };
+    let Some(col) = header.find(" Via ").map(|i| i + 1) else {
+        return Vec::new();
+    };
     lines
         .iter()
         .skip_while(|l| !l.starts_with("Peer "))
         .skip(1)
         // The client may print something else (a server status line) while the table comes:
-        // rows are the lines with the table's ten columns and a transport in the third.
-        .filter(|l| l.split_whitespace().count() >= 10)
-        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
+        // rows are the lines with a transport under "Via".
+        .filter_map(|l| l.get(col..)?.split_whitespace().next().map(str::to_string))
         .filter(|via| matches!(via.as_str(), "grpc" | "quic" | "-"))
         .collect()
 }
