@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use common::write_song;
-use music262::fleet::{self, Proc, TraceState, quantile_abs, read_trace, sync_errors_us};
+use music262::fleet::{
+    self, Proc, TraceState, pause_spread_us, quantile_abs, read_trace, sync_errors_us,
+};
 use player::SystemClock;
 
 mod common;
@@ -163,6 +165,9 @@ fn run(args: &Args) -> Result<(), String> {
     // Pause and resume, typed on other clients: how long until each client is in the new state.
     let mut applied = Vec::new();
     let mut pause_frames: Vec<Option<f64>> = Vec::new();
+    // How far apart the sound stopped (µs), from the traces: the instant each frame reached
+    // the frame held.
+    let mut pause_sound_spread: Option<f64> = None;
     for (who, command, state) in [
         (2, "pause", TraceState::Paused),
         (1, "resume", TraceState::Playing),
@@ -190,6 +195,8 @@ fn run(args: &Args) -> Result<(), String> {
                         .map(|x| x.frame)
                 })
                 .collect();
+            let traces: Vec<_> = peers.iter().map(|p| read_trace(&p.trace)).collect();
+            pause_sound_spread = pause_spread_us(&traces, typed);
         }
         applied.push((command, per_peer));
     }
@@ -270,14 +277,15 @@ fn run(args: &Args) -> Result<(), String> {
             - held.iter().copied().fold(f64::MAX, f64::min)
     });
     println!(
-        "{:5} pause held at frames {} (spread {} frames)",
+        "{:5} pause held at frames {} (spread {} frames); the sound stopped within {} us",
         args.transport,
         pause_frames
             .iter()
             .map(|f| f.map_or("-".to_string(), |f| format!("{f:.0}")))
             .collect::<Vec<_>>()
             .join(" / "),
-        pause_spread.map_or("-".to_string(), |s| format!("{s:.0}"))
+        pause_spread.map_or("-".to_string(), |s| format!("{s:.0}")),
+        pause_sound_spread.map_or("-".to_string(), |s| format!("{s:.1}"))
     );
     println!(
         "{:5} all pairs: p50 {:.1} us  p99 {:.1} us  max {:.1} us; command lead {} ms (status of A); typed to applied on A / B / C: {}",
@@ -291,7 +299,7 @@ fn run(args: &Args) -> Result<(), String> {
     let json = format!(
         "{{\"transport\":\"{}\",\"seconds\":{},\"offsets_ms\":[0,2000,-2000],\"drifts_ppm\":[0,200,-200],\
          \"p50_us\":{:.2},\"p99_us\":{:.2},\"max_us\":{:.2},\"n\":{},\"pairs\":[{}],\
-         \"pause_frame_spread\":{},\"lead_ms\":[{}],\"typed_to_applied_ms\":{{{}}}}}\n",
+         \"pause_frame_spread\":{},\"pause_sound_spread_us\":{},\"lead_ms\":[{}],\"typed_to_applied_ms\":{{{}}}}}\n",
         args.transport,
         args.seconds,
         q(0.5),
@@ -300,6 +308,7 @@ fn run(args: &Args) -> Result<(), String> {
         all.len(),
         pairs.join(","),
         pause_spread.map_or("null".to_string(), |s| format!("{s:.0}")),
+        pause_sound_spread.map_or("null".to_string(), |s| format!("{s:.2}")),
         leads
             .iter()
             .map(|l| fmt_opt(l, 1e6))

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use player::SystemClock;
 
-use crate::fleet::{self, Proc, TraceState, quantile_abs, read_trace, sync_errors_us};
+use crate::fleet::{
+    self, Proc, TraceState, pause_spread_us, quantile_abs, read_trace, sync_errors_us,
+};
 
 /// Command-line options of the demo.
 #[derive(Parser, Debug)]
@@ -153,6 +155,8 @@ fn demo_in(args: &DemoArgs, dir: &std::path::Path) -> Result<(), String> {
     // Playing windows to measure: (from, to) in host ns, settling excluded.
     let mut windows: Vec<(u64, u64)> = Vec::new();
     let mut pause_frames = Vec::new();
+    // How far apart the sound stopped at the pause (µs), from the traces.
+    let mut pause_sound = None;
     let settle_ns = 5_000_000_000u64;
     for (who, command, seconds) in phases {
         println!("\n-- {} types `{command}`", peers[who].name);
@@ -176,6 +180,8 @@ fn demo_in(args: &DemoArgs, dir: &std::path::Path) -> Result<(), String> {
                     .find(|x| x.state == TraceState::Paused);
                 pause_frames.push((p.name, last.map(|x| x.frame)));
             }
+            let traces: Vec<_> = peers.iter().map(|p| read_trace(&p.trace)).collect();
+            pause_sound = pause_spread_us(&traces, issued);
         }
     }
 
@@ -221,6 +227,9 @@ fn demo_in(args: &DemoArgs, dir: &std::path::Path) -> Result<(), String> {
             "frames differ"
         }
     );
+    if let Some(us) = pause_sound {
+        println!("pause: the sound stopped within {us:.1} us on every client");
+    }
     let before = peers[0].proc.output().len();
     peers[0].proc.send("status");
     std::thread::sleep(Duration::from_millis(500));

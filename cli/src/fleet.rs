@@ -370,12 +370,13 @@ fn bracket<T>(points: &[T], host_ns: impl Fn(&T) -> u64, at: u64) -> Option<(usi
 /// lines (the trace samples the position, so the stop falls between lines). `None` when the
 /// trace holds no playing line followed by a paused one after `from_ns`.
 pub fn pause_instant_ns(trace: &[TracePoint], from_ns: u64) -> Option<u64> {
-    let after: Vec<&TracePoint> = trace.iter().filter(|p| p.host_ns >= from_ns).collect();
-    let k = after
-        .windows(2)
-        .position(|w| w[0].playing && w[1].state == TraceState::Paused)?;
-    let (last, held) = (after[k], after[k + 1].frame);
-    let before = after[..k].iter().rev().find(|p| p.playing)?;
+    // The paused line comes after `from_ns`; the playing lines before it may not (a pause one
+    // lead after it is typed can follow a single line).
+    let k = trace.windows(2).position(|w| {
+        w[1].host_ns >= from_ns && w[0].playing && w[1].state == TraceState::Paused
+    })?;
+    let (last, held) = (&trace[k], trace[k + 1].frame);
+    let before = trace[..k].iter().rev().find(|p| p.playing)?;
     let per_ns = (last.frame - before.frame) / (last.host_ns - before.host_ns) as f64;
     if per_ns <= 0.0 {
         return None;
