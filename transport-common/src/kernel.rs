@@ -20,14 +20,38 @@ pub struct Received {
     pub kernel_ns: Option<i128>,
 }
 
-/// The kernel's instant `kernel_ns` (realtime) on the sync clock, `now` being the sync clock
-/// read just after the `recvmsg` that gave it.
-pub fn to_sync_clock(kernel_ns: i128, now: u64) -> u64 {
-    let realtime = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128);
+/// The kernel's instant `kernel_ns` (realtime) on the sync clock `clock`, read just after the
+/// `recvmsg` that gave it. The bytes' age is the realtime clock minus the stamp, so both clocks
+/// must be read at one instant: the sync clock is read between two realtime reads, and of a few
+/// tries the tightest bracket is kept (a thread preempted between two reads would otherwise
+/// add the pause to the age and stamp the bytes that much early).
+pub fn to_sync_clock(kernel_ns: i128, clock: &dyn Fn() -> u64) -> u64 {
+    let realtime = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128)
+    };
+    let mut best: Option<(i128, i128, u64)> = None;
+    for _ in 0..BRACKET_TRIES {
+        let before = realtime();
+        let now = clock();
+        let after = realtime();
+        let width = after - before;
+        if best.is_none_or(|(w, _, _)| width < w) {
+            best = Some((width, before + width / 2, now));
+        }
+        if width <= TIGHT_BRACKET_NS {
+            break;
+        }
+    }
+    let (_, realtime, now) = best.expect("at least one try");
     sync_core::time::kernel_instant(kernel_ns, realtime, now)
 }
+
+/// Reads of the clocks tried at most, for a tight bracket.
+const BRACKET_TRIES: usize = 4;
+/// A bracket this narrow (ns) is as good as the clocks' reads: no more tries.
+const TIGHT_BRACKET_NS: i128 = 2_000;
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub use linux::{enable, recv};
@@ -137,6 +161,6 @@ mod tests {
             (&b"probe"[..], Some(stamp))
         );
         // On the sync clock: no later than the clock read after the receive.
-        assert!(to_sync_clock(stamp, 1_000_000_000) <= 1_000_000_000);
+        assert!(to_sync_clock(stamp, &|| 1_000_000_000) <= 1_000_000_000);
     }
 }

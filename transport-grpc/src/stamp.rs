@@ -353,8 +353,10 @@ mod kernel {
                     Ok(r) => {
                         buf.advance(r.bytes);
                         if r.bytes > 0 {
-                            let now = clock();
-                            let at = r.kernel_ns.map_or(now, |k| kernel::to_sync_clock(k, now));
+                            let at = match r.kernel_ns {
+                                Some(k) => kernel::to_sync_clock(k, &**clock),
+                                None => clock(),
+                            };
                             // 0 means "nothing read yet" to `ConnStamps`.
                             stamps.record_read(at.max(1));
                         }

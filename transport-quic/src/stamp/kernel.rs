@@ -81,10 +81,9 @@ mod linux {
         pub(in super::super) fn peek(&self, clock: &ClockFn) -> Option<Peeked> {
             let mut byte = [0u8; 1];
             let msg = kernel::recv(&self.socket, &mut byte, true).ok()?;
-            let now = clock();
             let from = SocketAddr::V4(msg.from?);
             let at = match msg.kernel_ns {
-                Some(k) => Some(kernel::to_sync_clock(k, now)),
+                Some(k) => Some(kernel::to_sync_clock(k, &**clock)),
                 None => {
                     if !self
                         .missing
